@@ -1,0 +1,232 @@
+"""The `mlsd` command: argument parsing, wiring, and the only place that picks exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Errors go to
+stderr as one sentence; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import tzinfo
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from mlsd import __version__, config
+from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fields
+from mlsd.errors import ConfigError, InputError, MlsdError
+from mlsd.logfiles import open_log
+from mlsd.parse import AuthFailure, Skip, parse_line
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+# Rows are flushed to stdout in batches: one write per row would dominate a 1M-line scan.
+_BATCH = 512
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand sets `func`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        type=Path,
+        help=f"configuration file (default {config.DEFAULT_PATH})",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog="mlsd",
+        description="Mail-log sentinel: records failed SMTP/IMAP/POP3 logins from the "
+        "Postfix/Dovecot log in an enriched CSV and mails a daily report.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"mlsd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "parse",
+        parents=[common],
+        help="print the events in log files (plain, .gz or - for stdin); touches no state",
+        description="Parse log files and print one line per authentication failure that "
+        "would become a CSV row. Reads plain or gzip files (by content) or - for stdin. "
+        "Without -c no configuration file is needed.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the configuration and print it with secrets masked",
+    )
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def _load_config(args: argparse.Namespace, *, required: bool) -> config.Config:
+    path: Path | None = args.config
+    if path is None:
+        if not required:
+            return config.Config()
+        path = config.DEFAULT_PATH
+    return config.load(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """`mlsd check-config`: validate, then print the effective configuration."""
+    cfg = _load_config(args, required=True)
+    sys.stdout.write(config.render(cfg))
+    sys.stderr.write(f"mlsd: {cfg.source_file}: configuration is valid\n")
+    return EXIT_OK
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """`mlsd parse FILE…`: print would-be rows, touch nothing."""
+    cfg = _load_config(args, required=False)
+    log_tz = cfg.log_tz()
+    out = sys.stdout.buffer
+    reverse = postfix_reverse if cfg.dns.reverse == "postfix" else no_reverse
+    emit: Callable[[list[AuthFailure]], bytes]
+    if args.format == "csv":
+        out.write(HEADER)
+
+        def emit(events: list[AuthFailure]) -> bytes:
+            return encode_rows(
+                row_fields(
+                    ev,
+                    reverse(ev),
+                    tz=log_tz,
+                    date_format=cfg.csv.date_format,
+                    cap=cfg.csv.max_field_length,
+                )
+                for ev in events
+            )
+    else:
+
+        def emit(events: list[AuthFailure]) -> bytes:
+            return "".join(
+                json.dumps(_event_json(ev, reverse(ev).hostname)) + "\n" for ev in events
+            ).encode()
+
+    failed = False
+    for name in args.files:
+        try:
+            stats = _parse_one(name, out, emit, log_tz)
+        except InputError as exc:
+            sys.stderr.write(f"mlsd: {exc}\n")
+            failed = True
+            continue
+        skipped = ", ".join(
+            f"{n} {r.value}" for r, n in sorted(stats.items(), key=_by_value) if isinstance(r, Skip)
+        )
+        sys.stderr.write(
+            f"mlsd: {name}: {stats['lines']} lines, {stats['events']} events"
+            + (f"; not recorded: {skipped}" if skipped else "")
+            + "\n"
+        )
+    out.flush()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _by_value(item: tuple[object, int]) -> str:
+    key = item[0]
+    return key.value if isinstance(key, Skip) else str(key)
+
+
+def _parse_one(
+    name: str,
+    out: BinaryIO,
+    emit: Callable[[list[AuthFailure]], bytes],
+    log_tz: tzinfo,
+) -> Counter[object]:
+    stream, ref = open_log(name)
+    stats: Counter[object] = Counter()
+    batch: list[AuthFailure] = []
+    lines = 0
+    try:
+        with stream:
+            for line in stream:
+                lines += 1
+                result = parse_line(line, ref, log_tz)
+                if result is None:
+                    continue
+                if isinstance(result, AuthFailure):
+                    batch.append(result)
+                    if len(batch) >= _BATCH:
+                        out.write(emit(batch))
+                        stats["events"] += len(batch)
+                        batch.clear()
+                else:
+                    stats[result] += 1
+    except (OSError, EOFError, zlib.error) as exc:
+        # A truncated or corrupt .gz: keep what was read, say where it stopped.
+        out.write(emit(batch))
+        raise InputError(f"{name}: read failed after {lines} lines: {exc}") from None
+    out.write(emit(batch))
+    stats["events"] += len(batch)
+    stats["lines"] = lines
+    return stats
+
+
+def _event_json(ev: AuthFailure, hostname: str) -> dict[str, object]:
+    return {
+        "time": ev.time.isoformat(),
+        "server": ev.server,
+        "service": ev.service,
+        "mechanism": ev.mechanism,
+        "ip": ev.ip,
+        "user": ev.user,
+        "hostname": hostname,
+        "attempts": ev.attempts,
+        "reason": ev.reason,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mlsd` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        _error(exc, args)
+        return EXIT_USAGE
+    except MlsdError as exc:
+        _error(exc, args)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # `mlsd parse … | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"mlsd: internal error: {exc.__class__.__name__}: {exc} "
+            "(run again with --debug for the traceback, and please report it)\n"
+        )
+        return EXIT_FAILURE
+    return code
+
+
+def _error(exc: BaseException, args: argparse.Namespace) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    sys.stderr.write(f"mlsd: {exc}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""The INI configuration file → one frozen, validated `Config`, or a `ConfigError` naming the spot.
+
+The file is read once; every key is checked against a schema, so a typo is an error with a
+suggestion instead of a silent fallback to the default. Secrets live in `Secret`, whose repr
+is `***`, so no log line or `check-config` output can show them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import time, tzinfo
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mlsd.errors import ConfigError
+
+DEFAULT_PATH: Final = Path("/etc/mlsd/mlsd.conf")
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A value that must never be printed: its repr and str are `***`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself — for the one place that hands it to the SMTP client."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathsConfig:
+    """Where mlsd reads and writes."""
+
+    mail_log: Path = Path("/var/log/mail.log")
+    csv: Path = Path("/var/log/mlsd/mlsd.csv")
+    state_dir: Path = Path("/var/lib/mlsd")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceConfig:
+    """How to read the log's timestamps."""
+
+    timezone: str = ""
+    """Zone of stamps without an offset (classic syslog, postlogd); empty = the system's."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CsvConfig:
+    """How rows are written."""
+
+    date_format: str = "iso"
+    max_field_length: int = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GeoipConfig:
+    """MaxMind-format databases (MMDB)."""
+
+    country_db: Path = Path("/var/lib/GeoIP/GeoLite2-Country.mmdb")
+    asn_db: Path = Path("/var/lib/GeoIP/GeoLite2-ASN.mmdb")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsConfig:
+    """Where the client hostname comes from."""
+
+    reverse: str = "postfix"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportConfig:
+    """The daily report."""
+
+    time: time = time(0, 15)
+    timezone: str = ""
+    to: tuple[str, ...] = ()
+    sender: str = ""
+    """`from` in the file (a Python keyword, hence the attribute name)."""
+    subject_prefix: str = "[mlsd]"
+    attach: str = "day"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpConfig:
+    """How the report is delivered."""
+
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password: Secret | None = field(default=None, compare=False)
+    password_file: Path | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    """mlsd's own log."""
+
+    level: str = "INFO"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole configuration, validated."""
+
+    source_file: Path | None = None
+    paths: PathsConfig = PathsConfig()
+    source: SourceConfig = SourceConfig()
+    csv: CsvConfig = CsvConfig()
+    geoip: GeoipConfig = GeoipConfig()
+    dns: DnsConfig = DnsConfig()
+    report: ReportConfig = ReportConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    log: LogConfig = LogConfig()
+
+    def log_tz(self) -> tzinfo:
+        """The zone of the log's offset-less stamps."""
+        return resolve_tz(self.source.timezone)
+
+    def report_tz(self) -> tzinfo:
+        """The zone the report's days are cut in."""
+        return resolve_tz(self.report.timezone)
+
+
+# ---- value parsers: each takes the raw string and returns the value or raises ValueError
+# with the "expected …" part of the message.
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _path(raw: str) -> Path:
+    if not raw:
+        raise ValueError("a file path")
+    return Path(raw)
+
+
+def _opt_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in options:
+            raise ValueError("one of: " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"a whole number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("a number of seconds greater than 0") from None
+    if not 0 < value < float("inf"):  # also refuses NaN
+        raise ValueError("a number of seconds greater than 0")
+    return value
+
+
+def _hhmm(raw: str) -> time:
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", raw)
+    if m is None:
+        raise ValueError("a time of day as HH:MM, 00:00 to 23:59")
+    return time(int(m[1]), int(m[2]))
+
+
+def _zone(raw: str) -> str:
+    if raw:
+        try:
+            ZoneInfo(raw)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as Europe/Paris, or empty") from None
+    return raw
+
+
+_ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
+
+
+def _address(raw: str) -> str:
+    if raw and not _ADDRESS.fullmatch(raw):
+        raise ValueError("an e-mail address such as mlsd@example.org")
+    return raw
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    parts = tuple(p for p in re.split(r"[,\s]+", raw) if p)
+    for p in parts:
+        if not _ADDRESS.fullmatch(p):
+            raise ValueError("e-mail addresses separated by commas")
+    return parts
+
+
+def _level(raw: str) -> str:
+    value = raw.upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("one of: DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
+def _secret(raw: str) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+# section → key → (dataclass attribute, parser). The key names are the interface.
+_SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], Any]]]]]] = {
+    "paths": (
+        PathsConfig,
+        {"mail_log": ("mail_log", _path), "csv": ("csv", _path), "state_dir": ("state_dir", _path)},
+    ),
+    "source": (SourceConfig, {"timezone": ("timezone", _zone)}),
+    "csv": (
+        CsvConfig,
+        {
+            "date_format": ("date_format", _choice("iso", "maillogsentinel")),
+            "max_field_length": ("max_field_length", _int_range(16, 4096)),
+        },
+    ),
+    "geoip": (GeoipConfig, {"country_db": ("country_db", _path), "asn_db": ("asn_db", _path)}),
+    "dns": (DnsConfig, {"reverse": ("reverse", _choice("postfix", "off"))}),
+    "report": (
+        ReportConfig,
+        {
+            "time": ("time", _hhmm),
+            "timezone": ("timezone", _zone),
+            "to": ("to", _addresses),
+            "from": ("sender", _address),
+            "subject_prefix": ("subject_prefix", _str),
+            "attach": ("attach", _choice("day", "none", "full")),
+        },
+    ),
+    "smtp": (
+        SmtpConfig,
+        {
+            "host": ("host", _str),
+            "port": ("port", _int_range(1, 65535)),
+            "security": ("security", _choice("none", "starttls", "tls")),
+            "username": ("username", _str),
+            "password": ("password", _secret),
+            "password_file": ("password_file", _opt_path),
+            "timeout": ("timeout", _positive_float),
+        },
+    ),
+    "log": (
+        LogConfig,
+        {
+            "level": ("level", _level),
+            "format": ("format", _choice("auto", "console", "json", "journal")),
+        },
+    ),
+}
+
+_PATH_KEYS: Final = {
+    ("paths", "mail_log"),
+    ("paths", "csv"),
+    ("paths", "state_dir"),
+    ("geoip", "country_db"),
+    ("geoip", "asn_db"),
+    ("smtp", "password_file"),
+}
+
+
+def sections() -> Mapping[str, tuple[str, ...]]:
+    """Every section and its keys, in schema order (for docs and `check-config`)."""
+    return {name: tuple(keys) for name, (_, keys) in _SCHEMA.items()}
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, section and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found (create it from mlsd.conf.example, "
+            "or pass another with -c PATH)",
+            path=path,
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"{path}: permission denied reading the config file (run as a user that can read it)",
+            path=path,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}", path=path) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> Config:
+    """Validate config text; `path` names it in errors and anchors relative paths."""
+    parser = configparser.ConfigParser(
+        interpolation=None, default_section="\0none", strict=True, empty_lines_in_values=False
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(
+            f"{path}: line {exc.lineno}: section [{exc.section}] appears twice", path=path
+        ) from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(
+            f"{path}: [{exc.section}] {exc.option}: set twice (line {exc.lineno})",
+            path=path,
+            section=exc.section,
+            key=exc.option,
+        ) from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError(
+            f"{path}: line {exc.lineno}: a key before any [section] header", path=path
+        ) from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not a valid INI file: {exc.message}", path=path) from None
+
+    base = path.parent
+    parts: dict[str, Any] = {}
+    for section in parser.sections():
+        if section not in _SCHEMA:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]{_suggest(section, _SCHEMA)}",
+                path=path,
+                section=section,
+            )
+        cls, keys = _SCHEMA[section]
+        values: dict[str, Any] = {}
+        for key, raw_value in parser.items(section):
+            if key not in keys:
+                raise ConfigError(
+                    f"{path}: [{section}] unknown key {key!r}{_suggest(key, keys)}",
+                    path=path,
+                    section=section,
+                    key=key,
+                )
+            attr, parse = keys[key]
+            raw = raw_value.strip()
+            try:
+                value = parse(raw)
+            except ValueError as exc:
+                shown = "***" if key == "password" else repr(raw)
+                raise ConfigError(
+                    f"{path}: [{section}] {key} = {shown}: expected {exc}",
+                    path=path,
+                    section=section,
+                    key=key,
+                ) from None
+            if (section, key) in _PATH_KEYS and isinstance(value, Path):
+                value = value if value.is_absolute() else (base / value)
+            values[attr] = value
+        parts[section] = cls(**values)
+
+    smtp: SmtpConfig = parts.get("smtp", SmtpConfig())
+    if smtp.password is not None and smtp.password_file is not None:
+        raise ConfigError(
+            f"{path}: [smtp] password and password_file are both set: keep one "
+            "(password_file keeps the secret out of this file)",
+            path=path,
+            section="smtp",
+            key="password",
+        )
+    if smtp.password_file is not None:
+        parts["smtp"] = _with_password_file(smtp, path)
+    if smtp.username and smtp.password is None and smtp.password_file is None:
+        raise ConfigError(
+            f"{path}: [smtp] username is set but no password_file: set password_file "
+            "(or remove username to send without AUTH)",
+            path=path,
+            section="smtp",
+            key="username",
+        )
+    if smtp.password is not None or smtp.password_file is not None:
+        if not smtp.username:
+            raise ConfigError(
+                f"{path}: [smtp] a password is set but no username",
+                path=path,
+                section="smtp",
+                key="username",
+            )
+        if smtp.security == "none" and smtp.host not in ("localhost", "127.0.0.1", "::1"):
+            raise ConfigError(
+                f"{path}: [smtp] security = none would send the password in clear text to "
+                f"{smtp.host}: expected starttls or tls",
+                path=path,
+                section="smtp",
+                key="security",
+            )
+    return Config(source_file=path, **parts)
+
+
+def _with_password_file(smtp: SmtpConfig, path: Path) -> SmtpConfig:
+    assert smtp.password_file is not None  # noqa: S101 - narrowed by the caller
+    pf = smtp.password_file
+    try:
+        secret = pf.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: [smtp] password_file = {str(pf)!r}: cannot read it: {exc.strerror}",
+            path=path,
+            section="smtp",
+            key="password_file",
+        ) from None
+    if not secret:
+        raise ConfigError(
+            f"{path}: [smtp] password_file = {str(pf)!r}: the file is empty",
+            path=path,
+            section="smtp",
+            key="password_file",
+        )
+    return _replace(smtp, password=Secret(secret))
+
+
+def _replace(obj: T, **changes: Any) -> T:
+    values = {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
+    values.update(changes)
+    return type(obj)(**values)
+
+
+def _suggest(name: str, options: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    if close:
+        return f": did you mean {close[0]!r}?"
+    return ": expected one of " + ", ".join(options)
+
+
+def resolve_tz(name: str) -> tzinfo:
+    """A zone by IANA name; empty means the system's (TZ, then /etc/localtime, else UTC)."""
+    if name:
+        return ZoneInfo(name)
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env:
+        try:
+            return ZoneInfo(env)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def render(config: Config) -> str:
+    """The effective configuration as INI, secrets masked (for `check-config`)."""
+    out: list[str] = []
+    if config.source_file is not None:
+        out.append(f"# effective configuration of {config.source_file}")
+    for section, (_, keys) in _SCHEMA.items():
+        obj = getattr(config, section)
+        out.append(f"\n[{section}]")
+        for key, (attr, _) in keys.items():
+            value = getattr(obj, attr)
+            out.append(f"{key} = {_show(value)}")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Secret):
+        return "***"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    return str(value)
