@@ -27,7 +27,7 @@ def open_log(name: str) -> tuple[BinaryIO, datetime]:
         return sys.stdin.buffer, datetime.now(UTC)
     path = Path(name)
     try:
-        raw = cast(io.BufferedReader, open(path, "rb", buffering=READ_BUFFER))  # noqa: SIM115
+        raw = cast(io.BufferedReader, open(path, "rb", buffering=READ_BUFFER))
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:

@@ -1,0 +1,133 @@
+"""The CSV: MailLogSentinel's columns first, attacker-chosen fields made harmless, mode 0640."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mlsd.csvlog import (
+    COLUMNS,
+    HEADER,
+    CsvJournal,
+    clean_field,
+    encode_rows,
+    postfix_reverse,
+    row_fields,
+)
+from mlsd.errors import StateError
+from mlsd.parse import AuthFailure
+
+MLS_HEADER = "server;date;ip;user;hostname;reverse_dns_status;country_code;asn;aso"
+
+
+def event(**kw: object) -> AuthFailure:
+    base: dict[str, object] = {
+        "time": datetime(2026, 11, 25, 4, 38, tzinfo=UTC),
+        "server": "mail",
+        "service": "submission",
+        "mechanism": "LOGIN",
+        "hostname": "unknown",
+        "ip": "192.0.2.1",
+        "user": "admin",
+        "reason": "(reason unavailable)",
+    }
+    base.update(kw)
+    return AuthFailure(**base)  # type: ignore[arg-type]
+
+
+def row(ev: AuthFailure, date_format: str = "iso", tz: object = UTC) -> list[str]:
+    return row_fields(ev, postfix_reverse(ev), tz=tz, date_format=date_format, cap=256)  # type: ignore[arg-type]
+
+
+def test_header_starts_with_maillogsentinel_columns() -> None:
+    """The first nine columns are MailLogSentinel's, in its order, `;`-separated."""
+    assert HEADER.decode().startswith(MLS_HEADER + ";")
+    assert ("service", "mechanism", "attempts") == COLUMNS[9:]
+
+
+def test_row_layout_and_iso_date() -> None:
+    """A row carries the event in column order with an ISO 8601 date and offset."""
+    ev = event()
+    assert [
+        "mail", "2026-11-25T05:38:00+01:00", "192.0.2.1", "admin", "unknown", "NONE",
+        "N/A", "N/A", "N/A", "submission", "LOGIN", "1",
+    ] == row(ev, tz=ZoneInfo("Europe/Paris"))  # fmt: skip
+
+
+def test_maillogsentinel_date_format() -> None:
+    """date_format = maillogsentinel writes dd/mm/YYYY HH:MM in the configured zone."""
+    assert "25/11/2026 05:38" == row(event(), "maillogsentinel", ZoneInfo("Europe/Paris"))[1]
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_formula_starts_are_neutralised(start: str) -> None:
+    """No cell starts a formula: `= + - @` get a leading `'`, tab and CR become escapes."""
+    cleaned = clean_field(start + "cmd|' /C calc'!A0", 256)
+    expected = {"\t": "\\x09", "\r": "\\x0d"}.get(start, "'" + start)
+    assert cleaned.startswith(expected)
+
+
+def test_control_characters_and_bidi_never_reach_the_file() -> None:
+    """ESC, NUL, newlines and bidi overrides become visible escapes."""
+    cleaned = clean_field("a\x1b[31mb\x00c\nd\u202ee", 256)
+    assert "a\\x1b[31mb\\x00c\\x0ad\\u202ee" == cleaned
+
+
+def test_length_is_capped() -> None:
+    """A huge attacker value is cut to the cap, marked with an ellipsis."""
+    cleaned = clean_field("x" * 10_000, 256)
+    assert (256, "…") == (len(cleaned), cleaned[-1])
+
+
+def test_hostile_user_round_trips_as_one_harmless_row() -> None:
+    """Quotes, separators, newlines and a formula in one username make one safe row."""
+    hostile = '=HYPERLINK("http://evil";"x");\r\n\x1b]0;pwned\x07'
+    data = encode_rows([row(event(user=hostile))])
+    assert 1 == data.count(b"\n") and b"\x1b" not in data and b"\r" not in data
+    (parsed,) = list(csv.reader(io.StringIO(data.decode()), delimiter=";"))
+    assert parsed[3].startswith("'=HYPERLINK(")
+    assert 12 == len(parsed)
+
+
+def test_journal_creates_0640_with_header_even_with_open_umask(tmp_path: Path) -> None:
+    """A new CSV is mode 0640 whatever the umask, and starts with the header."""
+    path = tmp_path / "sub" / "mlsd.csv"
+    old = os.umask(0)
+    try:
+        journal = CsvJournal(path)
+        journal.open()
+    finally:
+        os.umask(old)
+    journal.append(encode_rows([row(event())]))
+    journal.sync()
+    journal.close()
+    assert 0o640 == stat.S_IMODE(path.stat().st_mode)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert HEADER == lines[0] and 2 == len(lines)
+
+
+def test_journal_reopens_and_appends(tmp_path: Path) -> None:
+    """Reopening keeps existing rows and appends after them."""
+    path = tmp_path / "mlsd.csv"
+    for user in ("a", "b"):
+        journal = CsvJournal(path)
+        journal.open()
+        journal.append(encode_rows([row(event(user=user))]))
+        journal.close()
+    users = [r[3] for r in csv.reader(io.StringIO(path.read_text()), delimiter=";")][1:]
+    assert ["a", "b"] == users
+
+
+def test_journal_refuses_a_foreign_csv(tmp_path: Path) -> None:
+    """A MailLogSentinel CSV is not appended to with a different column set."""
+    path = tmp_path / "maillogsentinel.csv"
+    path.write_text(MLS_HEADER + "\n")
+    with pytest.raises(StateError, match="does not start with mlsd's header"):
+        CsvJournal(path).open()

@@ -1,0 +1,130 @@
+"""The parser against every real line of the corpus, each with its expectation beside it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mlsd.parse import AuthFailure, Skip, parse_line
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+@dataclass(frozen=True)
+class Case:
+    source: str
+    line_no: int
+    line: str
+    expected: dict[str, Any]
+    ref: datetime
+    tz: tzinfo
+
+
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+    for exp_file in sorted(CORPUS.glob("*/*.expected.jsonl")):
+        log = exp_file.with_name(exp_file.name.replace(".expected.jsonl", ".log"))
+        lines = log.read_text(encoding="utf-8").splitlines()
+        meta, *records = (json.loads(x) for x in exp_file.read_text().splitlines())
+        tz = ZoneInfo(meta["tz"])
+        if "reference" in meta:
+            ref = datetime.fromisoformat(meta["reference"])
+        else:
+            # Read each capture as on the day after its last line.
+            ref = (
+                datetime(meta["year"], 12, 31, tzinfo=UTC)
+                if "sample" in log.name
+                else (datetime(meta["year"], 11, 25, 5, 0, tzinfo=UTC))
+            )
+        assert len(records) == len(lines), f"{exp_file}: one expectation per line of {log.name}"
+        for rec in records:
+            assert rec["line"] == lines[rec["line_no"] - 1], f"{exp_file}:{rec['line_no']} drifted"
+            cases.append(
+                Case(f"{log.parent.name}/{log.name}", rec["line_no"], rec["line"], rec, ref, tz)
+            )
+    return cases
+
+
+CASES = _cases()
+
+
+def test_corpus_is_complete() -> None:
+    """Every log in the corpus has its expectations, and they include rows, skips and nones."""
+    logs = sorted(CORPUS.glob("*/*.log"))
+    assert len(logs) == 13
+    kinds = Counter(c.expected["expect"] for c in CASES)
+    assert kinds["row"] == 236 and kinds["skip"] == 9 and kinds["none"] > 300, kinds
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.source}:{c.line_no}")
+def test_corpus_line(case: Case) -> None:
+    """Each line parses exactly as its annotation says (with LF, CRLF or no line end)."""
+    exp = case.expected
+    for ending in (b"\n", b"\r\n", b""):
+        result = parse_line(case.line.encode() + ending, case.ref, case.tz)
+        if exp["expect"] == "row":
+            assert isinstance(result, AuthFailure), result
+            actual = {
+                "time": result.time.isoformat(),
+                "server": result.server,
+                "service": result.service,
+                "ip": result.ip,
+                "user": result.user,
+                "mechanism": result.mechanism,
+                "hostname": result.hostname,
+                "attempts": result.attempts,
+            }
+            expected = {k: exp[k] for k in actual}
+            assert expected == actual
+        elif exp["expect"] == "skip":
+            assert result is Skip(exp["skip"])
+        else:
+            assert result is None
+
+
+def _lab_events(variant: str) -> list[AuthFailure]:
+    ref = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)
+    events = []
+    for part in ("mail", "dovecot"):
+        for line in (CORPUS / "lab" / f"{variant}-{part}.log").read_bytes().splitlines(True):
+            r = parse_line(line, ref, UTC)
+            if isinstance(r, AuthFailure):
+                events.append(r)
+    return events
+
+
+SERVICE_BY_PORT = {25: "smtp", 587: "submission", 465: "submissions"}
+
+
+@pytest.mark.parametrize(
+    "variant", ["postlogd", "syslog-traditional", "syslog-rfc3339", "penalty-on"]
+)
+def test_every_recorded_attack_is_found(variant: str) -> None:
+    """Each failed attempt the lab's client logged (535, a mechanism the server offers)
+    is an event with its IP, service, mechanism and user; no successful login is one.
+
+    The attack logs are not complete (multi-attempt sessions were logged elsewhere), so
+    this checks inclusion; the per-line expectations above check the exact set. Dovecot
+    lower-cases usernames before Postfix logs them (auth_username_format = %Lu).
+    """
+    attempts = json.loads((CORPUS / "lab" / f"attack-{variant}.json").read_text())
+    events = Counter(
+        (e.ip, e.service, e.mechanism, (e.user or "").lower()) for e in _lab_events(variant)
+    )
+    failed = Counter(
+        (a["src"], SERVICE_BY_PORT[a["port"]], a["mech"], a["user"].lower())
+        for a in attempts
+        if a["code"] == 535 and a["mech"] in ("PLAIN", "LOGIN") and a["variant"] != "bad-base64"
+    )
+    assert failed, "the attack log has failures"
+    assert failed - events == Counter()
+    for a in attempts:
+        if a["code"] == 235:
+            assert (a["src"], a["user"]) not in {(e.ip, e.user) for e in _lab_events(variant)}
