@@ -21,14 +21,14 @@ from mlsd import __version__, config
 from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fields
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.logfiles import open_log
-from mlsd.parse import AuthFailure, Skip, parse_line
+from mlsd.parse import AuthFailure, Skip, candidate_lines, parse_line
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 
-# Rows are flushed to stdout in batches: one write per row would dominate a 1M-line scan.
-_BATCH = 512
+# Read in blocks: the needles are searched per block, not per line (see candidate_lines).
+_CHUNK = 1 << 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,29 +152,41 @@ def _parse_one(
 ) -> Counter[object]:
     stream, ref = open_log(name)
     stats: Counter[object] = Counter()
-    batch: list[AuthFailure] = []
     lines = 0
+    events = 0
+    carry = b""
     try:
         with stream:
-            for line in stream:
+            while True:
+                chunk = stream.read(_CHUNK)
+                if not chunk:
+                    break
+                buf = carry + chunk
+                lines += buf.count(b"\n", len(carry))  # count only the new bytes' newlines
+                cut = buf.rfind(b"\n") + 1
+                carry = buf[cut:]
+                batch: list[AuthFailure] = []
+                for line in candidate_lines(buf[:cut]):
+                    result = parse_line(line, ref, log_tz)
+                    if isinstance(result, AuthFailure):
+                        batch.append(result)
+                    elif result is not None:
+                        stats[result] += 1
+                if batch:
+                    out.write(emit(batch))
+                    events += len(batch)
+            if carry:  # a last line without its newline: the file is complete, so it counts
                 lines += 1
-                result = parse_line(line, ref, log_tz)
-                if result is None:
-                    continue
+                result = parse_line(carry, ref, log_tz)
                 if isinstance(result, AuthFailure):
-                    batch.append(result)
-                    if len(batch) >= _BATCH:
-                        out.write(emit(batch))
-                        stats["events"] += len(batch)
-                        batch.clear()
-                else:
+                    out.write(emit([result]))
+                    events += 1
+                elif result is not None:
                     stats[result] += 1
     except (OSError, EOFError, zlib.error) as exc:
-        # A truncated or corrupt .gz: keep what was read, say where it stopped.
-        out.write(emit(batch))
+        # A truncated or corrupt .gz: what was read is already printed; say where it stopped.
         raise InputError(f"{name}: read failed after {lines} lines: {exc}") from None
-    out.write(emit(batch))
-    stats["events"] += len(batch)
+    stats["events"] = events
     stats["lines"] = lines
     return stats
 

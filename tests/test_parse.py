@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.parse import AuthFailure, Skip, classic_stamp, parse_line
+from mlsd.parse import AuthFailure, Skip, candidate_lines, classic_stamp, parse_line
 
 REF = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PF = b"Nov 25 04:38:00 mail postfix/smtpd[1]: warning: "
@@ -212,3 +212,21 @@ def test_mechanism_case_is_normalised_and_service_from_program() -> None:
         (a.service, a.mechanism),
         (b.service, b.mechanism),
     )
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"x", b"\n", b"auth failed", b"authentication failed", b"auth", b" failed", b"\r"]
+        ),
+        max_size=40,
+    )
+)
+def test_candidate_lines_equals_a_naive_line_filter(parts: list[bytes]) -> None:
+    """The block search returns exactly the complete lines a per-line filter would keep."""
+    buf = b"".join(parts)
+    complete = buf[: buf.rfind(b"\n") + 1]
+    lines = [line + b"\n" for line in complete.split(b"\n")[:-1]]  # \n only: \r is data
+    naive = [line for line in lines if b"authentication failed" in line or b"auth failed" in line]
+    assert naive == candidate_lines(buf)
