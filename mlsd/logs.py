@@ -1,0 +1,146 @@
+"""Logging: structlog on top of stdlib logging, one renderer picked once at start-up.
+
+Library records (asyncio, aiosmtplib, pyinotify) go through the same handler, so the
+journal shows one format. Under journald (JOURNAL_STREAM names our stderr) a record is one
+line: a `<N>` syslog priority prefix, the event, key=value fields, no timestamp (journald
+adds it), a traceback folded into the line. On a terminal: structlog's console format.
+`format = json`: one JSON object per line. Every string is stripped of control characters
+(usernames in log lines are chosen by attackers) and secrets are masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+
+from mlsd.config import Secret
+
+_PRIORITY: Final = {
+    "critical": 2,
+    "error": 3,
+    "warning": 4,
+    "info": 6,
+    "debug": 7,
+}
+_SECRET_KEYS: Final = frozenset({"password", "secret", "passwd", "token", "auth_password"})
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NEEDS_QUOTES = re.compile(r"[\s\"=]")
+
+
+def under_journald(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    """Whether `stream` is journald's: JOURNAL_STREAM holds its `device:inode`."""
+    env = os.environ if env is None else env
+    want = env.get("JOURNAL_STREAM", "")
+    if not want:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
+
+
+def _escape(value: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", value)
+
+
+def sanitize(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets, escape control characters in every string."""
+    for key, value in event.items():
+        if isinstance(value, Secret) or key.lower() in _SECRET_KEYS:
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = _escape(value)
+    return event
+
+
+def _kv(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class JournalRenderer:
+    """`<6>event key=value …`: one line per record, for journald."""
+
+    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        prio = _PRIORITY.get(event.pop("level", method), 6)
+        text = str(event.pop("event", ""))
+        event.pop("timestamp", None)
+        exc = event.pop("exception", None)
+        parts = [f"<{prio}>{text}"]
+        parts.extend(f"{k}={_kv(v)}" for k, v in event.items())
+        if exc:
+            # journald splits on newlines: fold the traceback into this record's line.
+            parts.append("exception=" + json.dumps(str(exc), ensure_ascii=False))
+        return " ".join(parts).replace("\n", "\\n")
+
+
+def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> str:
+    """Set up structlog and stdlib logging; returns the format chosen (journal/console/json).
+
+    Safe to call again (SIGHUP): handlers are replaced, not stacked.
+    """
+    stream = sys.stderr if stream is None else stream
+    if fmt == "auto":
+        if under_journald(stream):
+            fmt = "journal"
+        elif stream.isatty():
+            fmt = "console"
+        else:
+            fmt = "console_plain"
+    renderer: Any
+    pre: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+    ]
+    if fmt == "journal":
+        renderer = JournalRenderer()
+        pre.append(structlog.processors.format_exc_info)
+    elif fmt == "json":
+        pre.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+        pre.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        pre.append(structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False))
+        renderer = structlog.dev.ConsoleRenderer(colors=fmt == "console")
+    pre.append(sanitize)
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pyinotify installs its own stderr handler at import: ours is the only one.
+    pyinotify_log = logging.getLogger("pyinotify")
+    for old in list(pyinotify_log.handlers):
+        pyinotify_log.removeHandler(old)
+    pyinotify_log.propagate = True
+
+    structlog.configure(
+        processors=[*pre, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return "console" if fmt == "console_plain" else fmt
+
+
+def get(name: str) -> Any:
+    """A structlog logger named `name` (e.g. `mlsd.follow`)."""
+    return structlog.stdlib.get_logger(name)
