@@ -11,12 +11,15 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -c 'import mlsd, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog'
 	touch $(STAMP)
 
+LINTED := mlsd tests $(wildcard bench)
+
 lint: venv
-	$(BIN)/ruff check mlsd tests bench
-	$(BIN)/ruff format --check mlsd tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: venv
 	$(BIN)/mypy --strict mlsd
