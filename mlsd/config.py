@@ -113,6 +113,10 @@ class SmtpConfig:
     password: Secret | None = field(default=None, compare=False)
     password_file: Path | None = None
     timeout: float = 30.0
+    ca_file: Path | None = None
+    """CA bundle to trust instead of the system's (a private CA, a self-signed relay)."""
+    retry_hours: float = 48.0
+    """How long a report that could not be delivered is retried before it is set aside."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,14 +191,17 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("a number of seconds greater than 0") from None
-    if not 0 < value < float("inf"):  # also refuses NaN
-        raise ValueError("a number of seconds greater than 0")
-    return value
+def _positive(unit: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"a number of {unit} greater than 0") from None
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise ValueError(f"a number of {unit} greater than 0")
+        return value
+
+    return parse
 
 
 def _hhmm(raw: str) -> time:
@@ -277,7 +284,9 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
             "username": ("username", _str),
             "password": ("password", _secret),
             "password_file": ("password_file", _opt_path),
-            "timeout": ("timeout", _positive_float),
+            "timeout": ("timeout", _positive("seconds")),
+            "ca_file": ("ca_file", _opt_path),
+            "retry_hours": ("retry_hours", _positive("hours")),
         },
     ),
     "log": (
@@ -296,6 +305,7 @@ _PATH_KEYS: Final = {
     ("geoip", "country_db"),
     ("geoip", "asn_db"),
     ("smtp", "password_file"),
+    ("smtp", "ca_file"),
 }
 
 
