@@ -9,6 +9,7 @@ writes to the log, and a parser that can be crashed is a parser that can be blin
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -264,7 +265,9 @@ def _dovecot(head: re.Match[bytes], prog: bytes, msg: bytes, ref: datetime, tz: 
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def _valid_ip(raw: bytes) -> str | None:
+    # Memoised: attackers come back from the same addresses, and ipaddress is slow.
     try:
         return str(ipaddress.ip_address(raw.decode("ascii")))
     except ValueError:
@@ -297,17 +300,39 @@ def classic_stamp(month: int, day: int, hms: str, ref: datetime, tz: tzinfo) -> 
     if not 1 <= month <= 12:
         return None
     h, mi, s = (int(x) for x in hms.split(":"))
+    year = _year_of_day(month, day, ref, tz)
+    if year is None:  # the day straddles the limit (or does not exist): decide by the time
+        return _pick_year(month, day, (h, mi, s), ref, tz)
+    try:
+        return datetime(year, month, day, h, mi, s, tzinfo=tz)
+    except ValueError:  # hour 24, second 61, …
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _year_of_day(month: int, day: int, ref: datetime, tz: tzinfo) -> int | None:
+    # Memoised per day: every line of a day shares its year unless the day straddles
+    # ref + 1 day, in which case the time of day decides (None: ask _pick_year).
+    first = _pick_year(month, day, (0, 0, 0), ref, tz)
+    last = _pick_year(month, day, (23, 59, 59), ref, tz)
+    if first is None or last is None or first.year != last.year:
+        return None
+    return first.year
+
+
+def _pick_year(
+    month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
+) -> datetime | None:
+    h, mi, s = hms
     limit = ref + _ONE_DAY
-    best: datetime | None = None
     for year in (ref.year + 1, ref.year, ref.year - 1):
         try:
             cand = datetime(year, month, day, h, mi, s, tzinfo=tz)
         except ValueError:  # Feb 29 in a common year, hour 24, …
             continue
         if cand <= limit:
-            best = cand
-            break
-    return best
+            return cand
+    return None
 
 
 def parse_stamp(text: str, tz: tzinfo) -> datetime | None:
