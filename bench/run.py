@@ -1,0 +1,445 @@
+"""Benchmark runner: `make bench` / `python bench/run.py [--lines N] [--only NAME]...`.
+
+Generates one seeded mail log (cached in the out dir), runs every registered benchmark on
+it, prints a Markdown table and writes `results.json`. Each benchmark is a function that
+takes the shared Context and returns a dict of metrics; register new ones with
+`@benchmark("name", "what it measures")` and they appear in the table and the JSON.
+
+Throughput figures are compared to `floor-python` (a bare binary line loop): that is the
+most any pure-Python parser of this file can hope for on this machine, so the ratio says
+how much of the budget the parser itself spends, independent of how fast the box is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gen_log
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+# Benchmark the working tree's mlsd, not whatever copy happens to be installed.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# The console script next to the interpreter running us (`make bench` uses the venv's),
+# else the repo venv's, so `python3 bench/run.py` still finds it.
+MLSD = next(
+    (p for p in (Path(sys.executable).parent / "mlsd", REPO / ".venv/bin/mlsd") if p.exists()),
+    Path(sys.executable).parent / "mlsd",
+)
+
+Metrics = dict[str, Any]
+BenchFn = Callable[["Context"], Metrics]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every benchmark gets: the log, what it contains, and how to measure."""
+
+    log: Path
+    counts: dict[str, int]
+    repeat: int
+    out: Path
+
+    @property
+    def lines(self) -> int:
+        """Total lines in the log."""
+        return self.counts["lines"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registered benchmark: a name for --only and the table, and the function."""
+
+    name: str
+    description: str
+    run: BenchFn
+
+
+REGISTRY: list[Benchmark] = []
+
+
+def benchmark(name: str, description: str) -> Callable[[BenchFn], BenchFn]:
+    """Register `fn(ctx) -> metrics` under `name`; table order is registration order."""
+
+    def register(fn: BenchFn) -> BenchFn:
+        if any(b.name == name for b in REGISTRY):
+            raise ValueError(f"duplicate benchmark {name!r}")
+        REGISTRY.append(Benchmark(name, description, fn))
+        return fn
+
+    return register
+
+
+def best_of(repeat: int, fn: Callable[[], T]) -> tuple[float, list[float], T]:
+    """Run `fn` `repeat` times (at least once); return (best seconds, all of them, last result).
+
+    Best rather than mean: on a shared machine noise only ever adds time, so the minimum
+    is the closest estimate of what the code itself costs.
+    """
+    times: list[float] = []
+    while True:
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= repeat:
+            return min(times), times, result
+
+
+def _throughput(ctx: Context, best: float, runs: list[float]) -> Metrics:
+    return {
+        # max(): a sub-resolution time must not divide by zero (nor put Infinity in the JSON).
+        "lines_per_s": ctx.lines / max(best, 1e-9),
+        "seconds": best,
+        "runs": [round(t, 4) for t in runs],
+    }
+
+
+def _check(got: int, want: int) -> str:
+    return "ok" if got == want else f"MISMATCH: got {got}, generator says {want}"
+
+
+def _taskset() -> list[str]:
+    # Pinning to one core stops the scheduler from migrating the (single-threaded) child
+    # between cores mid-run, which on a 2-core box is a visible source of run-to-run noise.
+    path = shutil.which("taskset")
+    return [path, "-c", "0"] if path else []
+
+
+# --- benchmarks -------------------------------------------------------------------------
+
+
+@benchmark("floor-python", "bare `for line in f: n += 1` over the file in binary mode")
+def floor_python(ctx: Context) -> Metrics:
+    """The ceiling for any pure-Python line parser: iterate the lines, do nothing."""
+
+    def loop() -> int:
+        n = 0
+        with ctx.log.open("rb") as f:
+            for _line in f:
+                n += 1
+        return n
+
+    best, runs, n = best_of(ctx.repeat, loop)
+    return {**_throughput(ctx, best, runs), "check": _check(n, ctx.lines)}
+
+
+@benchmark("floor-grep", "`grep -c 'authentication failed\\|auth failed'` as a subprocess")
+def floor_grep(ctx: Context) -> Metrics:
+    """What a C prefilter over the same file costs, process start included."""
+    grep = shutil.which("grep")
+    if grep is None:
+        return {"error": "grep not found on PATH"}
+    cmd = [grep, "-c", r"authentication failed\|auth failed", str(ctx.log)]
+    # LC_ALL=C: the log is ASCII, and a UTF-8 locale makes grep decode multibyte for nothing.
+    env = {**os.environ, "LC_ALL": "C"}
+
+    def once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+    best, runs, proc = best_of(ctx.repeat, once)
+    if proc.returncode not in (0, 1):  # 1 is "no match", still a valid count
+        return {"error": f"grep exited {proc.returncode}: {proc.stderr.strip()}"}
+    count = int(proc.stdout.strip() or 0)
+    return {
+        **_throughput(ctx, best, runs),
+        "events": count,
+        "check": _check(count, ctx.counts["failure_lines"]),
+    }
+
+
+@benchmark("parse-inprocess", "mlsd.parse.parse_line on every line, in this process")
+def parse_inprocess(ctx: Context) -> Metrics:
+    """The parser alone: no CSV, no enrichment, no process start."""
+    # Imported here, not at the top: a broken or half-written mlsd must give an error row
+    # for this benchmark, not stop the floors from running.
+    from mlsd.parse import parse_line  # noqa: PLC0415
+
+    ref = datetime(2026, 11, 26, tzinfo=UTC)
+    tz = UTC
+
+    def loop() -> tuple[int, int]:
+        events = skips = 0
+        with ctx.log.open("rb") as f:
+            for line in f:
+                r = parse_line(line, ref, tz)
+                if r is not None:
+                    # By type name so the count survives the class being moved or re-exported.
+                    if type(r).__name__ == "AuthFailure":
+                        events += 1
+                    else:
+                        skips += 1
+        return events, skips
+
+    best, runs, (events, skips) = best_of(ctx.repeat, loop)
+    return {
+        **_throughput(ctx, best, runs),
+        "events": events,
+        "skips": skips,
+        "check": _check(events, ctx.counts["auth_failures"]),
+    }
+
+
+@benchmark("parse-blocks", "mlsd.parse.candidate_lines on 1 MiB blocks, parse_line on the hits")
+def parse_blocks(ctx: Context) -> Metrics:
+    """The parser as `mlsd parse` drives it: a block prefilter, then only candidate lines.
+
+    Sits between parse-inprocess (a Python call per line) and parse-cli (plus start-up
+    and CSV output), so the three together say where the CLI's time goes.
+    """
+    from mlsd.parse import candidate_lines, parse_line  # noqa: PLC0415 - see parse_inprocess
+
+    ref = datetime(2026, 11, 26, tzinfo=UTC)
+    tz = UTC
+    block = 1 << 20  # the CLI's read size; a different one would measure another workload
+
+    def loop() -> tuple[int, int]:
+        events = candidates = 0
+        carry = b""
+        with ctx.log.open("rb") as f:
+            while chunk := f.read(block):
+                buf = carry + chunk
+                cut = buf.rfind(b"\n") + 1
+                carry = buf[cut:]
+                for line in candidate_lines(buf[:cut]):
+                    candidates += 1
+                    if type(parse_line(line, ref, tz)).__name__ == "AuthFailure":
+                        events += 1
+        if carry:
+            candidates += 1
+            if type(parse_line(carry, ref, tz)).__name__ == "AuthFailure":
+                events += 1
+        return events, candidates
+
+    best, runs, (events, candidates) = best_of(ctx.repeat, loop)
+    return {
+        **_throughput(ctx, best, runs),
+        "events": events,
+        "candidates": candidates,
+        "check": _check(events, ctx.counts["auth_failures"]),
+    }
+
+
+@benchmark("parse-cli", "`mlsd parse --format csv FILE > /dev/null`, pinned to one core")
+def parse_cli(ctx: Context) -> Metrics:
+    """The whole command: interpreter start, imports, parse, CSV out; with its peak RSS."""
+    exe = MLSD
+    if not exe.exists():
+        return {"error": f"{exe} not found (is mlsd installed in this venv?)"}
+    pin = _taskset()
+    cmd = [*pin, str(exe), "parse", "--format", "csv", str(ctx.log)]
+    stats: list[tuple[int, float, int, str]] = []
+
+    def once() -> None:
+        # stderr to a file, not a pipe: we block in wait4, and a full pipe would deadlock.
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            # wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the max over
+            # every child so far (grep included), which is not what we want to report.
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            tail = err.read()[-2000:].decode("utf-8", "replace").strip()
+        stats.append((proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, tail))
+
+    best, runs, _ = best_of(ctx.repeat, once)
+    codes = {code for code, _, _, _ in stats}
+    if codes != {0}:
+        code, _, _, tail = next(s for s in stats if s[0] != 0)
+        last = tail.splitlines()[-1] if tail else "(no stderr)"
+        return {"error": f"`mlsd parse` exited {code}: {last}", "command": " ".join(cmd)}
+    rows = _cli_rows(cmd)
+    return {
+        **_throughput(ctx, best, runs),
+        "events": rows,
+        "check": _check(rows, ctx.counts["auth_failures"]),
+        "cpu_s": min(cpu for _, cpu, _, _ in stats),
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mib": max(rss for _, _, rss, _ in stats) / 1024,
+        "pinned": bool(pin),
+        "command": " ".join(cmd),
+    }
+
+
+def _cli_rows(cmd: list[str]) -> int:
+    """One more, untimed run with stdout kept, to check the rows against the generator.
+
+    The timed runs write to /dev/null so that disk speed is not measured; this one
+    counts the CSV lines after the header (generated usernames never need quoting).
+    """
+    with tempfile.TemporaryFile() as out:
+        subprocess.run(cmd, stdout=out, stderr=subprocess.DEVNULL, check=True)
+        out.seek(0)
+        return max(sum(1 for _ in out) - 1, 0)
+
+
+# --- driver -----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Facts that make two results files comparable (or explain why they are not)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": model or platform.processor(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        # Other work on a 2-core box skews everything; record how busy it was.
+        "loadavg": os.getloadavg(),
+    }
+
+
+def prepare_log(out: Path, lines: int, seed: int, stamps: str) -> tuple[Path, dict[str, int]]:
+    """Generate the log once per (lines, seed, stamps, generator version) and reuse it."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"mail-{lines}-s{seed}-{stamps}-v{gen_log.GENERATOR_VERSION}"
+    log, meta = out / f"{stem}.log", out / f"{stem}.json"
+    if log.exists() and meta.exists():
+        counts: dict[str, int] = json.loads(meta.read_text())
+        if counts.get("lines") == lines:
+            return log, counts
+    # Write under a temporary name: an interrupted run must not leave a truncated
+    # log that the next run would trust.
+    tmp = log.with_suffix(".tmp")
+    t0 = time.perf_counter()
+    counts = gen_log.generate(tmp, lines, seed, stamps)
+    print(f"generated {log} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    tmp.replace(log)
+    meta.write_text(json.dumps(counts, indent=2) + "\n")
+    return log, counts
+
+
+def _fmt_rate(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e3:
+        return f"{v / 1e3:.0f} k"
+    return f"{v:.0f}"
+
+
+def table(results: dict[str, Metrics]) -> str:
+    """Render the results as a Markdown table, each rate also as a ratio to floor-python."""
+    floor = results.get("floor-python", {}).get("lines_per_s")
+    rows = [
+        "| benchmark | lines/s | vs floor-python | best (s) | events | peak RSS | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, m in results.items():
+        if "error" in m:
+            # A `|` in an error message would split the Markdown cell.
+            error = str(m["error"]).replace("|", "\\|")
+            rows.append(f"| {name} | — | — | — | — | — | **error**: {error} |")
+            continue
+        rate = m.get("lines_per_s")
+        ratio = f"{rate / floor:.2f}x" if rate and floor else "—"
+        notes = []
+        if m.get("check") not in (None, "ok"):
+            notes.append(str(m["check"]))
+        if "skips" in m:
+            notes.append(f"{m['skips']} skips")
+        if "candidates" in m:
+            notes.append(f"{m['candidates']} candidate lines")
+        if "cpu_s" in m:
+            notes.append(f"child CPU {m['cpu_s']:.2f} s")
+        if "pinned" in m:
+            notes.append("taskset -c 0" if m["pinned"] else "not pinned")
+        rss = f"{m['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in m else "—"
+        rows.append(
+            f"| {name} | {_fmt_rate(rate) if rate else '—'} | {ratio} | "
+            f"{m['seconds']:.3f} | {m.get('events', '—')} | {rss} | {'; '.join(notes)} |"
+        )
+    return "\n".join(rows)
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
+    # Garbage left by one benchmark must not be collected on the next one's clock.
+    gc.collect()
+    yield
+    gc.collect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, prepare the log, run the selected benchmarks, report."""
+    ap = argparse.ArgumentParser(description="mlsd benchmarks")
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--stamps", choices=gen_log.STAMP_STYLES, default="mixed")
+    ap.add_argument("--out", type=Path, default=BENCH_DIR / "out")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per benchmark; best is kept")
+    ap.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this benchmark (repeatable): " + ", ".join(b.name for b in REGISTRY),
+    )
+    args = ap.parse_args(argv)
+    known = {b.name for b in REGISTRY}
+    unknown = sorted(set(args.only or ()) - known)
+    if unknown:
+        ap.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    selected = [b for b in REGISTRY if not args.only or b.name in args.only]
+
+    facts = machine()
+    log, counts = prepare_log(args.out, args.lines, args.seed, args.stamps)
+    ctx = Context(log=log, counts=counts, repeat=args.repeat, out=args.out)
+    results: dict[str, Metrics] = {}
+    for b in selected:
+        print(f"running {b.name} …", file=sys.stderr, flush=True)
+        with _quiet_gc():
+            try:
+                results[b.name] = b.run(ctx)
+            except Exception as exc:  # one broken benchmark must not hide the others
+                results[b.name] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    print(table(results), flush=True)
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "machine": facts,
+        "log": {
+            "path": str(log),
+            "bytes": log.stat().st_size,
+            "seed": args.seed,
+            "stamps": args.stamps,
+            "generator_version": gen_log.GENERATOR_VERSION,
+            "counts": counts,
+        },
+        "repeat": args.repeat,
+        "benchmarks": {b.name: b.description for b in selected},
+        "results": results,
+    }
+    path = args.out / "results.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}", file=sys.stderr)
+    return 1 if any("error" in m for m in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
