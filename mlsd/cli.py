@@ -7,6 +7,8 @@ stderr as one sentence; `--debug` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
 import json
 import sys
 import traceback
@@ -17,11 +19,13 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from mlsd import __version__, config
+from mlsd import __version__, config, logs
 from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fields
 from mlsd.errors import ConfigError, InputError, MlsdError
+from mlsd.geo import DbInfo, Geo
 from mlsd.logfiles import open_log
 from mlsd.parse import AuthFailure, Skip, candidate_lines, parse_line
+from mlsd.rdns import ReverseResolver
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -71,6 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and print it with secrets masked",
     )
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "scan",
+        parents=[common],
+        help="read the log up to the end of the live file into the CSV, commit, exit",
+        description="Catch up from the checkpoint (rotated files included) to the end of "
+        "the live log, append the rows to the CSV and commit: what `run` does, once.",
+    )
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="follow the log forever (stops cleanly on SIGTERM or SIGINT)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "lookup",
+        parents=[common],
+        help="show what the rows would carry for IPs: country, ASN, organisation, PTR",
+        description="Look IPs up in the configured GeoIP/ASN databases and in DNS (a live "
+        "PTR query, whatever [dns] reverse says), and say which database answered: for "
+        "checking a setup. Reads /etc/mlsd/mlsd.conf when it exists and -c is not given.",
+    )
+    p.add_argument("ips", nargs="+", metavar="IP")
+    p.set_defaults(func=cmd_lookup)
     return parser
 
 
@@ -89,6 +120,89 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     sys.stdout.write(config.render(cfg))
     sys.stderr.write(f"mlsd: {cfg.source_file}: configuration is valid\n")
     return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """`mlsd scan`: catch up to the end of the live log, commit, exit 0."""
+    from mlsd import daemon  # noqa: PLC0415 - pyinotify only for the commands that follow
+
+    cfg = _load_config(args, required=True)
+    logs.configure(cfg.log.level, cfg.log.format)
+    session = daemon.open_session(cfg)
+    try:
+        daemon.scan(session)
+    finally:
+        daemon.close_session(session)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`mlsd run`: follow the log until SIGTERM/SIGINT, everything committed at exit."""
+    from mlsd import daemon  # noqa: PLC0415 - see cmd_scan
+
+    cfg = _load_config(args, required=True)
+    logs.configure(cfg.log.level, cfg.log.format)
+    session = daemon.open_session(cfg)
+    try:
+        asyncio.run(daemon.run(session))
+    finally:
+        daemon.close_session(session)
+    return EXIT_OK
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    """`mlsd lookup IP…`: country, ASN, organisation, PTR, and where each came from."""
+    ips: list[str] = []
+    for raw in args.ips:
+        try:
+            ips.append(str(ipaddress.ip_address(raw.strip())))
+        except ValueError:
+            sys.stderr.write(f"mlsd: {raw!r} is not an IPv4 or IPv6 address\n")
+            return EXIT_USAGE
+    if args.config is None and config.DEFAULT_PATH.exists():
+        cfg = config.load(config.DEFAULT_PATH)
+    else:
+        cfg = _load_config(args, required=False)
+    # Problems (a missing or unusable database) on stderr, the answers on stdout.
+    logs.configure("WARNING", "auto", sys.stderr)
+    geo = Geo(cfg.geoip)
+    resolver = ReverseResolver(cfg.dns)
+
+    async def resolve() -> dict[str, tuple[str, str]]:
+        try:
+            return dict(await resolver.resolve_many(ips))
+        finally:
+            await resolver.close()
+
+    try:
+        dbs = geo.describe()
+        for db in dbs:
+            sys.stdout.write(db.line() + "\n")
+        ptrs = asyncio.run(resolve())
+        for ip in ips:
+            found = geo.lookup(ip)
+            name, status = ptrs[ip]
+            sys.stdout.write(
+                f"\n{ip}\n"
+                f"  country       {found.country_code}"
+                f"{_source(found.country_source, dbs, 'country')}\n"
+                f"  asn           {found.asn}{_source(found.asn_source, dbs, 'asn')}\n"
+                f"  organisation  {found.aso}\n"
+                f"  ptr           {name or '-'} ({status}; dns reverse = {cfg.dns.reverse})\n"
+            )
+    finally:
+        geo.close()
+    return EXIT_OK
+
+
+def _source(database_type: str, dbs: Sequence[DbInfo], role: str) -> str:
+    """`  (GeoLite2-ASN, /var/lib/GeoIP/GeoLite2-ASN.mmdb)` for the database that answered."""
+    if not database_type:
+        return "  (no database answered)"
+    for db in dbs:
+        if db.role == role and db.served_by is not None:
+            return f"  ({database_type}, {db.served_by})"
+    return f"  ({database_type})"
 
 
 def cmd_parse(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -84,9 +85,23 @@ class GeoipConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DnsConfig:
-    """Where the client hostname comes from."""
+    """Where the client hostname comes from; how live PTR lookups behave (`reverse = lookup`)."""
 
     reverse: str = "postfix"
+    servers: tuple[str, ...] = ()
+    """Resolvers for `lookup` (`IP` or `IP:port`, IPv6 as `[IP]:port`); empty = /etc/resolv.conf."""
+    timeout: float = 2.0
+    """Hard limit in seconds on one lookup, and so on one batch's wait."""
+    concurrency: int = 50
+    """Lookups in flight at once."""
+    cache_size: int = 10000
+    """IPs remembered (answers and failures); the least recently used are dropped first."""
+    cache_ttl: float = 3600.0
+    """How long an answer (a name, or NXDOMAIN) is reused, in seconds."""
+    failure_ttl: float = 300.0
+    """How long a timeout or resolver error is reused before the IP is asked again."""
+    forward_confirm: bool = False
+    """Keep a PTR name only if it resolves back to the IP (what Postfix does)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +143,20 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FollowConfig:
+    """How the log is followed."""
+
+    start_at: str = "beginning"
+    """First start without a checkpoint: read the live file from its `beginning` or `end`."""
+    import_rotated: bool = False
+    """First start: also read the rotated files (mail.log.1, .2.gz, …), oldest first, once."""
+    reconcile_interval: float = 5.0
+    """Seconds between the safety-net `stat`s that catch what inotify missed."""
+    rotate_grace: float = 1.0
+    """Seconds a renamed log must stay unwritten before it is sealed (the writer may lag)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
 
@@ -140,6 +169,7 @@ class Config:
     report: ReportConfig = ReportConfig()
     smtp: SmtpConfig = SmtpConfig()
     log: LogConfig = LogConfig()
+    follow: FollowConfig = FollowConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""
@@ -244,6 +274,37 @@ def _level(raw: str) -> str:
     return value
 
 
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("yes or no")
+
+
+_SERVER = re.compile(
+    r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d{1,5}))?|(?P<v4>[\d.]+)(?::(?P<port>\d{1,5}))?"
+)
+
+
+def _servers(raw: str) -> tuple[str, ...]:
+    """Resolver addresses, checked here so that a typo fails at start, not at lookup time."""
+    expected = "IP addresses, optionally with :port (IPv6 as [IP]:port), separated by commas"
+    out: list[str] = []
+    for part in (p for p in re.split(r"[,\s]+", raw) if p):
+        m = _SERVER.fullmatch(part)
+        host, port = (m["v6"] or m["v4"], m["v6port"] or m["port"]) if m else (part, None)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(expected) from None
+        if port is not None and not 0 < int(port) < 65536:
+            raise ValueError(expected)
+        out.append(part)
+    return tuple(out)
+
+
 def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -263,7 +324,19 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
         },
     ),
     "geoip": (GeoipConfig, {"country_db": ("country_db", _path), "asn_db": ("asn_db", _path)}),
-    "dns": (DnsConfig, {"reverse": ("reverse", _choice("postfix", "off"))}),
+    "dns": (
+        DnsConfig,
+        {
+            "reverse": ("reverse", _choice("postfix", "lookup", "off")),
+            "servers": ("servers", _servers),
+            "timeout": ("timeout", _positive("seconds")),
+            "concurrency": ("concurrency", _int_range(1, 1000)),
+            "cache_size": ("cache_size", _int_range(1, 10_000_000)),
+            "cache_ttl": ("cache_ttl", _positive("seconds")),
+            "failure_ttl": ("failure_ttl", _positive("seconds")),
+            "forward_confirm": ("forward_confirm", _bool),
+        },
+    ),
     "report": (
         ReportConfig,
         {
@@ -294,6 +367,15 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
         {
             "level": ("level", _level),
             "format": ("format", _choice("auto", "console", "json", "journal")),
+        },
+    ),
+    "follow": (
+        FollowConfig,
+        {
+            "start_at": ("start_at", _choice("beginning", "end")),
+            "import_rotated": ("import_rotated", _bool),
+            "reconcile_interval": ("reconcile_interval", _positive("seconds")),
+            "rotate_grace": ("rotate_grace", _positive("seconds")),
         },
     ),
 }
@@ -505,6 +587,8 @@ def _show(value: object) -> str:
         return ""
     if isinstance(value, Secret):
         return "***"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, time):

@@ -206,6 +206,20 @@ class CsvJournal:
         """The file's current length in bytes."""
         return os.fstat(self._fd).st_size
 
+    def stat(self) -> os.stat_result:
+        """fstat of the open CSV: its identity (st_dev, st_ino) and length for the checkpoint."""
+        return os.fstat(self._fd)
+
+    def truncate(self, length: int) -> None:
+        """Cut the file back to `length` bytes (rows of an uncommitted batch) and sync.
+
+        Only at start-up, before any append: O_APPEND writes then continue at the new end.
+        """
+        if length < len(HEADER):
+            raise StateError(f"{self.path}: refusing to cut the CSV into its header")
+        os.ftruncate(self._fd, length)
+        os.fsync(self._fd)
+
     def close(self) -> None:
         """Close the descriptor (idempotent)."""
         if self._fd >= 0:

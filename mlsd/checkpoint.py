@@ -1,0 +1,184 @@
+"""The state directory: the checkpoint (where reading stopped, what the CSV held) and the lock.
+
+The checkpoint is replaced atomically (temp file, fsync, rename, fsync the directory), so
+after any crash it is either the previous commit or the new one, never a mix. It is written
+only after the CSV rows of the same batch are on disk (`fdatasync`), which is what makes
+recovery exact: a CSV longer than the checkpoint says is cut back, and those rows come
+again from the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from mlsd.errors import StateError
+
+VERSION: Final = 1
+CHECKPOINT_NAME: Final = "checkpoint.json"
+LOCK_NAME: Final = "mlsd.lock"
+STATE_DIR_MODE: Final = 0o750
+
+
+def fingerprint(head: bytes) -> str:
+    """The stored form of a generation's head: a digest, so the state file holds no log text."""
+    return hashlib.sha256(head).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationId:
+    """Which generation of the log an offset refers to.
+
+    (dev, ino) alone is not enough: inode numbers are reused and a copy or a `.gz` has
+    another inode. The digest of the first `head_len` bytes (decompressed) is what survives.
+    """
+
+    dev: int
+    ino: int
+    head_len: int
+    head_sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """One commit: the first unread byte of the source and the CSV length that goes with it."""
+
+    source: str
+    """The configured log path (a checkpoint for another path is refused)."""
+    generation: GenerationId
+    offset: int
+    """Offset of the first unread byte in the generation (decompressed for `.gz`)."""
+    csv_dev: int
+    csv_ino: int
+    csv_length: int
+    committed_at: float
+    """Wall-clock time of the commit (used to tell newer rotated files after a gap)."""
+
+    def to_json(self) -> str:
+        """The versioned on-disk form."""
+        return json.dumps({"version": VERSION, **asdict(self)}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: Path) -> Checkpoint:
+        """Parse the on-disk form; any defect is a StateError naming the file."""
+        try:
+            data: Any = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            version = data.pop("version", None)
+            if version != VERSION:
+                raise StateError(
+                    f"{where}: checkpoint version {version!r} is not {VERSION} "
+                    "(written by another mlsd version): move it aside to start over"
+                )
+            gen = GenerationId(**data.pop("generation"))
+            cp = cls(generation=gen, **data)
+            ints = (gen.dev, gen.ino, gen.head_len, cp.offset, cp.csv_dev, cp.csv_ino)
+            if not all(isinstance(v, int) and v >= 0 for v in (*ints, cp.csv_length)):
+                raise TypeError("negative or non-integer position")
+        except StateError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StateError(
+                f"{where}: the checkpoint is damaged ({exc}); mlsd never writes it in place, "
+                "so something else did: restore it from a backup, or move it aside (and the "
+                "CSV with it) to start over"
+            ) from None
+        return cp
+
+
+class CheckpointStore:
+    """Reads and atomically replaces `checkpoint.json` in the state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / CHECKPOINT_NAME
+        self._tmp = state_dir / (CHECKPOINT_NAME + ".tmp")
+
+    def load(self) -> Checkpoint | None:
+        """The last commit, or None on first start. A leftover temp file is ignored."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(f"{self.path}: cannot read the checkpoint: {exc}") from None
+        return Checkpoint.from_json(text, self.path)
+
+    def save(self, cp: Checkpoint) -> None:
+        """Replace the checkpoint atomically. A failed write or fsync is fatal (StateError)."""
+        data = cp.to_json().encode()
+        try:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+            dfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            # After a failed fsync the kernel may have dropped the dirty pages: retrying
+            # could report success for data that is gone. Stop instead.
+            raise StateError(
+                f"{self.path}: cannot write the checkpoint: {exc.strerror}; stopping so that "
+                "no row is lost or repeated (fix the disk, then start again)"
+            ) from None
+
+
+def now() -> float:
+    """Wall-clock time for `committed_at` (one place, so tests can read the code path)."""
+    return time.time()
+
+
+class StateLock:
+    """One mlsd per state directory: an exclusive `flock` held for the process's life."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd = -1
+
+    def acquire(self) -> None:
+        """Take the lock or raise StateError naming the pid that holds it."""
+        self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot open the lock file: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateError(
+                    f"{self.path}: another mlsd (pid {holder}) is already using the state "
+                    f"directory {self.path.parent}; stop it first"
+                ) from None
+            raise StateError(f"{self.path}: cannot lock: {exc.strerror}") from None
+        # The pid is for the operator's message only; the flock is the lock.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent). The kernel drops it too if we die."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,271 @@
+"""Wiring for `mlsd run` and `mlsd scan`: lock, recovery, the follow loop, inotify, signals.
+
+Kept small on purpose: the systemd lifecycle (notify, watchdog, reload, report) comes in
+its own module. Signal handlers only set an event; the loop finishes the batch it is
+committing and stops, so a stop never leaves half a batch behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pyinotify
+
+from mlsd.checkpoint import CheckpointStore, StateLock
+from mlsd.config import Config
+from mlsd.csvlog import CsvJournal, no_reverse, postfix_reverse
+from mlsd.follow import Follower
+from mlsd.pipeline import Enrich, Pipeline
+
+log = logging.getLogger("mlsd.daemon")
+
+_DIR_MASK: Final = (
+    pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
+)
+_FILE_MASK: Final = (
+    pyinotify.IN_MODIFY | pyinotify.IN_ATTRIB | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF
+)
+
+
+@dataclass
+class Session:
+    """Everything `run` and `scan` share: the lock, the pipeline and the follower."""
+
+    cfg: Config
+    lock: StateLock
+    pipeline: Pipeline
+    follower: Follower
+    overflows: int = 0
+
+
+def open_session(cfg: Config, enrich: Enrich | None = None) -> Session:
+    """Lock the state directory, reconcile CSV and checkpoint, place the reader."""
+    lock = StateLock(cfg.paths.state_dir)
+    lock.acquire()
+    try:
+        store = CheckpointStore(cfg.paths.state_dir)
+        cp = store.load()
+        if enrich is None:
+            enrich = no_reverse if cfg.dns.reverse == "off" else postfix_reverse
+        pipeline = Pipeline(
+            source=str(cfg.paths.mail_log),
+            journal=CsvJournal(cfg.paths.csv),
+            store=store,
+            enrich=enrich,
+            tz=cfg.log_tz(),
+            date_format=cfg.csv.date_format,
+            cap=cfg.csv.max_field_length,
+        )
+        pipeline.open(cp)
+        follower = Follower(cfg.paths.mail_log, grace=cfg.follow.rotate_grace)
+        for attempt in range(10):
+            try:
+                how = follower.start(
+                    cp, start_at=cfg.follow.start_at, import_rotated=cfg.follow.import_rotated
+                )
+                break
+            except FileNotFoundError:
+                # A file was renamed or deleted between listing and opening (logrotate is
+                # running right now): place the reader again from a fresh look.
+                if attempt == 9:
+                    raise
+                time.sleep(0.1)
+        cur = follower.cur
+        if cur is not None and cur.head and (cp is None or how == "gap"):
+            # Pin the first-start decision (or the gap) so a restart does not decide again.
+            pipeline.mark(cur.ident(), cur.offset)
+        log.info(
+            "start source=%s resume=%s generation=%s offset=%s",
+            cfg.paths.mail_log,
+            how,
+            cur.label() if cur else "none",
+            cur.offset if cur else 0,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return Session(cfg, lock, pipeline, follower)
+
+
+def close_session(s: Session) -> None:
+    """The shutdown summary line, then close files and drop the lock."""
+    c = s.pipeline.counters
+    cur = s.follower.cur
+    skipped = ",".join(f"{k.name.lower()}:{n}" for k, n in sorted(c.skipped.items(), key=str))
+    log.info(
+        "stopped lines_read=%d events_written=%d skipped=%s gaps=%d rotations=%d "
+        "generation=%s position=%d",
+        c.lines,
+        c.events,
+        skipped or "0",
+        s.follower.gaps,
+        s.follower.rotations,
+        cur.label() if cur else "none",
+        cur.offset if cur else 0,
+    )
+    s.follower.close()
+    s.pipeline.close()
+    s.lock.release()
+
+
+def drain(s: Session) -> None:
+    """Commit every batch that is ready now."""
+    while (batch := s.follower.next_batch()) is not None:
+        s.pipeline.commit(batch)
+
+
+def scan(s: Session) -> None:
+    """Catch up to the end of the live file, committing as we go (`mlsd scan`)."""
+    while True:
+        drain(s)
+        wake_at = s.follower.wake_at
+        if wake_at is None:
+            return
+        # A renamed file may still be written to: wait out its grace period, then seal it.
+        time.sleep(max(0.0, wake_at - time.time()))
+
+
+class _Wake(pyinotify.ProcessEvent):  # type: ignore[misc]
+    """Every event only wakes the loop; IN_Q_OVERFLOW additionally forces a full rescan."""
+
+    def my_init(self, *, session: Session, wake: asyncio.Event) -> None:
+        self._session = session
+        self._wake = wake
+
+    def process_IN_Q_OVERFLOW(self, event: Any) -> None:  # pyinotify dispatches by this name
+        del event
+        self._session.overflows += 1
+        log.warning("inotify queue overflow: events were lost, rescanning the files")
+        self._wake.set()
+
+    def process_default(self, event: Any) -> None:
+        del event
+        self._wake.set()
+
+
+class _Watches:
+    """The directory watch(es), and file watches on the open generation and the live file.
+
+    The live file is watched even while an older generation is being finished, so that
+    its first writes wake us when the old one may be sealed.
+    """
+
+    def __init__(self, wm: Any, logpath: Path) -> None:
+        self.wm = wm
+        self.logpath = logpath
+        dirs = {logpath.parent, Path(os.path.realpath(logpath)).parent}
+        for d in dirs:
+            wm.add_watch(str(d), _DIR_MASK, quiet=True)
+        self._files: dict[tuple[int, int], int] = {}
+
+    def follow(self, follower: Follower) -> None:
+        """Point the file watches at the current generation and the live file."""
+        want: dict[tuple[int, int], Path] = {}
+        cur = follower.cur
+        if cur is not None:
+            want[(cur.dev, cur.ino)] = cur.path
+        try:
+            st = os.stat(self.logpath)
+            want.setdefault((st.st_dev, st.st_ino), self.logpath)
+        except OSError:
+            pass
+        for ident in list(self._files):
+            if ident not in want:
+                wd = self._files.pop(ident)
+                if self.wm.get_path(wd) is not None:  # else the kernel already dropped it
+                    self.wm.rm_watch(wd, quiet=True)
+        for ident, path in want.items():
+            if ident not in self._files:
+                got = self.wm.add_watch(str(path), _FILE_MASK, quiet=True)
+                wd = next(iter(got.values()), -1) if got else -1
+                if wd >= 0:
+                    self._files[ident] = wd
+
+
+def _snapshot(s: Session) -> tuple[object, ...]:
+    """What the reconcile timer compares: a `stat` of the path and of the open file."""
+    try:
+        st = os.stat(s.cfg.paths.mail_log)
+        live: tuple[object, ...] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        live = ()
+    cur = s.follower.cur
+    mine: tuple[object, ...] = ()
+    if cur is not None:
+        fst = cur.stat()
+        mine = (fst.st_size, fst.st_mtime_ns, cur.offset)
+    return (live, mine)
+
+
+async def follow_forever(s: Session, stop: asyncio.Event) -> None:
+    """Follow until `stop` is set; every batch is committed before the next is read."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    wm = pyinotify.WatchManager()
+    notifier = pyinotify.Notifier(wm, default_proc_fun=_Wake(session=s, wake=wake))
+    watches = _Watches(wm, s.cfg.paths.mail_log)
+
+    def readable() -> None:
+        notifier.read_events()
+        notifier.process_events()
+
+    loop.add_reader(wm.get_fd(), readable)
+    reconcile = s.cfg.follow.reconcile_interval
+    try:
+        while not stop.is_set():
+            wake.clear()
+            # Taken before reading: a change during the drain is then seen at the next tick.
+            seen = _snapshot(s)
+            while not stop.is_set() and (batch := s.follower.next_batch()) is not None:
+                s.pipeline.commit(batch)
+                await asyncio.sleep(0)  # let signals and events in between batches
+            watches.follow(s.follower)
+            # Sleep until an event, the end of a grace period, or the reconcile tick; a
+            # tick with nothing changed (one stat) goes straight back to sleep.
+            while not stop.is_set():
+                timeout = reconcile
+                if s.follower.wake_at is not None:
+                    timeout = min(timeout, max(0.0, s.follower.wake_at - time.time()) + 0.01)
+                try:
+                    await asyncio.wait_for(_first(wake, stop), timeout)
+                    break
+                except TimeoutError:
+                    if s.follower.wake_at is not None or _snapshot(s) != seen:
+                        break
+    finally:
+        loop.remove_reader(wm.get_fd())
+        notifier.stop()
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def run(s: Session) -> None:
+    """`mlsd run`: follow until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await follow_forever(s, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

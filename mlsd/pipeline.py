@@ -1,0 +1,168 @@
+"""One batch of log lines → parse → enrich → CSV append → fdatasync → checkpoint; the counters.
+
+The order of those writes is the exactly-once guarantee: rows reach the disk before the
+checkpoint that says they exist, and recovery cuts the CSV back to what the checkpoint
+says. Nothing here retries a failed write: after a failed fsync the kernel may have dropped
+the data, so the only safe answer is to stop and say so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
+from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
+from mlsd.errors import StateError
+from mlsd.follow import Batch
+from mlsd.parse import AuthFailure, Skip, candidate_lines, parse_line
+
+log = logging.getLogger("mlsd.pipeline")
+
+Enrich = Callable[[AuthFailure], Enrichment]
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the pipeline has done since start (for STATUS= and the report header)."""
+
+    lines: int = 0
+    events: int = 0
+    batches: int = 0
+    skipped: Counter[Skip] = field(default_factory=Counter)
+
+
+class Pipeline:
+    """Turns batches into committed rows; owns the CSV journal and the checkpoint store."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        journal: CsvJournal,
+        store: CheckpointStore,
+        enrich: Enrich,
+        tz: tzinfo,
+        date_format: str,
+        cap: int,
+    ) -> None:
+        self.source = source
+        self.journal = journal
+        self.store = store
+        self.enrich = enrich
+        self.tz = tz
+        self.date_format = date_format
+        self.cap = cap
+        self.counters = Counters()
+        self.position: tuple[GenerationId, int] | None = None
+
+    def open(self, cp: Checkpoint | None) -> None:
+        """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
+        if cp is not None and cp.source != self.source:
+            raise StateError(
+                f"{self.store.path}: the checkpoint is for {cp.source}, not {self.source}; "
+                "use another state_dir for another log, or move the checkpoint aside"
+            )
+        self.journal.open()
+        st = self.journal.stat()
+        size = st.st_size
+        if cp is None:
+            if size > len(HEADER):
+                raise StateError(
+                    f"{self.journal.path}: the CSV already holds rows but {self.store.path} "
+                    "does not exist, so mlsd cannot tell which log lines they came from; "
+                    "move the CSV aside (or restore the checkpoint) and start again"
+                )
+            return
+        self.position = (cp.generation, cp.offset)
+        if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
+            if size == len(HEADER):
+                log.warning(
+                    "csv is new path=%s (the checkpointed one was moved away); "
+                    "continuing from the checkpoint",
+                    self.journal.path,
+                )
+                self._save(cp.generation, cp.offset)
+                return
+            raise StateError(
+                f"{self.journal.path}: this is not the CSV the checkpoint was written with "
+                f"(it had inode {cp.csv_ino}, this one {st.st_ino}); move it aside and start "
+                "again, or restore the original"
+            )
+        if size > cp.csv_length:
+            # Rows of a batch whose checkpoint never landed: the log gives them again.
+            self.journal.truncate(cp.csv_length)
+            log.warning(
+                "csv cut back path=%s from=%d to=%d (uncommitted rows; they are read again)",
+                self.journal.path,
+                size,
+                cp.csv_length,
+            )
+        elif size < cp.csv_length:
+            raise StateError(
+                f"{self.journal.path}: the CSV is {size} bytes but the checkpoint says "
+                f"{cp.csv_length} were committed: rows were removed behind mlsd's back; "
+                "restore the CSV, or move it and the checkpoint aside to start over"
+            )
+
+    def commit(self, batch: Batch) -> int:
+        """Record one batch: rows appended and synced, then the checkpoint. Returns rows."""
+        data = batch.data
+        lines = candidate_lines(data)
+        if data and not data.endswith(b"\n"):
+            lines.append(data[data.rfind(b"\n") + 1 :])  # a sealed file's last line
+        events: list[AuthFailure] = []
+        skipped = self.counters.skipped
+        for line in lines:
+            result = parse_line(line, batch.ref, self.tz)
+            if isinstance(result, AuthFailure):
+                events.append(result)
+            elif result is not None:
+                skipped[result] += 1
+        if events:
+            rows = encode_rows(
+                row_fields(
+                    ev, self.enrich(ev), tz=self.tz, date_format=self.date_format, cap=self.cap
+                )
+                for ev in events
+            )
+            try:
+                self.journal.append(rows)
+                self.journal.sync()
+            except OSError as exc:
+                raise StateError(
+                    f"{self.journal.path}: writing rows failed: {exc.strerror}; stopping so "
+                    "that no row is lost or repeated (fix the disk, then start again)"
+                ) from None
+        self._save(batch.position, batch.offset)
+        c = self.counters
+        c.lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+        c.events += len(events)
+        c.batches += 1
+        return len(events)
+
+    def mark(self, position: GenerationId, offset: int) -> None:
+        """Checkpoint a position without rows (first start at the end of the log)."""
+        self._save(position, offset)
+
+    def _save(self, position: GenerationId, offset: int) -> None:
+        st = self.journal.stat()
+        self.store.save(
+            Checkpoint(
+                source=self.source,
+                generation=position,
+                offset=offset,
+                csv_dev=st.st_dev,
+                csv_ino=st.st_ino,
+                csv_length=st.st_size,
+                committed_at=now(),
+            )
+        )
+        self.position = (position, offset)
+
+    def close(self) -> None:
+        """Close the CSV."""
+        self.journal.close()

@@ -1,0 +1,188 @@
+"""The state directory: torn checkpoint and CSV tails, mismatches, the lock, the config keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlsd import config
+from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, StateLock
+from mlsd.errors import ConfigError, StateError
+from tests.followkit import Env, Writer, users
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A fresh installation in tmp_path."""
+    e = Env(tmp_path)
+    yield e
+    e.cleanup()
+
+
+def _cp(offset: int = 10) -> Checkpoint:
+    gen = GenerationId(dev=1, ino=2, head_len=3, head_sha256="ab")
+    return Checkpoint(
+        source="/var/log/mail.log",
+        generation=gen,
+        offset=offset,
+        csv_dev=4,
+        csv_ino=5,
+        csv_length=6,
+        committed_at=7.5,
+    )
+
+
+def test_checkpoint_round_trip_and_atomic_replace(tmp_path: Path) -> None:
+    """What is saved is what is loaded; no temp file is left behind."""
+    store = CheckpointStore(tmp_path)
+    assert store.load() is None
+    store.save(_cp(10))
+    store.save(_cp(20))
+    assert _cp(20) == store.load()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json"]
+
+
+def test_torn_temp_file_is_ignored(env: Env) -> None:
+    """A crash while writing the temp file leaves the previous checkpoint in force."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    (env.state / "checkpoint.json.tmp").write_bytes(b'{"version": 1, "sour')
+    w.seq(range(10, 15))
+    env.scan()
+    assert users(range(15)) == env.rows()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"version": 1, "sour', "checkpoint is damaged"),
+        (b'{"version": 99}', "checkpoint version 99"),
+        (b"[]", "checkpoint is damaged"),
+    ],
+)
+def test_damaged_checkpoint_is_loud(env: Env, content: bytes, message: str) -> None:
+    """A damaged checkpoint is never guessed around: exit 1 with a specific message."""
+    Writer(env.log).seq(range(3))
+    env.scan()
+    (env.state / "checkpoint.json").write_bytes(content)
+    res = env.scan(check=False)
+    assert res.returncode == 1
+    assert message in res.stderr
+
+
+def test_torn_csv_tail_is_cut_back(env: Env) -> None:
+    """Half a row after the committed length (kill -9 mid-write) is cut off at start."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    with open(env.csv, "ab") as fh:
+        fh.write(b"srv;2026-11-25T05:00:00+00:00;10.0.0.1;seq0000")
+    w.seq(range(10, 15))
+    res = env.scan()
+    assert "csv cut back" in res.stderr
+    assert users(range(15)) == env.rows()
+
+
+def test_rows_without_checkpoint_are_produced_again(env: Env) -> None:
+    """Crash after the CSV fsync but before the checkpoint: the rows are cut back and
+    written again from the log, once."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    saved = env.state / "saved.json"
+    shutil.copy(env.state / "checkpoint.json", saved)
+    w.seq(range(10, 20))
+    env.scan()
+    os.replace(saved, env.state / "checkpoint.json")  # as if the second commit never landed
+    env.scan()
+    assert users(range(20)) == env.rows()
+
+
+def test_csv_shorter_than_checkpoint_is_loud(env: Env) -> None:
+    """Rows removed behind mlsd's back: refuse, never continue silently."""
+    Writer(env.log).seq(range(10))
+    env.scan()
+    size = env.csv.stat().st_size
+    os.truncate(env.csv, size - 10)
+    res = env.scan(check=False)
+    assert res.returncode == 1
+    assert "the checkpoint says" in res.stderr
+
+
+def test_other_csv_is_loud(env: Env) -> None:
+    """Another file with rows in the CSV's place: refuse."""
+    Writer(env.log).seq(range(10))
+    env.scan()
+    other = env.csv.with_suffix(".other")
+    shutil.copy(env.csv, other)
+    os.replace(other, env.csv)
+    res = env.scan(check=False)
+    assert res.returncode == 1
+    assert "not the CSV the checkpoint was written with" in res.stderr
+
+
+def test_csv_moved_away_starts_new_csv(env: Env) -> None:
+    """The operator moved the CSV aside: a new one continues from the checkpoint."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    env.csv.rename(env.csv.with_suffix(".old"))
+    w.seq(range(10, 15))
+    res = env.scan()
+    assert "csv is new" in res.stderr
+    assert users(range(10, 15)) == env.rows()
+
+
+def test_rows_but_no_checkpoint_is_loud(env: Env) -> None:
+    """A CSV with rows and no checkpoint: mlsd cannot tell where they came from."""
+    Writer(env.log).seq(range(5))
+    env.scan()
+    (env.state / "checkpoint.json").unlink()
+    res = env.scan(check=False)
+    assert res.returncode == 1
+    assert "does not exist" in res.stderr
+
+
+def test_checkpoint_for_another_log_is_loud(env: Env) -> None:
+    """A state directory used for another mail_log is refused."""
+    Writer(env.log).seq(range(5))
+    env.scan()
+    text = (env.state / "checkpoint.json").read_text()
+    (env.state / "checkpoint.json").write_text(text.replace(str(env.log), "/elsewhere.log"))
+    res = env.scan(check=False)
+    assert res.returncode == 1
+    assert "the checkpoint is for /elsewhere.log" in res.stderr
+
+
+def test_lock_names_holder(tmp_path: Path) -> None:
+    """The second holder is refused with the first one's pid; released, it can be taken."""
+    a, b = StateLock(tmp_path), StateLock(tmp_path)
+    a.acquire()
+    with pytest.raises(StateError, match=f"pid {os.getpid()}"):
+        b.acquire()
+    a.release()
+    b.acquire()
+    b.release()
+
+
+def test_follow_config_keys(tmp_path: Path) -> None:
+    """[follow] keys, their defaults, and an error naming the key."""
+    assert config.FollowConfig() == config.Config().follow
+    assert config.Config().follow.start_at == "beginning"
+    assert config.Config().follow.import_rotated is False
+    cfg = config.loads(
+        "[follow]\nstart_at = end\nimport_rotated = yes\nreconcile_interval = 2\n"
+        "rotate_grace = 0.5\n",
+        tmp_path / "x.conf",
+    )
+    expected = config.FollowConfig(
+        start_at="end", import_rotated=True, reconcile_interval=2.0, rotate_grace=0.5
+    )
+    assert expected == cfg.follow
+    with pytest.raises(ConfigError, match=r"\[follow\] start_at = 'middle'"):
+        config.loads("[follow]\nstart_at = middle\n", tmp_path / "x.conf")

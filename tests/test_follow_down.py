@@ -1,0 +1,310 @@
+"""Scenarios with mlsd down in between: `mlsd scan` before and after, real logrotate between.
+
+Each test writes sequence-numbered lines and asserts the exact multiset of CSV rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.followkit import Env, Writer, lines, users
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """A fresh installation in tmp_path."""
+    e = Env(tmp_path)
+    yield e
+    e.cleanup()
+
+
+def test_partial_line_completed_while_down(env: Env) -> None:
+    """A line cut mid-way is not parsed; once completed (mlsd down) it becomes one row."""
+    w = Writer(env.log)
+    w.seq(range(5))
+    full = lines([5])
+    w.write(full[:40])
+    env.scan()
+    assert users(range(5)) == env.rows()
+    w.write(full[40:])
+    w.seq(range(6, 9))
+    env.scan()
+    assert users(range(9)) == env.rows()
+
+
+def test_nothing_new_is_idempotent(env: Env) -> None:
+    """Scanning twice with no new lines adds nothing."""
+    Writer(env.log).seq(range(7))
+    env.scan()
+    env.scan()
+    assert users(range(7)) == env.rows()
+
+
+def test_empty_and_missing_log(env: Env) -> None:
+    """No log file at all: scan says it is waiting and exits 0; then the file is read."""
+    res = env.scan()
+    assert "waiting for the log file" in res.stderr
+    Writer(env.log).seq(range(3))
+    env.scan()
+    assert users(range(3)) == env.rows()
+
+
+def test_create_rotation_down_once(env: Env) -> None:
+    """logrotate `create` while down; the writer appends to the old inode before reopening."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("create")
+    w.seq(range(20, 25))  # still the renamed file: the writer has not reopened yet
+    w.reopen()
+    w.seq(range(25, 30))
+    env.scan()
+    assert users(range(30)) == env.rows()
+
+
+def test_create_rotation_down_twice(env: Env) -> None:
+    """Two rotations while down: finish .2 from the offset, all of .1, then the live file."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("create")
+    w.reopen()
+    w.seq(range(20, 30))
+    env.logrotate("create")
+    w.reopen()
+    w.seq(range(30, 40))
+    env.scan()
+    assert users(range(40)) == env.rows()
+
+
+def test_delaycompress_down_twice_rest_in_gz(env: Env) -> None:
+    """compress + delaycompress, down across two rotations: the unread rest is in .2.gz."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("create", "compress", "delaycompress")
+    w.reopen()
+    w.seq(range(20, 30))
+    env.logrotate("create", "compress", "delaycompress")
+    w.reopen()
+    w.seq(range(30, 40))
+    assert (env.logdir / "mail.log.2.gz").exists()
+    env.scan()
+    assert users(range(40)) == env.rows()
+
+
+def test_compress_down_once(env: Env) -> None:
+    """compress (no delay): the checkpointed generation is found by its decompressed head."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("create", "compress")
+    w.reopen()
+    w.seq(range(20, 25))
+    assert (env.logdir / "mail.log.1.gz").exists()
+    env.scan()
+    assert users(range(25)) == env.rows()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_dateext_down(env: Env, compress: bool) -> None:
+    """dateext names (`mail.log-YYYYMMDD…`), plain and compressed, two rotations."""
+    opts = ["create", "dateext", "dateformat -%Y%m%d%H%M%S"] + (["compress"] if compress else [])
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate(*opts)
+    w.reopen()
+    w.seq(range(20, 30))
+    time.sleep(1.1)  # the next dated name must differ by a second
+    env.logrotate(*opts)
+    w.reopen()
+    w.seq(range(30, 35))
+    env.scan()
+    assert users(range(35)) == env.rows()
+
+
+def test_postfix_logrotate_names_down(env: Env) -> None:
+    """`postfix logrotate`: rename to `.YYYYMMDD-HHMMSS`, gzip at once (Python renames)."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    for i, stamp in enumerate(("20261125-041200", "20261125-041300")):
+        dst = env.logdir / f"mail.log.{stamp}"
+        os.rename(env.log, dst)
+        w.reopen()
+        with open(dst, "rb") as src, gzip.open(str(dst) + ".gz", "wb") as gz:
+            gz.write(src.read())
+        dst.unlink()
+        w.seq(range(20 + 10 * i, 30 + 10 * i))
+    env.scan()
+    assert users(range(40)) == env.rows()
+
+
+def test_copytruncate_down_once(env: Env) -> None:
+    """copytruncate while down: the rest is read from the copy at the old offset."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("copytruncate")
+    w.seq(range(20, 30))
+    env.scan()
+    assert users(range(30)) == env.rows()
+
+
+def test_copytruncate_down_twice_compressed(env: Env) -> None:
+    """Two copytruncates with compress+delaycompress while down."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 20))
+    env.logrotate("copytruncate", "compress", "delaycompress")
+    w.seq(range(20, 30))
+    env.logrotate("copytruncate", "compress", "delaycompress")
+    w.seq(range(30, 40))
+    env.scan()
+    assert users(range(40)) == env.rows()
+
+
+def test_truncate_and_regrow_past_offset_is_a_gap(env: Env) -> None:
+    """Truncated in place with no copy and regrown past our offset: a logged gap, and the
+    new content is read from its first byte, never from the middle of a line."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 15))  # never read: destroyed by the truncate below
+    os.truncate(env.log, 0)
+    w.seq(range(100, 130))
+    res = env.scan()
+    assert "gap" in res.stderr
+    assert users([*range(10), *range(100, 130)]) == env.rows()
+
+
+def test_inode_reuse(env: Env) -> None:
+    """The log deleted and a new one created (often with the same inode number): the new
+    file is a new generation, read from 0; the old one's unread tail is reported."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 12))
+    w.close()
+    env.log.unlink()
+    w = Writer(env.log)
+    w.seq(range(200, 230))
+    res = env.scan()
+    assert "gap" in res.stderr
+    assert users([*range(10), *range(200, 230)]) == env.rows()
+
+
+def test_identical_heads(env: Env) -> None:
+    """Two generations that start with the same bytes: told apart by inode, not by head."""
+    first = b"Nov 25 00:00:00 srv syslogd: restart\n"
+    w = Writer(env.log)
+    w.write(first)
+    env.scan()  # the checkpoint's head covers only this one line
+    w.seq(range(10))
+    env.logrotate("create")
+    w.reopen()
+    w.write(first)
+    w.seq(range(10, 20))
+    env.scan()
+    assert users(range(20)) == env.rows()
+
+
+def test_partial_line_stranded_in_rotated_file(env: Env) -> None:
+    """A rotated file that ends without a newline yields its last line exactly once."""
+    w = Writer(env.log)
+    w.seq(range(5))
+    w.write(lines([5]).rstrip(b"\n").split(b"\n")[0])  # seq 5 without its newline
+    env.scan()
+    assert users(range(5)) == env.rows()
+    env.logrotate("create")
+    w.reopen()
+    w.seq(range(6, 10))
+    env.scan()
+    env.scan()
+    assert users(range(10)) == env.rows()
+
+
+def test_huge_line_nul_and_invalid_utf8(env: Env) -> None:
+    """A 10 MiB line, NUL bytes and invalid UTF-8 around real lines: every real line counts."""
+    w = Writer(env.log)
+    w.seq(range(3))
+    w.write(b"Nov 25 05:00:00 srv postfix/smtpd[1]: " + b"x" * (10 << 20) + b"\n")
+    w.write(b"\x00\x00\xff\xfe garbage \xc3\x28\n")
+    w.seq(range(3, 6))
+    bad = lines([6]).replace(b"seq000006", b"seq000006\xff\x00")
+    w.write(bad)
+    w.seq(range(7, 9))
+    env.scan()
+    got = env.rows()
+    odd = [u for u in got if u.startswith("seq000006")]
+    assert len(odd) == 1
+    del got[odd[0]]
+    assert users([*range(6), 7, 8]) == got
+
+
+def test_start_at_end(tmp_path: Path) -> None:
+    """start_at = end: what was in the log before the first start is not imported."""
+    env = Env(tmp_path, start_at="end")
+    w = Writer(env.log)
+    w.seq(range(10))
+    w.write(lines([10])[:30])  # a partial line at the end is finished later, so it counts
+    env.scan()
+    assert env.rows() == users([])
+    w.write(lines([10])[30:])
+    w.seq(range(11, 15))
+    env.scan()
+    assert users(range(10, 15)) == env.rows()
+
+
+def test_import_rotated(tmp_path: Path) -> None:
+    """import_rotated = yes: the rotated history (gz included) is imported once, in order."""
+    env = Env(tmp_path, import_rotated="yes")
+    w = Writer(env.log)
+    for i in range(3):
+        w.seq(range(10 * i, 10 * i + 10))
+        env.logrotate("create", "compress", "delaycompress")
+        w.reopen()
+    w.seq(range(30, 35))
+    env.scan()
+    env.scan()
+    assert users(range(35)) == env.rows()
+
+
+def test_compress_switched_on_while_down(env: Env) -> None:
+    """Turning on compress+delaycompress leaves logrotate's names out of order (a plain
+    mail.log.2 older than mail.log.3.gz); generations are taken in last-write order."""
+    w = Writer(env.log)
+    w.seq(range(5))
+    env.scan()
+    w.seq(range(5, 10))
+    env.logrotate("create")
+    w.reopen()
+    w.seq(range(10, 20))
+    env.logrotate("create")
+    w.reopen()
+    w.seq(range(20, 30))
+    env.logrotate("create", "compress", "delaycompress")
+    w.reopen()
+    w.seq(range(30, 40))
+    env.logrotate("create", "compress", "delaycompress")
+    w.reopen()
+    w.seq(range(40, 45))
+    assert (env.logdir / "mail.log.2").exists()
+    assert (env.logdir / "mail.log.3.gz").exists()
+    env.scan()
+    assert users(range(45)) == env.rows()
