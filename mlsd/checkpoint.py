@@ -53,7 +53,8 @@ class Checkpoint:
 
     source: str
     """The configured log path (a checkpoint for another path is refused)."""
-    generation: GenerationId
+    generation: GenerationId | None
+    """None until the first batch: the CSV is pinned before anything is read."""
     offset: int
     """Offset of the first unread byte in the generation (decompressed for `.gz`)."""
     csv_dev: int
@@ -79,10 +80,13 @@ class Checkpoint:
                     f"{where}: checkpoint version {version!r} is not {VERSION} "
                     "(written by another mlsd version): move it aside to start over"
                 )
-            gen = GenerationId(**data.pop("generation"))
+            raw_gen = data.pop("generation")
+            gen = None if raw_gen is None else GenerationId(**raw_gen)
             cp = cls(generation=gen, **data)
-            ints = (gen.dev, gen.ino, gen.head_len, cp.offset, cp.csv_dev, cp.csv_ino)
-            if not all(isinstance(v, int) and v >= 0 for v in (*ints, cp.csv_length)):
+            ints = [cp.offset, cp.csv_dev, cp.csv_ino, cp.csv_length]
+            if gen is not None:
+                ints += [gen.dev, gen.ino, gen.head_len]
+            if not all(isinstance(v, int) and v >= 0 for v in ints):
                 raise TypeError("negative or non-integer position")
         except StateError:
             raise

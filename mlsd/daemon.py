@@ -78,7 +78,7 @@ def open_session(cfg: Config, enrich: Enrich | None = None) -> Session:
                     raise
                 time.sleep(0.1)
         cur = follower.cur
-        if cur is not None and cur.head and (cp is None or how == "gap"):
+        if cur is not None and cur.head and (cp is None or cp.generation is None or how == "gap"):
             # Pin the first-start decision (or the gap) so a restart does not decide again.
             pipeline.mark(cur.ident(), cur.offset)
         log.info(

@@ -66,10 +66,10 @@ class Follower:
 
     def start(self, cp: Checkpoint | None, *, start_at: str, import_rotated: bool) -> str:
         """Place the reader from the checkpoint (or the first-start policy); returns how."""
-        if cp is None:
+        gen = None if cp is None else cp.generation
+        if cp is None or gen is None:
             return self._first_start(start_at, import_rotated)
         live = candidate(self.logpath)
-        gen = cp.generation
         if live is not None and (live.dev, live.ino) == (gen.dev, gen.ino) and matches(live, gen):
             if live.size >= cp.offset and self._line_start(live.path, cp.offset):
                 self.cur = Generation(live, cp.offset)

@@ -129,7 +129,6 @@ class Generation:
     def __init__(self, cand: Candidate, offset: int) -> None:
         self.path = cand.path
         self.dev, self.ino, self.gz = cand.dev, cand.ino, cand.gz
-        self.mtime = cand.mtime
         self.fd = os.open(cand.path, os.O_RDONLY | os.O_CLOEXEC)
         st = os.fstat(self.fd)
         if (st.st_dev, st.st_ino) != (cand.dev, cand.ino):
@@ -142,18 +141,26 @@ class Generation:
         self.seen_size = offset
         """The furthest end of file a read has shown us (to measure a copytruncate loss)."""
         self._gz: BinaryIO | None = None
+        self._raw: BinaryIO | None = None
         if cand.gz:
-            self._gz = gzip.GzipFile(fileobj=os.fdopen(os.dup(self.fd), "rb"))  # type: ignore[assignment]
-            self._skip(offset)
+            # GzipFile does not close a file object it is given: keep it to close it.
+            self._raw = os.fdopen(os.dup(self.fd), "rb")
+            gz: BinaryIO = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
+            self._gz = gz
+            self._skip(gz, offset)
 
-    def _skip(self, offset: int) -> None:
-        assert self._gz is not None  # noqa: S101 - only called for gz
+    def _skip(self, gz: BinaryIO, offset: int) -> None:
+        """Decompress up to `offset` (offsets in a .gz count decompressed bytes)."""
         left = offset
-        while left:
-            got = len(self._gz.read(min(left, CHUNK)))
-            if not got:
-                break
-            left -= got
+        try:
+            while left:
+                got = len(gz.read(min(left, CHUNK)))
+                if not got:
+                    break
+                left -= got
+        except (OSError, EOFError, zlib.error) as exc:
+            self.broken = True
+            log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
 
     def advance(self, n: int) -> None:
         """Move past `n` bytes handed out; a young file's head grows with it (to 1 KiB)."""
@@ -228,4 +235,6 @@ class Generation:
         """Close descriptor and stream."""
         if self._gz is not None:
             self._gz.close()
+        if self._raw is not None:
+            self._raw.close()
         os.close(self.fd)

@@ -58,6 +58,7 @@ class Pipeline:
         self.cap = cap
         self.counters = Counters()
         self.position: tuple[GenerationId, int] | None = None
+        """The last committed (generation, offset); None before the first batch."""
 
     def open(self, cp: Checkpoint | None) -> None:
         """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
@@ -76,8 +77,11 @@ class Pipeline:
                     "does not exist, so mlsd cannot tell which log lines they came from; "
                     "move the CSV aside (or restore the checkpoint) and start again"
                 )
+            # Pin the CSV before the first batch: a crash inside that batch then leaves a
+            # CSV that is merely longer than the checkpoint says, which recovery cuts back.
+            self._save(None, 0)
             return
-        self.position = (cp.generation, cp.offset)
+        self.position = None if cp.generation is None else (cp.generation, cp.offset)
         if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
             if size == len(HEADER):
                 log.warning(
@@ -148,7 +152,7 @@ class Pipeline:
         """Checkpoint a position without rows (first start at the end of the log)."""
         self._save(position, offset)
 
-    def _save(self, position: GenerationId, offset: int) -> None:
+    def _save(self, position: GenerationId | None, offset: int) -> None:
         st = self.journal.stat()
         self.store.save(
             Checkpoint(
@@ -161,7 +165,7 @@ class Pipeline:
                 committed_at=now(),
             )
         )
-        self.position = (position, offset)
+        self.position = None if position is None else (position, offset)
 
     def close(self) -> None:
         """Close the CSV."""

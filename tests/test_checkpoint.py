@@ -44,6 +44,11 @@ def test_checkpoint_round_trip_and_atomic_replace(tmp_path: Path) -> None:
     store.save(_cp(20))
     assert _cp(20) == store.load()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json"]
+    pinned = Checkpoint(
+        source="/l", generation=None, offset=0, csv_dev=1, csv_ino=2, csv_length=3, committed_at=0
+    )
+    store.save(pinned)  # before the first batch: the CSV pinned, no generation yet
+    assert pinned == store.load()
 
 
 def test_torn_temp_file_is_ignored(env: Env) -> None:
@@ -186,3 +191,37 @@ def test_follow_config_keys(tmp_path: Path) -> None:
     assert expected == cfg.follow
     with pytest.raises(ConfigError, match=r"\[follow\] start_at = 'middle'"):
         config.loads("[follow]\nstart_at = middle\n", tmp_path / "x.conf")
+
+
+def test_disk_full_stops_loudly_and_resumes_exactly(tmp_path: Path) -> None:
+    """CSV and state on a 64 KiB tmpfs: when it fills, `mlsd run` stops with exit 1 and a
+    clear message; after space is freed, a restart loses and repeats nothing."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        env = Env(tmp_path)
+        env.csv = small / "mlsd.csv"
+        env.state = small / "state"
+        env.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
+        w = Writer(env.log)
+        proc = env.start()
+        w.seq(range(1000))  # ~100 bytes a row: more than 64 KiB of CSV
+        assert proc.wait(timeout=60) == 1
+        err = env.stderr(proc)
+        assert "No space left on device; stopping so that no row is lost or repeated" in err
+        subprocess.run(["mount", "-o", "remount,size=4m", str(small)], check=True)
+        proc = env.start()
+        env.wait_rows(users(range(1000)))
+        assert env.stop(proc) == 0
+    finally:
+        env.cleanup()
+        subprocess.run(["umount", "-l", str(small)], check=False)

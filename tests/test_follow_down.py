@@ -308,3 +308,22 @@ def test_compress_switched_on_while_down(env: Env) -> None:
     assert (env.logdir / "mail.log.3.gz").exists()
     env.scan()
     assert users(range(45)) == env.rows()
+
+
+def test_damaged_gz_is_a_gap(env: Env) -> None:
+    """A rotated .gz cut short: reported as a gap, nothing repeated, newer lines all read."""
+    w = Writer(env.log)
+    w.seq(range(10))
+    env.scan()
+    w.seq(range(10, 60))
+    env.logrotate("create", "compress")
+    w.reopen()
+    w.seq(range(60, 70))
+    gz = env.logdir / "mail.log.1.gz"
+    os.truncate(gz, gz.stat().st_size * 2 // 3)
+    res = env.scan()
+    assert "gap generation=" in res.stderr
+    got = env.rows()
+    assert max(got.values()) == 1
+    assert users([*range(10), *range(60, 70)]) - got == users([])
+    assert set(got) <= set(users(range(70)))
