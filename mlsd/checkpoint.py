@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
 
 VERSION: Final = 1
@@ -121,20 +122,7 @@ class CheckpointStore:
         """Replace the checkpoint atomically. A failed write or fsync is fatal (StateError)."""
         data = cp.to_json().encode()
         try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self._tmp, self.path)
-            dfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            replace_atomically(self.path, data, tmp=self._tmp)
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages: retrying
             # could report success for data that is gone. Stop instead.

@@ -20,6 +20,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Final
 
+from mlsd.durable import write_all
 from mlsd.errors import StateError
 from mlsd.parse import AuthFailure
 
@@ -174,7 +175,7 @@ class CsvJournal:
             if st.st_size == 0:
                 # The umask may have narrowed the mode; attack data must not widen it.
                 os.fchmod(fd, FILE_MODE)
-                _write_all(fd, HEADER)
+                write_all(fd, HEADER)
                 os.fdatasync(fd)
             else:
                 self._check_header()
@@ -196,7 +197,7 @@ class CsvJournal:
     def append(self, data: bytes) -> None:
         """Append already-encoded rows."""
         if data:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
 
     def sync(self) -> None:
         """Make the appended rows durable (fdatasync). A failure here is fatal upstream."""
@@ -225,10 +226,3 @@ class CsvJournal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

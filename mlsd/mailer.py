@@ -28,6 +28,7 @@ from typing import Any, Final
 import aiosmtplib
 
 from mlsd.config import SmtpConfig
+from mlsd.durable import fsync_dir, replace_atomically
 
 log_name: Final = "mlsd.mailer"
 BACKOFF_FIRST: Final = 60.0
@@ -88,12 +89,12 @@ class Outbox:
             created=now,
             next_attempt=now,
         )
-        _atomic_write(self.directory / f"{entry.id}.eml", message)
+        replace_atomically(self.directory / f"{entry.id}.eml", message)
         self._save(entry)
         return entry
 
     def _save(self, entry: Entry) -> None:
-        _atomic_write(self.directory / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
+        replace_atomically(self.directory / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
 
     def entries(self) -> list[Entry]:
         """Every complete entry, oldest first."""
@@ -126,7 +127,7 @@ class Outbox:
         """Delivered: the entry leaves the outbox (metadata first: no half entry remains)."""
         (self.directory / f"{entry.id}.json").unlink(missing_ok=True)
         (self.directory / f"{entry.id}.eml").unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def defer(self, entry: Entry, error: str, now: float, recipients: Sequence[str]) -> Entry:
         """A transient failure: retry later, with exponential backoff, only `recipients`."""
@@ -146,10 +147,12 @@ class Outbox:
         """A permanent failure: move the entry to failed/ and keep it there."""
         self._ensure()
         updated = replace(entry, attempts=entry.attempts + 1, last_error=error)
-        _atomic_write(self.failed_dir / f"{entry.id}.json", json.dumps(asdict(updated)).encode())
+        replace_atomically(
+            self.failed_dir / f"{entry.id}.json", json.dumps(asdict(updated)).encode()
+        )
         os.replace(self.directory / f"{entry.id}.eml", self.failed_dir / f"{entry.id}.eml")
         (self.directory / f"{entry.id}.json").unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self.failed_dir / f"{entry.id}.eml"
 
 
@@ -252,25 +255,3 @@ async def deliver_due(outbox: Outbox, cfg: SmtpConfig, now: float) -> list[Deliv
 
 def _fmt(reasons: dict[str, str]) -> str:
     return "; ".join(f"{r}: {why}" for r, why in reasons.items())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,45 @@
+"""Writes that survive a crash: every byte handed to the kernel, then fsync, then rename.
+
+One implementation for the CSV, the checkpoint and the outbox, so the order of writes
+that the exactly-once design relies on is written (and reviewed) once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` until every byte is written (a write may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(
+    path: Path, data: bytes, *, tmp: Path | None = None, mode: int = 0o640
+) -> None:
+    """Replace `path` with `data`: readers see the old file or the new one, never half.
+
+    Temp file (default `.NAME.tmp` beside it), write, fsync, rename, fsync the directory.
+    Raises OSError; callers decide whether that is fatal.
+    """
+    tmp = path.with_name(f".{path.name}.tmp") if tmp is None else tmp
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
