@@ -24,7 +24,7 @@ from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fi
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.geo import DbInfo, Geo
 from mlsd.logfiles import open_log
-from mlsd.parse import AuthFailure, Skip, candidate_lines, parse_line
+from mlsd.parse import AuthFailure, Skip, parse_block
 from mlsd.rdns import ReverseResolver
 
 EXIT_OK: Final = 0
@@ -265,41 +265,30 @@ def _parse_one(
     log_tz: tzinfo,
 ) -> Counter[object]:
     stream, ref = open_log(name)
-    stats: Counter[object] = Counter()
+    skipped: Counter[Skip] = Counter()
     lines = 0
     events = 0
     carry = b""
     try:
         with stream:
-            while True:
-                chunk = stream.read(_CHUNK)
-                if not chunk:
-                    break
+            while chunk := stream.read(_CHUNK):
                 buf = carry + chunk
                 lines += buf.count(b"\n", len(carry))  # count only the new bytes' newlines
                 cut = buf.rfind(b"\n") + 1
                 carry = buf[cut:]
-                batch: list[AuthFailure] = []
-                for line in candidate_lines(buf[:cut]):
-                    result = parse_line(line, ref, log_tz)
-                    if isinstance(result, AuthFailure):
-                        batch.append(result)
-                    elif result is not None:
-                        stats[result] += 1
+                batch = parse_block(buf[:cut], ref, log_tz, skipped)
                 if batch:
                     out.write(emit(batch))
                     events += len(batch)
             if carry:  # a last line without its newline: the file is complete, so it counts
                 lines += 1
-                result = parse_line(carry, ref, log_tz)
-                if isinstance(result, AuthFailure):
-                    out.write(emit([result]))
-                    events += 1
-                elif result is not None:
-                    stats[result] += 1
+                batch = parse_block(carry, ref, log_tz, skipped, final=True)
+                out.write(emit(batch))
+                events += len(batch)
     except (OSError, EOFError, zlib.error) as exc:
         # A truncated or corrupt .gz: what was read is already printed; say where it stopped.
         raise InputError(f"{name}: read failed after {lines} lines: {exc}") from None
+    stats: Counter[object] = Counter(skipped)
     stats["events"] = events
     stats["lines"] = lines
     return stats

@@ -12,6 +12,7 @@ import enum
 import functools
 import ipaddress
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -20,6 +21,7 @@ __all__ = [
     "AuthFailure",
     "Skip",
     "candidate_lines",
+    "parse_block",
     "parse_line",
     "parse_stamp",
 ]
@@ -135,6 +137,27 @@ def candidate_lines(buf: bytes) -> list[bytes]:
     for start in sorted(starts):
         out.append(buf[start : buf.find(b"\n", start, end) + 1])
     return out
+
+
+def parse_block(
+    buf: bytes, ref: datetime, tz: tzinfo, skipped: Counter[Skip], *, final: bool = False
+) -> list[AuthFailure]:
+    """The events in the complete lines of `buf`; skip reasons are counted into `skipped`.
+
+    With `final` (a sealed file, a finished stream) an unterminated last line counts too:
+    nothing more will ever complete it.
+    """
+    lines = candidate_lines(buf)
+    if final and buf and not buf.endswith(b"\n"):
+        lines.append(buf[buf.rfind(b"\n") + 1 :])
+    events: list[AuthFailure] = []
+    for line in lines:
+        result = parse_line(line, ref, tz)
+        if isinstance(result, AuthFailure):
+            events.append(result)
+        elif result is not None:
+            skipped[result] += 1
+    return events
 
 
 def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:

@@ -18,7 +18,7 @@ from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
 from mlsd.errors import StateError
 from mlsd.follow import Batch
-from mlsd.parse import AuthFailure, Skip, candidate_lines, parse_line
+from mlsd.parse import AuthFailure, Skip, parse_block
 
 log = logging.getLogger("mlsd.pipeline")
 
@@ -115,17 +115,8 @@ class Pipeline:
     def commit(self, batch: Batch) -> int:
         """Record one batch: rows appended and synced, then the checkpoint. Returns rows."""
         data = batch.data
-        lines = candidate_lines(data)
-        if data and not data.endswith(b"\n"):
-            lines.append(data[data.rfind(b"\n") + 1 :])  # a sealed file's last line
-        events: list[AuthFailure] = []
-        skipped = self.counters.skipped
-        for line in lines:
-            result = parse_line(line, batch.ref, self.tz)
-            if isinstance(result, AuthFailure):
-                events.append(result)
-            elif result is not None:
-                skipped[result] += 1
+        # Batch data ends without a newline only for a sealed file's last line.
+        events = parse_block(data, batch.ref, self.tz, self.counters.skipped, final=True)
         if events:
             rows = encode_rows(
                 row_fields(
