@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from mlsd import config
 from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, StateLock
 from mlsd.errors import ConfigError, StateError
 from tests.followkit import Env, Writer, users
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    """A fresh installation in tmp_path."""
-    e = Env(tmp_path)
-    yield e
-    e.cleanup()
 
 
 def _cp(offset: int = 10) -> Checkpoint:

@@ -8,20 +8,11 @@ from __future__ import annotations
 import gzip
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.followkit import Env, Writer, lines, users
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    """A fresh installation in tmp_path."""
-    e = Env(tmp_path)
-    yield e
-    e.cleanup()
 
 
 def test_partial_line_completed_while_down(env: Env) -> None:

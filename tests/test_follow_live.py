@@ -10,20 +10,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.followkit import Env, Writer, auth_line, lines, users, wait_for
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    """A fresh installation in tmp_path."""
-    e = Env(tmp_path)
-    yield e
-    e.cleanup()
 
 
 def test_byte_by_byte_and_sigterm_summary(env: Env) -> None:
