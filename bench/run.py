@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -22,106 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gen_log
-
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-# Benchmark the working tree's mlsd, not whatever copy happens to be installed.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-# The console script next to the interpreter running us (`make bench` uses the venv's),
-# else the repo venv's, so `python3 bench/run.py` still finds it.
-MLSD = next(
-    (p for p in (Path(sys.executable).parent / "mlsd", REPO / ".venv/bin/mlsd") if p.exists()),
-    Path(sys.executable).parent / "mlsd",
+from registry import (
+    BENCH_DIR,
+    MLSD,
+    REGISTRY,
+    Context,
+    Metrics,
+    benchmark,
+    best_of,
+    check,
+    taskset,
+    throughput,
 )
-
-Metrics = dict[str, Any]
-BenchFn = Callable[["Context"], Metrics]
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every benchmark gets: the log, what it contains, and how to measure."""
-
-    log: Path
-    counts: dict[str, int]
-    repeat: int
-    out: Path
-
-    @property
-    def lines(self) -> int:
-        """Total lines in the log."""
-        return self.counts["lines"]
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A registered benchmark: a name for --only and the table, and the function."""
-
-    name: str
-    description: str
-    run: BenchFn
-
-
-REGISTRY: list[Benchmark] = []
-
-
-def benchmark(name: str, description: str) -> Callable[[BenchFn], BenchFn]:
-    """Register `fn(ctx) -> metrics` under `name`; table order is registration order."""
-
-    def register(fn: BenchFn) -> BenchFn:
-        if any(b.name == name for b in REGISTRY):
-            raise ValueError(f"duplicate benchmark {name!r}")
-        REGISTRY.append(Benchmark(name, description, fn))
-        return fn
-
-    return register
-
-
-def best_of(repeat: int, fn: Callable[[], T]) -> tuple[float, list[float], T]:
-    """Run `fn` `repeat` times (at least once); return (best seconds, all of them, last result).
-
-    Best rather than mean: on a shared machine noise only ever adds time, so the minimum
-    is the closest estimate of what the code itself costs.
-    """
-    times: list[float] = []
-    while True:
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= repeat:
-            return min(times), times, result
-
-
-def _throughput(ctx: Context, best: float, runs: list[float]) -> Metrics:
-    return {
-        # max(): a sub-resolution time must not divide by zero (nor put Infinity in the JSON).
-        "lines_per_s": ctx.lines / max(best, 1e-9),
-        "seconds": best,
-        "runs": [round(t, 4) for t in runs],
-    }
-
-
-def _check(got: int, want: int) -> str:
-    return "ok" if got == want else f"MISMATCH: got {got}, generator says {want}"
-
-
-def _taskset() -> list[str]:
-    # Pinning to one core stops the scheduler from migrating the (single-threaded) child
-    # between cores mid-run, which on a 2-core box is a visible source of run-to-run noise.
-    path = shutil.which("taskset")
-    return [path, "-c", "0"] if path else []
-
 
 # --- benchmarks -------------------------------------------------------------------------
 
@@ -138,7 +58,7 @@ def floor_python(ctx: Context) -> Metrics:
         return n
 
     best, runs, n = best_of(ctx.repeat, loop)
-    return {**_throughput(ctx, best, runs), "check": _check(n, ctx.lines)}
+    return {**throughput(ctx, best, runs), "check": check(n, ctx.lines)}
 
 
 @benchmark("floor-grep", "`grep -c 'authentication failed\\|auth failed'` as a subprocess")
@@ -159,9 +79,9 @@ def floor_grep(ctx: Context) -> Metrics:
         return {"error": f"grep exited {proc.returncode}: {proc.stderr.strip()}"}
     count = int(proc.stdout.strip() or 0)
     return {
-        **_throughput(ctx, best, runs),
+        **throughput(ctx, best, runs),
         "events": count,
-        "check": _check(count, ctx.counts["failure_lines"]),
+        "check": check(count, ctx.counts["failure_lines"]),
     }
 
 
@@ -190,10 +110,10 @@ def parse_inprocess(ctx: Context) -> Metrics:
 
     best, runs, (events, skips) = best_of(ctx.repeat, loop)
     return {
-        **_throughput(ctx, best, runs),
+        **throughput(ctx, best, runs),
         "events": events,
         "skips": skips,
-        "check": _check(events, ctx.counts["auth_failures"]),
+        "check": check(events, ctx.counts["auth_failures"]),
     }
 
 
@@ -230,10 +150,10 @@ def parse_blocks(ctx: Context) -> Metrics:
 
     best, runs, (events, candidates) = best_of(ctx.repeat, loop)
     return {
-        **_throughput(ctx, best, runs),
+        **throughput(ctx, best, runs),
         "events": events,
         "candidates": candidates,
-        "check": _check(events, ctx.counts["auth_failures"]),
+        "check": check(events, ctx.counts["auth_failures"]),
     }
 
 
@@ -243,7 +163,7 @@ def parse_cli(ctx: Context) -> Metrics:
     exe = MLSD
     if not exe.exists():
         return {"error": f"{exe} not found (is mlsd installed in this venv?)"}
-    pin = _taskset()
+    pin = taskset()
     cmd = [*pin, str(exe), "parse", "--format", "csv", str(ctx.log)]
     stats: list[tuple[int, float, int, str]] = []
 
@@ -267,9 +187,9 @@ def parse_cli(ctx: Context) -> Metrics:
         return {"error": f"`mlsd parse` exited {code}: {last}", "command": " ".join(cmd)}
     rows = _cli_rows(cmd)
     return {
-        **_throughput(ctx, best, runs),
+        **throughput(ctx, best, runs),
         "events": rows,
-        "check": _check(rows, ctx.counts["auth_failures"]),
+        "check": check(rows, ctx.counts["auth_failures"]),
         "cpu_s": min(cpu for _, cpu, _, _ in stats),
         # Linux reports ru_maxrss in KiB.
         "peak_rss_mib": max(rss for _, _, rss, _ in stats) / 1024,
@@ -288,6 +208,15 @@ def _cli_rows(cmd: list[str]) -> int:
         subprocess.run(cmd, stdout=out, stderr=subprocess.DEVNULL, check=True)
         out.seek(0)
         return max(sum(1 for _ in out) - 1, 0)
+
+
+def _load_benchmark_modules() -> None:
+    """Benchmarks kept in their own files (`bench/bench_*.py`) register on import."""
+    for path in sorted(BENCH_DIR.glob("bench_*.py")):
+        importlib.import_module(path.stem)
+
+
+_load_benchmark_modules()
 
 
 # --- driver -----------------------------------------------------------------------------
@@ -343,6 +272,10 @@ def _fmt_rate(v: float) -> str:
     return f"{v:.0f}"
 
 
+def _fmt_seconds(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "—"
+
+
 def table(results: dict[str, Metrics]) -> str:
     """Render the results as a Markdown table, each rate also as a ratio to floor-python."""
     floor = results.get("floor-python", {}).get("lines_per_s")
@@ -359,6 +292,8 @@ def table(results: dict[str, Metrics]) -> str:
         rate = m.get("lines_per_s")
         ratio = f"{rate / floor:.2f}x" if rate and floor else "—"
         notes = []
+        if "summary" in m:  # benchmarks that measure something other than throughput
+            notes.append(str(m["summary"]))
         if m.get("check") not in (None, "ok"):
             notes.append(str(m["check"]))
         if "skips" in m:
@@ -372,7 +307,8 @@ def table(results: dict[str, Metrics]) -> str:
         rss = f"{m['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in m else "—"
         rows.append(
             f"| {name} | {_fmt_rate(rate) if rate else '—'} | {ratio} | "
-            f"{m['seconds']:.3f} | {m.get('events', '—')} | {rss} | {'; '.join(notes)} |"
+            f"{_fmt_seconds(m.get('seconds'))} | {m.get('events', '—')} | {rss} | "
+            f"{'; '.join(notes)} |"
         )
     return "\n".join(rows)
 
