@@ -213,7 +213,13 @@ def _cli_rows(cmd: list[str]) -> int:
 def _load_benchmark_modules() -> None:
     """Benchmarks kept in their own files (`bench/bench_*.py`) register on import."""
     for path in sorted(BENCH_DIR.glob("bench_*.py")):
-        importlib.import_module(path.stem)
+        try:
+            importlib.import_module(path.stem)
+        except Exception as exc:  # one broken file must not hide every other benchmark
+            LOAD_ERRORS[path.name] = {"error": f"cannot load: {type(exc).__name__}: {exc}"}
+
+
+LOAD_ERRORS: dict[str, Metrics] = {}
 
 
 _load_benchmark_modules()
@@ -345,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     log, counts = prepare_log(args.out, args.lines, args.seed, args.stamps)
     ctx = Context(log=log, counts=counts, repeat=args.repeat, out=args.out)
-    results: dict[str, Metrics] = {}
+    results: dict[str, Metrics] = dict(LOAD_ERRORS)  # shown as errors; the exit code is 1
     for b in selected:
         print(f"running {b.name} …", file=sys.stderr, flush=True)
         with _quiet_gc():
