@@ -1,30 +1,38 @@
-"""Wiring for `mlsd run` and `mlsd scan`: lock, recovery, the follow loop, inotify, signals.
+"""Wiring for `mlsd run` and `mlsd scan`: lock, recovery, the follow loop, inotify.
 
-Kept small on purpose: the systemd lifecycle (notify, watchdog, reload, report) comes in
-its own module. Signal handlers only set an event; the loop finishes the batch it is
-committing and stops, so a stop never leaves half a batch behind.
+The service lifecycle around it (signals, sd_notify, watchdog, reload, report) lives in
+mlsd.service. The loop here stops when its `stop` event is set, between batches, so a stop
+never leaves half a batch behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import pyinotify
 
+from mlsd import __version__
 from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
 from mlsd.csvlog import CsvJournal, no_reverse, postfix_reverse
+from mlsd.enrich import Enricher
 from mlsd.follow import Follower
 from mlsd.pipeline import Enrich, Pipeline
 
 log = logging.getLogger("mlsd.daemon")
+
+COMMIT_GAP: Final = 0.02
+"""Seconds between two commits of the live loop, at least: at most 50 fsync rounds a
+second whatever the write pattern, for at most 20 ms more delay to a row."""
+FULL_BATCH: Final = 1 << 20
+"""A batch this big means reading is behind: no gap before the next one."""
 
 _DIR_MASK: Final = (
     pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
@@ -42,17 +50,28 @@ class Session:
     lock: StateLock
     pipeline: Pipeline
     follower: Follower
+    enricher: Enricher | None = None
     overflows: int = 0
+    commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held from reading a batch to its checkpoint: the follow loop and a report's
+    catch-up (`drain`) must not interleave their batches."""
 
 
-def open_session(cfg: Config, enrich: Enrich | None = None) -> Session:
-    """Lock the state directory, reconcile CSV and checkpoint, place the reader."""
+def open_session(cfg: Config, enricher: Enricher | None = None) -> Session:
+    """Lock the state directory, reconcile CSV and checkpoint, place the reader.
+
+    Without an `enricher` rows get the Postfix-logged name only (or none with
+    `reverse = off`) and no GeoIP: what `mlsd scan` did before enrichment existed.
+    """
     lock = StateLock(cfg.paths.state_dir)
     lock.acquire()
     try:
         store = CheckpointStore(cfg.paths.state_dir)
         cp = store.load()
-        if enrich is None:
+        enrich: Enrich
+        if enricher is not None:
+            enrich = enricher
+        else:
             enrich = no_reverse if cfg.dns.reverse == "off" else postfix_reverse
         pipeline = Pipeline(
             source=str(cfg.paths.mail_log),
@@ -82,7 +101,9 @@ def open_session(cfg: Config, enrich: Enrich | None = None) -> Session:
             # Pin the first-start decision (or the gap) so a restart does not decide again.
             pipeline.mark(cur.ident(), cur.offset)
         log.info(
-            "start source=%s resume=%s generation=%s offset=%s",
+            "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
+            __version__,
+            cfg.source_file,
             cfg.paths.mail_log,
             how,
             cur.label() if cur else "none",
@@ -91,7 +112,7 @@ def open_session(cfg: Config, enrich: Enrich | None = None) -> Session:
     except BaseException:
         lock.release()
         raise
-    return Session(cfg, lock, pipeline, follower)
+    return Session(cfg, lock, pipeline, follower, enricher)
 
 
 def close_session(s: Session) -> None:
@@ -115,21 +136,44 @@ def close_session(s: Session) -> None:
     s.lock.release()
 
 
-def drain(s: Session) -> None:
-    """Commit every batch that is ready now."""
-    while (batch := s.follower.next_batch()) is not None:
-        s.pipeline.commit(batch)
+async def step(s: Session) -> int | None:
+    """Read, enrich and commit one batch: its size in bytes, None when nothing was ready."""
+    async with s.commit_lock:
+        batch = s.follower.next_batch()
+        if batch is None:
+            return None
+        events = s.pipeline.parse(batch)
+        if s.enricher is not None:
+            s.enricher.maybe_reload()
+            if s.enricher.needs_lookup and events:
+                # Bounded by [dns] timeout: a dead resolver costs that, once per batch.
+                await s.enricher.prefetch(events)
+        rows = s.pipeline.commit(batch, events)
+    log.debug(
+        "batch committed rows=%d bytes=%d inode=%d offset=%d",
+        rows,
+        len(batch.data),
+        batch.position.ino,
+        batch.offset,
+    )
+    return len(batch.data)
 
 
-def scan(s: Session) -> None:
+async def drain(s: Session) -> None:
+    """Commit every batch that is ready now (before a report: the day is then complete)."""
+    while await step(s) is not None:
+        await asyncio.sleep(0)  # let signals and events in between batches
+
+
+async def scan(s: Session) -> None:
     """Catch up to the end of the live file, committing as we go (`mlsd scan`)."""
     while True:
-        drain(s)
+        await drain(s)
         wake_at = s.follower.wake_at
         if wake_at is None:
             return
         # A renamed file may still be written to: wait out its grace period, then seal it.
-        time.sleep(max(0.0, wake_at - time.time()))
+        await asyncio.sleep(max(0.0, wake_at - time.time()))
 
 
 class _Wake(pyinotify.ProcessEvent):  # type: ignore[misc]
@@ -217,20 +261,33 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
         notifier.process_events()
 
     loop.add_reader(wm.get_fd(), readable)
-    reconcile = s.cfg.follow.reconcile_interval
+    committed_at = -COMMIT_GAP
     try:
         while not stop.is_set():
             wake.clear()
             # Taken before reading: a change during the drain is then seen at the next tick.
             seen = _snapshot(s)
-            while not stop.is_set() and (batch := s.follower.next_batch()) is not None:
-                s.pipeline.commit(batch)
+            while not stop.is_set():
+                # A log written line by line wakes us once per line, and every commit
+                # costs an fdatasync and a checkpoint fsync: wait out the rest of
+                # COMMIT_GAP since the last small commit, so that the lines of a busy
+                # moment share one. Full batches (catching up) go on at once.
+                rest = committed_at + COMMIT_GAP - time.monotonic()
+                if rest > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
+                    if stop.is_set():
+                        break
+                size = await step(s)
+                if size is None:
+                    break
+                committed_at = time.monotonic() if size < FULL_BATCH else -COMMIT_GAP
                 await asyncio.sleep(0)  # let signals and events in between batches
             watches.follow(s.follower)
             # Sleep until an event, the end of a grace period, or the reconcile tick; a
             # tick with nothing changed (one stat) goes straight back to sleep.
             while not stop.is_set():
-                timeout = reconcile
+                timeout = s.cfg.follow.reconcile_interval  # read each time: SIGHUP may change it
                 if s.follower.wake_at is not None:
                     timeout = min(timeout, max(0.0, s.follower.wake_at - time.time()) + 0.01)
                 try:
@@ -251,21 +308,3 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waits:
             w.cancel()
-
-
-async def run(s: Session) -> None:
-    """`mlsd run`: follow until SIGTERM or SIGINT."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await follow_forever(s, stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

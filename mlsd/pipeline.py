@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
@@ -33,6 +33,8 @@ class Counters:
     events: int = 0
     batches: int = 0
     skipped: Counter[Skip] = field(default_factory=Counter)
+    last_event: datetime | None = None
+    """The log time of the newest event written (for STATUS=)."""
 
 
 class Pipeline:
@@ -112,11 +114,19 @@ class Pipeline:
                 "restore the CSV, or move it and the checkpoint aside to start over"
             )
 
-    def commit(self, batch: Batch) -> int:
-        """Record one batch: rows appended and synced, then the checkpoint. Returns rows."""
-        data = batch.data
+    def parse(self, batch: Batch) -> list[AuthFailure]:
+        """The batch's events (skips counted); for an enrichment that must see them first."""
         # Batch data ends without a newline only for a sealed file's last line.
-        events = parse_block(data, batch.ref, self.tz, self.counters.skipped, final=True)
+        return parse_block(batch.data, batch.ref, self.tz, self.counters.skipped, final=True)
+
+    def commit(self, batch: Batch, events: list[AuthFailure] | None = None) -> int:
+        """Record one batch: rows appended and synced, then the checkpoint. Returns rows.
+
+        `events` are the batch's from `parse` (parsed here when not given).
+        """
+        data = batch.data
+        if events is None:
+            events = self.parse(batch)
         if events:
             rows = encode_rows(
                 row_fields(
@@ -137,6 +147,8 @@ class Pipeline:
         c.lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
         c.events += len(events)
         c.batches += 1
+        if events:
+            c.last_event = events[-1].time
         return len(events)
 
     def mark(self, position: GenerationId, offset: int) -> None:
