@@ -115,6 +115,12 @@ class ReportConfig:
     """`from` in the file (a Python keyword, hence the attribute name)."""
     subject_prefix: str = "[mlsd]"
     attach: str = "day"
+    top: int = 10
+    """Entries in each top-N list before "… and N more"."""
+    mask_usernames: bool = False
+    """Show usernames as `a***` (domain kept) in the report and its day attachment."""
+    gzip_above: int = 256
+    """Attach the day's CSV gzipped when it is larger than this many KiB (0: always)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,6 +352,9 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
             "from": ("sender", _address),
             "subject_prefix": ("subject_prefix", _str),
             "attach": ("attach", _choice("day", "none", "full")),
+            "top": ("top", _int_range(1, 1000)),
+            "mask_usernames": ("mask_usernames", _bool),
+            "gzip_above": ("gzip_above", _int_range(0, 1_048_576)),
         },
     ),
     "smtp": (
