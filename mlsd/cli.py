@@ -14,7 +14,7 @@ import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="print or send the report of a day (default: yesterday)",
+        description="Build the report of one calendar day in [report] timezone from the "
+        "CSV (today: the day so far) and print it as text (default) or HTML, or send it "
+        "to [report] to now. Sending exits 1 unless every recipient accepted it.",
+    )
+    p.add_argument("--day", metavar="YYYY-MM-DD", type=_day, help="default: yesterday")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--text", dest="how", action="store_const", const="text")
+    how.add_argument("--html", dest="how", action="store_const", const="html")
+    how.add_argument("--send", dest="how", action="store_const", const="send")
+    p.set_defaults(func=cmd_report, how="text")
+
+    p = sub.add_parser(
         "lookup",
         parents=[common],
         help="show what the rows would carry for IPs: country, ASN, organisation, PTR",
@@ -127,15 +142,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """`mlsd scan`: catch up to the end of the live log, commit, exit 0."""
+    import asyncio  # noqa: PLC0415
+
     from mlsd import daemon, logs  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.enrich import Enricher  # noqa: PLC0415
+    from mlsd.geo import Geo  # noqa: PLC0415
 
     cfg = _load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format)
-    session = daemon.open_session(cfg)
-    try:
-        daemon.scan(session)
-    finally:
-        daemon.close_session(session)
+
+    async def scan() -> None:
+        enricher = Enricher(cfg, Geo(cfg.geoip))
+        try:
+            session = daemon.open_session(cfg, enricher)
+            try:
+                await daemon.scan(session)
+            finally:
+                daemon.close_session(session)
+        finally:
+            await enricher.close()
+
+    asyncio.run(scan())
     return EXIT_OK
 
 
@@ -143,16 +170,82 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`mlsd run`: follow the log until SIGTERM/SIGINT, everything committed at exit."""
     import asyncio  # noqa: PLC0415 - see the note on imports at the top
 
-    from mlsd import daemon, logs  # noqa: PLC0415
+    from mlsd import logs  # noqa: PLC0415
+    from mlsd.service import Service  # noqa: PLC0415
 
     cfg = _load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format)
-    session = daemon.open_session(cfg)
+    return asyncio.run(Service(cfg).run())
+
+
+def _day(raw: str) -> date:
     try:
-        asyncio.run(daemon.run(session))
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a day (YYYY-MM-DD)") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`mlsd report`: one day's report, printed or sent now (not through the outbox)."""
+    import asyncio  # noqa: PLC0415 - see the note on imports at the top
+    import socket  # noqa: PLC0415
+
+    from mlsd import logs, report  # noqa: PLC0415
+    from mlsd.coverage import Ledger  # noqa: PLC0415
+    from mlsd.geo import Geo  # noqa: PLC0415
+    from mlsd.mailer import Entry, send_once  # noqa: PLC0415
+
+    cfg = _load_config(args, required=True)
+    logs.configure("WARNING", "auto", sys.stderr)
+    tz = cfg.report_tz()
+    now = datetime.now(UTC)
+    today = now.astimezone(tz).date()
+    day: date = args.day or today - timedelta(days=1)
+    if day > today:
+        sys.stderr.write(f"mlsd: {day} has not begun yet in {tz}\n")
+        return EXIT_USAGE
+    # The daemon's own counters for the day, when it has written them.
+    counts = Ledger(cfg.paths.state_dir).get(day)
+    coverage = None
+    if counts is not None:
+        coverage = report.Coverage(
+            lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps
+        )
+    geo = Geo(cfg.geoip)
+    try:
+        dates = [db.line() for db in geo.describe()]
     finally:
-        daemon.close_session(session)
-    return EXIT_OK
+        geo.close()
+    host = socket.gethostname()
+    built = report.build(
+        cfg,
+        day,
+        until=now if day == today else None,
+        coverage=coverage,
+        geoip_dates=dates,
+        hostname=host,
+        now=now,
+    )
+    if args.how == "text":
+        sys.stdout.write(built.text + "\n")
+        return EXIT_OK
+    if args.how == "html":
+        sys.stdout.write(built.html)
+        return EXIT_OK
+    if not cfg.report.to:
+        sys.stderr.write(f"mlsd: {cfg.source_file}: [report] to: no recipients to send to\n")
+        return EXIT_USAGE
+    message, sender, recipients = report.to_message(built, cfg, now=now, hostname=host)
+    entry = Entry(id="cli", sender=sender, recipients=tuple(recipients), created=now.timestamp())
+    outcome = asyncio.run(send_once(message, entry, cfg.smtp))
+    for rcpt in outcome.delivered:
+        sys.stderr.write(f"mlsd: report of {day} delivered to {rcpt}\n")
+    for rcpt, why in {**outcome.transient, **outcome.permanent}.items():
+        sys.stderr.write(f"mlsd: report of {day} NOT delivered to {rcpt}: {why}\n")
+    if outcome.error and not outcome.transient and not outcome.permanent:
+        sys.stderr.write(f"mlsd: report of {day} not sent: {outcome.error}\n")
+    ok = outcome.delivered and not outcome.transient and not outcome.permanent
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:

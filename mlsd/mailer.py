@@ -48,6 +48,9 @@ class Entry:
     last_error: str = ""
     refused: dict[str, str] = field(default_factory=dict)
     """Recipients refused for good (5xx), with the server's answer."""
+    tag: str = ""
+    """What the message is (`report:2026-11-24`): lets the scheduler see a report it
+    queued but crashed before recording as sent, so that it is not queued twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +82,13 @@ class Outbox:
     def _ensure(self) -> None:
         self.failed_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
 
-    def put(self, message: bytes, sender: str, recipients: Sequence[str], now: float) -> Entry:
+    def put(
+        self, message: bytes, sender: str, recipients: Sequence[str], now: float, tag: str = ""
+    ) -> Entry:
         """Store a message; it is due at once."""
         self._ensure()
         entry = Entry(
+            tag=tag,
             id=time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8],
             sender=sender,
             recipients=tuple(recipients),
@@ -96,12 +102,13 @@ class Outbox:
     def _save(self, entry: Entry) -> None:
         replace_atomically(self.directory / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
 
-    def entries(self) -> list[Entry]:
-        """Every complete entry, oldest first."""
-        if not self.directory.is_dir():
+    def entries(self, *, failed: bool = False) -> list[Entry]:
+        """Every complete entry, oldest first (those set aside in failed/ with `failed`)."""
+        directory = self.failed_dir if failed else self.directory
+        if not directory.is_dir():
             return []
         out = []
-        for meta in sorted(self.directory.glob("*.json")):
+        for meta in sorted(directory.glob("*.json")):
             try:
                 data = json.loads(meta.read_text())
                 data["recipients"] = tuple(data["recipients"])

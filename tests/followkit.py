@@ -20,7 +20,13 @@ from pathlib import Path
 
 LOGROTATE = "/usr/sbin/logrotate"
 # Plain console logs whatever the test runner's environment says.
-ENV = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+}
+STARTED = " started config="
+"""In mlsd's start-up summary line, once the reader is placed."""
 
 
 def auth_line(seq: int, *, host: str = "srv") -> bytes:
@@ -90,6 +96,8 @@ class Env:
         self.conf = root / "mlsd.conf"
         self.rotate_state = root / "logrotate.state"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.extra = ""
+        """More config sections, appended as they are (e.g. `[report]`, `[smtp]`)."""
         opts = {"rotate_grace": "1.0", "reconcile_interval": "1", **follow}
         self.write_conf(opts)
 
@@ -99,7 +107,7 @@ class Env:
         self.conf.write_text(
             f"[paths]\nmail_log = {self.log}\ncsv = {self.csv}\nstate_dir = {self.state}\n"
             f"[source]\ntimezone = UTC\n[log]\nlevel = DEBUG\nformat = auto\n"
-            f"[follow]\n{body}\n"
+            f"[follow]\n{body}\n{self.extra}"
         )
 
     # ---- mlsd
@@ -117,15 +125,20 @@ class Env:
             raise AssertionError(f"mlsd scan failed ({res.returncode}):\n{res.stderr}")
         return res
 
-    def start(self, *, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start(
+        self, *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start `mlsd run` and (by default) wait until it has placed its reader."""
         with open(self.root / f"run{len(self.procs)}.err", "wb") as errlog:
             proc = subprocess.Popen(
-                self.cmd("run"), stdout=subprocess.DEVNULL, stderr=errlog, env=ENV
+                self.cmd("run"),
+                stdout=subprocess.DEVNULL,
+                stderr=errlog,
+                env={**ENV, **(env or {})},
             )
         self.procs.append(proc)
         if wait:
-            wait_for(lambda: "start source=" in self.stderr(proc) or proc.poll() is not None)
+            wait_for(lambda: STARTED in self.stderr(proc) or proc.poll() is not None)
         return proc
 
     def stderr(self, proc: subprocess.Popen[bytes]) -> str:

@@ -1,0 +1,254 @@
+"""The daily report's clock and its delivery: due days, the outbox, SIGUSR1's report now.
+
+Once per wake-up (at the send time, when an outbox entry is due, on request, and at least
+once a minute so that a suspend or a clock step is noticed): every report day that is due
+and not yet sent is built and put in the outbox, then recorded as sent; then every due
+outbox entry is tried. The wall clock is read afresh each time; nothing sleeps for hours.
+
+Exactly once per day:
+- `state_dir/report.json` holds the last day queued. The outbox entry carries the day in
+  its tag, and is written before report.json: after a crash between the two, the entry is
+  found on start and the day counts as queued, so it is not built again.
+- The outbox then delivers it once (mlsd.mailer), across restarts.
+- A report asked for with SIGUSR1 is extra: it never counts as the day's report.
+
+Without `[report] to` nothing is mailed: reports are written to `state_dir/reports/`
+(and the text printed when standard output is a terminal, as under `make run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Final, TextIO
+
+from mlsd.config import Config
+from mlsd.durable import replace_atomically
+from mlsd.mailer import Outbox, deliver_due
+from mlsd.schedule import missed_days, next_report_at
+
+STATE_NAME: Final = "report.json"
+TAG_PREFIX: Final = "report:"
+MAX_SLEEP: Final = 60.0
+"""Re-read the wall clock at least this often (suspend, clock steps, NTP)."""
+RETRY_BUILD: Final = 300.0
+"""After a report could not be built (unreadable CSV, full disk), try again this much later."""
+
+log = logging.getLogger("mlsd.report")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A built report, ready for the outbox or the reports directory."""
+
+    day: date
+    partial: bool
+    """The current day so far (SIGUSR1, `mlsd report` of today), not a whole day."""
+    subject: str
+    text: str
+    html: str
+    events: int
+    message: bytes
+    sender: str
+    recipients: tuple[str, ...]
+
+
+Produce = Callable[[date, datetime | None], Awaitable[Rendered]]
+"""Build the report of a day (up to an instant for a partial one)."""
+
+
+class ReportSender:
+    """Runs as one task beside the follower; `request_now` and `reconfigure` are its inputs."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        produce: Produce,
+        *,
+        clock: Callable[[], float] = time.time,
+        console: TextIO | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._produce = produce
+        self._clock = clock
+        self._console = console if console is not None else _terminal_stdout()
+        state_dir = cfg.paths.state_dir
+        self.outbox = Outbox(state_dir / "outbox")
+        self.reports_dir = state_dir / "reports"
+        self._state = state_dir / STATE_NAME
+        self._wake = asyncio.Event()
+        self._now_wanted = False
+        self._build_failed_at: float | None = None
+        self.last_queued: date | None = self._load_last_queued()
+        self.delivered = 0
+        self.pending_error = ""
+        """The last delivery error while a report waits in the outbox (for STATUS=)."""
+
+    # ---- inputs
+
+    def request_now(self) -> None:
+        """SIGUSR1: the report of the current day so far, soon, without waiting."""
+        self._now_wanted = True
+        self._wake.set()
+
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: new time, zone, recipients or SMTP settings apply from the next wake."""
+        self.cfg = cfg
+        self._wake.set()
+
+    # ---- the task
+
+    async def run(self) -> None:
+        """Until cancelled: queue due reports, deliver the outbox, sleep until needed."""
+        while True:
+            await self.tick()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._sleep_for())
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        """One round: due days, a requested report, then delivery. Never raises."""
+        now = self._clock()
+        if self._build_failed_at is None or now - self._build_failed_at >= RETRY_BUILD:
+            await self._queue_due(now)
+        if self._now_wanted:
+            self._now_wanted = False
+            tz = self.cfg.report_tz()
+            when = datetime.fromtimestamp(now, UTC)
+            await self._guarded(when.astimezone(tz).date(), when, now)
+        await self._deliver(self._clock())
+
+    # ---- internals
+
+    async def _queue_due(self, now: float) -> None:
+        rcfg = self.cfg.report
+        days = missed_days(
+            self.last_queued, datetime.fromtimestamp(now, UTC), rcfg.time, self.cfg.report_tz()
+        )
+        for day in days:
+            if not await self._guarded(day, None, now):
+                return
+            self._mark(day)
+
+    async def _guarded(self, day: date, until: datetime | None, now: float) -> bool:
+        try:
+            await self._emit(await self._produce(day, until), now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._build_failed_at = now
+            log.exception(
+                "report of %s could not be built or queued; trying again in %d s",
+                day,
+                RETRY_BUILD,
+            )
+            return False
+        self._build_failed_at = None
+        return True
+
+    async def _emit(self, r: Rendered, now: float) -> None:
+        if not r.recipients:
+            path = self._save(r)
+            log.info(
+                "report written day=%s events=%d path=%s (no [report] to: nothing mailed)",
+                r.day,
+                r.events,
+                path,
+            )
+            if self._console is not None:
+                self._console.write(r.text + "\n")
+                self._console.flush()
+            return
+        tag = "" if r.partial else f"{TAG_PREFIX}{r.day.isoformat()}"
+        entry = self.outbox.put(r.message, r.sender, r.recipients, now, tag=tag)
+        log.info(
+            "report queued day=%s%s events=%d to=%s id=%s",
+            r.day,
+            " (so far)" if r.partial else "",
+            r.events,
+            ",".join(r.recipients),
+            entry.id,
+        )
+
+    def _save(self, r: Rendered) -> Path:
+        self.reports_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        stem = f"report-{r.day.isoformat()}" + ("-so-far" if r.partial else "")
+        replace_atomically(self.reports_dir / f"{stem}.html", r.html.encode(), mode=0o640)
+        path = self.reports_dir / f"{stem}.txt"
+        replace_atomically(path, r.text.encode(), mode=0o640)
+        return path
+
+    async def _deliver(self, now: float) -> None:
+        if not self.outbox.entries():
+            self.pending_error = ""
+            return
+        for d in await deliver_due(self.outbox, self.cfg.smtp, now):
+            what = d.entry.tag or d.entry.id
+            if d.state == "delivered":
+                self.delivered += 1
+                self.pending_error = ""
+                log.info("report delivered %s to=%s", what, d.detail)
+            elif d.state == "retry":
+                self.pending_error = d.detail
+                log.warning(
+                    "report delivery failed %s via %s:%d, retrying at %s: %s",
+                    what,
+                    self.cfg.smtp.host,
+                    self.cfg.smtp.port,
+                    datetime.fromtimestamp(d.entry.next_attempt, UTC).isoformat(timespec="seconds"),
+                    d.detail,
+                )
+            else:
+                self.pending_error = ""
+                log.error("report not delivered %s (%s): %s", what, d.state, d.detail)
+
+    def _sleep_for(self) -> float:
+        now = self._clock()
+        wake = now + MAX_SLEEP
+        rcfg = self.cfg.report
+        send_at = next_report_at(datetime.fromtimestamp(now, UTC), rcfg.time, self.cfg.report_tz())
+        wake = min(wake, send_at.timestamp())
+        due = self.outbox.next_due()
+        if due is not None:
+            wake = min(wake, due)
+        return max(0.5, wake - now)
+
+    def _load_last_queued(self) -> date | None:
+        days: list[date] = []
+        try:
+            days.append(date.fromisoformat(json.loads(self._state.read_text())["last_queued"]))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("report state unreadable path=%s error=%s", self._state, exc)
+        # A report queued just before a crash, before report.json said so.
+        for entry in [*self.outbox.entries(), *self.outbox.entries(failed=True)]:
+            if entry.tag.startswith(TAG_PREFIX):
+                try:
+                    days.append(date.fromisoformat(entry.tag.removeprefix(TAG_PREFIX)))
+                except ValueError:
+                    continue
+        return max(days) if days else None
+
+    def _mark(self, day: date) -> None:
+        self.last_queued = day
+        try:
+            replace_atomically(
+                self._state, json.dumps({"last_queued": day.isoformat()}).encode(), mode=0o640
+            )
+        except OSError as exc:
+            # The outbox tag still says it was queued; only a restart could ask again.
+            log.warning("report state not written path=%s error=%s", self._state, exc)
+
+
+def _terminal_stdout() -> TextIO | None:
+    return sys.stdout if sys.stdout is not None and sys.stdout.isatty() else None

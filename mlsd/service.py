@@ -1,0 +1,370 @@
+"""`mlsd run` as a service: start-up, serve, shutdown, and what systemd is told on the way.
+
+Start-up: lock and recovery (mlsd.daemon.open_session), the GeoIP databases and the
+resolver, the follower task with its inotify watches, the report task; then READY=1.
+Catch-up may still be running at READY: STATUS= says how far behind reading is.
+
+Serve: one loop acts on what the signal handlers recorded (they only set flags, so no
+work ever runs inside a handler), refreshes STATUS= every few seconds, and notices a
+follower that died. WATCHDOG=1 is sent by its own task on the same event loop, so a
+loop that is stuck stops the pings and systemd restarts the service.
+
+Shutdown, in this order and within STOP_BOUND seconds: STOPPING=1; stop intake (the
+follower finishes and commits the batch it is on; its checkpoint is written with it);
+stop the report task (an unsent report stays in the outbox for the next start); write
+the day's counters; the summary line; exit 0. A second SIGTERM or SIGINT exits at once:
+that is a crash as far as the CSV is concerned, which recovery handles exactly.
+
+STOPPING=1 goes first, not last: systemd documents it as "beginning its shutdown", and
+a manager that knows the service is stopping does not take a slow stop for a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import fields, replace
+from datetime import UTC, date, datetime
+from typing import Final
+
+from mlsd import config, daemon, logs, report
+from mlsd.config import Config
+from mlsd.coverage import DayCounts, Ledger
+from mlsd.enrich import Enricher
+from mlsd.errors import ConfigError
+from mlsd.geo import Geo
+from mlsd.parse import Skip
+from mlsd.sender import Rendered, ReportSender
+from mlsd.systemd import Notifier, watchdog_interval
+
+log = logging.getLogger("mlsd.service")
+
+STOP_BOUND: Final = 20.0
+"""Seconds shutdown may take before it is abandoned (the unit's TimeoutStopSec is 30)."""
+STATUS_EVERY: Final = 5.0
+"""How often STATUS= and the day's counters are refreshed."""
+LEDGER_EVERY: Final = 300.0
+"""How often the day's counters are written (a kill -9 loses at most this much of them)."""
+_LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
+"""[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
+
+ROOT_WARNING: Final = (
+    "running as root: mlsd only needs to read the mail log and write its CSV and state, "
+    "and it parses text chosen by attackers; run it as an unprivileged user in the 'adm' "
+    "group instead (the shipped systemd unit does: DynamicUser=yes, "
+    "SupplementaryGroups=adm), see README 'Install on a mail server'"
+)
+
+
+class Service:
+    """One run of the daemon; `await Service(cfg).run()` returns the exit status."""
+
+    def __init__(self, cfg: Config, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._intent = asyncio.Event()
+        self._stop_signal: int | None = None
+        self._reload_wanted = False
+        self._report_wanted = False
+        self._reload_error = ""
+        self._last_status = ""
+        self._stop_follow = asyncio.Event()
+        self._ledger_saved = time.monotonic()
+
+    # ---- signals: record intent, act later
+
+    def _on_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self._stop_signal is not None:
+                # The operator insists: leave now. The CSV is as after a crash, which
+                # recovery cuts back to the checkpoint.
+                sys.stderr.write(
+                    f"mlsd: second {signal.Signals(signum).name}: exiting at once, "
+                    "without finishing the current batch\n"
+                )
+                sys.stderr.flush()
+                os._exit(128 + signum)
+            self._stop_signal = signum
+        elif signum == signal.SIGHUP:
+            self._reload_wanted = True
+        elif signum == signal.SIGUSR1:
+            self._report_wanted = True
+        self._intent.set()
+
+    # ---- the lifecycle
+
+    async def run(self) -> int:
+        """Start up, serve until told to stop, shut down. Raises on a failed start-up."""
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        for sig in handled:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            return await self._run()
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+
+    async def _run(self) -> int:
+        if os.geteuid() == 0:
+            log.warning(ROOT_WARNING)
+        self.geo = Geo(self.cfg.geoip)
+        self.enricher = Enricher(self.cfg, self.geo)
+        try:
+            self.session = daemon.open_session(self.cfg, self.enricher)
+        except BaseException:
+            await self.enricher.close()
+            raise
+        self.ledger = Ledger(self.cfg.paths.state_dir)
+        self.sender = ReportSender(self.cfg, self._produce)
+        self._describe_report()
+        follow = asyncio.create_task(daemon.follow_forever(self.session, self._stop_follow))
+        reports = asyncio.create_task(self.sender.run())
+        interval = watchdog_interval()
+        pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
+        self.notifier.ready(self._status())
+        code = 1
+        try:
+            code = await self._serve(follow)
+        finally:
+            code = await self._shutdown(follow, reports, pinger, code)
+        return code
+
+    async def _serve(self, follow: asyncio.Task[None]) -> int:
+        while True:
+            waiter = asyncio.ensure_future(self._intent.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, follow}, timeout=STATUS_EVERY, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+            self._intent.clear()
+            if follow.done():
+                exc = follow.exception()
+                # A failed write or an unreadable state: stopping is the only safe answer
+                # (mlsd.pipeline says why); systemd's Restart=on-failure takes it from there.
+                log.error("following stopped: %s", exc or "the follower ended")
+                self.notifier.status(f"failed: {exc}")
+                return 1
+            if self._stop_signal is not None:
+                log.info(
+                    "signal %s: stopping after the current batch",
+                    signal.Signals(self._stop_signal).name,
+                )
+                return 0
+            if self._reload_wanted:
+                self._reload_wanted = False
+                await self._reload()
+            if self._report_wanted:
+                self._report_wanted = False
+                log.info("signal SIGUSR1: building the report of today so far")
+                self.sender.request_now()
+            if time.monotonic() - self._ledger_saved >= LEDGER_EVERY:
+                self._ledger_saved = time.monotonic()
+                self.ledger.save()
+            self._set_status()
+
+    async def _shutdown(
+        self,
+        follow: asyncio.Task[None],
+        reports: asyncio.Task[None],
+        pinger: asyncio.Task[None] | None,
+        code: int,
+    ) -> int:
+        deadline = time.monotonic() + STOP_BOUND
+        self.notifier.stopping("stopping: committing the current batch")
+        self._stop_follow.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(follow), max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            log.error("shutdown: the follower did not stop within %.0f s", STOP_BOUND)
+            follow.cancel()
+            code = 1
+        except Exception:  # noqa: S110 - already logged by _serve, and the exit code says so
+            pass
+        for task in (reports, pinger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, max(0.1, deadline - time.monotonic()))
+        self._account()
+        self.ledger.save()
+        daemon.close_session(self.session)
+        await self.enricher.close()
+        return code
+
+    async def _watchdog(self, interval: float) -> None:
+        # From the event loop itself: if the loop is stuck, the pings stop.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ---- reload
+
+    async def _reload(self) -> None:
+        self.notifier.reloading()
+        path = self.cfg.source_file
+        assert path is not None  # noqa: S101 - `run` always has a config file
+        log.info("signal SIGHUP: reloading config=%s", path)
+        try:
+            new = config.load(path)
+        except ConfigError as exc:
+            self._reload_error = f"reload failed, previous config kept: {exc}"
+            log.error("%s", self._reload_error)
+            self.notifier.ready(self._status())
+            return
+        refused = [
+            key for key in _LIVE_ONLY if getattr(new.paths, key) != getattr(self.cfg.paths, key)
+        ]
+        if refused:
+            new = replace(new, paths=self.cfg.paths)
+        changed = [
+            f.name for f in fields(Config) if getattr(new, f.name) != getattr(self.cfg, f.name)
+        ]
+        changed = [name for name in changed if name != "source_file"]
+        try:
+            await self._apply(new)
+        except Exception as exc:
+            self._reload_error = f"reload failed, previous config kept: {exc}"
+            log.exception("%s", self._reload_error)
+            self.notifier.ready(self._status())
+            return
+        self._reload_error = ""
+        log.info("reloaded config=%s changed=%s", path, ",".join(changed) or "nothing")
+        if refused:
+            self._reload_error = "not applied until a restart: " + ", ".join(
+                f"[paths] {k}" for k in refused
+            )
+            log.warning(
+                "%s changed: the checkpoint and the CSV are bound to them, so this needs a "
+                "restart (systemctl restart mlsd); the rest of the new config is applied",
+                ", ".join(f"[paths] {k}" for k in refused),
+            )
+        self.notifier.ready(self._status())
+
+    async def _apply(self, new: Config) -> None:
+        logs.configure(new.log.level, new.log.format)
+        await self.enricher.reload(new)
+        p = self.session.pipeline
+        p.tz = new.log_tz()
+        p.date_format = new.csv.date_format
+        p.cap = new.csv.max_field_length
+        self.session.follower.grace = new.follow.rotate_grace
+        self.session.cfg = new
+        self.sender.reconfigure(new)
+        self.cfg = new
+
+    # ---- the report
+
+    async def _produce(self, day: date, until: datetime | None) -> Rendered:
+        # Everything read so far is committed first, so that the day is complete.
+        await daemon.drain(self.session)
+        self._account()
+        counts = self.ledger.get(day)
+        coverage = (
+            None
+            if counts is None
+            else report.Coverage(
+                lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps
+            )
+        )
+        dates = [db.line() for db in self.geo.describe()]
+        host = socket.gethostname()
+        cfg = self.cfg
+        # A thread: building reads the day's rows, and the follower must not wait for it.
+        built = await asyncio.to_thread(
+            report.build,
+            cfg,
+            day,
+            until=until,
+            coverage=coverage,
+            geoip_dates=dates,
+            hostname=host,
+        )
+        message, sender, recipients = report.to_message(
+            built, cfg, now=datetime.now(UTC), hostname=host
+        )
+        return Rendered(
+            day=day,
+            partial=until is not None,
+            subject=built.subject,
+            text=built.text,
+            html=built.html,
+            events=built.events,
+            message=message,
+            sender=sender,
+            recipients=tuple(recipients),
+        )
+
+    def _describe_report(self) -> None:
+        r = self.cfg.report
+        where = ",".join(r.to) if r.to else f"{self.sender.reports_dir} (no [report] to)"
+        log.info(
+            "daily report at %s %s to=%s last_sent=%s",
+            r.time.strftime("%H:%M"),
+            r.timezone or "system zone",
+            where,
+            self.sender.last_queued or "never",
+        )
+
+    # ---- status
+
+    def _today(self) -> date:
+        return datetime.now(UTC).astimezone(self.cfg.report_tz()).date()
+
+    def _account(self) -> None:
+        c = self.session.pipeline.counters
+        self.ledger.record(
+            self._today(),
+            DayCounts(
+                lines=c.lines,
+                events=c.events,
+                server_errors=c.skipped[Skip.SERVER_ERROR],
+                gaps=self.session.follower.gaps,
+            ),
+        )
+
+    def _behind(self) -> int:
+        cur = self.session.follower.cur
+        if cur is None:
+            return 0
+        behind = 0
+        with contextlib.suppress(OSError):
+            if not cur.gz:
+                behind = max(0, cur.stat().st_size - cur.offset)
+            live = os.stat(self.cfg.paths.mail_log)
+            if (live.st_dev, live.st_ino) != (cur.dev, cur.ino):
+                behind += live.st_size
+        return behind
+
+    def _status(self) -> str:
+        self._account()
+        today = self.ledger.get(self._today()) or DayCounts()
+        c = self.session.pipeline.counters
+        # Most important first: STATUS= is cut at 200 characters.
+        parts = [self._reload_error] if self._reload_error else []
+        behind = self._behind()
+        if behind > 64 * 1024:
+            parts.append(f"catching up, {behind / 2**20:.1f} MiB behind")
+        else:
+            parts.append(f"following {self.cfg.paths.mail_log}")
+        parts.append(f"{today.events} events today")
+        if c.last_event is not None:
+            parts.append("last " + c.last_event.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+        if self.sender.pending_error:
+            parts.append("report waiting in outbox: " + self.sender.pending_error)
+        return "; ".join(parts)
+
+    def _set_status(self) -> None:
+        status = self._status()
+        if status != self._last_status:
+            self._last_status = status
+            self.notifier.status(status)
