@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit bench clean
+.PHONY: venv run test lint typecheck unit bench install clean
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c 'import mlsd, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog'
 	touch $(STAMP)
 
-LINTED := mlsd tests $(wildcard bench)
+LINTED := mlsd tests $(wildcard bench) contrib
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -29,12 +29,44 @@ unit: venv
 
 test: lint typecheck unit
 
+# The daemon in the foreground: ./var/ for CSV and state, /var/log/mail.log or LOG=path,
+# else a demo log fed with real corpus lines. Ctrl-C stops it cleanly.
 run: venv
-	@mkdir -p var
-	$(BIN)/mlsd parse --format csv tests/corpus/maillogsentinel/sample_sasl.log
+	$(BIN)/python contrib/demo/run.py $(if $(LOG),--log '$(LOG)')
 
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Installation: mlsd and its dependencies in their own virtual environment under
+# $(PREFIX)/lib/mlsd, the command in $(PREFIX)/bin, the unit, and the example config as
+# /etc/mlsd/mlsd.conf unless one exists. DESTDIR stages it all (packaging): the venv is
+# built in place and its paths rewritten to drop DESTDIR.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(SYSCONFDIR)/systemd/system
+APPDIR := $(PREFIX)/lib/mlsd
+
+install:
+	rm -rf '$(DESTDIR)$(APPDIR)'
+	$(PYTHON) -m venv '$(DESTDIR)$(APPDIR)'
+	'$(DESTDIR)$(APPDIR)/bin/python' -m pip install --quiet --disable-pip-version-check .
+	'$(DESTDIR)$(APPDIR)/bin/python' -c 'import mlsd.service, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog'
+	if [ -n '$(DESTDIR)' ]; then \
+	  grep -rlI --null -F '$(DESTDIR)$(APPDIR)' '$(DESTDIR)$(APPDIR)/bin' '$(DESTDIR)$(APPDIR)/pyvenv.cfg' \
+	    | xargs -0 -r sed -i 's#$(DESTDIR)$(APPDIR)#$(APPDIR)#g'; \
+	fi
+	install -d -m 0755 '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/mlsd'
+	ln -sfn '$(APPDIR)/bin/mlsd' '$(DESTDIR)$(PREFIX)/bin/mlsd'
+	sed 's#/usr/local/bin/mlsd#$(PREFIX)/bin/mlsd#; s#/etc/mlsd/#$(SYSCONFDIR)/mlsd/#g' \
+	  contrib/systemd/mlsd.service > '$(DESTDIR)$(UNITDIR)/mlsd.service'
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/mlsd.service'
+	if [ -e '$(DESTDIR)$(SYSCONFDIR)/mlsd/mlsd.conf' ]; then \
+	  echo "kept the existing $(SYSCONFDIR)/mlsd/mlsd.conf (the new example: mlsd.conf.example)"; \
+	else \
+	  install -m 0644 mlsd.conf.example '$(DESTDIR)$(SYSCONFDIR)/mlsd/mlsd.conf'; \
+	fi
+	@echo "installed; next: systemctl daemon-reload && systemctl enable --now mlsd"
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache .coverage build *.egg-info
