@@ -213,7 +213,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     geo = Geo(cfg.geoip)
     try:
-        dates = [db.line() for db in geo.describe()]
+        dates = [db.summary() for db in geo.describe()]
     finally:
         geo.close()
     host = socket.gethostname()

@@ -84,6 +84,13 @@ class DbInfo:
     served_by: Path | None = None
     """The file that actually answers for this role (another role's, for IPinfo)."""
 
+    def summary(self) -> str:
+        """For the report's header: what answers for this role, and how old it is."""
+        if self.state != "loaded":
+            return f"{self.role}: {self.state} ({self.path})"
+        built = self.built.strftime("%Y-%m-%d") if self.built else "unknown date"
+        return f"{self.role}: {self.database_type}, built {built} ({self.path.name})"
+
     def line(self) -> str:
         """One operator-readable line: role, path, type, build date."""
         if self.state != "loaded":

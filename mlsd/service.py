@@ -276,7 +276,7 @@ class Service:
                 lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps
             )
         )
-        dates = [db.line() for db in self.geo.describe()]
+        dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
         # A thread: building reads the day's rows, and the follower must not wait for it.
