@@ -76,6 +76,7 @@ class Service:
         self._last_status = ""
         self._stop_follow = asyncio.Event()
         self._ledger_saved = time.monotonic()
+        self._report_lock = asyncio.Lock()
 
     # ---- signals: record intent, act later
 
@@ -130,10 +131,12 @@ class Service:
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
         self.notifier.ready(self._status())
+        warm = asyncio.create_task(self._warm_report_cache())
         code = 1
         try:
             code = await self._serve(follow)
         finally:
+            warm.cancel()
             code = await self._shutdown(follow, reports, pinger, code)
         return code
 
@@ -280,15 +283,16 @@ class Service:
         host = socket.gethostname()
         cfg = self.cfg
         # A thread: building reads the day's rows, and the follower must not wait for it.
-        built = await asyncio.to_thread(
-            report.build,
-            cfg,
-            day,
-            until=until,
-            coverage=coverage,
-            geoip_dates=dates,
-            hostname=host,
-        )
+        async with self._report_lock:
+            built = await asyncio.to_thread(
+                report.build,
+                cfg,
+                day,
+                until=until,
+                coverage=coverage,
+                geoip_dates=dates,
+                hostname=host,
+            )
         message, sender, recipients = report.to_message(
             built, cfg, now=datetime.now(UTC), hostname=host
         )
@@ -303,6 +307,17 @@ class Service:
             sender=sender,
             recipients=tuple(recipients),
         )
+
+    async def _warm_report_cache(self) -> None:
+        # The report compares its day with the 30 before it. Summarising those days once,
+        # now and in a thread, keeps the first report after a start from reading them all.
+        try:
+            async with self._report_lock:
+                await asyncio.to_thread(
+                    report.history, self.cfg, self._today(), self.cfg.report_tz()
+                )
+        except Exception:
+            log.warning("report history not summarised in advance", exc_info=True)
 
     def _describe_report(self) -> None:
         r = self.cfg.report
