@@ -223,9 +223,11 @@ class ReportSender:
         return max(0.5, wake - now)
 
     def _load_last_queued(self) -> date | None:
+        recorded: date | None = None
         days: list[date] = []
         try:
-            days.append(date.fromisoformat(json.loads(self._state.read_text())["last_queued"]))
+            recorded = date.fromisoformat(json.loads(self._state.read_text())["last_queued"])
+            days.append(recorded)
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -237,7 +239,14 @@ class ReportSender:
                     days.append(date.fromisoformat(entry.tag.removeprefix(TAG_PREFIX)))
                 except ValueError:
                     continue
-        return max(days) if days else None
+        if not days:
+            return None
+        latest = max(days)
+        if recorded is None or latest > recorded:
+            # Found only in the outbox: record it now, or it is forgotten once delivered
+            # and a restart before the next send time would build and mail it again.
+            self._mark(latest)
+        return latest
 
     def _mark(self, day: date) -> None:
         self.last_queued = day
