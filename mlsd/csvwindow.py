@@ -23,6 +23,9 @@ from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
 # How far out of order rows may be (a rotated file caught up after newer lines).
 SLACK: Final = timedelta(hours=6)
 _READ: Final = 1 << 16
+BLOCK: Final = 1 << 20
+_BAD: Final = -(1 << 62)
+_NCOLS: Final = len(COLUMNS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,24 +116,115 @@ def find_offset(path: Path, start: datetime, tz: tzinfo) -> int:
         return lo
 
 
-def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iterator[Row]:
-    """Rows with start <= time < end, reading only around the window."""
-    if not path.exists() or os.path.getsize(path) <= len(HEADER):
-        return
-    offset = find_offset(path, start, tz)
-    stop_after = end + SLACK
-    with open(path, "rb") as fh:
-        pos, _ = _line_at(fh, offset)
-        fh.seek(pos)
-        text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
-        for fields in csv.reader(text, delimiter=DELIMITER):
-            row = _row(fields, tz)
-            if row is None:
+class Stamps:
+    """The `date` column → epoch seconds, parsing each distinct (minute, offset) only once.
+
+    `datetime.fromisoformat` plus `timestamp()` per row would cost more than everything
+    else the report does with a row; a day has at most 1,500 distinct minutes.
+    """
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.minutes: dict[str, int] = {}
+
+    def epoch(self, stamp: str) -> int | None:
+        """Seconds since the epoch, or None for a date neither format can read."""
+        if len(stamp) > 18 and stamp[16] == ":" and stamp[17:19].isdigit():
+            key, seconds = stamp[:16] + stamp[19:], int(stamp[17:19])
+        else:  # dd/mm/YYYY HH:MM, or something odd that parse_date will judge
+            key, seconds = stamp, 0
+        minute = self.minutes.get(key)
+        if minute is None:
+            when = parse_date(stamp, self.tz)
+            minute = _BAD if when is None else int(when.timestamp()) // 60 * 60
+            self.minutes[key] = minute
+        return None if minute == _BAD else minute + seconds
+
+
+class Rows:
+    """The CSV's rows from the first line at or after a byte offset, read in blocks:
+    (epoch seconds, fields, the line). Rows that are not whole (too few fields, a
+    date it cannot read) are skipped; a last line without its newline is still being
+    written and is not a row yet. `pos` is the offset just after the block being read."""
+
+    def __init__(self, fd: int, offset: int, stamps: Stamps) -> None:
+        self._fd = fd
+        self._stamps = stamps
+        self.pos = resync(fd, offset)
+
+    def __iter__(self) -> Iterator[tuple[int, list[str], str]]:
+        size = BLOCK
+        epoch = self._stamps.epoch
+        minutes = self._stamps.minutes
+        while block := os.pread(self._fd, size, self.pos):
+            end = block.rfind(b"\n") + 1
+            if end == 0:
+                if len(block) < size:
+                    return
+                size *= 2  # one line longer than a block: read more at once
                 continue
-            if row.time >= stop_after:
+            self.pos += end
+            # A block cut after a newline never splits a UTF-8 sequence: decode it whole.
+            for line in block[:end].decode("utf-8", "replace").split("\n")[:-1]:
+                # Only a field holding `"` or `;` is quoted; the csv module is for those lines.
+                fields = (
+                    next(csv.reader([line], delimiter=DELIMITER))
+                    if '"' in line
+                    else line.split(DELIMITER)
+                )
+                if len(fields) < _NCOLS:
+                    continue
+                stamp = fields[1]
+                # Stamps.epoch, inlined for the common case: this runs once per row.
+                if len(stamp) == 25 and stamp[16] == ":":
+                    minute = minutes.get(stamp[:16] + stamp[19:])
+                    if minute is not None and minute != _BAD and stamp[17:19].isdigit():
+                        yield minute + int(stamp[17:19]), fields, line
+                        continue
+                t = epoch(stamp)
+                if t is not None:
+                    yield t, fields, line
+
+
+def resync(fd: int, offset: int) -> int:
+    """The offset of the first line starting at or after `offset` (the header skipped)."""
+    if offset <= len(HEADER):
+        return len(HEADER)
+    before = os.pread(fd, BLOCK, offset - 1)
+    return offset - 1 + before.find(b"\n") + 1 if b"\n" in before else offset
+
+
+def window(
+    path: Path, start: datetime, end: datetime, tz: tzinfo, lines: list[str] | None = None
+) -> Iterator[tuple[int, list[str]]]:
+    """(epoch seconds, fields) of each row with start <= time < end; each row's line is
+    appended to `lines` when given. Starts at `find_offset` and stops at the first row at
+    or after end + SLACK; a last line without its newline is still being written and is
+    not a row yet."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        first, last = start.timestamp(), end.timestamp()
+        stop = last + SLACK.total_seconds()
+        for t, fields, line in Rows(fd, find_offset(path, start, tz), Stamps(tz)):
+            if t >= stop:
                 break
-            if start <= row.time < end:
-                yield row
+            if first <= t < last:
+                if lines is not None:
+                    lines.append(line)
+                yield t, fields
+    finally:
+        os.close(fd)
+
+
+def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iterator[Row]:
+    """Rows with start <= time < end, reading only around the window, as `Row`s."""
+    for _, fields in window(path, start, end, tz):
+        row = _row(fields, tz)
+        if row is not None:
+            yield row
 
 
 def count_rows(path: Path) -> int:

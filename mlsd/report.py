@@ -1,8 +1,8 @@
 """The daily report: one day's rows → aggregates → subject, plain text, HTML, attachment, message.
 
 What it reads. Only the day's rows: located by `csvwindow.find_offset`'s binary search and
-read like `csvwindow.rows_between` (the same rows), but in blocks split on `;`, with each
-distinct minute of the date column parsed once and no `Row` object per row. Plus a summary
+read by `csvwindow.window` (in blocks split on `;`, each distinct minute of the date
+column parsed once, no `Row` object per row). Plus a summary
 of each of the 30 days before it (rows, failed attempts, the set of IPs) for "new
 attackers", "yesterday" and the 7-day median. Re-reading 30 days of rows for every report
 would cost more than a second on a busy server, so those summaries are cached:
@@ -56,7 +56,7 @@ import textwrap
 import unicodedata
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from email.message import EmailMessage
@@ -69,7 +69,15 @@ from typing import Final, TypeVar
 from mlsd import __version__
 from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER, clean_field, encode_rows
-from mlsd.csvwindow import SLACK, count_rows, find_offset, parse_date
+from mlsd.csvwindow import (
+    BLOCK,
+    SLACK,
+    count_rows,
+    find_offset,
+    parse_date,
+    resync,
+    window,
+)
 from mlsd.durable import replace_atomically
 from mlsd.schedule import report_window
 
@@ -87,7 +95,6 @@ MANY_IPS: Final = 3
 CACHE_VERSION: Final = 1
 CACHE_KEEP_DAYS: Final = 45
 _TAIL: Final = 256
-_BLOCK: Final = 1 << 20
 _BAD: Final = -(1 << 62)
 _NCOLS: Final = len(COLUMNS)
 _NO_USER: Final = "(none)"
@@ -283,76 +290,6 @@ def _first_row_time(path: Path, log_tz: tzinfo) -> datetime | None:
     return None
 
 
-class _Stamps:
-    """The `date` column → epoch seconds, parsing each distinct (minute, offset) only once.
-
-    `datetime.fromisoformat` plus `timestamp()` per row would cost more than everything
-    else the report does with a row; a day has at most 1,500 distinct minutes.
-    """
-
-    def __init__(self, tz: tzinfo) -> None:
-        self.tz = tz
-        self.minutes: dict[str, int] = {}
-
-    def epoch(self, stamp: str) -> int | None:
-        """Seconds since the epoch, or None for a date neither format can read."""
-        if len(stamp) > 18 and stamp[16] == ":" and stamp[17:19].isdigit():
-            key, seconds = stamp[:16] + stamp[19:], int(stamp[17:19])
-        else:  # dd/mm/YYYY HH:MM, or something odd that parse_date will judge
-            key, seconds = stamp, 0
-        minute = self.minutes.get(key)
-        if minute is None:
-            when = parse_date(stamp, self.tz)
-            minute = _BAD if when is None else int(when.timestamp()) // 60 * 60
-            self.minutes[key] = minute
-        return None if minute == _BAD else minute + seconds
-
-
-class _Rows:
-    """The CSV's rows from the first line at or after a byte offset, read in blocks:
-    (epoch seconds, fields, the line). Rows `rows_between` would skip (too few fields, a
-    date it cannot read) are skipped; a last line without its newline is still being
-    written and is not a row yet. `pos` is the offset just after the block being read."""
-
-    def __init__(self, fd: int, offset: int, stamps: _Stamps) -> None:
-        self._fd = fd
-        self._stamps = stamps
-        self.pos = _resync(fd, offset)
-
-    def __iter__(self) -> Iterator[tuple[int, list[str], str]]:
-        size = _BLOCK
-        epoch = self._stamps.epoch
-        minutes = self._stamps.minutes
-        while block := os.pread(self._fd, size, self.pos):
-            end = block.rfind(b"\n") + 1
-            if end == 0:
-                if len(block) < size:
-                    return
-                size *= 2  # one line longer than a block: read more at once
-                continue
-            self.pos += end
-            # A block cut after a newline never splits a UTF-8 sequence: decode it whole.
-            for line in block[:end].decode("utf-8", "replace").split("\n")[:-1]:
-                # Only a field holding `"` or `;` is quoted; the csv module is for those lines.
-                fields = (
-                    next(csv.reader([line], delimiter=DELIMITER))
-                    if '"' in line
-                    else line.split(DELIMITER)
-                )
-                if len(fields) < _NCOLS:
-                    continue
-                stamp = fields[1]
-                # _Stamps.epoch, inlined for the common case: this runs once per row.
-                if len(stamp) == 25 and stamp[16] == ":":
-                    minute = minutes.get(stamp[:16] + stamp[19:])
-                    if minute is not None and minute != _BAD and stamp[17:19].isdigit():
-                        yield minute + int(stamp[17:19]), fields, line
-                        continue
-                t = epoch(stamp)
-                if t is not None:
-                    yield t, fields, line
-
-
 def _scan_days(
     path: Path, fd: int, windows: Sequence[tuple[datetime, datetime]], log_tz: tzinfo
 ) -> list[tuple[DaySummary, int | None]]:
@@ -374,8 +311,8 @@ def _scan_days(
     closed: list[int | None] = [None] * n
     minutes: dict[bytes, tuple[int, int]] = {}  # date without seconds → (epoch, day or -1)
     nxt = 0  # the first day not closed yet; they close in order
-    pos = _resync(fd, find_offset(path, windows[0][0], log_tz))
-    size = _BLOCK
+    pos = resync(fd, find_offset(path, windows[0][0], log_tz))
+    size = BLOCK
     while nxt < n and (block := os.pread(fd, size, pos)):
         end = block.rfind(b"\n") + 1
         if end == 0:
@@ -434,14 +371,6 @@ def _scan_days(
         )
         for k in range(n)
     ]
-
-
-def _resync(fd: int, offset: int) -> int:
-    """The offset of the first line starting at or after `offset`, as rows_between finds it."""
-    if offset <= len(HEADER):
-        return len(HEADER)
-    before = os.pread(fd, _BLOCK, offset - 1)
-    return offset - 1 + before.find(b"\n") + 1 if b"\n" in before else offset
 
 
 def _attempts(text: str) -> int:
@@ -1168,7 +1097,7 @@ def _attachment(
             open(cfg.paths.csv, "rb") as src,
             gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
         ):
-            while block := src.read(_BLOCK):
+            while block := src.read(BLOCK):
                 gz.write(block)
         data = buf.getvalue()
         return (
@@ -1194,32 +1123,6 @@ def _attachment(
 
 def _coverage_value(value: int | None, unknown: str, unit: str = "") -> str:
     return unknown if value is None else f"{value:,}{unit}"
-
-
-def _read_window(
-    path: Path, start: datetime, end: datetime, log_tz: tzinfo, lines: list[str] | None
-) -> Iterator[tuple[int, list[str]]]:
-    """(time, fields) of each row with start <= time < end, its line added to `lines`.
-
-    The same rows as `csvwindow.rows_between` (from `find_offset`, stopping at the first
-    row at or after end + SLACK), without building a `Row` for each.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        first, last = start.timestamp(), end.timestamp()
-        stop = last + SLACK.total_seconds()
-        for t, fields, line in _Rows(fd, find_offset(path, start, log_tz), _Stamps(log_tz)):
-            if t >= stop:
-                break
-            if first <= t < last:
-                if lines is not None:
-                    lines.append(line)
-                yield t, fields
-    finally:
-        os.close(fd)
 
 
 def build(
@@ -1249,9 +1152,7 @@ def build(
     hours = max(1, -(-int((end - start).total_seconds()) // 3600))
     tally = _Tally(int(start.timestamp()), hours)
     lines: list[str] = []
-    tally.add_all(
-        _read_window(path, start, end, log_tz, lines if cfg.report.attach == "day" else None)
-    )
+    tally.add_all(window(path, start, end, log_tz, lines if cfg.report.attach == "day" else None))
     tally.derive()
     try:
         csv_size = os.path.getsize(path)
