@@ -205,12 +205,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"mlsd: {day} has not begun yet in {tz}\n")
         return EXIT_USAGE
     # The daemon's own counters for the day, when it has written them.
-    counts = Ledger(cfg.paths.state_dir).get(day)
-    coverage = None
-    if counts is not None:
-        coverage = report.Coverage(
-            lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps
-        )
+    coverage = report.Coverage.of(Ledger(cfg.paths.state_dir).get(day))
     geo = Geo(cfg.geoip)
     try:
         dates = [db.summary() for db in geo.describe()]

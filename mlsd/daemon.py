@@ -21,10 +21,10 @@ import pyinotify
 from mlsd import __version__
 from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
-from mlsd.csvlog import CsvJournal, no_reverse, postfix_reverse
+from mlsd.csvlog import CsvJournal
 from mlsd.enrich import Enricher
 from mlsd.follow import Follower
-from mlsd.pipeline import Enrich, Pipeline
+from mlsd.pipeline import Pipeline
 
 log = logging.getLogger("mlsd.daemon")
 
@@ -50,34 +50,25 @@ class Session:
     lock: StateLock
     pipeline: Pipeline
     follower: Follower
-    enricher: Enricher | None = None
+    enricher: Enricher
     overflows: int = 0
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
 
 
-def open_session(cfg: Config, enricher: Enricher | None = None) -> Session:
-    """Lock the state directory, reconcile CSV and checkpoint, place the reader.
-
-    Without an `enricher` rows get the Postfix-logged name only (or none with
-    `reverse = off`) and no GeoIP: what `mlsd scan` did before enrichment existed.
-    """
+def open_session(cfg: Config, enricher: Enricher) -> Session:
+    """Lock the state directory, reconcile CSV and checkpoint, place the reader."""
     lock = StateLock(cfg.paths.state_dir)
     lock.acquire()
     try:
         store = CheckpointStore(cfg.paths.state_dir)
         cp = store.load()
-        enrich: Enrich
-        if enricher is not None:
-            enrich = enricher
-        else:
-            enrich = no_reverse if cfg.dns.reverse == "off" else postfix_reverse
         pipeline = Pipeline(
             source=str(cfg.paths.mail_log),
             journal=CsvJournal(cfg.paths.csv),
             store=store,
-            enrich=enrich,
+            enrich=enricher,
             tz=cfg.log_tz(),
             date_format=cfg.csv.date_format,
             cap=cfg.csv.max_field_length,
@@ -143,11 +134,10 @@ async def step(s: Session) -> int | None:
         if batch is None:
             return None
         events = s.pipeline.parse(batch)
-        if s.enricher is not None:
-            s.enricher.maybe_reload()
-            if s.enricher.needs_lookup and events:
-                # Bounded by [dns] timeout: a dead resolver costs that, once per batch.
-                await s.enricher.prefetch(events)
+        s.enricher.maybe_reload()
+        if s.enricher.needs_lookup and events:
+            # Bounded by [dns] timeout: a dead resolver costs that, once per batch.
+            await s.enricher.prefetch(events)
         rows = s.pipeline.commit(batch, events)
     log.debug(
         "batch committed rows=%d bytes=%d inode=%d offset=%d",

@@ -68,6 +68,7 @@ from typing import Final, TypeVar
 
 from mlsd import __version__
 from mlsd.config import Config
+from mlsd.coverage import DayCounts
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import (
     BLOCK,
@@ -118,6 +119,13 @@ class Coverage:
     lines_read: int | None = None
     server_errors: int | None = None
     gaps: int | None = None
+
+    @classmethod
+    def of(cls, counts: DayCounts | None) -> Coverage | None:
+        """From the daemon's counters of the day (None: it did not run that day)."""
+        if counts is None:
+            return None
+        return cls(lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

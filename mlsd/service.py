@@ -271,14 +271,7 @@ class Service:
         # Everything read so far is committed first, so that the day is complete.
         await daemon.drain(self.session)
         self._account()
-        counts = self.ledger.get(day)
-        coverage = (
-            None
-            if counts is None
-            else report.Coverage(
-                lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps
-            )
-        )
+        coverage = report.Coverage.of(self.ledger.get(day))
         dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
