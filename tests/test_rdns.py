@@ -143,8 +143,10 @@ def test_dead_resolver_batch_is_bounded_and_uses_no_thread_pool(dns: DnsServer) 
 
     got, threads_during = run(scenario())
     assert {Reverse(UNKNOWN_HOST, TIMEOUT)} == set(got.values()) and 300 == len(got)
-    # The rest timed out still waiting for a slot: the resolver saw at most `concurrency`.
-    assert dns.total() <= 10
+    # The rest timed out still waiting for a slot: the resolver saw one round of
+    # `concurrency` queries — two on a loaded machine, where the first round's timeouts free
+    # their slots in the same instant as the batch's deadline (seen once: 20). Not 300.
+    assert dns.total() <= 2 * 10
     # c-ares has one event thread of its own; nothing like a pool of blocked getnameinfo.
     assert threads_during <= threads_before + 2
 
