@@ -24,6 +24,8 @@ __all__ = [
     "parse_block",
     "parse_line",
     "parse_stamp",
+    "printable",
+    "success_lines",
 ]
 
 
@@ -67,6 +69,10 @@ class Skip(enum.Enum):
     BAD_TIMESTAMP = "unknown timestamp"
     UNKNOWN_FORMAT = "unknown format"
     TOO_LONG = "line too long"
+    SUCCESS = "successful login"
+    """A login that worked (`sasl_username=`, Dovecot `Login:`): what MailLogSentinel
+    counted as an attack. Only `parse --explain` and debug logging report it; the
+    counters never see it (a mail log is mostly successes, and they cost a search)."""
 
 
 Result = AuthFailure | Skip | None
@@ -96,6 +102,10 @@ _DOVECOT_FAILED = re.compile(rb"\(auth failed, (?P<n>\d{1,6}) attempts?|\(proxy 
 _DOVECOT_METHOD = re.compile(rb", method=(?P<m>[A-Za-z0-9_-]{1,40})")
 _DOVECOT_RIP = re.compile(rb", rip=(?P<ip>[0-9A-Fa-f:.]{2,64})")
 
+# C0 and C1 controls, DEL, and the bidi overrides that make a terminal show text in
+# another order than it is: what a terminal or a log viewer could act on.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
 _MONTHS = {
     name.encode(): i
     for i, name in enumerate(
@@ -112,9 +122,12 @@ _ONE_DAY = timedelta(days=1)
 # Every line the parser can turn into a result contains one of these. Neither contains
 # the other, so a line is found by the needle(s) it holds and by nothing else.
 NEEDLES: tuple[bytes, ...] = (b"authentication failed", b"auth failed")
+# Successful logins: Postfix's `client=…, sasl_method=PLAIN, sasl_username=u` and Dovecot's
+# `imap-login: Login: user=<u>` (with or without `Info: `).
+SUCCESS_NEEDLES: tuple[bytes, ...] = (b"sasl_username=", b"Login: user=<")
 
 
-def candidate_lines(buf: bytes) -> list[bytes]:
+def candidate_lines(buf: bytes, needles: tuple[bytes, ...] = NEEDLES) -> list[bytes]:
     """The lines of `buf` (complete, `\n`-terminated) that contain a needle, in order.
 
     ~97 % of a mail log is normal traffic. Searching a whole block with `bytes.find`
@@ -126,7 +139,7 @@ def candidate_lines(buf: bytes) -> list[bytes]:
     if end == 0:
         return []
     starts: set[int] = set()
-    for needle in NEEDLES:
+    for needle in needles:
         i = buf.find(needle, 0, end)
         while i >= 0:
             start = buf.rfind(b"\n", 0, i) + 1
@@ -139,13 +152,48 @@ def candidate_lines(buf: bytes) -> list[bytes]:
     return out
 
 
+def success_lines(buf: bytes) -> list[bytes]:
+    """The complete lines of `buf` that log a successful login (see Skip.SUCCESS)."""
+    return [
+        line
+        for line in candidate_lines(buf, SUCCESS_NEEDLES)
+        if not any(n in line for n in NEEDLES)  # a failure line quoting one is a failure
+    ]
+
+
+def is_success(line: bytes) -> bool:
+    """Whether one line logs a successful login (and is not a failure)."""
+    return any(n in line for n in SUCCESS_NEEDLES) and not any(n in line for n in NEEDLES)
+
+
+def printable(line: bytes, limit: int = 400) -> str:
+    """A log line for a terminal or a log: decoded, control characters as `\\xNN`, cut at
+    `limit` characters. Log lines hold attacker-chosen bytes (usernames, HELO names)."""
+    text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m[0])
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
 def parse_block(
-    buf: bytes, ref: datetime, tz: tzinfo, skipped: Counter[Skip], *, final: bool = False
+    buf: bytes,
+    ref: datetime,
+    tz: tzinfo,
+    skipped: Counter[Skip],
+    *,
+    final: bool = False,
+    rejected: list[tuple[Skip, bytes]] | None = None,
 ) -> list[AuthFailure]:
     """The events in the complete lines of `buf`; skip reasons are counted into `skipped`.
 
     With `final` (a sealed file, a finished stream) an unterminated last line counts too:
-    nothing more will ever complete it.
+    nothing more will ever complete it. With `rejected`, each skipped line is appended to
+    it with its reason (debug logging).
     """
     lines = candidate_lines(buf)
     if final and buf and not buf.endswith(b"\n"):
@@ -157,6 +205,8 @@ def parse_block(
             events.append(result)
         elif result is not None:
             skipped[result] += 1
+            if rejected is not None:
+                rejected.append((result, line))
     return events
 
 

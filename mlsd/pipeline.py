@@ -8,7 +8,9 @@ the data, so the only safe answer is to stop and say so.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
 from mlsd.errors import StateError
 from mlsd.follow import Batch
-from mlsd.parse import AuthFailure, Skip, parse_block
+from mlsd.parse import AuthFailure, Skip, parse_block, printable, success_lines
 
 log = logging.getLogger("mlsd.pipeline")
 
@@ -35,6 +37,46 @@ class Counters:
     skipped: Counter[Skip] = field(default_factory=Counter)
     last_event: datetime | None = None
     """The log time of the newest event written (for STATUS=)."""
+
+
+class SkipLog:
+    """At debug level: each line that looked like a login attempt but is not recorded, and
+    why, at most `per_second` a second; the rest are counted in one summary line, so a
+    flood of garbage cannot fill the journal."""
+
+    def __init__(self, per_second: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._second = -1
+        self._shown = 0
+        self.suppressed = 0
+
+    def emit(self, rejected: list[tuple[Skip, bytes]]) -> None:
+        """Log these (reason, line) pairs, within the rate limit."""
+        for reason, line in rejected:
+            second = int(self._clock())
+            if second != self._second:
+                self.flush()
+                self._second, self._shown = second, 0
+            if self._shown < self.per_second:
+                self._shown += 1
+                log.debug("not recorded reason=%s line=%s", json.dumps(reason.value), _quoted(line))
+            else:
+                self.suppressed += 1
+
+    def flush(self) -> None:
+        """Say how many lines the rate limit kept out of the log."""
+        if self.suppressed:
+            log.debug(
+                "not recorded: %d more lines not shown (at most %d a second)",
+                self.suppressed,
+                self.per_second,
+            )
+            self.suppressed = 0
+
+
+def _quoted(line: bytes) -> str:
+    return json.dumps(printable(line, 300), ensure_ascii=False)
 
 
 class Pipeline:
@@ -59,6 +101,7 @@ class Pipeline:
         self.date_format = date_format
         self.cap = cap
         self.counters = Counters()
+        self.skiplog = SkipLog()
         self.position: tuple[GenerationId, int] | None = None
         """The last committed (generation, offset); None before the first batch."""
 
@@ -117,7 +160,14 @@ class Pipeline:
     def parse(self, batch: Batch) -> list[AuthFailure]:
         """The batch's events (skips counted); for an enrichment that must see them first."""
         # Batch data ends without a newline only for a sealed file's last line.
-        return parse_block(batch.data, batch.ref, self.tz, self.counters.skipped, final=True)
+        skipped = self.counters.skipped
+        if not log.isEnabledFor(logging.DEBUG):
+            return parse_block(batch.data, batch.ref, self.tz, skipped, final=True)
+        rejected: list[tuple[Skip, bytes]] = []
+        events = parse_block(batch.data, batch.ref, self.tz, skipped, final=True, rejected=rejected)
+        rejected += [(Skip.SUCCESS, line) for line in success_lines(batch.data)]
+        self.skiplog.emit(rejected)
+        return events
 
     def commit(self, batch: Batch, events: list[AuthFailure] | None = None) -> int:
         """Record one batch: rows appended and synced, then the checkpoint. Returns rows.
@@ -172,4 +222,5 @@ class Pipeline:
 
     def close(self) -> None:
         """Close the CSV."""
+        self.skiplog.flush()
         self.journal.close()
