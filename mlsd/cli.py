@@ -22,7 +22,7 @@ from mlsd import __version__, config
 from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fields
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.logfiles import open_log
-from mlsd.parse import AuthFailure, Skip, parse_block
+from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line, printable
 
 if TYPE_CHECKING:
     from mlsd.geo import DbInfo
@@ -38,24 +38,36 @@ EXIT_USAGE: Final = 2
 _CHUNK = 1 << 20
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; each subcommand sets `func`."""
+def _common(*, top: bool) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
         metavar="PATH",
         type=Path,
+        default=None if top else argparse.SUPPRESS,
         help=f"configuration file (default {config.DEFAULT_PATH})",
     )
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand sets `func`."""
     parser = argparse.ArgumentParser(
         prog="mlsd",
         description="Mail-log sentinel: records failed SMTP/IMAP/POP3 logins from the "
         "Postfix/Dovecot log in an enriched CSV and mails a daily report.",
-        parents=[common],
+        parents=[_common(top=True)],
     )
+    # The same options after the command; there they must not reset what was given before
+    # it (`mlsd -c X status`) to the default, as argparse's subparser defaults otherwise do.
+    common = _common(top=False)
     parser.add_argument("--version", action="version", version=f"mlsd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -70,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="instead of rows, one line per login attempt seen: recorded, or skipped and why",
+    )
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser(
@@ -120,6 +137,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("ips", nargs="+", metavar="IP")
     p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="is mlsd running and keeping up; reports, outbox, gaps, databases",
+        description="Read the state files and say whether the daemon runs (the pid holding "
+        "the lock), where reading stands and how far behind the end of the log, the last "
+        "event, events today, the last and next report, the outbox, gaps and the GeoIP "
+        "databases. Works whether or not the daemon runs. Exit 0 healthy, 1 not healthy "
+        "(each problem is listed), 2 configuration error.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.set_defaults(func=cmd_status)
+
+    for name, purge in (("reset", False), ("purge", True)):
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=(
+                "archive the CSV and the checkpoint: monitoring starts over"
+                if not purge
+                else "like reset, and also archive the report state and the outbox"
+            ),
+            description=(
+                "Move the CSV, the checkpoint and the report's day cache"
+                + (
+                    ", the report state (report.json, coverage.json, reports/) and the outbox"
+                    if purge
+                    else ""
+                )
+                + " into a new archive-YYYYmmddTHHMMSS directory under the state directory "
+                "(or --archive DIR). Refuses while mlsd runs. Nothing is deleted."
+            ),
+        )
+        p.add_argument(
+            "--archive", metavar="DIR", type=Path, help="put the archive directory in DIR"
+        )
+        p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.set_defaults(func=cmd_reset, purge=purge)
+
+    p = sub.add_parser(
+        "migrate-config",
+        parents=[common],
+        help="turn a MailLogSentinel config into an mlsd config",
+        description="Read a MailLogSentinel configuration and write the equivalent mlsd "
+        "configuration to standard output (or -o FILE); each old setting without an "
+        "equivalent is listed on stderr with the reason.",
+    )
+    p.add_argument("source", metavar="FILE", type=Path)
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here, not stdout")
+    p.set_defaults(func=cmd_migrate_config)
     return parser
 
 
@@ -294,6 +362,88 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """`mlsd status`: health from the state files; exit 0 healthy, 1 not."""
+    from mlsd import logs, status  # noqa: PLC0415 - see the note on imports at the top
+
+    cfg = _load_config(args, required=True)
+    # Status says itself what it finds wrong (a missing database…): no log lines as well.
+    logs.configure("ERROR", "auto", sys.stderr)
+    found = status.gather(cfg, datetime.now(UTC))
+    sys.stdout.write(found.to_json() if args.json else status.render(found))
+    return EXIT_OK if found.healthy else EXIT_FAILURE
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """`mlsd reset` / `mlsd purge`: archive, never delete; refused while mlsd runs."""
+    import time  # noqa: PLC0415
+
+    from mlsd import archive  # noqa: PLC0415 - see the note on imports at the top
+
+    cfg = _load_config(args, required=True)
+    what = "purge" if args.purge else "reset"
+    if not args.yes and not sys.stdin.isatty():
+        sys.stderr.write(
+            f"mlsd: {what} moves files away: confirm with --yes (no terminal to ask on)\n"
+        )
+        return EXIT_USAGE
+    try:
+        held = archive.lock(cfg)
+    except MlsdError as exc:
+        sys.stderr.write(
+            f"mlsd: {what} refused: {exc}\n"
+            "mlsd: stop it first (systemctl stop mlsd), then run this again\n"
+        )
+        return EXIT_FAILURE
+    try:
+        moves = archive.plan(cfg, purge=args.purge)
+        if not moves:
+            sys.stderr.write(f"mlsd: nothing to {what}: no CSV, checkpoint or report state\n")
+            return EXIT_OK
+        parent = args.archive or cfg.paths.state_dir
+        sys.stderr.write(f"mlsd: {what} will move into a new archive directory in {parent}:\n")
+        for m in moves:
+            sys.stderr.write(f"  {m.source}  ({m.what})\n")
+        if not args.yes:
+            sys.stderr.write("Proceed? [y/N] ")
+            sys.stderr.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                sys.stderr.write(f"mlsd: {what} cancelled; nothing moved\n")
+                return EXIT_FAILURE
+        dest = archive.new_archive(parent, time.time())
+        for m in moves:
+            sys.stdout.write(f"moved {m.source} -> {archive.move(m.source, dest)}\n")
+    finally:
+        held.release()
+    start = "from its beginning" if cfg.follow.start_at == "beginning" else "from its end"
+    sys.stdout.write(
+        f"archived in {dest}; the next start reads the live log {start} ([follow] start_at)\n"
+    )
+    return EXIT_OK
+
+
+def cmd_migrate_config(args: argparse.Namespace) -> int:
+    """`mlsd migrate-config FILE`: an equivalent mlsd config, and what has none."""
+    from mlsd.migrate import migrate  # noqa: PLC0415 - see the note on imports at the top
+
+    try:
+        text = args.source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{args.source}: cannot read: {exc}", path=args.source) from None
+    result = migrate(text, str(args.source))
+    if args.output is None:
+        sys.stdout.write(result.text)
+    else:
+        args.output.write_text(result.text, encoding="utf-8")
+        sys.stderr.write(
+            f"mlsd: wrote {args.output}; check it with: mlsd check-config -c {args.output}\n"
+        )
+    for note in result.notes:
+        value = f" = {note.value}" if note.value else ""
+        sys.stderr.write(f"mlsd: not carried over: {note.setting}{value}: {note.why}\n")
+    return EXIT_OK
+
+
 def _source(database_type: str, dbs: Sequence[DbInfo], role: str) -> str:
     """`  (GeoLite2-ASN, /var/lib/GeoIP/GeoLite2-ASN.mmdb)` for the database that answered."""
     if not database_type:
@@ -308,6 +458,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
     """`mlsd parse FILE…`: print would-be rows, touch nothing."""
     cfg = _load_config(args, required=False)
     log_tz = cfg.log_tz()
+    if args.explain:
+        return _explain(args.files, log_tz)
     out = sys.stdout.buffer
     reverse = postfix_reverse if cfg.dns.reverse == "postfix" else no_reverse
     emit: Callable[[list[AuthFailure]], bytes]
@@ -350,6 +502,46 @@ def cmd_parse(args: argparse.Namespace) -> int:
         )
     out.flush()
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
+    """`parse --explain`: each line that is a login attempt, recorded or skipped and why.
+
+    Line by line, not by block: slower, but this is for reading a log by hand.
+    """
+    out = sys.stdout
+    failed = False
+    for name in files:
+        try:
+            stream, ref = open_log(name)
+            with stream:
+                for n, line in enumerate(stream, 1):
+                    result = parse_line(line, ref, log_tz)
+                    if result is None:
+                        if not is_success(line):
+                            continue
+                        verdict = f"skipped ({Skip.SUCCESS.value})"
+                    elif isinstance(result, AuthFailure):
+                        verdict = (
+                            f"recorded ip={result.ip} user={_shown(result.user)} "
+                            f"service={result.service} attempts={result.attempts}"
+                        )
+                    else:
+                        verdict = f"skipped ({result.value})"
+                    prefix = f"{name}:" if len(files) > 1 else ""
+                    out.write(f"{prefix}{n}: {verdict}: {printable(line)}\n")
+        except InputError as exc:
+            sys.stderr.write(f"mlsd: {exc}\n")
+            failed = True
+        except (OSError, EOFError, zlib.error) as exc:
+            sys.stderr.write(f"mlsd: {name}: read failed: {exc}\n")
+            failed = True
+    out.flush()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _shown(user: str | None) -> str:
+    return "-" if user is None else json.dumps(printable(user.encode(), 200), ensure_ascii=False)
 
 
 def _by_value(item: tuple[object, int]) -> str:

@@ -236,3 +236,24 @@ def count_rows(path: Path) -> int:
         while block := fh.read(1 << 20):
             n += block.count(b"\n")
     return max(n - 1, 0)
+
+
+def last_row_time(path: Path, tz: tzinfo) -> datetime | None:
+    """The time of the CSV's last complete row, or None (no rows, or none readable near
+    the end). Reads the end of the file only."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        start = max(len(HEADER), size - _READ)
+        fh.seek(start)
+        tail = fh.read()
+    end = tail.rfind(b"\n")
+    if end < 0:
+        return None
+    lines = tail[:end].split(b"\n")
+    if start > len(HEADER):
+        lines = lines[1:]  # the first may be the end of a line cut by the seek
+    for line in reversed(lines):
+        when = _time_of(line, tz) if line else None
+        if when is not None:
+            return when
+    return None

@@ -1,0 +1,115 @@
+"""`mlsd reset` and `mlsd purge`: start over without losing anything.
+
+Both move files into a new timestamped directory; nothing is ever deleted. They take the
+state directory's lock for the whole move, so they refuse while a daemon (or a scan) runs
+and no daemon can start half-way through: a checkpoint moved away from under a running
+daemon would be rewritten by it a moment later, against a CSV that is gone.
+
+- reset: the CSV, the checkpoint, and the report's per-day cache (derived from that CSV).
+  The next start begins again where `[follow] start_at` says.
+- purge: also the report state (the last day sent, the coverage counters, reports written
+  to disk) and the outbox, failed messages included: the next start behaves like a first
+  install, and mails no report queued before the purge.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from mlsd.checkpoint import CHECKPOINT_NAME, StateLock
+from mlsd.config import Config
+from mlsd.coverage import NAME as COVERAGE_NAME
+from mlsd.durable import fsync_dir
+from mlsd.sender import STATE_NAME
+
+ARCHIVE_MODE: Final = 0o700
+"""The archive holds attack data (IPs, usernames): for root and mlsd's user only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One file or directory to move, and why it goes."""
+
+    source: Path
+    what: str
+
+
+def plan(cfg: Config, *, purge: bool) -> list[Move]:
+    """What exists and would be moved, in the order it will be."""
+    state = cfg.paths.state_dir
+    items = [
+        Move(cfg.paths.csv, "the CSV"),
+        Move(state / CHECKPOINT_NAME, "the checkpoint"),
+        Move(state / (CHECKPOINT_NAME + ".tmp"), "an unfinished checkpoint write"),
+        Move(state / "days", "the report's per-day cache"),
+    ]
+    if purge:
+        items += [
+            Move(state / STATE_NAME, "the last report day queued"),
+            Move(state / COVERAGE_NAME, "the per-day coverage counters"),
+            Move(state / "reports", "reports written to disk"),
+            Move(state / "outbox", "the outbox (failed messages included)"),
+        ]
+    return [m for m in items if os.path.lexists(m.source)]
+
+
+def new_archive(parent: Path, now: float) -> Path:
+    """Create `parent/archive-YYYYmmddTHHMMSS` (a suffix if it exists), mode 0700."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now))
+    parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    for n in range(1, 100):
+        path = parent / (f"archive-{stamp}" if n == 1 else f"archive-{stamp}-{n}")
+        try:
+            path.mkdir(mode=ARCHIVE_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, ARCHIVE_MODE)  # mkdir's mode is masked by the umask
+        return path
+    raise FileExistsError(f"{parent}: too many archives named archive-{stamp}")
+
+
+def move(source: Path, archive: Path) -> Path:
+    """Move `source` into `archive`; across file systems a copy, synced, then the original
+    removed. Returns the new path."""
+    dest = archive / source.name
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # The CSV lives in /var/log/mlsd, the archive in /var/lib/mlsd: often two file
+        # systems. The original goes only once its copy is on disk.
+        if source.is_dir():
+            shutil.copytree(source, dest, symlinks=True)
+            for root, _, files in os.walk(dest):
+                for name in files:
+                    _fsync(Path(root) / name)
+            shutil.rmtree(source)
+        else:
+            shutil.copy2(source, dest)
+            _fsync(dest)
+            source.unlink()
+    fsync_dir(archive)
+    fsync_dir(source.parent)
+    return dest
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock(cfg: Config) -> StateLock:
+    """The state lock, taken: raises StateError naming the pid when a daemon holds it."""
+    held = StateLock(cfg.paths.state_dir)
+    held.acquire()
+    return held

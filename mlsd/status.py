@@ -1,0 +1,365 @@
+"""`mlsd status`: the daemon's health, from its state files alone.
+
+Nothing here talks to the daemon or takes its lock: status must answer while the daemon
+runs, when it is stopped, and when it is stuck — the case it exists for. Each answer comes
+from a file the daemon keeps for its own reasons: the lock (who runs, since when), the
+checkpoint (where reading stands, when it last moved), the CSV (last event, rows today),
+report.json and the outbox (reports), coverage.json (gaps), the GeoIP files.
+
+A *problem* makes the exit status 1 (something needs the operator now); a *warning* is
+worth knowing but does not (a stale GeoIP file, a gap logrotate caused last night).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from mlsd import csvwindow, schedule
+from mlsd.checkpoint import CHECKPOINT_NAME, LOCK_NAME, Checkpoint
+from mlsd.config import Config
+from mlsd.coverage import DayCounts, Ledger
+from mlsd.errors import StateError
+from mlsd.generations import Candidate, candidate, matches, rotated_siblings
+from mlsd.geo import Geo
+from mlsd.mailer import Outbox
+from mlsd.sender import STATE_NAME
+
+STALLED_AFTER: Final = 60.0
+"""Seconds the checkpoint may stand still while there is log left to read."""
+OVERDUE_AFTER: Final = timedelta(minutes=15)
+"""How long after its send time a day's report may still be missing."""
+WAITING_TOO_LONG: Final = timedelta(hours=1)
+"""A report in the outbox longer than this is a problem, not a retry in progress."""
+GEOIP_STALE: Final = timedelta(days=35)
+"""MaxMind publishes GeoLite2 twice a week; a month-old file means geoipupdate stopped."""
+
+
+@dataclass(slots=True)
+class Status:
+    """Everything `mlsd status` says; `problems` empty means healthy."""
+
+    config: str
+    running: bool = False
+    pid: int | None = None
+    since: str | None = None
+    log: str = ""
+    generation: str | None = None
+    """The file that holds the checkpointed generation (the live log or a rotated one)."""
+    offset: int | None = None
+    behind_bytes: int | None = None
+    committed_at: str | None = None
+    csv: str = ""
+    last_event: str | None = None
+    events_today: int = 0
+    report_last_queued: str | None = None
+    report_next_due: str = ""
+    outbox_waiting: int = 0
+    outbox_failed: int = 0
+    outbox_last_error: str = ""
+    gaps_today: int | None = None
+    gaps_7_days: int | None = None
+    geoip: list[dict[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+    def to_json(self) -> str:
+        """The `--json` form: every field, plus `healthy`."""
+        return json.dumps({**asdict(self), "healthy": self.healthy}, indent=1) + "\n"
+
+
+def lock_holder(state_dir: Path) -> tuple[int, float] | None:
+    """(pid, running since) of the process holding the state directory's lock, or None.
+
+    Read from /proc/locks, not by trying the lock: a probe that took the lock, even for a
+    microsecond, could make a daemon starting at that moment fail with "already running".
+    """
+    path = state_dir / LOCK_NAME
+    try:
+        st = path.stat()
+        with open("/proc/locks") as fh:
+            table = fh.read().splitlines()
+    except OSError:
+        return None
+    for row in table:
+        # `1: FLOCK  ADVISORY  WRITE 1483 fe:00:2146319 0 EOF`
+        parts = row.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
+            continue
+        ino = parts[5].rsplit(":", 1)[-1]
+        if ino == str(st.st_ino) and parts[4].isdigit():
+            # The daemon writes its pid into the file when it takes the lock: its mtime is
+            # the start time.
+            return int(parts[4]), st.st_mtime
+    return None
+
+
+def _iso(ts: float | None) -> str | None:
+    return (
+        None
+        if ts is None
+        else datetime.fromtimestamp(ts, UTC).astimezone().isoformat(" ", "seconds")
+    )
+
+
+def _ago(ts: float, now: float) -> str:
+    s = max(0, int(now - ts))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
+
+
+def gather(cfg: Config, now: datetime) -> Status:
+    """Read every state file and judge: the whole of `mlsd status`."""
+    st = Status(config=str(cfg.source_file), log=str(cfg.paths.mail_log), csv=str(cfg.paths.csv))
+    state_dir = cfg.paths.state_dir
+    st.report_next_due = (
+        schedule.next_report_at(now, cfg.report.time, cfg.report_tz())
+        .astimezone()
+        .isoformat(" ", "minutes")
+    )
+    if not state_dir.exists():
+        st.problems.append(
+            f"{state_dir} does not exist: mlsd has never run with this configuration"
+        )
+        return st
+    if not os.access(state_dir, os.R_OK | os.X_OK):
+        st.problems.append(
+            f"{state_dir}: permission denied: run mlsd status as root or as mlsd's user"
+        )
+        return st
+    ts = now.timestamp()
+    _daemon(st, state_dir)
+    _position(st, cfg, ts)
+    _events(st, cfg, now)
+    _reports(st, cfg, now)
+    _gaps(st, cfg, now)
+    _geoip(st, cfg, now)
+    if not st.running:
+        st.problems.insert(0, "mlsd is not running (no process holds the state lock)")
+    return st
+
+
+def _daemon(st: Status, state_dir: Path) -> None:
+    holder = lock_holder(state_dir)
+    if holder is not None:
+        st.running, st.pid, st.since = True, holder[0], _iso(holder[1])
+
+
+def _position(st: Status, cfg: Config, now: float) -> None:
+    path = cfg.paths.state_dir / CHECKPOINT_NAME
+    try:
+        cp = Checkpoint.from_json(path.read_text(), path)
+    except FileNotFoundError:
+        st.warnings.append(f"{path}: no checkpoint yet: nothing has been read")
+        return
+    except OSError as exc:
+        st.problems.append(f"{path}: cannot read the checkpoint: {exc.strerror}")
+        return
+    except StateError as exc:
+        st.problems.append(str(exc))
+        return
+    st.committed_at = _iso(cp.committed_at)
+    st.offset = cp.offset
+    live = candidate(cfg.paths.mail_log)
+    if live is None:
+        st.problems.append(f"{cfg.paths.mail_log}: the log does not exist or cannot be read")
+        return
+    if cp.generation is None:
+        st.generation, st.behind_bytes = None, live.size
+    else:
+        gen = cp.generation
+        found: Candidate | None = None
+        newer = 0
+        for cand in [*rotated_siblings(cfg.paths.mail_log), live]:
+            if found is not None:
+                newer += cand.size
+            elif (cand.dev, cand.ino) == (gen.dev, gen.ino) or matches(cand, gen):
+                found = cand
+        if found is None:
+            st.warnings.append(
+                "the checkpointed generation is no longer next to the log (rotated away or "
+                "deleted): the next start records a gap and reads on from the oldest file"
+            )
+            st.behind_bytes = live.size
+        else:
+            st.generation = str(found.path)
+            # A .gz's size is compressed; its remainder is not known without reading it.
+            rest = 0 if found.gz else _complete(found.path, cp.offset, found.size)
+            st.behind_bytes = rest + newer
+    if st.running and st.behind_bytes and now - cp.committed_at > STALLED_AFTER:
+        st.problems.append(
+            f"reading is {st.behind_bytes} bytes behind the end of the log and has not "
+            f"moved for {_ago(cp.committed_at, now)}: see journalctl -u mlsd"
+        )
+
+
+def _complete(path: Path, offset: int, size: int) -> int:
+    """Bytes of complete lines after `offset`: a last line still being written (no newline
+    yet) is not something the daemon could have read, so it is not "behind"."""
+    if size <= offset:
+        return 0
+    start = max(offset, size - 65536)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            tail = fh.read(size - start)
+    except OSError:
+        return size - offset
+    cut = tail.rfind(b"\n")
+    if cut >= 0:
+        return start + cut + 1 - offset
+    return 0 if start == offset else size - offset
+
+
+def _events(st: Status, cfg: Config, now: datetime) -> None:
+    path = cfg.paths.csv
+    if not path.exists():
+        st.warnings.append(f"{path}: no CSV yet")
+        return
+    tz = cfg.report_tz()
+    try:
+        last = csvwindow.last_row_time(path, cfg.log_tz())
+        start, _ = schedule.report_window(now.astimezone(tz).date(), tz)
+        st.events_today = sum(1 for _ in csvwindow.window(path, start, now, cfg.log_tz()))
+    except OSError as exc:
+        st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
+        return
+    st.last_event = None if last is None else last.astimezone().isoformat(" ", "seconds")
+
+
+def _reports(st: Status, cfg: Config, now: datetime) -> None:
+    tz = cfg.report_tz()
+    at = cfg.report.time
+    state = cfg.paths.state_dir / STATE_NAME
+    last: date | None = None
+    try:
+        last = date.fromisoformat(json.loads(state.read_text())["last_queued"])
+        st.report_last_queued = last.isoformat()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        st.problems.append(f"{state}: unreadable ({exc})")
+    outbox = Outbox(cfg.paths.state_dir / "outbox")
+    waiting = outbox.entries()
+    failed = outbox.entries(failed=True)
+    st.outbox_waiting, st.outbox_failed = len(waiting), len(failed)
+    for entry in waiting:
+        if entry.tag.startswith("report:"):
+            day = date.fromisoformat(entry.tag.removeprefix("report:"))
+            last = day if last is None else max(last, day)
+        st.outbox_last_error = entry.last_error or st.outbox_last_error
+        if now.timestamp() - entry.created > WAITING_TOO_LONG.total_seconds():
+            st.problems.append(
+                f"a report has waited in the outbox for {_ago(entry.created, now.timestamp())} "
+                f"({entry.attempts} attempts, last error: {entry.last_error or 'none yet'})"
+            )
+    if failed:
+        st.problems.append(
+            f"{len(failed)} report(s) could not be delivered and were set aside in "
+            f"{outbox.failed_dir} (the .json says why)"
+        )
+    due = schedule.due_day(now, at, tz)
+    due_at = schedule.wall_time(due + timedelta(days=1), at, tz)
+    started = _started(st)
+    if st.running and (last is None or last < due) and now - max(due_at, started) > OVERDUE_AFTER:
+        st.problems.append(
+            f"the report of {due} was due at {due_at.astimezone().isoformat(' ', 'minutes')} "
+            "and has not been queued: see journalctl -u mlsd"
+        )
+
+
+def _started(st: Status) -> datetime:
+    return datetime.fromisoformat(st.since) if st.since else datetime.min.replace(tzinfo=UTC)
+
+
+def _gaps(st: Status, cfg: Config, now: datetime) -> None:
+    ledger = Ledger(cfg.paths.state_dir)
+    today = now.astimezone(cfg.report_tz()).date()
+    if not ledger.days:
+        return
+    st.gaps_today = (ledger.get(today) or DayCounts()).gaps
+    st.gaps_7_days = sum(
+        (ledger.get(today - timedelta(days=i)) or DayCounts()).gaps for i in range(7)
+    )
+    if st.gaps_7_days:
+        st.warnings.append(
+            f"{st.gaps_7_days} gap(s) in the last 7 days (lines mlsd could not read): "
+            "journalctl -u mlsd | grep ' gap '"
+        )
+
+
+def _geoip(st: Status, cfg: Config, now: datetime) -> None:
+    geo = Geo(cfg.geoip)
+    try:
+        dbs = geo.describe()
+    finally:
+        geo.close()
+    for db in dbs:
+        built = db.built.date().isoformat() if db.built else ""
+        st.geoip.append(
+            {
+                "role": db.role,
+                "path": str(db.path),
+                "state": db.state,
+                "type": db.database_type,
+                "built": built,
+            }
+        )
+        if db.state != "loaded":
+            st.warnings.append(
+                f"{db.role} database {db.path} is {db.state}: rows get N/A in its columns"
+            )
+        elif db.built and now - db.built > GEOIP_STALE:
+            st.warnings.append(
+                f"{db.role} database {db.path} was built {built}: is geoipupdate running?"
+            )
+
+
+def render(st: Status) -> str:
+    """The terminal form, most important first."""
+    lines = [f"mlsd: {'healthy' if st.healthy else 'NOT HEALTHY'}  (config {st.config})"]
+    lines.append(
+        f"  daemon        running, pid {st.pid}, since {st.since}"
+        if st.running
+        else "  daemon        not running"
+    )
+    pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
+    behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
+    lines.append(f"  log           {st.log}: {pos}{behind}")
+    if st.committed_at:
+        lines.append(f"  last commit   {st.committed_at}")
+    lines.append(f"  csv           {st.csv}")
+    lines.append(f"  last event    {st.last_event or 'none'}")
+    lines.append(f"  events today  {st.events_today}")
+    lines.append(f"  last report   {st.report_last_queued or 'none queued yet'}")
+    lines.append(f"  next report   {st.report_next_due}")
+    lines.append(
+        f"  outbox        {st.outbox_waiting} waiting, {st.outbox_failed} failed"
+        + (f" (last error: {st.outbox_last_error})" if st.outbox_last_error else "")
+    )
+    gaps = (
+        "not known (no coverage.json yet)"
+        if st.gaps_today is None
+        else (f"{st.gaps_today} today, {st.gaps_7_days} in 7 days")
+    )
+    lines.append(f"  gaps          {gaps}")
+    for db in st.geoip:
+        what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]
+        lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")
+    lines += [f"problem: {p}" for p in st.problems]
+    lines += [f"warning: {w}" for w in st.warnings]
+    return "\n".join(lines) + "\n"
