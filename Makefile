@@ -38,7 +38,7 @@ bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Installation: mlsd and its dependencies in their own virtual environment under
-# $(PREFIX)/lib/mlsd, the command in $(PREFIX)/bin, the unit, and the example config as
+# $(PREFIX)/lib/mlsd, the command in $(PREFIX)/bin, the man page mlsd(8), the unit, and the example config as
 # /etc/mlsd/mlsd.conf unless one exists. DESTDIR stages it all (packaging): the venv is
 # built in place and its paths rewritten to drop DESTDIR.
 PREFIX ?= /usr/local
@@ -46,6 +46,7 @@ DESTDIR ?=
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(SYSCONFDIR)/systemd/system
 APPDIR := $(PREFIX)/lib/mlsd
+MANDIR ?= $(PREFIX)/share/man
 
 install:
 	rm -rf '$(DESTDIR)$(APPDIR)'
@@ -56,7 +57,9 @@ install:
 	  grep -rlI --null -F '$(DESTDIR)$(APPDIR)' '$(DESTDIR)$(APPDIR)/bin' '$(DESTDIR)$(APPDIR)/pyvenv.cfg' \
 	    | xargs -0 -r sed -i 's#$(DESTDIR)$(APPDIR)#$(APPDIR)#g'; \
 	fi
-	install -d -m 0755 '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/mlsd'
+	install -d -m 0755 '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/mlsd' \
+	  '$(DESTDIR)$(MANDIR)/man8'
+	install -m 0644 mlsd.8 '$(DESTDIR)$(MANDIR)/man8/mlsd.8'
 	ln -sfn '$(APPDIR)/bin/mlsd' '$(DESTDIR)$(PREFIX)/bin/mlsd'
 	sed 's#/usr/local/bin/mlsd#$(PREFIX)/bin/mlsd#; s#/etc/mlsd/#$(SYSCONFDIR)/mlsd/#g' \
 	  contrib/systemd/mlsd.service > '$(DESTDIR)$(UNITDIR)/mlsd.service'

@@ -43,6 +43,10 @@ def test_make_install_stages_everything_and_keeps_an_existing_config(tmp_path: P
     assert conf.stat().st_mode & 0o777 == 0o644  # no secret in the example
     unit = (d1 / "etc/systemd/system/mlsd.service").read_text()
     assert "ExecStart=/usr/local/bin/mlsd run -c /etc/mlsd/mlsd.conf" in unit
+    # The unit's Documentation=man:mlsd(8) has a page to point at.
+    page = d1 / "usr/local/share/man/man8/mlsd.8"
+    assert page.read_bytes() == (REPO / "mlsd.8").read_bytes()
+    assert page.stat().st_mode & 0o777 == 0o644
     # The staged interpreter runs the installed package with its dependencies.
     res = subprocess.run(
         [str(app / "bin/python"), "-c",
@@ -61,5 +65,6 @@ def test_make_install_stages_everything_and_keeps_an_existing_config(tmp_path: P
     assert "kept the existing" in out
     assert (d2 / "etc/mlsd/mlsd.conf").read_text().startswith("# mine\n")
     assert (d2 / "opt/mlsd/bin/mlsd").is_symlink()
+    assert (d2 / "opt/mlsd/share/man/man8/mlsd.8").is_file()
     unit = (d2 / "etc/systemd/system/mlsd.service").read_text()
     assert "ExecStart=/opt/mlsd/bin/mlsd run -c /etc/mlsd/mlsd.conf" in unit
