@@ -57,6 +57,8 @@ class Status:
     last_event: str | None = None
     events_today: int = 0
     report_last_queued: str | None = None
+    report_last_state: str = ""
+    """What became of it: delivered, waiting in the outbox, failed, or written to disk."""
     report_next_due: str = ""
     outbox_waiting: int = 0
     outbox_failed: int = 0
@@ -267,6 +269,17 @@ def _reports(st: Status, cfg: Config, now: datetime) -> None:
                 f"a report has waited in the outbox for {_ago(entry.created, now.timestamp())} "
                 f"({entry.attempts} attempts, last error: {entry.last_error or 'none yet'})"
             )
+    if last is not None:
+        tag = f"report:{last.isoformat()}"
+        if any(e.tag == tag for e in waiting):
+            st.report_last_state = "waiting in the outbox"
+        elif any(e.tag == tag for e in failed):
+            st.report_last_state = "not delivered (in outbox/failed)"
+        elif not cfg.report.to:
+            st.report_last_state = f"written to {cfg.paths.state_dir / 'reports'} (no [report] to)"
+        else:
+            # The outbox forgets an entry only once every recipient accepted it.
+            st.report_last_state = "delivered"
     if failed:
         st.problems.append(
             f"{len(failed)} report(s) could not be delivered and were set aside in "
@@ -345,7 +358,10 @@ def render(st: Status) -> str:
     lines.append(f"  csv           {st.csv}")
     lines.append(f"  last event    {st.last_event or 'none'}")
     lines.append(f"  events today  {st.events_today}")
-    lines.append(f"  last report   {st.report_last_queued or 'none queued yet'}")
+    last = st.report_last_queued
+    lines.append(
+        f"  last report   {last}, {st.report_last_state}" if last else "  last report   none yet"
+    )
     lines.append(f"  next report   {st.report_next_due}")
     lines.append(
         f"  outbox        {st.outbox_waiting} waiting, {st.outbox_failed} failed"

@@ -100,6 +100,7 @@ def test_status_while_following_then_after_stop(env: Env) -> None:
     today = datetime.now(UTC).date()
     due = {(today - timedelta(days=n)).isoformat() for n in (1, 2)}
     assert st["report_last_queued"] in due
+    assert str(st["report_last_state"]).startswith(f"written to {env.state / 'reports'}")
     text = mlsd(env, "status").stdout
     assert text.startswith("mlsd: healthy")
     assert f"running, pid {proc.pid}" in text
@@ -167,6 +168,8 @@ def test_status_report_overdue_outbox_and_gaps(env: Env) -> None:
     ledger.save()
 
     st = status.gather(cfg, now)
+    # The last report (yesterday's, written to disk) is not the one waiting, from 2001.
+    assert st.report_last_state.startswith("written to ")
     assert st.outbox_waiting == 1 and st.outbox_failed == 1
     assert any("could not be delivered" in p for p in st.problems), st.problems
     assert any("waited in the outbox for 2 h" in p for p in st.problems), st.problems

@@ -211,6 +211,7 @@ def test_every_command_of_the_guide_runs(site: Site) -> None:
 
     first = one("sudo mlsd status")
     assert first.rc == 0 and "mlsd: healthy" in first.out, first.out
+    assert re.search(r"last report   \d{4}-\d\d-\d\d, delivered", first.out), first.out
     assert '"healthy": true' in one("sudo mlsd status --json").out
     assert one("sudo mlsd check-config").rc == 0
     assert one("mlsd check-config -c /tmp/mlsd.conf").rc == 0
