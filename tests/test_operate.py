@@ -64,6 +64,14 @@ def mlsd(env: Env, *args: str, stdin: str | None = None) -> subprocess.Completed
     )
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`mlsd ARGS` as a subprocess, for commands that need no test installation."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlsd.cli", *args],
+        capture_output=True, text=True, timeout=60, env=ENV, check=False,
+    )  # fmt: skip
+
+
 def status_json(env: Env) -> tuple[int, dict[str, object]]:
     res = mlsd(env, "status", "--json")
     return res.returncode, json.loads(res.stdout)
@@ -185,13 +193,7 @@ def test_status_of_a_never_started_setup_and_a_broken_config(env: Env, tmp_path:
     assert "mlsd has never run with this configuration" in res.stdout
     bad = tmp_path / "bad.conf"
     bad.write_text("[report]\ntime = 25:00\n")
-    res = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "status", "-c", str(bad)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
+    res = cli("status", "-c", str(bad))
     assert res.returncode == 2
     assert "[report] time" in res.stderr and str(bad) in res.stderr
 
@@ -298,19 +300,12 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
 
 def test_migrate_config_output_is_accepted_by_check_config(tmp_path: Path) -> None:
     out = tmp_path / "mlsd.conf"
-    res = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "migrate-config", str(DATA / "maillogsentinel.conf"),
-         "-o", str(out)],
-        capture_output=True, text=True, env=ENV, check=False,
-    )  # fmt: skip
+    res = cli("migrate-config", str(DATA / "maillogsentinel.conf"), "-o", str(out))
     assert res.returncode == 0, res.stderr
     notes = [line for line in res.stderr.splitlines() if "not carried over" in line]
     for setting in ("country_db_path", "asn_db_path", "state_dir", "working_dir", "timer"):
         assert any(setting in n for n in notes), (setting, notes)
-    check = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "check-config", "-c", str(out)],
-        capture_output=True, text=True, env=ENV, check=False,
-    )  # fmt: skip
+    check = cli("check-config", "-c", str(out))
     assert check.returncode == 0, check.stderr
     assert "to = security-team@example.org" in check.stdout
     assert "mail_log = /var/log/mail.log" in check.stdout
@@ -334,10 +329,7 @@ def _corpus_cases() -> Iterator[tuple[Path, dict[int, dict[str, object]]]]:
 def test_explain_gives_each_corpus_line_its_verdict(
     log: Path, expected: dict[int, dict[str, object]]
 ) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "parse", "--explain", str(log)],
-        capture_output=True, text=True, env=ENV, check=False,
-    )  # fmt: skip
+    res = cli("parse", "--explain", str(log))
     assert res.returncode == 0, res.stderr
     said = {}
     for line in res.stdout.splitlines():
@@ -365,10 +357,7 @@ def test_explain_escapes_attacker_bytes(tmp_path: Path) -> None:
         b"Nov 25 04:38:01 mx postfix/smtpd[1]: warning: unknown[999.1.1.1]: SASL LOGIN "
         b"authentication failed: x\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "parse", "--explain", str(log)],
-        capture_output=True, text=True, env=ENV, check=False,
-    )  # fmt: skip
+    res = cli("parse", "--explain", str(log))
     assert "\x1b" not in res.stdout and "\u202e" not in res.stdout
     first, second = res.stdout.splitlines()
     assert first.startswith('1: recorded ip=192.0.2.1 user="\\\\x1b[31mevil\\\\u202euser"')
