@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
-from mlsd.csvlog import HEADER, encode_rows, no_reverse, postfix_reverse, row_fields
+from mlsd.csvlog import (
+    HEADER,
+    encode_rows,
+    no_reverse,
+    postfix_reverse,
+    printable,
+    row_fields,
+)
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.logfiles import open_log
-from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line, printable
+from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
 
 if TYPE_CHECKING:
     from mlsd.geo import DbInfo

@@ -58,6 +58,16 @@ def _escape_char(m: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def printable(line: bytes, limit: int = 400) -> str:
+    """A raw log line for a terminal or a log: decoded, the characters `clean_field`
+    neutralises shown as `\\xNN`/`\\uNNNN`, cut at `limit` characters. Log lines hold
+    attacker-chosen bytes (usernames, HELO names)."""
+    text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return _UNSAFE.sub(_escape_char, text)
+
+
 def clean_field(value: str, cap: int) -> str:
     """Make one attacker-influenced value safe for a CSV cell (and a log line).
 

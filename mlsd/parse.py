@@ -24,7 +24,6 @@ __all__ = [
     "parse_block",
     "parse_line",
     "parse_stamp",
-    "printable",
     "success_lines",
 ]
 
@@ -102,10 +101,6 @@ _DOVECOT_FAILED = re.compile(rb"\(auth failed, (?P<n>\d{1,6}) attempts?|\(proxy 
 _DOVECOT_METHOD = re.compile(rb", method=(?P<m>[A-Za-z0-9_-]{1,40})")
 _DOVECOT_RIP = re.compile(rb", rip=(?P<ip>[0-9A-Fa-f:.]{2,64})")
 
-# C0 and C1 controls, DEL, and the bidi overrides that make a terminal show text in
-# another order than it is: what a terminal or a log viewer could act on.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
 _MONTHS = {
     name.encode(): i
     for i, name in enumerate(
@@ -154,30 +149,12 @@ def candidate_lines(buf: bytes, needles: tuple[bytes, ...] = NEEDLES) -> list[by
 
 def success_lines(buf: bytes) -> list[bytes]:
     """The complete lines of `buf` that log a successful login (see Skip.SUCCESS)."""
-    return [
-        line
-        for line in candidate_lines(buf, SUCCESS_NEEDLES)
-        if not any(n in line for n in NEEDLES)  # a failure line quoting one is a failure
-    ]
+    return [line for line in candidate_lines(buf, SUCCESS_NEEDLES) if is_success(line)]
 
 
 def is_success(line: bytes) -> bool:
-    """Whether one line logs a successful login (and is not a failure)."""
+    """Whether one line logs a successful login (a failure line quoting one is a failure)."""
     return any(n in line for n in SUCCESS_NEEDLES) and not any(n in line for n in NEEDLES)
-
-
-def printable(line: bytes, limit: int = 400) -> str:
-    """A log line for a terminal or a log: decoded, control characters as `\\xNN`, cut at
-    `limit` characters. Log lines hold attacker-chosen bytes (usernames, HELO names)."""
-    text = line.rstrip(b"\r\n").decode("utf-8", "replace")
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return _CONTROL.sub(_escape, text)
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = ord(m[0])
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 def parse_block(

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
+from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, printable, row_fields
 from mlsd.errors import StateError
 from mlsd.follow import Batch
-from mlsd.parse import AuthFailure, Skip, parse_block, printable, success_lines
+from mlsd.parse import AuthFailure, Skip, parse_block, success_lines
 
 log = logging.getLogger("mlsd.pipeline")
 
