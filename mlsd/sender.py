@@ -31,7 +31,7 @@ from typing import Final, TextIO
 
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
-from mlsd.mailer import Outbox, deliver_due
+from mlsd.mailer import Entry, Outbox, deliver_due
 from mlsd.schedule import missed_days, next_report_at
 
 STATE_NAME: Final = "report.json"
@@ -226,19 +226,16 @@ class ReportSender:
         recorded: date | None = None
         days: list[date] = []
         try:
-            recorded = date.fromisoformat(json.loads(self._state.read_text())["last_queued"])
-            days.append(recorded)
-        except FileNotFoundError:
-            pass
+            recorded = read_last_queued(self._state)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("report state unreadable path=%s error=%s", self._state, exc)
+        if recorded is not None:
+            days.append(recorded)
         # A report queued just before a crash, before report.json said so.
         for entry in [*self.outbox.entries(), *self.outbox.entries(failed=True)]:
-            if entry.tag.startswith(TAG_PREFIX):
-                try:
-                    days.append(date.fromisoformat(entry.tag.removeprefix(TAG_PREFIX)))
-                except ValueError:
-                    continue
+            tagged = tagged_day(entry)
+            if tagged is not None:
+                days.append(tagged)
         if not days:
             return None
         latest = max(days)
@@ -257,6 +254,25 @@ class ReportSender:
         except OSError as exc:
             # The outbox tag still says it was queued; only a restart could ask again.
             log.warning("report state not written path=%s error=%s", self._state, exc)
+
+
+def read_last_queued(path: Path) -> date | None:
+    """The day `report.json` says was queued last; None when there is no such file.
+    Raises OSError, ValueError, KeyError or TypeError when it is unreadable."""
+    try:
+        return date.fromisoformat(json.loads(path.read_text())["last_queued"])
+    except FileNotFoundError:
+        return None
+
+
+def tagged_day(entry: Entry) -> date | None:
+    """The report day an outbox entry carries (`report:YYYY-MM-DD`), or None."""
+    if not entry.tag.startswith(TAG_PREFIX):
+        return None
+    try:
+        return date.fromisoformat(entry.tag.removeprefix(TAG_PREFIX))
+    except ValueError:
+        return None
 
 
 def _terminal_stdout() -> TextIO | None:

@@ -27,7 +27,7 @@ from mlsd.errors import StateError
 from mlsd.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.geo import Geo
 from mlsd.mailer import Outbox
-from mlsd.sender import STATE_NAME
+from mlsd.sender import STATE_NAME, read_last_queued, tagged_day
 
 STALLED_AFTER: Final = 60.0
 """Seconds the checkpoint may stand still while there is log left to read."""
@@ -144,10 +144,10 @@ def gather(cfg: Config, now: datetime) -> Status:
         )
         return st
     ts = now.timestamp()
-    _daemon(st, state_dir)
+    started = _daemon(st, state_dir)
     _position(st, cfg, ts)
     _events(st, cfg, now)
-    _reports(st, cfg, now)
+    _reports(st, cfg, now, started)
     _gaps(st, cfg, now)
     _geoip(st, cfg, now)
     if not st.running:
@@ -155,10 +155,13 @@ def gather(cfg: Config, now: datetime) -> Status:
     return st
 
 
-def _daemon(st: Status, state_dir: Path) -> None:
+def _daemon(st: Status, state_dir: Path) -> datetime | None:
+    """Fill in who runs; returns since when (None: nobody)."""
     holder = lock_holder(state_dir)
-    if holder is not None:
-        st.running, st.pid, st.since = True, holder[0], _iso(holder[1])
+    if holder is None:
+        return None
+    st.running, st.pid, st.since = True, holder[0], _iso(holder[1])
+    return datetime.fromtimestamp(holder[1], UTC)
 
 
 def _position(st: Status, cfg: Config, now: float) -> None:
@@ -243,26 +246,25 @@ def _events(st: Status, cfg: Config, now: datetime) -> None:
     st.last_event = None if last is None else last.astimezone().isoformat(" ", "seconds")
 
 
-def _reports(st: Status, cfg: Config, now: datetime) -> None:
+def _reports(st: Status, cfg: Config, now: datetime, started: datetime | None) -> None:
     tz = cfg.report_tz()
     at = cfg.report.time
     state = cfg.paths.state_dir / STATE_NAME
     last: date | None = None
     try:
-        last = date.fromisoformat(json.loads(state.read_text())["last_queued"])
-        st.report_last_queued = last.isoformat()
-    except FileNotFoundError:
-        pass
+        last = read_last_queued(state)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         st.problems.append(f"{state}: unreadable ({exc})")
     outbox = Outbox(cfg.paths.state_dir / "outbox")
     waiting = outbox.entries()
     failed = outbox.entries(failed=True)
     st.outbox_waiting, st.outbox_failed = len(waiting), len(failed)
+    # The day the sender itself would resume from (see ReportSender._load_last_queued).
+    tagged = [d for d in map(tagged_day, [*waiting, *failed]) if d is not None]
+    last = max([*tagged, *([last] if last else [])], default=None)
+    if last is not None:
+        st.report_last_queued = last.isoformat()
     for entry in waiting:
-        if entry.tag.startswith("report:"):
-            day = date.fromisoformat(entry.tag.removeprefix("report:"))
-            last = day if last is None else max(last, day)
         st.outbox_last_error = entry.last_error or st.outbox_last_error
         if now.timestamp() - entry.created > WAITING_TOO_LONG.total_seconds():
             st.problems.append(
@@ -270,10 +272,9 @@ def _reports(st: Status, cfg: Config, now: datetime) -> None:
                 f"({entry.attempts} attempts, last error: {entry.last_error or 'none yet'})"
             )
     if last is not None:
-        tag = f"report:{last.isoformat()}"
-        if any(e.tag == tag for e in waiting):
+        if any(tagged_day(e) == last for e in waiting):
             st.report_last_state = "waiting in the outbox"
-        elif any(e.tag == tag for e in failed):
+        elif any(tagged_day(e) == last for e in failed):
             st.report_last_state = "not delivered (in outbox/failed)"
         elif not cfg.report.to:
             st.report_last_state = f"written to {cfg.paths.state_dir / 'reports'} (no [report] to)"
@@ -287,16 +288,11 @@ def _reports(st: Status, cfg: Config, now: datetime) -> None:
         )
     due = schedule.due_day(now, at, tz)
     due_at = schedule.wall_time(due + timedelta(days=1), at, tz)
-    started = _started(st)
-    if st.running and (last is None or last < due) and now - max(due_at, started) > OVERDUE_AFTER:
+    if started and (last is None or last < due) and now - max(due_at, started) > OVERDUE_AFTER:
         st.problems.append(
             f"the report of {due} was due at {due_at.astimezone().isoformat(' ', 'minutes')} "
             "and has not been queued: see journalctl -u mlsd"
         )
-
-
-def _started(st: Status) -> datetime:
-    return datetime.fromisoformat(st.since) if st.since else datetime.min.replace(tzinfo=UTC)
 
 
 def _gaps(st: Status, cfg: Config, now: datetime) -> None:

@@ -399,3 +399,11 @@ def test_daemon_at_debug_logs_lines_not_recorded_and_why(env: Env) -> None:
     assert 'reason="successful login"' in err
     assert "\x1b[2J" not in err and "carol\\\\x1b[2J" in err
     assert env.stop(proc) == 0
+
+
+def test_status_survives_an_odd_outbox_tag(env: Env) -> None:
+    # The sender skips a tag it cannot read; status used to raise on it.
+    env.state.mkdir()
+    Outbox(env.state / "outbox").put(b"x", "m@h", ["a@b"], time.time(), "report:garbage")
+    st = status.gather(config.load(env.conf), datetime.now(UTC))
+    assert st.report_last_queued is None and st.outbox_waiting == 1
