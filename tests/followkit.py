@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOGROTATE = "/usr/sbin/logrotate"
@@ -36,6 +37,16 @@ def auth_line(seq: int, *, host: str = "srv") -> bytes:
         f"Nov 25 05:{(seq // 60) % 60:02d}:{seq % 60:02d} {host} postfix/smtpd[4242]: "
         f"warning: unknown[{ip}]: SASL LOGIN authentication failed: "
         f"(reason unavailable), sasl_username=seq{seq:06d}\n"
+    ).encode()
+
+
+def now_line(user: str, ip: str = "192.0.2.7") -> bytes:
+    """A Postfix SASL failure stamped now, in UTC (the tests' [source] timezone): for what
+    counts "today" (status, reports)."""
+    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S")
+    return (
+        f"{stamp} mx postfix/smtpd[4242]: warning: unknown[{ip}]: SASL LOGIN authentication "
+        f"failed: UGFzc3dvcmQ6, sasl_username={user}\n"
     ).encode()
 
 

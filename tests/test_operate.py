@@ -28,7 +28,7 @@ from mlsd.coverage import DayCounts, Ledger
 from mlsd.mailer import Outbox
 from mlsd.parse import Skip
 from mlsd.pipeline import SkipLog
-from tests.followkit import ENV, Env, Writer, wait_for
+from tests.followkit import ENV, Env, Writer, now_line, wait_for
 
 CORPUS = Path(__file__).parent / "corpus"
 DATA = Path(__file__).parent / "data"
@@ -41,15 +41,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
     yield e
     e.cleanup()
-
-
-def now_line(user: str, ip: str = "192.0.2.7") -> bytes:
-    """A Postfix SASL failure stamped now (UTC, as the config's [source] timezone says)."""
-    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S")
-    return (
-        f"{stamp} mx postfix/smtpd[4242]: warning: unknown[{ip}]: SASL LOGIN authentication "
-        f"failed: UGFzc3dvcmQ6, sasl_username={user}\n"
-    ).encode()
 
 
 def mlsd(env: Env, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,19 +21,18 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests import smtpkit
-from tests.followkit import ENV, wait_for
+from tests.followkit import ENV, now_line, wait_for
+from tests.systemctl_shim import NOT_RUN
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "troubleshooting.md"
 GEOIP = REPO / "tests" / "data" / "geoip"
 SHIM = Path(__file__).resolve().parent / "systemctl_shim.py"
-NOT_RUN = 97
 
 pytestmark = pytest.mark.skipif(
     shutil.which("postconf") is None and not os.environ.get("CI"),
@@ -118,14 +117,6 @@ class Site:
         return ran
 
 
-def now_line(user: str, ip: str) -> str:
-    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S")
-    return (
-        f"{stamp} mx postfix/smtpd[4242]: warning: unknown[{ip}]: SASL LOGIN authentication "
-        f"failed: UGFzc3dvcmQ6, sasl_username={user}\n"
-    )
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     sink = smtpkit.Sink()
@@ -147,10 +138,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
     )
     (root / "postfix").mkdir()
     (root / "postfix" / "main.cf").write_text("maillog_file = /var/log/mail.log\n")
-    log.write_text(
-        "".join(now_line(f"user{i}", f"81.2.69.{140 + i}") for i in range(4))
-        + "Nov 25 04:38:12 mx postfix/smtpd[2]: 4F1: client=unknown[127.0.0.11], "
-        "sasl_method=LOGIN, sasl_username=carol\n"
+    log.write_bytes(
+        b"".join(now_line(f"user{i}", f"81.2.69.{140 + i}") for i in range(4))
+        + b"Nov 25 04:38:12 mx postfix/smtpd[2]: 4F1: client=unknown[127.0.0.11], "
+        b"sasl_method=LOGIN, sasl_username=carol\n"
     )
     bindir = root / "bin"
     bindir.mkdir()
