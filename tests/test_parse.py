@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.parse import AuthFailure, Skip, candidate_lines, classic_stamp, parse_line
+from mlsd.parse import (
+    SUCCESS_NEEDLES,
+    SUCCESSES,
+    AuthFailure,
+    Skip,
+    candidate_lines,
+    classic_stamp,
+    parse_line,
+)
 
 REF = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PF = b"Nov 25 04:38:00 mail postfix/smtpd[1]: warning: "
@@ -183,6 +191,18 @@ def test_year_inference(stamp: tuple[int, int, str], ref: datetime, expected: st
     assert expected == result.isoformat()
 
 
+@pytest.mark.parametrize(("second", "year"), [(15, 2027), (45, 2026)])
+def test_the_minute_holding_the_year_limit_is_decided_per_second(second: int, year: int) -> None:
+    """The parser resolves each minute once; in the minute where ref + 1 day falls, the
+    seconds decide the year, as classic_stamp does for each stamp."""
+    ref = datetime(2026, 12, 31, 0, 0, 30, tzinfo=UTC)  # the limit: 2027-01-01 00:00:30
+    line = PF.replace(b"Nov 25 04:38:00", b"Jan  1 00:00:%02d" % second)
+    ev = parse_line(line + b"unknown[192.0.2.1]: SASL LOGIN authentication failed: x", ref, UTC)
+    assert isinstance(ev, AuthFailure)
+    assert datetime(year, 1, 1, 0, 0, second, tzinfo=UTC) == ev.time
+    assert classic_stamp(1, 1, f"00:00:{second}", ref, UTC) == ev.time
+
+
 def test_classic_stamps_are_local_time_with_dst() -> None:
     """Classic stamps are read in the configured zone, DST included."""
     ref = datetime(2026, 8, 1, tzinfo=UTC)
@@ -230,3 +250,20 @@ def test_candidate_lines_equals_a_naive_line_filter(parts: list[bytes]) -> None:
     lines = [line + b"\n" for line in complete.split(b"\n")[:-1]]  # \n only: \r is data
     naive = [line for line in lines if b"authentication failed" in line or b"auth failed" in line]
     assert naive == candidate_lines(buf)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"x", b"\n", b"user", b"sasl_username=", b"Login: user=<", b"Login: ", b"=<", b"sasl_"]
+        ),
+        max_size=40,
+    )
+)
+def test_success_search_equals_a_naive_line_filter(parts: list[bytes]) -> None:
+    """The same anchored search finds successful logins (needles around `user`)."""
+    buf = b"".join(parts)
+    lines = [line + b"\n" for line in buf[: buf.rfind(b"\n") + 1].split(b"\n")[:-1]]
+    naive = [line for line in lines if any(n in line for n in SUCCESS_NEEDLES)]
+    assert naive == candidate_lines(buf, SUCCESSES)
