@@ -6,11 +6,13 @@ import csv
 import io
 import os
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlsd.csvlog import (
     COLUMNS,
@@ -18,6 +20,7 @@ from mlsd.csvlog import (
     CsvJournal,
     clean_field,
     encode_rows,
+    format_date,
     postfix_reverse,
     row_fields,
 )
@@ -131,3 +134,72 @@ def test_journal_refuses_a_foreign_csv(tmp_path: Path) -> None:
     path.write_text(MLS_HEADER + "\n")
     with pytest.raises(StateError, match="does not start with mlsd's header"):
         CsvJournal(path).open()
+
+
+# ---- the fast paths give exactly what the plain formulations give
+
+ZONES = [
+    UTC,
+    ZoneInfo("Europe/Paris"),
+    ZoneInfo("Australia/Lord_Howe"),  # a 30-minute DST shift
+    ZoneInfo("Asia/Kolkata"),  # a half-hour offset from UTC
+    ZoneInfo("Africa/Monrovia"),  # LMT and then an offset with seconds, before 1972
+]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2040, 12, 31),
+        timezones=st.sampled_from([*ZONES, timezone(timedelta(hours=-3, minutes=-30))]),
+    ),
+    st.sampled_from(ZONES),
+    st.sampled_from(["iso", "maillogsentinel"]),
+)
+def test_date_column_equals_plain_formatting(when: datetime, tz: ZoneInfo, fmt: str) -> None:
+    """The per-hour shortcut of format_date writes what isoformat/strftime would, whatever
+    the zones, the offsets with seconds, and the DST folds and gaps."""
+    local = when.astimezone(tz)
+    expected = (
+        local.strftime("%d/%m/%Y %H:%M")
+        if fmt == "maillogsentinel"
+        else local.isoformat(timespec="seconds")
+    )
+    assert expected == format_date(event(time=when), tz, fmt)
+
+
+@pytest.mark.parametrize("tz", ZONES[1:3], ids=str)
+def test_date_column_second_by_second_across_dst_changes(tz: ZoneInfo) -> None:
+    """Every second of both 2026 transitions, each side, as isoformat writes it."""
+    utc = {
+        "Europe/Paris": [(2026, 3, 29, 0, 30), (2026, 10, 25, 0, 30)],
+        "Australia/Lord_Howe": [(2026, 4, 4, 14, 30), (2026, 10, 3, 15, 0)],
+    }[str(tz)]
+    starts = [datetime(*t, tzinfo=UTC) for t in utc]
+    for start in starts:
+        for s in range(0, 2 * 3600):
+            when = (start + timedelta(seconds=s)).astimezone(tz)
+            assert when.isoformat(timespec="seconds") == format_date(event(time=when), tz, "iso")
+
+
+def test_date_column_when_the_source_offset_changes_inside_the_hour() -> None:
+    """Lord Howe falls back 30 minutes: 01:00-01:59 with fold=1 spans two offsets
+    (01:00 is not ambiguous, 01:45 is), so that hour must not share one cached prefix."""
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    for minute in (0, 45):
+        when = datetime(2026, 4, 5, 1, minute, tzinfo=lord_howe, fold=1)
+        expected = when.astimezone(UTC).isoformat(timespec="seconds")
+        assert expected == format_date(event(time=when), UTC, "iso")
+
+
+CELL = st.text(alphabet=st.sampled_from("a;\"\n\r= \x1b\u202eé,'-"), max_size=8)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.lists(CELL, min_size=1, max_size=5), max_size=5))
+def test_encode_rows_equals_the_csv_module(rows: list[list[str]]) -> None:
+    """Rows that need no quoting skip the csv module; every row reads as the module writes it."""
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=";", quoting=csv.QUOTE_MINIMAL, lineterminator="\n").writerows(rows)
+    assert buf.getvalue().encode() == encode_rows(rows)
