@@ -191,3 +191,30 @@ def test_output_is_terminal_safe(tmp_path: Path, fmt: str) -> None:
     )
     out = mlsd("parse", "--format", fmt, str(log)).stdout
     assert b"\x1b" not in out and b"\x07" not in out
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 100, 4096])
+def test_parse_is_the_same_whatever_the_block_size(
+    chunk: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """Lines cut by block boundaries (at the first byte, mid-line, a line longer than a
+    block, no final newline) give exactly the rows and counts of one whole read."""
+    log = tmp_path / "mail.log"
+    log.write_bytes(
+        MLS_LOG.read_bytes()
+        + LAB_LOG.read_bytes()
+        + b"x" * 10_000
+        + b"\n"
+        + MLS_LOG.read_bytes().splitlines(keepends=True)[0].rstrip(b"\n")
+    )
+    monkeypatch.setenv("TZ", "UTC")
+    assert 0 == main(["parse", str(log)])
+    whole = capsysbinary.readouterr()
+    monkeypatch.setattr("mlsd.cli._CHUNK", chunk)
+    assert 0 == main(["parse", str(log)])
+    assert whole == capsysbinary.readouterr()
+    # 139 sample rows, the lab capture's 32, and the unterminated copy of the first line.
+    assert b" 172 events" in whole.err
