@@ -8,7 +8,6 @@ is `***`, so no log line or `check-config` output can show them.
 from __future__ import annotations
 
 import configparser
-import difflib
 import ipaddress
 import os
 import re
@@ -554,6 +553,8 @@ def _replace(obj: T, **changes: Any) -> T:
 
 
 def _suggest(name: str, options: Mapping[str, Any]) -> str:
+    import difflib  # noqa: PLC0415 - only on an error; every `mlsd` start would pay for it
+
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     if close:
         return f": did you mean {close[0]!r}?"

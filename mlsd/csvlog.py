@@ -15,7 +15,7 @@ import io
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -179,33 +179,59 @@ def _format_hour(t: datetime, tz: tzinfo, date_format: str) -> tuple[str, str | 
     return text[:14], text[19:]
 
 
+class RowFormat:
+    """How events become rows: the zone and format of the date, the cap on cells.
+
+    Made once per batch (or per `mlsd parse`), not per row: a row then costs a few dict
+    lookups, since most cells repeat (the server, the service, an attacker's usernames).
+    """
+
+    __slots__ = ("_clean", "cap", "date_format", "tz")
+
+    def __init__(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
+        self.tz = tz
+        self.date_format = date_format
+        self.cap = cap
+        self._clean = _cleaner(cap)
+
+    def fields(self, event: AuthFailure, extra: Enrichment) -> list[str]:
+        """One row's cells, in COLUMNS order; every value that comes from outside is cleaned.
+
+        The date, the validated IP, the status and the count are mlsd's own text.
+        """
+        clean = self._clean
+        return [
+            clean[event.server],
+            format_date(event, self.tz, self.date_format),
+            event.ip,
+            clean[event.user or ""],
+            clean[extra.hostname],
+            extra.reverse_dns_status,
+            clean[extra.country_code],
+            clean[extra.asn],
+            clean[extra.aso],
+            clean[event.service],
+            clean[event.mechanism],
+            str(event.attempts),
+        ]
+
+    def encode(
+        self, events: Iterable[AuthFailure], enrich: Callable[[AuthFailure], Enrichment]
+    ) -> bytes:
+        """The events as CSV rows, each with what `enrich` adds, ready for one append."""
+        fields = self.fields
+        return encode_rows([fields(ev, enrich(ev)) for ev in events])
+
+
 def row_fields(
     event: AuthFailure, extra: Enrichment, *, tz: tzinfo, date_format: str, cap: int
 ) -> list[str]:
-    """One row's cells, in COLUMNS order; every value that comes from outside is cleaned.
-
-    The date, the validated IP, the status and the count are mlsd's own text.
-    """
-    clean = _cleaner(cap)
-    return [
-        clean[event.server],
-        format_date(event, tz, date_format),
-        event.ip,
-        clean[event.user or ""],
-        clean[extra.hostname],
-        extra.reverse_dns_status,
-        clean[extra.country_code],
-        clean[extra.asn],
-        clean[extra.aso],
-        clean[event.service],
-        clean[event.mechanism],
-        str(event.attempts),
-    ]
+    """One row's cells (RowFormat.fields, for a single row)."""
+    return RowFormat(tz=tz, date_format=date_format, cap=cap).fields(event, extra)
 
 
 @functools.lru_cache(maxsize=8)
 def _cleaner(cap: int) -> Memo[str, str]:
-    # Most cells repeat (the server, the service, an attacker's usernames and network).
     return Memo(functools.partial(clean_field, cap=cap))
 
 

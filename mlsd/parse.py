@@ -88,14 +88,14 @@ MAX_CANDIDATE_LINE = 64 * 1024
 # The prefix of every line we know: a timestamp, an optional host, a program[pid].
 # Written to be linear-time: no nested quantifiers, each alternative anchored.
 _HEADER = re.compile(
-    rb"(?:(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<hm>\d\d:\d\d):(?P<sec>\d\d)"
+    rb"(?:(?P<minute>[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d):(?P<sec>\d\d)"
     rb"|(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
     rb"|@(?P<tai>[0-9a-f]{24}))"
     rb" (?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[\d+\])?: "
 )
-# Positions in _HEADER.groups(): mon, day, hm, sec, iso, tai, host, prog.
-_HOST = 6
-_PROG = 7
+# Positions in _HEADER.groups(): minute (`Mmm dd HH:MM`), sec, iso, tai, host, prog.
+_HOST = 4
+_PROG = 5
 # What Match.groups() returns (typeshed: `bytes | Any`, for groups that did not take part).
 _Groups = tuple[bytes | Any, ...]
 
@@ -114,6 +114,8 @@ _POSTFIX_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _POSTFIX_FAIL.patte
 _DOVECOT_LOGIN = re.compile(rb"([a-z0-9]{1,20})-login: (?:Info: )?")
 _DOVECOT_FAILED = re.compile(rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)")
 _DOVECOT_METHOD = re.compile(rb", method=([A-Za-z0-9_-]{1,40})")
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(_OCTET + rb"(?:\." + _OCTET + rb"){3}")
 _DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
 
 _MONTHS = {
@@ -216,9 +218,10 @@ def parse_block(
     lines = candidate_lines(buf, FAILURES, start)
     if final and buf and not buf.endswith(b"\n"):
         lines.append(buf[buf.rfind(b"\n") + 1 :])
+    clock = _clock(ref, tz)
     events: list[AuthFailure] = []
     for line in lines:
-        result = parse_line(line, ref, tz)
+        result = _parse(line, clock)
         if isinstance(result, AuthFailure):
             events.append(result)
         elif result is not None:
@@ -235,6 +238,10 @@ def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:
     that carry no offset. Returns an AuthFailure, a Skip saying why a line that looked
     like one is not recorded, or None for every other line.
     """
+    return _parse(line, _clock(ref, tz))
+
+
+def _parse(line: bytes, clock: _Clock) -> Result:
     # The prefilter: ~97 % of a mail log is normal traffic and must cost one or two
     # substring searches, nothing more.
     if b"authentication failed" in line:
@@ -244,12 +251,12 @@ def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:
     else:
         return None
     try:
-        return _parse_candidate(line, ref, tz, kind)
+        return _parse_candidate(line, clock, kind)
     except Exception:  # pragma: no cover - the contract is "never raises"; tests hunt for this
         return Skip.UNKNOWN_FORMAT
 
 
-def _parse_candidate(line: bytes, ref: datetime, tz: tzinfo, kind: int) -> Result:
+def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
     if len(line) > MAX_CANDIDATE_LINE:
         return Skip.TOO_LONG
     line = line.rstrip(b"\r\n")
@@ -259,11 +266,11 @@ def _parse_candidate(line: bytes, ref: datetime, tz: tzinfo, kind: int) -> Resul
         if whole is not None:
             groups = whole.groups()
             if groups[_PROG].endswith(b"smtpd"):
-                return _postfix(groups, ref, tz)
+                return _postfix(groups, clock)
     head = _HEADER.match(line)
     if head is None:
         return Skip.UNKNOWN_FORMAT
-    # One groups() call instead of seven lookups by name: this runs once per attack line.
+    # One groups() call instead of lookups by name: this runs once per attack line.
     stamp = head.groups()
     prog = stamp[_PROG]
     msg = line[head.end() :]
@@ -273,11 +280,11 @@ def _parse_candidate(line: bytes, ref: datetime, tz: tzinfo, kind: int) -> Resul
                 return Skip.BACKEND
             return Skip.NOT_SMTPD
         m = _POSTFIX_FAIL.match(msg)
-        return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), ref, tz)
-    return _dovecot(stamp, prog, msg, ref, tz)
+        return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
+    return _dovecot(stamp, prog, msg, clock)
 
 
-def _postfix(groups: _Groups, ref: datetime, tz: tzinfo) -> Result:
+def _postfix(groups: _Groups, clock: _Clock) -> Result:
     # The header's groups, then _POSTFIX_FAIL's.
     host, raw_ip, mech, rest = groups[_PROG + 1 :]
     rest = (rest or b"").lstrip(b" ")
@@ -288,10 +295,10 @@ def _postfix(groups: _Groups, ref: datetime, tz: tzinfo) -> Result:
         return Skip.SERVER_ERROR
     if reason.startswith(b"Invalid authentication mechanism"):
         return Skip.INVALID_MECHANISM
-    ip = _valid_ip(raw_ip)
+    ip = _IPS[raw_ip]
     if ip is None:
         return Skip.INVALID_IP
-    when = _stamp(groups, ref, tz)
+    when = _stamp(groups, clock)
     if when is None:
         return Skip.BAD_TIMESTAMP
     return AuthFailure(
@@ -299,17 +306,15 @@ def _postfix(groups: _Groups, ref: datetime, tz: tzinfo) -> Result:
         _WORDS[groups[_HOST] or b""],
         _SERVICES[groups[_PROG]],
         _MECHANISMS[mech],
-        host.decode("utf-8", "backslashreplace"),
+        _TEXTS[host],
         ip,
         # Postfix writes `(unavailable)` when the client never got as far as a username.
-        user.decode("utf-8", "backslashreplace")
-        if sep and user and user != b"(unavailable)"
-        else None,
-        reason.decode("utf-8", "backslashreplace"),
+        _TEXTS[user] if sep and user and user != b"(unavailable)" else None,
+        _TEXTS[reason],
     )
 
 
-def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, ref: datetime, tz: tzinfo) -> Result:
+def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, clock: _Clock) -> Result:
     # Either `dovecot: imap-login: …` (through syslog) or `imap-login: …` (Dovecot's own file).
     if prog.endswith(b"-login"):
         proto = prog[: -len(b"-login")]
@@ -333,7 +338,7 @@ def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, ref: datetime, tz: tzinfo)
         rip = _DOVECOT_RIP.match(body, at) if at >= 0 else None
     if rip is None:
         return Skip.NO_CLIENT_IP
-    ip = _valid_ip(rip[1])
+    ip = _IPS[rip[1]]
     if ip is None:
         return Skip.INVALID_IP
     upto = at
@@ -350,10 +355,10 @@ def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, ref: datetime, tz: tzinfo)
     ustart = body.find(b"user=<", after, upto)
     if ustart >= 0 and body[upto - 1 : upto] == b">":
         raw = body[ustart + len(b"user=<") : upto - 1]
-        user = raw.decode("utf-8", "backslashreplace") if raw else None
+        user = _TEXTS[raw] if raw else None
     reason_end = body.find(b": ", after)
     reason = body[: reason_end if 0 <= reason_end < upto else after]
-    when = _stamp(stamp, ref, tz)
+    when = _stamp(stamp, clock)
     if when is None:
         return Skip.BAD_TIMESTAMP
     n = failed[1]
@@ -365,14 +370,16 @@ def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, ref: datetime, tz: tzinfo)
         "",
         ip,
         user,
-        reason.decode("utf-8", "backslashreplace"),
+        _TEXTS[reason],
         max(int(n), 1) if n else 1,
     )
 
 
-@functools.lru_cache(maxsize=65536)
 def _valid_ip(raw: bytes) -> str | None:
-    # Memoised: attackers come back from the same addresses, and ipaddress is slow.
+    # A dotted quad as ipaddress accepts it (no leading zeros, each part <= 255) is
+    # already canonical: skip the slow general parser, which IPv6 still goes through.
+    if _IPV4.fullmatch(raw):
+        return raw.decode("ascii")
     try:
         return str(ipaddress.ip_address(raw.decode("ascii")))
     except ValueError:
@@ -392,48 +399,76 @@ def _service(prog: bytes) -> str:
 
 # The fields a log repeats on every line: decoded once.
 _WORDS = Memo(_text)
+# Attackers come back from the same addresses (and ipaddress is slow), with the same
+# usernames, and the server gives the same few reasons.
+_IPS = Memo(_valid_ip, limit=65536)
+_TEXTS = Memo(_text, limit=16384)
 _SERVICES = Memo(_service)
 _MECHANISMS: Memo[bytes, str] = Memo(lambda raw: _text(raw).upper())
 
 
-def _stamp(stamp: _Groups, ref: datetime, tz: tzinfo) -> datetime | None:
-    mon, day, hm, sec, iso, tai = stamp[:_HOST]
-    if mon is not None:
-        # Lines come minutes apart at most: resolve the minute once (year inference,
-        # the zone), then add the seconds.
-        base = _classic_minute(mon, day, hm, ref, tz)
-        s = int(sec)
+class _Clock:
+    """What one parse resolves stamps against: the reference time, the zone of classic
+    stamps, and the minutes already resolved (lines come minutes apart at most: year
+    inference and the zone are worked out once per minute, then seconds are added)."""
+
+    __slots__ = ("minutes", "ref", "tz")
+
+    def __init__(self, ref: datetime, tz: tzinfo) -> None:
+        self.ref = ref
+        self.tz = tz
+        self.minutes: Memo[bytes, datetime | None] = Memo(self._minute, limit=4096)
+
+    def _minute(self, raw: bytes) -> datetime | None:
+        # `Mmm dd HH:MM` → that minute's start, _STRADDLES, or None (no such time).
+        # Adding seconds to an aware datetime is wall-clock arithmetic on the same tzinfo
+        # (fold 0), so base + s is exactly datetime(…, s, tzinfo=tz): DST stays tz's job.
+        mon, raw_day, hm = raw.split()
+        month = _MONTHS.get(mon, 0)
+        if not 1 <= month <= 12:
+            return None
+        day = int(raw_day)
+        h, mi = (int(x) for x in hm.split(b":"))
+        year = _year_of_day(month, day, self.ref, self.tz)
+        if year is not None:  # the whole day has one year: the usual case
+            try:
+                return datetime(year, month, day, h, mi, tzinfo=self.tz)
+            except ValueError:  # hour 24, minute 60
+                return None
+        first = _pick_year(month, day, (h, mi, 0), self.ref, self.tz)
+        last = _pick_year(month, day, (h, mi, 59), self.ref, self.tz)
+        if first is None or last is None:
+            return None
+        return first if first.year == last.year else _STRADDLES
+
+
+@functools.lru_cache(maxsize=16)
+def _clock(ref: datetime, tz: tzinfo) -> _Clock:
+    # One per (ref, tz): the daemon's live file, each rotated file's mtime, a CLI run.
+    return _Clock(ref, tz)
+
+
+def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
+    minute = groups[0]
+    if minute is not None:
+        base = clock.minutes[minute]
+        s = int(groups[1])
         if base is None or s > 59:
             return None
         if base is _STRADDLES:  # the year limit falls inside this minute: decide per second
+            mon, day, hm = minute.split()
             h, mi = hm.split(b":")
-            return classic_stamp(_MONTHS[mon], int(day), f"{int(h)}:{int(mi)}:{s}", ref, tz)
+            hms = f"{int(h)}:{int(mi)}:{s}"
+            return classic_stamp(_MONTHS[mon], int(day), hms, clock.ref, clock.tz)
         return base + _SECONDS[s]
-    if iso is not None:
-        return parse_stamp(iso.decode(), tz)
-    return _tai64(tai)
+    if groups[2] is not None:
+        return parse_stamp(groups[2].decode(), clock.tz)
+    return _tai64(groups[3])
 
 
 _SECONDS = tuple(timedelta(seconds=s) for s in range(60))
-# Returned by _classic_minute for the one minute in which the inferred year changes.
+# What _Clock.minutes holds for the one minute in which the inferred year changes.
 _STRADDLES = datetime(1, 1, 1, tzinfo=UTC)
-
-
-@functools.lru_cache(maxsize=4096)
-def _classic_minute(
-    mon: bytes, day: bytes, hm: bytes, ref: datetime, tz: tzinfo
-) -> datetime | None:
-    # Adding seconds to an aware datetime is wall-clock arithmetic on the same tzinfo
-    # (fold 0), so base + s is exactly datetime(…, s, tzinfo=tz): DST stays tz's job.
-    month = _MONTHS.get(mon, 0)
-    if not 1 <= month <= 12:
-        return None
-    h, mi = (int(x) for x in hm.split(b":"))
-    first = _pick_year(month, int(day), (h, mi, 0), ref, tz)
-    last = _pick_year(month, int(day), (h, mi, 59), ref, tz)
-    if first is None or last is None:
-        return None
-    return first if first.year == last.year else _STRADDLES
 
 
 def classic_stamp(month: int, day: int, hms: str, ref: datetime, tz: tzinfo) -> datetime | None:

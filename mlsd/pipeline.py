@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, printable, row_fields
+from mlsd.csvlog import HEADER, CsvJournal, Enrichment, RowFormat, printable
 from mlsd.errors import StateError
 from mlsd.follow import Batch
 from mlsd.parse import AuthFailure, Skip, parse_block, success_lines
@@ -178,11 +178,8 @@ class Pipeline:
         if events is None:
             events = self.parse(batch)
         if events:
-            rows = encode_rows(
-                row_fields(
-                    ev, self.enrich(ev), tz=self.tz, date_format=self.date_format, cap=self.cap
-                )
-                for ev in events
+            rows = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap).encode(
+                events, self.enrich
             )
             try:
                 self.journal.append(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -267,3 +268,21 @@ def test_success_search_equals_a_naive_line_filter(parts: list[bytes]) -> None:
     lines = [line + b"\n" for line in buf[: buf.rfind(b"\n") + 1].split(b"\n")[:-1]]
     naive = [line for line in lines if any(n in line for n in SUCCESS_NEEDLES)]
     assert naive == candidate_lines(buf, SUCCESSES)
+
+
+OCTETS = ["0", "00", "01", "1", "9", "10", "99", "100", "199", "249", "250", "255", "256", "999"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from([*OCTETS, "", "a", "0x1", "1e1"]), min_size=3, max_size=5))
+def test_client_ip_is_valid_exactly_when_ipaddress_says_so(parts: list[str]) -> None:
+    """The IPv4 shortcut accepts and writes an address exactly as ipaddress would:
+    leading zeros, octets over 255, wrong part counts and stray characters are invalid."""
+    raw = ".".join(parts)
+    try:
+        expected: str | Skip = str(ipaddress.ip_address(raw))
+    except ValueError:
+        expected = Skip.INVALID_IP
+    line = PF + f"unknown[{raw}]: SASL LOGIN authentication failed: x".encode()
+    result = parse_line(line, REF, UTC)
+    assert expected == (result.ip if isinstance(result, AuthFailure) else result)
