@@ -33,7 +33,7 @@ from dataclasses import fields, replace
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import config, daemon, logs, report
+from mlsd import config, daemon, history, logs, report
 from mlsd.config import Config
 from mlsd.coverage import DayCounts, Ledger
 from mlsd.enrich import Enricher
@@ -307,7 +307,7 @@ class Service:
         try:
             async with self._report_lock:
                 await asyncio.to_thread(
-                    report.history, self.cfg, self._today(), self.cfg.report_tz()
+                    history.history, self.cfg, self._today(), self.cfg.report_tz()
                 )
         except Exception:
             log.warning("report history not summarised in advance", exc_info=True)

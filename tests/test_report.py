@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd import __version__, report
+from mlsd import __version__, history, report
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
 from mlsd.csvwindow import rows_between
@@ -636,7 +636,7 @@ def test_fast_reading_equals_rows_between(tmp_path: Path, seed: int) -> None:
     ]  # fmt: skip
     write_csv(cfg.paths.csv, events)
     day = date(2026, 11, 24)
-    past = report.history(cfg, day, PARIS)
+    past = history.history(cfg, day, PARIS)
     log_tz = cfg.log_tz()
     for d, summary in past.items():
         start, end = report_window(d, PARIS)
@@ -648,7 +648,7 @@ def test_fast_reading_equals_rows_between(tmp_path: Path, seed: int) -> None:
         assert (len(rows), sum(r.attempts for r in rows), {r.ip for r in rows}) == (
             summary.rows, summary.failures, set(summary.ips),
         )  # fmt: skip
-    again = report.history(cfg, day, PARIS)  # from the cache this time
+    again = history.history(cfg, day, PARIS)  # from the cache this time
     assert past == again
     for d in (date(2026, 11, 20), day):
         start, end = report_window(d, PARIS)
