@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import sys
-import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,8 +25,9 @@ from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
 if TYPE_CHECKING:
     from mlsd.geo import DbInfo
 
-# Modules that only some commands need (asyncio, structlog, pyinotify, maxminddb, aiodns)
-# are imported inside those commands: `mlsd parse` and `--version` start in half the time.
+# Modules that only some commands need (asyncio, structlog, pyinotify, maxminddb, aiodns;
+# json and traceback too) are imported where used: `mlsd parse` and `--version` start in
+# half the time.
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -471,6 +470,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         def emit(events: list[AuthFailure]) -> bytes:
             return rows.encode(events, reverse)
     else:
+        import json  # noqa: PLC0415 - see the note on imports at the top
 
         def emit(events: list[AuthFailure]) -> bytes:
             return "".join(
@@ -534,6 +534,8 @@ def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
 
 
 def _shown(user: str | None) -> str:
+    import json  # noqa: PLC0415 - see the note on imports at the top
+
     return "-" if user is None else json.dumps(printable(user.encode(), 200), ensure_ascii=False)
 
 
@@ -618,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if args.debug:
-            traceback.print_exc()
+            _traceback()
         sys.stderr.write(
             f"mlsd: internal error: {exc.__class__.__name__}: {exc} "
             "(run again with --debug for the traceback, and please report it)\n"
@@ -629,8 +631,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(exc: BaseException, args: argparse.Namespace) -> None:
     if getattr(args, "debug", False):
-        traceback.print_exc()
+        _traceback()
     sys.stderr.write(f"mlsd: {exc}\n")
+
+
+def _traceback() -> None:
+    import traceback  # noqa: PLC0415 - see the note on imports at the top
+
+    traceback.print_exc()
 
 
 if __name__ == "__main__":  # pragma: no cover
