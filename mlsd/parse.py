@@ -112,6 +112,8 @@ _POSTFIX_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _POSTFIX_FAIL.patte
 
 # `imap-login: [Info: ]<reason text>(auth failed, 2 attempts in 3 secs)[ (auth_failed)]: user=<…>`
 _DOVECOT_LOGIN = re.compile(rb"([a-z0-9]{1,20})-login: (?:Info: )?")
+# _HEADER then _DOVECOT_LOGIN in one match, as _POSTFIX_LINE: `… dovecot: imap-login: `.
+_DOVECOT_SYSLOG_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _DOVECOT_LOGIN.pattern)
 _DOVECOT_FAILED = re.compile(rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)")
 _DOVECOT_METHOD = re.compile(rb", method=([A-Za-z0-9_-]{1,40})")
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -260,13 +262,20 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
     if len(line) > MAX_CANDIDATE_LINE:
         return Skip.TOO_LONG
     line = line.rstrip(b"\r\n")
+    # Most candidates are smtpd's own line or Dovecot's login line through syslog:
+    # header and message start in one match.
     if kind == 1:
-        # Most candidates are smtpd's own line: header and message in one match.
         whole = _POSTFIX_LINE.match(line)
         if whole is not None:
             groups = whole.groups()
             if groups[_PROG].endswith(b"smtpd"):
                 return _postfix(groups, clock)
+    else:
+        whole = _DOVECOT_SYSLOG_LINE.match(line)
+        if whole is not None:
+            groups = whole.groups()
+            if not groups[_PROG].endswith(b"-login"):
+                return _dovecot(groups, groups[_PROG + 1], line[whole.end() :], clock)
     head = _HEADER.match(line)
     if head is None:
         return Skip.UNKNOWN_FORMAT
@@ -281,7 +290,14 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
             return Skip.NOT_SMTPD
         m = _POSTFIX_FAIL.match(msg)
         return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
-    return _dovecot(stamp, prog, msg, clock)
+    # Either `dovecot: imap-login: …` (through syslog) or `imap-login: …` (Dovecot's own file).
+    if prog.endswith(b"-login"):
+        body = msg[len(b"Info: ") :] if msg.startswith(b"Info: ") else msg
+        return _dovecot(stamp, prog[: -len(b"-login")], body, clock)
+    login = _DOVECOT_LOGIN.match(msg)
+    if login is None:
+        return Skip.BACKEND if b"auth" in prog or b"auth" in msg[:40] else Skip.UNKNOWN_FORMAT
+    return _dovecot(stamp, login[1], msg[login.end() :], clock)
 
 
 def _postfix(groups: _Groups, clock: _Clock) -> Result:
@@ -314,17 +330,8 @@ def _postfix(groups: _Groups, clock: _Clock) -> Result:
     )
 
 
-def _dovecot(stamp: _Groups, prog: bytes, msg: bytes, clock: _Clock) -> Result:
-    # Either `dovecot: imap-login: …` (through syslog) or `imap-login: …` (Dovecot's own file).
-    if prog.endswith(b"-login"):
-        proto = prog[: -len(b"-login")]
-        body = msg[len(b"Info: ") :] if msg.startswith(b"Info: ") else msg
-    else:
-        login = _DOVECOT_LOGIN.match(msg)
-        if login is None:
-            return Skip.BACKEND if b"auth" in prog or b"auth" in msg[:40] else Skip.UNKNOWN_FORMAT
-        proto = login[1]
-        body = msg[login.end() :]
+def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result:
+    # `body`: what follows `imap-login: [Info: ]`.
     failed = _DOVECOT_FAILED.search(body)
     if failed is None:
         return Skip.UNKNOWN_FORMAT
