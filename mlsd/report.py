@@ -44,7 +44,7 @@ from typing import Final, TypeVar
 from mlsd import __version__
 from mlsd.config import Config
 from mlsd.coverage import DayCounts
-from mlsd.csvlog import COLUMNS, DELIMITER, HEADER, clean_field, encode_rows
+from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import (
     BLOCK,
     count_rows,
@@ -63,8 +63,6 @@ MIN_COLUMN: Final = 8
 MEDIAN_DAYS: Final = 7
 MANY_IPS: Final = 3
 """A username tried from at least this many IPs in a day is listed as a distributed attack."""
-_BAD: Final = -(1 << 62)
-_NCOLS: Final = len(COLUMNS)
 _NO_USER: Final = "(none)"
 _BAR_COLOUR: Final = "#3b82f6"
 """A mid-tone blue, readable on a white and on a black background alike."""
