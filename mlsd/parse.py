@@ -116,9 +116,10 @@ _DOVECOT_LOGIN = re.compile(rb"([a-z0-9]{1,20})-login: (?:Info: )?")
 _DOVECOT_SYSLOG_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _DOVECOT_LOGIN.pattern)
 _DOVECOT_FAILED = re.compile(rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)")
 _DOVECOT_METHOD = re.compile(rb", method=([A-Za-z0-9_-]{1,40})")
+_DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
+# A dotted quad as ipaddress accepts it: no leading zeros, each part <= 255.
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_OCTET + rb"(?:\." + _OCTET + rb"){3}")
-_DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
 
 _MONTHS = {
     name.encode(): i
@@ -430,23 +431,19 @@ class _Clock:
         # `Mmm dd HH:MM` → that minute's start, _STRADDLES, or None (no such time).
         # Adding seconds to an aware datetime is wall-clock arithmetic on the same tzinfo
         # (fold 0), so base + s is exactly datetime(…, s, tzinfo=tz): DST stays tz's job.
-        mon, raw_day, hm = raw.split()
-        month = _MONTHS.get(mon, 0)
-        if not 1 <= month <= 12:
-            return None
-        day = int(raw_day)
-        h, mi = (int(x) for x in hm.split(b":"))
-        year = _year_of_day(month, day, self.ref, self.tz)
-        if year is not None:  # the whole day has one year: the usual case
-            try:
-                return datetime(year, month, day, h, mi, tzinfo=self.tz)
-            except ValueError:  # hour 24, minute 60
-                return None
-        first = _pick_year(month, day, (h, mi, 0), self.ref, self.tz)
-        last = _pick_year(month, day, (h, mi, 59), self.ref, self.tz)
-        if first is None or last is None:
-            return None
-        return first if first.year == last.year else _STRADDLES
+        month, day, h, mi = _minute_fields(raw)
+        first = _classic(month, day, (h, mi, 0), self.ref, self.tz)
+        if first is None or _year_of_day(month, day, self.ref, self.tz) is not None:
+            return first  # no such time, or the whole day has one year: the usual case
+        last = _classic(month, day, (h, mi, 59), self.ref, self.tz)
+        return first if last is not None and first.year == last.year else _STRADDLES
+
+
+def _minute_fields(raw: bytes) -> tuple[int, int, int, int]:
+    # `Mmm dd HH:MM` (as _HEADER matched it) → month (0 if unknown), day, hour, minute.
+    mon, day, hm = raw.split()
+    h, mi = hm.split(b":")
+    return _MONTHS.get(mon, 0), int(day), int(h), int(mi)
 
 
 @functools.lru_cache(maxsize=16)
@@ -463,10 +460,8 @@ def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
         if base is None or s > 59:
             return None
         if base is _STRADDLES:  # the year limit falls inside this minute: decide per second
-            mon, day, hm = minute.split()
-            h, mi = hm.split(b":")
-            hms = f"{int(h)}:{int(mi)}:{s}"
-            return classic_stamp(_MONTHS[mon], int(day), hms, clock.ref, clock.tz)
+            month, day, h, mi = _minute_fields(minute)
+            return _classic(month, day, (h, mi, s), clock.ref, clock.tz)
         return base + _SECONDS[s]
     if groups[2] is not None:
         return parse_stamp(groups[2].decode(), clock.tz)
@@ -486,14 +481,20 @@ def classic_stamp(month: int, day: int, hms: str, ref: datetime, tz: tzinfo) -> 
     and zone differences. So a December line read in January is last year's, and a line
     in an old rotated file, read with that file's mtime as `ref`, lands in the right year.
     """
+    h, mi, s = (int(x) for x in hms.split(":"))
+    return _classic(month, day, (h, mi, s), ref, tz)
+
+
+def _classic(
+    month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
+) -> datetime | None:
     if not 1 <= month <= 12:
         return None
-    h, mi, s = (int(x) for x in hms.split(":"))
     year = _year_of_day(month, day, ref, tz)
     if year is None:  # the day straddles the limit (or does not exist): decide by the time
-        return _pick_year(month, day, (h, mi, s), ref, tz)
+        return _pick_year(month, day, hms, ref, tz)
     try:
-        return datetime(year, month, day, h, mi, s, tzinfo=tz)
+        return datetime(year, month, day, *hms, tzinfo=tz)
     except ValueError:  # hour 24, second 61, …
         return None
 
