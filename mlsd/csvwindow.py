@@ -26,6 +26,9 @@ _READ: Final = 1 << 16
 BLOCK: Final = 1 << 20
 _BAD: Final = -(1 << 62)
 _NCOLS: Final = len(COLUMNS)
+# The seconds a minute's cached instant may be completed with: any other text in their
+# place makes the date invalid (or another format), so that date is parsed on its own.
+SECONDS: Final = frozenset(f"{n:02d}" for n in range(60))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,9 +132,9 @@ class Stamps:
 
     def epoch(self, stamp: str) -> int | None:
         """Seconds since the epoch, or None for a date neither format can read."""
-        if len(stamp) > 18 and stamp[16] == ":" and stamp[17:19].isdigit():
+        if stamp[16:17] == ":" and stamp[17:19] in SECONDS:
             key, seconds = stamp[:16] + stamp[19:], int(stamp[17:19])
-        else:  # dd/mm/YYYY HH:MM, or something odd that parse_date will judge
+        else:  # dd/mm/YYYY HH:MM, or something odd that parse_date will judge alone
             key, seconds = stamp, 0
         minute = self.minutes.get(key)
         if minute is None:
@@ -178,7 +181,7 @@ class Rows:
                 # Stamps.epoch, inlined for the common case: this runs once per row.
                 if len(stamp) == 25 and stamp[16] == ":":
                     minute = minutes.get(stamp[:16] + stamp[19:])
-                    if minute is not None and minute != _BAD and stamp[17:19].isdigit():
+                    if minute is not None and minute != _BAD and stamp[17:19] in SECONDS:
                         yield minute + int(stamp[17:19]), fields, line
                         continue
                 t = epoch(stamp)

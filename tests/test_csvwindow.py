@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mlsd.csvlog import CsvJournal, encode_rows, postfix_reverse, row_fields
-from mlsd.csvwindow import count_rows, rows_between
+from mlsd.csvwindow import count_rows, rows_between, window
 from mlsd.parse import AuthFailure
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -58,6 +58,28 @@ def test_maillogsentinel_date_format_is_read_too(tmp_path: Path) -> None:
     write_csv(path, times, "maillogsentinel")
     start, end = T0 + timedelta(hours=10), T0 + timedelta(hours=11)
     assert 60 == sum(1 for _ in rows_between(path, start, end, PARIS))
+
+
+@pytest.mark.parametrize("bad_first", [False, True])
+def test_a_date_with_impossible_seconds_is_not_a_row(tmp_path: Path, bad_first: bool) -> None:
+    """Dates are parsed once per minute; a date in that minute whose seconds no date has
+    (75, x5, a non-ASCII digit) is skipped on its own, before or after a valid one, and
+    does not take the valid rows of its minute with it."""
+    path = tmp_path / "mlsd.csv"
+    times = [T0 + timedelta(hours=10, seconds=s) for s in (5, 6, 7, 8, 9)]
+    write_csv(path, times)
+    data = path.read_bytes()
+    good = times[0].astimezone(PARIS).isoformat(timespec="seconds").encode()
+    bad = [good[:17] + s + good[19:] for s in (b"75", b"x5", "\u0663\u0663".encode())]
+    lines = data.split(b"\n")
+    first_row = 1  # after the header
+    for k, stamp in enumerate(bad):
+        lines[first_row + k + (0 if bad_first else 2)] = lines[first_row].replace(good, stamp)
+    path.write_bytes(b"\n".join(lines))
+    # window() is what the report counts from; rows_between() parses each date again.
+    expected = [int(t.timestamp()) for t in (times[3:] if bad_first else times[:2])]
+    assert expected == [t for t, _ in window(path, T0, T0 + timedelta(days=1), PARIS)]
+    assert 2 == len(list(rows_between(path, T0, T0 + timedelta(days=1), PARIS)))
 
 
 def test_empty_and_missing_csv(tmp_path: Path) -> None:
