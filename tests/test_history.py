@@ -1,0 +1,254 @@
+"""The history scan (mlsd.history) reads exactly the rows rows_between reads.
+
+The cold scan has two readers: a bulk one for chunks whose rows are plainly one day's, and
+a line-by-line one for everything else. Each is checked against csvwindow.rows_between, and
+against the other, on CSVs written by csvlog and then damaged on purpose: out of order,
+quoted and date-like attacker cells, other servers, missing and extra fields, bad seconds,
+odd attempts, other zones and formats, invalid UTF-8 and garbage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlsd import history
+from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
+from mlsd.csvlog import HEADER, encode_rows
+from mlsd.csvwindow import rows_between
+from mlsd.history import DaySummary
+from mlsd.schedule import report_window
+
+PARIS = ZoneInfo("Europe/Paris")
+USERS = ["admin", "info", "b;c", 'q"x', "2026-10-24T10:00:00+02:00", "=cmd", "", "ünï"]
+
+
+def make_cfg(tmp_path: Path) -> Config:
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    return Config(
+        paths=PathsConfig(
+            mail_log=tmp_path / "mail.log", csv=tmp_path / "mlsd.csv", state_dir=state
+        ),
+        source=SourceConfig(timezone="Europe/Paris"),
+        report=ReportConfig(timezone="Europe/Paris"),
+    )
+
+
+def row(rng: random.Random, when: datetime, messy: bool = False, zone: tzinfo = PARIS) -> list[str]:
+    """A row as csvlog writes it; a messy one may be another server's or need quoting."""
+    server = "mx2" if messy and rng.random() < 0.1 else "mail"
+    user = rng.choice(USERS if messy else USERS[:1] + USERS[4:])  # no quoting when clean
+    return [
+        server, when.astimezone(zone).isoformat(timespec="seconds"),
+        f"192.0.2.{rng.randrange(40)}" if rng.random() < 0.9 else f"2001:db8::{rng.randrange(9)}",
+        user, "unknown", "NONE", "FR", "AS64500", "Example Net", "smtp", "LOGIN",
+        rng.choice(["1"] * 12 + ["2", "3", "10"]),
+    ]  # fmt: skip
+
+
+def messy(when: datetime) -> bool:
+    """Hours where the damage is: around midnight, around 06:00 (when the day before
+    closes) and at midday; the rest stays clean so that the bulk reader has work too."""
+    return when.astimezone(PARIS).hour in (23, 0, 5, 6, 12)
+
+
+def damaged(rng: random.Random, line: bytes) -> bytes:
+    """One way a CSV line can be broken by a crash, an editor or another program."""
+    cells = line.split(b";")
+    how = rng.randrange(11)
+    if how == 0:  # a field missing
+        del cells[rng.randrange(1, len(cells))]
+    elif how == 1:  # a field too many
+        cells.insert(rng.randrange(1, len(cells)), b"extra")
+    elif how == 2:  # seconds no date can have
+        cells[1] = cells[1][:17] + rng.choice([b"75", b"x5", b"6", b"\xd9\xa3"]) + cells[1][19:]
+    elif how == 3:  # attempts that are not a plain count
+        cells[-1] = rng.choice([b"x", b" 3", b"-2", b"\xd9\xa3", b"", b"1 ", b"07"])
+    elif how == 4:  # the same instant written in UTC
+        when = datetime.fromisoformat(cells[1].decode())
+        cells[1] = when.astimezone(ZoneInfo("UTC")).isoformat(timespec="seconds").encode()
+    elif how == 5:  # MailLogSentinel's date format, in the log's zone
+        when = datetime.fromisoformat(cells[1].decode())
+        cells[1] = when.strftime("%d/%m/%Y %H:%M").encode()
+    elif how == 6:  # invalid UTF-8 in the IP
+        cells[2] += b"\xff"
+    elif how == 7:  # a quoted date
+        cells[1] = b'"' + cells[1] + b'"'
+    elif how == 8:  # a time no day has
+        cells[1] = cells[1][:11] + b"24" + cells[1][13:]
+    elif how == 9:
+        return rng.choice([b"garbage", b"", b";;;;;;;;;;;", b"mail;2026-10-24T"])
+    else:  # a carriage return, as a Windows editor leaves it
+        cells[-1] += b"\r"
+    return b";".join(cells)
+
+
+def write(
+    path: Path, rng: random.Random, start: datetime, days: int, n: int, *, damage: float
+) -> None:
+    """n rows over `days` days from `start`; in messy hours some are late by up to 5.5 h
+    (within SLACK), some need quoting and some are damaged."""
+    times = sorted(start + timedelta(seconds=rng.uniform(0, days * 86400)) for _ in range(n))
+    for i in range(n // 10, n):  # none before the first row: history() starts there
+        if messy(times[i]) and rng.random() < 0.1:
+            times[i] -= timedelta(hours=rng.uniform(0, 5.5))
+    lines = []
+    for t in times:
+        line = encode_rows([row(rng, t, messy(t))]).rstrip(b"\n")
+        lines.append(damaged(rng, line) if messy(t) and rng.random() < damage else line)
+    path.write_bytes(HEADER + b"".join(x + b"\n" for x in lines))
+
+
+def reference(cfg: Config, d: date) -> tuple[int, int, frozenset[str]]:
+    start, end = report_window(d, PARIS)
+    rows = list(rows_between(cfg.paths.csv, start, end, cfg.log_tz()))
+    return len(rows), sum(r.attempts for r in rows), frozenset(r.ip for r in rows)
+
+
+def scan(cfg: Config, day: date) -> list[tuple[DaySummary, int | None]]:
+    windows = [report_window(day - timedelta(days=k), PARIS) for k in range(30, 0, -1)]
+    fd = os.open(cfg.paths.csv, os.O_RDONLY)
+    try:
+        return history._scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Whether each chunk was read in bulk (True) or left to the line-by-line reading."""
+    calls: list[bool] = []
+    read = history._Bulk.read
+
+    def counted(self: history._Bulk, chunk: bytes, nxt: int) -> object:
+        got = read(self, chunk, nxt)
+        calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(history._Bulk, "read", counted)
+    yield calls
+
+
+# Around both 2026 DST changes in Paris (25 h on 25 October, 23 h on 29 March).
+SPANS = [(datetime(2026, 10, 21, 18, tzinfo=PARIS), date(2026, 10, 29)),
+         (datetime(2026, 3, 25, 18, tzinfo=PARIS), date(2026, 4, 2))]  # fmt: skip
+
+
+@pytest.mark.parametrize("chunk", [300, 2048])
+@pytest.mark.parametrize("seed", range(6))
+def test_scan_reads_what_rows_between_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], seed: int, chunk: int
+) -> None:
+    """Both readers together, on a damaged CSV, give each day exactly rows_between's rows."""
+    rng = random.Random(seed)
+    start, day = SPANS[seed % 2]
+    cfg = make_cfg(tmp_path)
+    write(cfg.paths.csv, rng, start, 7, 6000, damage=0.2)
+    monkeypatch.setattr(history, "CHUNK", chunk)
+    past = history.history(cfg, day, PARIS)
+    seen = 0
+    for d, summary in past.items():
+        if summary is None:
+            assert reference(cfg, d) == (0, 0, frozenset())
+            continue
+        seen += 1
+        assert (summary.rows, summary.failures, summary.ips) == reference(cfg, d), d
+    assert seen >= 7
+    # Not vacuous: both readers ran on this CSV.
+    assert any(bulk_calls)
+    assert not all(bulk_calls)
+
+
+@pytest.mark.parametrize("chunk", [300, 2048])
+@pytest.mark.parametrize("seed", range(6))
+def test_bulk_and_line_by_line_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], seed: int, chunk: int
+) -> None:
+    """With and without the bulk reader: the same summaries and the same closing offsets
+    (which the day cache validates entries against)."""
+    rng = random.Random(100 + seed)
+    start, day = SPANS[seed % 2]
+    cfg = make_cfg(tmp_path)
+    write(cfg.paths.csv, rng, start, 7, 6000, damage=0.05 * seed)
+    monkeypatch.setattr(history, "CHUNK", chunk)
+    both = scan(cfg, day)
+    assert any(bulk_calls)
+    monkeypatch.setattr(history._Bulk, "read", lambda self, chunk, nxt: None)
+    assert both == scan(cfg, day)
+    assert sum(1 for _, closed in both if closed is not None) >= 5
+
+
+def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> None:
+    """An undamaged, in-order CSV of mlsd's own goes in bulk except where days meet: the
+    chunk that holds midnight, and the one that holds 06:00, where the day before closes."""
+    rng = random.Random(1)
+    cfg = make_cfg(tmp_path)
+    start = datetime(2026, 11, 10, tzinfo=PARIS)
+    times = [start + timedelta(seconds=k * 20) for k in range(14 * 86400 // 20)]
+    cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
+    summaries = scan(cfg, date(2026, 11, 24))
+    assert len(bulk_calls) > 80
+    assert bulk_calls.count(False) <= 2 * 15
+    assert [s.rows for s, _ in summaries[-14:]] == [4320] * 14
+
+
+@given(st.sets(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=20))
+def test_decoded_as_one_text_equals_one_by_one(ips: set[bytes]) -> None:
+    """Decoding a day's IPs joined is decoding each, bad UTF-8 included."""
+    assert history._decoded(ips) == frozenset(ip.decode("utf-8", "replace") for ip in ips)
+
+
+@pytest.mark.parametrize("chunk", [2048, 1 << 16])
+def test_a_csv_written_in_a_fixed_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], chunk: int
+) -> None:
+    """Winter time all year (a server set to UTC+1): on the 23-hour day of March, the rows
+    dated 2026-03-29T23:xx+01:00 belong to the 30th in Paris, though their date says 29."""
+    rng = random.Random(3)
+    cfg = make_cfg(tmp_path)
+    start = datetime(2026, 3, 26, tzinfo=PARIS).astimezone(UTC)  # steps in real time
+    times = [start + timedelta(seconds=k * 30) for k in range(6 * 86400 // 30)]
+    fixed = timezone(timedelta(hours=1))
+    cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t, zone=fixed) for t in times))
+    monkeypatch.setattr(history, "CHUNK", chunk)
+    day = date(2026, 4, 1)
+    past = history.history(cfg, day, PARIS)
+    assert past[date(2026, 3, 29)] is not None
+    assert past[date(2026, 3, 29)].rows == 23 * 120  # type: ignore[union-attr]
+    for d, summary in past.items():
+        if summary is not None:
+            assert (summary.rows, summary.failures, summary.ips) == reference(cfg, d), d
+    assert any(bulk_calls)
+
+
+@pytest.mark.parametrize("chunk", [2048, 1 << 16])
+def test_rows_later_than_slack_are_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], chunk: int
+) -> None:
+    """A day's rows appended after the next day's 06:00 (a rotated log caught up too late)
+    count for no day, whichever reader meets them: the day had closed, as for rows_between.
+    (Later than that, even rows_between's binary search could be misled.)"""
+    rng = random.Random(4)
+    cfg = make_cfg(tmp_path)
+    start = datetime(2026, 11, 20, tzinfo=PARIS)
+    times = [start + timedelta(seconds=k * 30) for k in range(4 * 86400 // 30)]
+    late = [datetime(2026, 11, 21, 23, tzinfo=PARIS) + timedelta(seconds=k) for k in range(3000)]
+    at = times.index(datetime(2026, 11, 22, 7, tzinfo=PARIS))
+    times[at:at] = late
+    cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
+    monkeypatch.setattr(history, "CHUNK", chunk)
+    past = history.history(cfg, date(2026, 11, 24), PARIS)
+    assert past[date(2026, 11, 21)].rows == 2880  # type: ignore[union-attr]
+    for d, summary in past.items():
+        if summary is not None:
+            assert (summary.rows, summary.failures, summary.ips) == reference(cfg, d), d
+    assert bulk_calls.count(True) > 10
