@@ -47,7 +47,7 @@ from mlsd.durable import replace_atomically
 from mlsd.schedule import report_window
 
 HISTORY_DAYS: Final = 30
-CACHE_VERSION: Final = 1
+CACHE_VERSION: Final = 2  # 2: the IPs as one text, each ended by a newline
 CACHE_KEEP_DAYS: Final = 45
 _TAIL: Final = 256
 _BAD: Final = -(1 << 62)
@@ -91,10 +91,14 @@ class _DayCache:
                 and data["csv"] == [self._st.st_dev, self._st.st_ino]
                 and data["end_offset"] <= self._st.st_size
                 and data["tail"] == self._tail(int(data["end_offset"]))
+                and isinstance(data["ips"], str)
             )
             if not valid:
                 return None
-            return DaySummary(int(data["rows"]), int(data["failures"]), frozenset(data["ips"]))
+            # One text rather than a JSON list: a day has tens of thousands of IPs, and one
+            # string is read and written several times faster.
+            ips = frozenset(data["ips"].split("\n")[:-1])
+            return DaySummary(int(data["rows"]), int(data["failures"]), ips)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -112,7 +116,7 @@ class _DayCache:
             "tail": self._tail(end_offset),
             "rows": summary.rows,
             "failures": summary.failures,
-            "ips": sorted(summary.ips),
+            "ips": "\n".join(summary.ips) + "\n" if summary.ips else "",
         }
         try:
             # Never create the state directory itself: that is the daemon's (or systemd's).

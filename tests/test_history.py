@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -252,3 +253,21 @@ def test_rows_later_than_slack_are_not_counted(
         if summary is not None:
             assert (summary.rows, summary.failures, summary.ips) == reference(cfg, d), d
     assert bulk_calls.count(True) > 10
+
+
+@given(st.frozensets(st.text(max_size=8).filter(lambda s: "\n" not in s), max_size=8))
+def test_day_cache_keeps_any_set_of_ips(ips: frozenset[str]) -> None:
+    """The cache's one-text form of a day's IPs reads back the same set: empty, or holding
+    an empty IP, or anything else a damaged CSV can give."""
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "mlsd.csv"
+        csv_path.write_bytes(HEADER + b"x" * 300)
+        fd = os.open(csv_path, os.O_RDONLY)
+        try:
+            cache = history._DayCache(Path(tmp) / "days", fd, os.fstat(fd), "Europe/Paris")
+            day = date(2026, 11, 23)
+            start, end = report_window(day, PARIS)
+            cache.store(day, start, end, DaySummary(3, 4, ips), 200)
+            assert DaySummary(3, 4, ips) == cache.load(day, start, end)
+        finally:
+            os.close(fd)

@@ -561,7 +561,7 @@ def test_cache_absent_then_written_for_closed_days_only(day_cfg: Config) -> None
     assert [(DAY - timedelta(days=k)).isoformat() for k in range(20, 0, -1)] == list(files)
     assert all(0o600 == stat.S_IMODE(p.stat().st_mode) for p in days.glob("*.json"))
     assert (5, 5) == (files["2026-11-23"]["rows"], files["2026-11-23"]["failures"])
-    assert ["203.0.113.5"] == files["2026-11-23"]["ips"]
+    assert "203.0.113.5\n" == files["2026-11-23"]["ips"]
     warm = build(day_cfg)
     assert cold.text == warm.text
 
