@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
@@ -203,10 +203,21 @@ class _Bulk:
         hours = b"|".join(b"%02d" % h for h in range(hour, 24))
         return row, re.compile(re.escape(head) + b"(?:" + hours + b"):")
 
-    def read(self, chunk: bytes, nxt: int) -> tuple[int, int, int, list[bytes]] | None:
-        """(day, rows, failed attempts, IPs) of `chunk` — a newline, then whole lines — or
-        None unless all its rows are plainly one day's and close no pending day (`nxt` is
-        the first day not closed yet)."""
+    def parts(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        """`chunk` as (offset in it, part) pieces to read one by one: cut before the first
+        line with its last line's server and date when the first line's differ (a chunk
+        holding midnight), so that each day's part can still be read in bulk."""
+        last = chunk.rfind(b"\n", 0, len(chunk) - 1)
+        head = chunk[: chunk.find(b";", 1) + 12]
+        last_head = chunk[last : chunk.find(b";", last + 1) + 12]
+        cut = chunk.find(last_head) if last > 0 and last_head != head else -1
+        if cut <= 0:
+            return [(0, chunk)]
+        return [(0, chunk[: cut + 1]), (cut, chunk[cut:])]
+
+    def read(self, chunk: bytes, nxt: int) -> _Read | None:
+        """What `chunk` (a newline, then whole lines) holds, or None unless its rows are
+        plainly all one day's; `nxt` is the first day not closed yet."""
         lines = chunk.count(b"\n") - 1
         if chunk.translate(None, _NOT_STRUCTURE) != b"\n" + _SKELETON * lines:
             return None
@@ -225,11 +236,15 @@ class _Bulk:
         ips = row.findall(chunk)
         if len(ips) != lines:
             return None
-        # Day k - 1, if still open, closes at its first row in `closing`'s hours: a chunk
-        # holding one goes line by line to find where.
+        closes = None
         if k == nxt + 1 and self._closing_hour[k] != 24:
-            if closing is None or closing.search(chunk):
+            # Day k - 1 is still open: it closes just after its first row in `closing`'s
+            # hours, if this chunk holds one.
+            if closing is None:
                 return None
+            first = closing.search(chunk)
+            if first is not None:
+                closes = chunk.index(b"\n", first.start() + 1) + 1
         elif k > nxt + 1:
             return None
         # Each line's last field, read from the chunk reversed, where it follows a newline:
@@ -238,7 +253,18 @@ class _Bulk:
         failures = lines - len(others)
         for text in others:
             failures += attempts_of(text[::-1].decode("utf-8", "replace"))
-        return k, lines, failures, ips
+        return _Read(k, lines, failures, ips, closes)
+
+
+class _Read(NamedTuple):
+    """A chunk read in bulk."""
+
+    day: int
+    rows: int
+    failures: int
+    ips: list[bytes]
+    closes: int | None
+    """The offset in the chunk just after the row that closes the day before, if any."""
 
 
 _NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'\n;"')
@@ -256,26 +282,14 @@ def _scan_days(
     offset just after the first row at or after its end + SLACK (None: not closed yet).
 
     The same rows as `rows_between` for each day. This runs over every row of up to 30
-    days when the cache is cold: chunks that are plainly one day's rows are read in bulk
-    (`_Bulk`); the others line by line, on bytes, splitting only what is needed (a line
-    without a quote is split on `;` as the csv module would). Day windows start and end
-    on whole minutes, so minutes are precise enough here.
+    days when the cache is cold: parts of chunks that are plainly one day's rows are read
+    in bulk (`_Bulk`); the others line by line (`_Scan.lines`).
     """
-    starts = [int(s.timestamp()) for s, _ in windows]
-    ends = [int(e.timestamp()) for _, e in windows]
-    close_at = [e + _SLACK for e in ends] + [1 << 62]
-    n = len(windows)
-    rows = [0] * n
-    failures = [0] * n
-    ips: list[set[bytes]] = [set() for _ in range(n)]
-    closed: list[int | None] = [None] * n
-    minutes: dict[bytes, tuple[int, int]] = {}  # date without seconds → (epoch, day or -1)
-    bulk = _Bulk(starts, ends, close_at, log_tz)
-    nxt = 0  # the first day not closed yet; they close in order
+    scan = _Scan(windows, log_tz)
     pos = resync(fd, find_offset(path, windows[0][0], log_tz))
     size = CHUNK
     # Read from the newline before `pos` (the header's, at worst): `_Bulk` anchors on it.
-    while nxt < n and (block := os.pread(fd, size + 1, pos - 1)):
+    while scan.nxt < scan.n and (block := os.pread(fd, size + 1, pos - 1)):
         end = block.rfind(b"\n") + 1
         if end == 1:
             if len(block) <= size:
@@ -283,19 +297,61 @@ def _scan_days(
             size *= 2  # one line longer than a chunk: read more at once
             continue
         size = CHUNK
-        chunk = block[:end]
-        at = pos  # just after the current line, once it is counted below
+        for offset, part in scan.bulk.parts(block[:end]):
+            if scan.nxt == scan.n:
+                break
+            done = scan.bulk.read(part, scan.nxt)
+            if done is None:
+                scan.lines(part, pos + offset)
+            else:
+                scan.add(done, pos - 1 + offset)
         pos += end - 1
-        done = bulk.read(chunk, nxt)
-        if done is not None:
-            k, count, failed, found = done
-            if k >= nxt:  # else day k is closed: its late rows are not counted
-                rows[k] += count
-                failures[k] += failed
-                ips[k].update(found)
-            continue
-        for line in chunk[1:-1].split(b"\n"):
-            at += len(line) + 1
+    return [
+        (DaySummary(scan.rows[k], scan.failures[k], _decoded(scan.ips[k])), scan.closed[k])
+        for k in range(scan.n)
+    ]
+
+
+class _Scan:
+    """The state of `_scan_days`: per day, rows, failures, IPs and where it closed."""
+
+    def __init__(self, windows: Sequence[tuple[datetime, datetime]], log_tz: tzinfo) -> None:
+        self.log_tz = log_tz
+        self.starts = [int(s.timestamp()) for s, _ in windows]
+        self.ends = [int(e.timestamp()) for _, e in windows]
+        self.close_at = [e + _SLACK for e in self.ends] + [1 << 62]
+        self.n = n = len(windows)
+        self.rows = [0] * n
+        self.failures = [0] * n
+        self.ips: list[set[bytes]] = [set() for _ in range(n)]
+        self.closed: list[int | None] = [None] * n
+        self.nxt = 0  # the first day not closed yet; they close in order
+        self.minutes: dict[bytes, tuple[int, int]] = {}  # date w/o seconds → (epoch, day/-1)
+        self.bulk = _Bulk(self.starts, self.ends, self.close_at, log_tz)
+
+    def add(self, done: _Read, base: int) -> None:
+        """Count a part read in bulk; `base` is the offset of its first byte (a newline)."""
+        if done.closes is not None:
+            self.closed[self.nxt] = base + done.closes
+            self.nxt += 1
+        k = done.day
+        if k >= self.nxt:  # else day k is closed: its late rows are not counted
+            self.rows[k] += done.rows
+            self.failures[k] += done.failures
+            self.ips[k].update(done.ips)
+
+    def lines(self, part: bytes, at: int) -> None:
+        """Count a part line by line; `at` is the offset of its first line.
+
+        On bytes, splitting only what is needed: a line without a quote is split on `;`
+        as the csv module would. Day windows start and end on whole minutes, so minutes
+        are precise enough here.
+        """
+        starts, ends, close_at, minutes = self.starts, self.ends, self.close_at, self.minutes
+        rows, failures, ips, closed, n = self.rows, self.failures, self.ips, self.closed, self.n
+        nxt = self.nxt
+        for line in part[1:-1].split(b"\n"):
+            at += len(line) + 1  # now just after this line
             try:
                 if b'"' in line:
                     raise ValueError("a quoted field")
@@ -319,7 +375,7 @@ def _scan_days(
             )
             known = minutes.get(key)
             if known is None:
-                when = parse_date(stamp.decode("utf-8", "replace"), log_tz)
+                when = parse_date(stamp.decode("utf-8", "replace"), self.log_tz)
                 if when is None:
                     known = (_BAD, -1)
                 else:
@@ -343,7 +399,7 @@ def _scan_days(
                 1 if attempts == b"1" else attempts_of(attempts.decode("utf-8", "replace"))
             )
             ips[i].add(ip)
-    return [(DaySummary(rows[k], failures[k], _decoded(ips[k])), closed[k]) for k in range(n)]
+        self.nxt = nxt
 
 
 def _decoded(ips: set[bytes]) -> frozenset[str]:

@@ -115,8 +115,8 @@ def reference(cfg: Config, d: date) -> tuple[int, int, frozenset[str]]:
     return len(rows), sum(r.attempts for r in rows), frozenset(r.ip for r in rows)
 
 
-def scan(cfg: Config, day: date) -> list[tuple[DaySummary, int | None]]:
-    windows = [report_window(day - timedelta(days=k), PARIS) for k in range(30, 0, -1)]
+def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int | None]]:
+    windows = [report_window(day - timedelta(days=k), PARIS) for k in range(days, 0, -1)]
     fd = os.open(cfg.paths.csv, os.O_RDONLY)
     try:
         return history._scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
@@ -184,22 +184,36 @@ def test_bulk_and_line_by_line_agree(
     both = scan(cfg, day)
     assert any(bulk_calls)
     monkeypatch.setattr(history._Bulk, "read", lambda self, chunk, nxt: None)
+    monkeypatch.setattr(history._Bulk, "parts", lambda self, chunk: [(0, chunk)])
     assert both == scan(cfg, day)
     assert sum(1 for _, closed in both if closed is not None) >= 5
 
 
 def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> None:
-    """An undamaged, in-order CSV of mlsd's own goes in bulk except where days meet: the
-    chunk that holds midnight, and the one that holds 06:00, where the day before closes."""
+    """An undamaged, in-order CSV of mlsd's own is read in bulk throughout: a chunk that
+    holds midnight is cut there, and the row that closes the day before (its first at or
+    after 06:00) is found without reading line by line — also in the part after midnight,
+    when a quiet night puts it there."""
     rng = random.Random(1)
     cfg = make_cfg(tmp_path)
     start = datetime(2026, 11, 10, tzinfo=PARIS)
     times = [start + timedelta(seconds=k * 20) for k in range(14 * 86400 // 20)]
+    quiet = (datetime(2026, 11, 15, 0, 5, tzinfo=PARIS), datetime(2026, 11, 15, 7, tzinfo=PARIS))
+    times = [t for t in times if not quiet[0] <= t < quiet[1]]
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
-    summaries = scan(cfg, date(2026, 11, 24))
-    assert len(bulk_calls) > 80
-    assert bulk_calls.count(False) <= 2 * 15
-    assert [s.rows for s, _ in summaries[-14:]] == [4320] * 14
+    summaries = scan(cfg, date(2026, 11, 24), days=14)  # as history() does: from the CSV's start
+    chunks = -(-(cfg.paths.csv.stat().st_size - len(HEADER)) // history.CHUNK)
+    assert all(bulk_calls)
+    assert len(bulk_calls) >= chunks + 13  # the 13 midnights inside the CSV
+    assert [s.rows for s, _ in summaries] == [4320] * 5 + [4320 - 6 * 180 - 165] + [4320] * 8
+    ends, offset = [], len(HEADER)
+    for line in cfg.paths.csv.read_bytes()[len(HEADER) :].split(b"\n")[:-1]:
+        offset += len(line) + 1
+        ends.append(offset)  # just after the row of times[len(ends)]
+    for k, (_, closed) in enumerate(summaries[:-1]):
+        closing = datetime(2026, 11, 11 + k, 6, tzinfo=PARIS)
+        assert closed == ends[next(i for i, t in enumerate(times) if t >= closing)]
+    assert summaries[-1][1] is None  # the 23rd: the CSV ends before the 24th, 06:00
 
 
 @given(st.sets(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=20))
