@@ -218,8 +218,9 @@ class _Bulk:
     def read(self, chunk: bytes, nxt: int) -> _Read | None:
         """What `chunk` (a newline, then whole lines) holds, or None unless its rows are
         plainly all one day's; `nxt` is the first day not closed yet."""
-        lines = chunk.count(b"\n") - 1
-        if chunk.translate(None, _NOT_STRUCTURE) != b"\n" + _SKELETON * lines:
+        skeleton = chunk.translate(None, _NOT_STRUCTURE)
+        lines = skeleton.count(b"\n") - 1  # the same count, over a twelfth of the bytes
+        if skeleton != b"\n" + _SKELETON * lines:
             return None
         cut = chunk.find(b";", 1)
         day = self._days.get(chunk[cut + 1 : cut + 12])

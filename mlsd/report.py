@@ -842,7 +842,8 @@ def _attachment(
     name = f"mlsd-{day.isoformat()}{'-so-far' if partial else ''}.csv"
     what = f"{_n(len(rows))} rows of the window"
     if len(data) > rc.gzip_above * 1024:
-        packed = gzip.compress(data, compresslevel=6, mtime=0)
+        # Level 4: half the time of 6 (25 ms for a 3.4 MB day), and 8 % larger.
+        packed = gzip.compress(data, compresslevel=4, mtime=0)
         return (
             (name + ".gz", packed, "application/gzip"),
             f"Attached: {name}.gz, {what} ({_size(len(data))}, {_size(len(packed))} gzipped).",
