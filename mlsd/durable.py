@@ -27,19 +27,23 @@ def fsync_dir(directory: Path) -> None:
 
 
 def replace_atomically(
-    path: Path, data: bytes, *, tmp: Path | None = None, mode: int = 0o640
+    path: Path, data: bytes, *, tmp: Path | None = None, mode: int = 0o640, fsync: bool = True
 ) -> None:
     """Replace `path` with `data`: readers see the old file or the new one, never half.
 
     Temp file (default `.NAME.tmp` beside it), write, fsync, rename, fsync the directory.
+    `fsync=False` is for caches, whose loss in a crash costs only time: readers still
+    never see half a file, and the two fsyncs (milliseconds each on a disk) are saved.
     Raises OSError; callers decide whether that is fatal.
     """
     tmp = path.with_name(f".{path.name}.tmp") if tmp is None else tmp
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         write_all(fd, data)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)

@@ -126,6 +126,7 @@ class _DayCache:
                 self.directory / f"{day.isoformat()}.json",
                 json.dumps(data, separators=(",", ":")).encode(),
                 mode=0o600,
+                fsync=False,  # a cache: an entry a crash damages is a miss, recomputed
             )
         except OSError:
             pass
