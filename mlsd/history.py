@@ -16,6 +16,10 @@ those summaries are cached:
   the day is scanned again. A missing, unreadable or malformed entry is simply a miss.
   Writing is best effort: `mlsd report` run by a user who cannot write the state directory
   builds the same report, only slower. Entries older than `CACHE_KEEP_DAYS` are removed.
+  Entries are written atomically but without fsync: one a crash damages is a miss.
+- `days/rows.json`, validated the same way, holds the CSV's newlines before an offset, so
+  that the report's "CSV size and row count" reads only what was appended since
+  (`csv_rows`).
 - Missing days are scanned in runs of consecutive days with one forward pass. Chunks of
   64 KiB whose rows are plainly all one day's are read in bulk with a few C-level passes
   (`_Bulk`); the others line by line, on bytes, with the csv module only for lines that
@@ -42,7 +46,7 @@ from typing import Final, NamedTuple
 
 from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
-from mlsd.csvwindow import SECONDS, SLACK, find_offset, parse_date, resync
+from mlsd.csvwindow import BLOCK, SECONDS, SLACK, find_offset, parse_date, resync
 from mlsd.durable import replace_atomically
 from mlsd.schedule import report_window
 
@@ -50,6 +54,7 @@ HISTORY_DAYS: Final = 30
 CACHE_VERSION: Final = 2  # 2: the IPs as one text, each ended by a newline
 CACHE_KEEP_DAYS: Final = 45
 _TAIL: Final = 256
+ROWS_ENTRY: Final = "rows.json"
 _BAD: Final = -(1 << 62)
 _NCOLS: Final = len(COLUMNS)
 
@@ -105,7 +110,7 @@ class _DayCache:
     def store(
         self, day: date, start: datetime, end: datetime, summary: DaySummary, end_offset: int
     ) -> None:
-        """Write a closed day's summary; failures only cost speed, so they are ignored."""
+        """Write a closed day's summary (best effort)."""
         data = {
             "v": CACHE_VERSION,
             "day": day.isoformat(),
@@ -118,12 +123,43 @@ class _DayCache:
             "failures": summary.failures,
             "ips": "\n".join(summary.ips) + "\n" if summary.ips else "",
         }
+        self._write(f"{day.isoformat()}.json", data)
+
+    def load_count(self) -> tuple[int, int]:
+        """(offset, newlines before it) from `rows.json` if valid, else (0, 0)."""
+        try:
+            data = json.loads((self.directory / ROWS_ENTRY).read_text())
+            offset = int(data["offset"])
+            if (
+                data["v"] == CACHE_VERSION
+                and data["csv"] == [self._st.st_dev, self._st.st_ino]
+                and 0 <= offset <= self._st.st_size
+                and data["tail"] == self._tail(offset)
+            ):
+                return offset, int(data["newlines"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return 0, 0
+
+    def store_count(self, offset: int, newlines: int) -> None:
+        """Record that the CSV holds `newlines` newlines before `offset` (best effort)."""
+        data = {
+            "v": CACHE_VERSION,
+            "csv": [self._st.st_dev, self._st.st_ino],
+            "offset": offset,
+            "tail": self._tail(offset),
+            "newlines": newlines,
+        }
+        self._write(ROWS_ENTRY, data)
+
+    def _write(self, name: str, data: dict[str, object]) -> None:
+        """Write an entry; failures only cost speed, so they are ignored."""
         try:
             # Never create the state directory itself: that is the daemon's (or systemd's).
             if not self.directory.is_dir():
                 self.directory.mkdir(mode=0o700)
             replace_atomically(
-                self.directory / f"{day.isoformat()}.json",
+                self.directory / name,
                 json.dumps(data, separators=(",", ":")).encode(),
                 mode=0o600,
                 fsync=False,  # a cache: an entry a crash damages is a miss, recomputed
@@ -456,6 +492,31 @@ def history(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]
         if missing:
             cache.prune(day - timedelta(days=CACHE_KEEP_DAYS))
         return out
+    finally:
+        os.close(fd)
+
+
+def csv_rows(cfg: Config) -> int:
+    """Rows in the CSV, its header excluded (its newlines, as csvwindow.count_rows counts).
+
+    Only what was appended since the last count is read: `days/rows.json` records an
+    offset and the newlines before it, and is trusted as a day entry is (same CSV, same
+    256 bytes before the offset). Without it — the first report, another CSV, one cut back
+    and regrown — the whole CSV is counted once.
+    """
+    try:
+        fd = os.open(cfg.paths.csv, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        cache = _DayCache(cfg.paths.state_dir / "days", fd, os.fstat(fd), "")
+        offset, newlines = start = cache.load_count()
+        while block := os.pread(fd, BLOCK, offset):
+            newlines += block.count(b"\n")
+            offset += len(block)
+        if (offset, newlines) != start:
+            cache.store_count(offset, newlines)
+        return max(newlines - 1, 0)
     finally:
         os.close(fd)
 

@@ -45,12 +45,8 @@ from mlsd import __version__
 from mlsd.config import Config
 from mlsd.coverage import DayCounts
 from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
-from mlsd.csvwindow import (
-    BLOCK,
-    count_rows,
-    window,
-)
-from mlsd.history import DaySummary, attempts_of, history
+from mlsd.csvwindow import BLOCK, window
+from mlsd.history import DaySummary, attempts_of, csv_rows, history
 from mlsd.schedule import report_window
 
 WIDTH: Final = 78
@@ -903,7 +899,7 @@ def build(
         past=history(cfg, day, tz),
         csv_path=path,
         csv_size=csv_size,
-        csv_rows=count_rows(path),
+        csv_rows=csv_rows(cfg),
         attachment=attach_note or "Nothing attached: the CSV does not exist yet.",
     )
     median, _ = _median(ctx)

@@ -9,8 +9,11 @@ odd attempts, other zones and formats, invalid UTF-8 and garbage.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 from mlsd import history
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
 from mlsd.csvlog import HEADER, encode_rows
-from mlsd.csvwindow import rows_between
+from mlsd.csvwindow import count_rows, rows_between
 from mlsd.history import DaySummary
 from mlsd.schedule import report_window
 
@@ -285,3 +288,69 @@ def test_day_cache_keeps_any_set_of_ips(ips: frozenset[str]) -> None:
             assert DaySummary(3, 4, ips) == cache.load(day, start, end)
         finally:
             os.close(fd)
+
+
+def rows_csv(cfg: Config, rng: random.Random, n: int, start: datetime) -> None:
+    times = [start + timedelta(seconds=k * 7) for k in range(n)]
+    with cfg.paths.csv.open("ab") as fh:
+        if fh.tell() == 0:
+            fh.write(HEADER)
+        fh.write(encode_rows(row(rng, t) for t in times))
+
+
+def test_csv_rows_reads_only_what_was_appended(tmp_path: Path) -> None:
+    """The count is remembered with its offset: the next count reads from there. (Proof:
+    a newline slipped into the counted part in place is not seen; count_rows sees it.)"""
+    rng = random.Random(5)
+    cfg = make_cfg(tmp_path)
+    rows_csv(cfg, rng, 3000, datetime(2026, 11, 20, tzinfo=PARIS))
+    assert 3000 == history.csv_rows(cfg) == count_rows(cfg.paths.csv)
+    entry = json.loads((cfg.paths.state_dir / "days" / "rows.json").read_text())
+    assert cfg.paths.csv.stat().st_size == entry["offset"]
+    assert 0o600 == stat.S_IMODE((cfg.paths.state_dir / "days" / "rows.json").stat().st_mode)
+    with cfg.paths.csv.open("r+b") as fh:  # the first row's attempts "1" becomes a newline
+        fh.seek(len(HEADER) + fh.read()[len(HEADER) :].index(b"\n") - 1)
+        fh.write(b"\n")
+    rows_csv(cfg, rng, 500, datetime(2026, 11, 21, tzinfo=PARIS))
+    assert 3500 == history.csv_rows(cfg)
+    assert 3501 == count_rows(cfg.paths.csv)
+
+
+@pytest.mark.parametrize("how", ["garbage", "other-csv", "regrown", "cut"])
+def test_csv_rows_recounts_when_the_entry_does_not_match(tmp_path: Path, how: str) -> None:
+    """Another CSV, one cut back and regrown, or a damaged entry: counted again in full."""
+    rng = random.Random(6)
+    cfg = make_cfg(tmp_path)
+    rows_csv(cfg, rng, 2000, datetime(2026, 11, 20, tzinfo=PARIS))
+    assert 2000 == history.csv_rows(cfg)
+    entry = cfg.paths.state_dir / "days" / "rows.json"
+    data = cfg.paths.csv.read_bytes()
+    if how == "garbage":
+        entry.write_text('{"v": 2, "offset": "x"}')
+        rows_csv(cfg, rng, 10, datetime(2026, 11, 21, tzinfo=PARIS))
+    elif how == "other-csv":  # a new inode: counted from its start
+        copy = cfg.paths.csv.with_suffix(".new")
+        copy.write_bytes(data[: len(data) // 2])
+        copy.replace(cfg.paths.csv)
+        rows_csv(cfg, rng, 2000, datetime(2026, 11, 21, tzinfo=PARIS))
+    elif how == "regrown":  # same inode, cut back, regrown past the offset with other rows
+        with cfg.paths.csv.open("r+b") as fh:
+            fh.truncate(len(data) // 2)
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"mail;2026-11-21T10:00:00+01:00;192.0.2.1;x;;;;;;;;1\n" * 4000)
+    else:  # same inode, shorter than the entry's offset
+        with cfg.paths.csv.open("r+b") as fh:
+            fh.truncate(len(data) // 2)
+    assert count_rows(cfg.paths.csv) == history.csv_rows(cfg)
+
+
+def test_csv_rows_without_a_writable_state_dir(tmp_path: Path) -> None:
+    """Nothing remembered (nor created), the same count."""
+    rng = random.Random(7)
+    cfg = make_cfg(tmp_path)
+    rows_csv(cfg, rng, 100, datetime(2026, 11, 20, tzinfo=PARIS))
+    shutil.rmtree(cfg.paths.state_dir)
+    assert 100 == history.csv_rows(cfg)
+    assert not cfg.paths.state_dir.exists()
+    (tmp_path / "none").mkdir()
+    assert 0 == history.csv_rows(make_cfg(tmp_path / "none"))  # no CSV at all

@@ -547,7 +547,7 @@ def test_message_without_attachment_and_with_a_sender(day_cfg: Config) -> None:
 
 def cache_files(cfg: Config) -> dict[str, dict[str, object]]:
     days = cfg.paths.state_dir / "days"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(days.glob("*.json"))}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(days.glob("????-??-??.json"))}
 
 
 def test_cache_absent_then_written_for_closed_days_only(day_cfg: Config) -> None:
