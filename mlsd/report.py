@@ -20,6 +20,7 @@ the HTML part, and optionally masked (`[report] mask_usernames`).
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import html
 import io
@@ -31,7 +32,8 @@ import statistics
 import textwrap
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from email.message import EmailMessage
@@ -869,6 +871,49 @@ def build(
     Reads the day's rows from `[paths] csv` and the per-day history (see the module
     docstring); never raises for a missing CSV (that is a day with no events).
     """
+    with _cyclic_gc_paused():
+        return _build(
+            cfg,
+            day,
+            until=until,
+            coverage=coverage,
+            geoip_dates=geoip_dates,
+            hostname=hostname,
+            now=now,
+        )
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a report is built.
+
+    A build makes ~10^5 tuples, lists and sets (row fields, counter keys) that all live
+    until it ends, and every collection the allocations trigger walks them again: 35 ms
+    of a 0.3 s build over 1M rows. Reference counting still frees everything, and
+    collection resumes after, even on an error. The switch is process-wide: of two
+    overlapping builds, the one that paused it turns it back on; if something else had
+    turned it off, it stays off.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(
+    cfg: Config,
+    day: date,
+    *,
+    until: datetime | None = None,
+    coverage: Coverage | None = None,
+    geoip_dates: Sequence[str] = (),
+    hostname: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """`build`, with the cyclic garbage collector paused."""
     tz = cfg.report_tz()
     log_tz = cfg.log_tz()
     now = now if now is not None else datetime.now(UTC)

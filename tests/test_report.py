@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import gc
 import gzip
 import io
 import ipaddress
@@ -608,6 +609,34 @@ def test_cache_stale_is_rebuilt(day_cfg: Config, how: str) -> None:
     # In London, 00:10 and 00:20 Paris time on the 24th are still the 23rd: 5 + 2.
     expected = "7" if how == "zone" else "5"
     assert (expected, "yesterday") == table(build(cfg).text, EXPECTED_CMP)[1][:2]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_build_leaves_the_garbage_collector_as_it_was(
+    day_cfg: Config, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    """Paused during a build, the cyclic collector is back as it was after, also when the
+    build fails."""
+    seen: list[bool] = []
+    real = report._build
+
+    def spy(*args: object, **kwargs: object) -> report.Report:
+        seen.append(gc.isenabled())
+        if len(seen) > 1:
+            raise OSError("the CSV went away")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report, "_build", spy)
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        build(day_cfg)
+        assert gc.isenabled() == enabled
+        with pytest.raises(OSError, match="went away"):
+            build(day_cfg)
+        assert (seen, gc.isenabled()) == ([False, False], enabled)
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_cache_not_writable_still_builds(day_cfg: Config) -> None:
