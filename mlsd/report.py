@@ -856,33 +856,6 @@ def _coverage_value(value: int | None, unknown: str, unit: str = "") -> str:
     return unknown if value is None else f"{value:,}{unit}"
 
 
-def build(
-    cfg: Config,
-    day: date,
-    *,
-    until: datetime | None = None,
-    coverage: Coverage | None = None,
-    geoip_dates: Sequence[str] = (),
-    hostname: str | None = None,
-    now: datetime | None = None,
-) -> Report:
-    """The report of calendar day `day` in `[report] timezone`, up to `until` if given.
-
-    Reads the day's rows from `[paths] csv` and the per-day history (see the module
-    docstring); never raises for a missing CSV (that is a day with no events).
-    """
-    with _cyclic_gc_paused():
-        return _build(
-            cfg,
-            day,
-            until=until,
-            coverage=coverage,
-            geoip_dates=geoip_dates,
-            hostname=hostname,
-            now=now,
-        )
-
-
 @contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a report is built.
@@ -903,7 +876,8 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _build(
+@_cyclic_gc_paused()
+def build(
     cfg: Config,
     day: date,
     *,
@@ -913,7 +887,11 @@ def _build(
     hostname: str | None = None,
     now: datetime | None = None,
 ) -> Report:
-    """`build`, with the cyclic garbage collector paused."""
+    """The report of calendar day `day` in `[report] timezone`, up to `until` if given.
+
+    Reads the day's rows from `[paths] csv` and the per-day history (see the module
+    docstring); never raises for a missing CSV (that is a day with no events).
+    """
     tz = cfg.report_tz()
     log_tz = cfg.log_tz()
     now = now if now is not None else datetime.now(UTC)

@@ -618,15 +618,15 @@ def test_build_leaves_the_garbage_collector_as_it_was(
     """Paused during a build, the cyclic collector is back as it was after, also when the
     build fails."""
     seen: list[bool] = []
-    real = report._build
+    real = report.history
 
-    def spy(*args: object, **kwargs: object) -> report.Report:
+    def spy(*args: object) -> object:
         seen.append(gc.isenabled())
         if len(seen) > 1:
             raise OSError("the CSV went away")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(report, "_build", spy)
+    monkeypatch.setattr(report, "history", spy)
     was = gc.isenabled()
     try:
         (gc.enable if enabled else gc.disable)()
