@@ -200,9 +200,10 @@ class _Bulk:
     - start with the chunk's first server and date `D`, a valid `Thh:mm:ss` and the offset
       `O` (one regex, anchored at the newline that starts each line, which also yields the
       IPs); a day takes this path only if `D 00:00 O` is its window's start and the window
-      lasts at least 24 hours, so every such date is inside it;
-    Attacker-chosen cells cannot fake any of this: unquoted, they hold no `;`, and no cell
-    holds a newline (csvlog guarantees it).
+      lasts at least 24 hours, so every such date is inside it.
+    The attempts are then read from the chunk reversed, where each line's last field
+    follows a newline. Attacker-chosen cells cannot fake any of this: unquoted, they hold
+    no `;`, and no cell holds a newline (csvlog guarantees it).
     """
 
     def __init__(
