@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
@@ -85,40 +85,60 @@ class _DayCache:
         start = max(0, end_offset - _TAIL)
         return hashlib.sha256(os.pread(self._fd, end_offset - start, start)).hexdigest()
 
+    def _anchor(self, offset: int) -> dict[str, object]:
+        """What ties an entry to this CSV's bytes before `offset` (see `_read`)."""
+        return {
+            "v": CACHE_VERSION,
+            "csv": [self._st.st_dev, self._st.st_ino],
+            "tail": self._tail(offset),
+        }
+
+    def _read(self, name: str, offset_key: str) -> dict[str, Any] | None:
+        """Entry `name` if it is still tied to this CSV: same version, same file, its offset
+        (under `offset_key`) within it and the same bytes before that offset. Else None:
+        a missing, unreadable or malformed entry is a miss."""
+        try:
+            data: dict[str, Any] = json.loads((self.directory / name).read_text())
+            offset = data[offset_key]
+            if (
+                data["v"] == CACHE_VERSION
+                and data["csv"] == [self._st.st_dev, self._st.st_ino]
+                and isinstance(offset, int)
+                and 0 <= offset <= self._st.st_size
+                and data["tail"] == self._tail(offset)
+            ):
+                return data
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
     def load(self, day: date, start: datetime, end: datetime) -> DaySummary | None:
         """The day's summary if a valid entry exists, else None."""
+        data = self._read(f"{day.isoformat()}.json", "end_offset")
         try:
-            data = json.loads((self.directory / f"{day.isoformat()}.json").read_text())
-            valid = (
-                data["v"] == CACHE_VERSION
-                and data["window"] == _window_key(start, end)
-                and data["log_zone"] == self._log_zone
-                and data["csv"] == [self._st.st_dev, self._st.st_ino]
-                and data["end_offset"] <= self._st.st_size
-                and data["tail"] == self._tail(int(data["end_offset"]))
-                and isinstance(data["ips"], str)
-            )
-            if not valid:
+            if (
+                data is None
+                or data["window"] != _window_key(start, end)
+                or data["log_zone"] != self._log_zone
+                or not isinstance(data["ips"], str)
+            ):
                 return None
             # One text rather than a JSON list: a day has tens of thousands of IPs, and one
             # string is read and written several times faster.
             ips = frozenset(data["ips"].split("\n")[:-1])
             return DaySummary(int(data["rows"]), int(data["failures"]), ips)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
 
     def store(
         self, day: date, start: datetime, end: datetime, summary: DaySummary, end_offset: int
     ) -> None:
         """Write a closed day's summary (best effort)."""
-        data = {
-            "v": CACHE_VERSION,
+        data = self._anchor(end_offset) | {
             "day": day.isoformat(),
             "window": _window_key(start, end),
             "log_zone": self._log_zone,
-            "csv": [self._st.st_dev, self._st.st_ino],
             "end_offset": end_offset,
-            "tail": self._tail(end_offset),
             "rows": summary.rows,
             "failures": summary.failures,
             "ips": "\n".join(summary.ips) + "\n" if summary.ips else "",
@@ -127,30 +147,17 @@ class _DayCache:
 
     def load_count(self) -> tuple[int, int]:
         """(offset, newlines before it) from `rows.json` if valid, else (0, 0)."""
+        data = self._read(ROWS_ENTRY, "offset")
         try:
-            data = json.loads((self.directory / ROWS_ENTRY).read_text())
-            offset = int(data["offset"])
-            if (
-                data["v"] == CACHE_VERSION
-                and data["csv"] == [self._st.st_dev, self._st.st_ino]
-                and 0 <= offset <= self._st.st_size
-                and data["tail"] == self._tail(offset)
-            ):
-                return offset, int(data["newlines"])
-        except (OSError, ValueError, KeyError, TypeError):
+            if data is not None:
+                return int(data["offset"]), int(data["newlines"])
+        except (ValueError, KeyError, TypeError):
             pass
         return 0, 0
 
     def store_count(self, offset: int, newlines: int) -> None:
         """Record that the CSV holds `newlines` newlines before `offset` (best effort)."""
-        data = {
-            "v": CACHE_VERSION,
-            "csv": [self._st.st_dev, self._st.st_ino],
-            "offset": offset,
-            "tail": self._tail(offset),
-            "newlines": newlines,
-        }
-        self._write(ROWS_ENTRY, data)
+        self._write(ROWS_ENTRY, self._anchor(offset) | {"offset": offset, "newlines": newlines})
 
     def _write(self, name: str, data: dict[str, object]) -> None:
         """Write an entry; failures only cost speed, so they are ignored."""
