@@ -232,13 +232,23 @@ def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iter
 
 def count_rows(path: Path) -> int:
     """Rows in the CSV (its header excluded), counted in blocks."""
-    if not path.exists():
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return 0
-    n = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-    return max(n - 1, 0)
+    try:
+        return max(count_newlines(fd, 0)[1] - 1, 0)
+    finally:
+        os.close(fd)
+
+
+def count_newlines(fd: int, offset: int) -> tuple[int, int]:
+    """(offset of the end, newlines from `offset` to it), reading in blocks to the end."""
+    newlines = 0
+    while block := os.pread(fd, BLOCK, offset):
+        newlines += block.count(b"\n")
+        offset += len(block)
+    return offset, newlines
 
 
 def last_row_time(path: Path, tz: tzinfo) -> datetime | None:

@@ -46,7 +46,7 @@ from typing import Any, Final, NamedTuple
 
 from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
-from mlsd.csvwindow import BLOCK, SECONDS, SLACK, find_offset, parse_date, resync
+from mlsd.csvwindow import SECONDS, SLACK, count_newlines, find_offset, parse_date, resync
 from mlsd.durable import replace_atomically
 from mlsd.schedule import report_window
 
@@ -518,13 +518,11 @@ def csv_rows(cfg: Config) -> int:
         return 0
     try:
         cache = _DayCache(cfg.paths.state_dir / "days", fd, os.fstat(fd), "")
-        offset, newlines = start = cache.load_count()
-        while block := os.pread(fd, BLOCK, offset):
-            newlines += block.count(b"\n")
-            offset += len(block)
-        if (offset, newlines) != start:
-            cache.store_count(offset, newlines)
-        return max(newlines - 1, 0)
+        start, before = cache.load_count()
+        end, after = count_newlines(fd, start)
+        if end != start:
+            cache.store_count(end, before + after)
+        return max(before + after - 1, 0)
     finally:
         os.close(fd)
 
