@@ -213,9 +213,7 @@ class _Bulk:
     no `;`, and no cell holds a newline (csvlog guarantees it).
     """
 
-    def __init__(
-        self, starts: list[int], ends: list[int], close_at: list[int], log_tz: tzinfo
-    ) -> None:
+    def __init__(self, starts: list[int], ends: list[int], log_tz: tzinfo) -> None:
         self._days: dict[bytes, tuple[int, bytes]] = {}  # b"YYYY-MM-DDT" → (day, offset)
         # Per day k: the first local hour whose rows close day k - 1 (24: no row of day
         # k's can; None: not on an hour, so chunks go line by line while k - 1 is open).
@@ -224,7 +222,7 @@ class _Bulk:
             local = datetime.fromtimestamp(start, log_tz).isoformat()  # D, T00:00:00, O
             if local[10:19] == "T00:00:00" and len(local) == 25 and ends[k] - start >= 86400:
                 self._days[local[:11].encode()] = (k, local[19:].encode())
-            after = close_at[k - 1] - start if k else 0
+            after = ends[k - 1] + _SLACK - start if k else 0  # day k - 1 closes then
             if after >= 86400:
                 self._closing_hour[k] = 24
             elif after > 0 and after % 3600 == 0:
@@ -346,11 +344,12 @@ def _scan_days(
         for offset, part in scan.bulk.parts(block[:end]):
             if scan.nxt == scan.n:
                 break
+            base = pos - 1 + offset  # where the part's leading newline is in the file
             done = scan.bulk.read(part, scan.nxt)
             if done is None:
-                scan.lines(part, pos + offset)
+                scan.lines(part, base)
             else:
-                scan.add(done, pos - 1 + offset)
+                scan.add(done, base)
         pos += end - 1
     return [
         (DaySummary(scan.rows[k], scan.failures[k], _decoded(scan.ips[k])), scan.closed[k])
@@ -373,7 +372,7 @@ class _Scan:
         self.closed: list[int | None] = [None] * n
         self.nxt = 0  # the first day not closed yet; they close in order
         self.minutes: dict[bytes, tuple[int, int]] = {}  # date w/o seconds → (epoch, day/-1)
-        self.bulk = _Bulk(self.starts, self.ends, self.close_at, log_tz)
+        self.bulk = _Bulk(self.starts, self.ends, log_tz)
 
     def add(self, done: _Read, base: int) -> None:
         """Count a part read in bulk; `base` is the offset of its first byte (a newline)."""
@@ -386,8 +385,8 @@ class _Scan:
             self.failures[k] += done.failures
             self.ips[k].update(done.ips)
 
-    def lines(self, part: bytes, at: int) -> None:
-        """Count a part line by line; `at` is the offset of its first line.
+    def lines(self, part: bytes, base: int) -> None:
+        """Count a part line by line; `base` is the offset of its first byte (a newline).
 
         On bytes, splitting only what is needed: a line without a quote is split on `;`
         as the csv module would. Day windows start and end on whole minutes, so minutes
@@ -396,6 +395,7 @@ class _Scan:
         starts, ends, close_at, minutes = self.starts, self.ends, self.close_at, self.minutes
         rows, failures, ips, closed, n = self.rows, self.failures, self.ips, self.closed, self.n
         nxt = self.nxt
+        at = base + 1  # the first line's offset
         for line in part[1:-1].split(b"\n"):
             at += len(line) + 1  # now just after this line
             try:
