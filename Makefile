@@ -24,8 +24,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy --strict mlsd
 
+# An absolute data file: the daemon's subprocesses run in temporary directories, and each
+# writes its own .coverage.* beside this one for pytest-cov to combine.
 unit: venv
-	$(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	COVERAGE_FILE='$(CURDIR)/.coverage' $(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
