@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
-from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse, printable
+from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.logfiles import open_log
 from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
+from mlsd.untrusted import raw_line, terminal
 
 if TYPE_CHECKING:
     from mlsd.geo import DbInfo
@@ -515,14 +516,15 @@ def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
                             continue
                         verdict = f"skipped ({Skip.SUCCESS.value})"
                     elif isinstance(result, AuthFailure):
+                        # Every field came from the line, the IP and service too.
                         verdict = (
-                            f"recorded ip={result.ip} user={_shown(result.user)} "
-                            f"service={result.service} attempts={result.attempts}"
+                            f"recorded ip={terminal(result.ip)} user={_shown(result.user)} "
+                            f"service={terminal(result.service)} attempts={result.attempts}"
                         )
                     else:
                         verdict = f"skipped ({result.value})"
-                    prefix = f"{name}:" if len(files) > 1 else ""
-                    out.write(f"{prefix}{n}: {verdict}: {printable(line)}\n")
+                    prefix = f"{terminal(name)}:" if len(files) > 1 else ""
+                    out.write(f"{prefix}{n}: {verdict}: {raw_line(line)}\n")
         except InputError as exc:
             sys.stderr.write(f"mlsd: {exc}\n")
             failed = True
@@ -536,7 +538,7 @@ def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
 def _shown(user: str | None) -> str:
     import json  # noqa: PLC0415 - see the note on imports at the top
 
-    return "-" if user is None else json.dumps(printable(user.encode(), 200), ensure_ascii=False)
+    return "-" if user is None else json.dumps(raw_line(user.encode(), 200), ensure_ascii=False)
 
 
 def _by_value(item: tuple[object, int]) -> str:
