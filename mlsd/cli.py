@@ -246,11 +246,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Service(cfg).run())
 
 
+# No row can be older (the report also reads the 30 days before, and the day's edges in
+# any zone): `--day 0001-01-01` overflowed `date` deep inside the report.
+_FIRST_DAY: Final = date(1970, 1, 1)
+
+
 def _day(raw: str) -> date:
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a day (YYYY-MM-DD)") from None
+    if day < _FIRST_DAY:
+        raise argparse.ArgumentTypeError(f"{raw!r} is before {_FIRST_DAY}: no log has rows then")
+    return day
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -401,6 +409,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
             sys.stderr.write(f"mlsd: nothing to {what}: no CSV, checkpoint or report state\n")
             return EXIT_OK
         parent = args.archive or cfg.paths.state_dir
+        try:
+            archive.check_archive_parent(parent, cfg, purge=args.purge)
+        except MlsdError as exc:
+            sys.stderr.write(f"mlsd: {what} refused: {exc}; nothing moved\n")
+            return EXIT_FAILURE
         sys.stderr.write(f"mlsd: {what} will move into a new archive directory in {parent}:\n")
         for m in moves:
             sys.stderr.write(f"  {m.source}  ({m.what})\n")
@@ -620,15 +633,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal(exc, args)
+        # The environment, not a bug (a full disk, a vanished directory): one sentence
+        # that names the file, the same with or without --debug's traceback.
         if args.debug:
             _traceback()
-        sys.stderr.write(
-            f"mlsd: internal error: {exc.__class__.__name__}: {exc} "
-            "(run again with --debug for the traceback, and please report it)\n"
-        )
+        sys.stderr.write(f"mlsd: {terminal(str(exc.filename))}: {exc.strerror}\n")
         return EXIT_FAILURE
+    except Exception as exc:
+        return _internal(exc, args)
     return code
+
+
+def _internal(exc: Exception, args: argparse.Namespace) -> int:
+    if args.debug:
+        _traceback()
+    sys.stderr.write(
+        f"mlsd: internal error: {exc.__class__.__name__}: {terminal(str(exc))} "
+        "(run again with --debug for the traceback, and please report it)\n"
+    )
+    return EXIT_FAILURE
 
 
 def _error(exc: BaseException, args: argparse.Namespace) -> None:
