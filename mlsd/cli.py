@@ -352,12 +352,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     try:
         dbs = geo.describe()
         for db in dbs:
-            sys.stdout.write(db.line() + "\n")
+            sys.stdout.write(terminal(db.line()) + "\n")
         ptrs = asyncio.run(resolve())
         for ip in ips:
             found = geo.lookup(ip)
             name, status = ptrs[ip]
-            sys.stdout.write(
+            block = (
                 f"\n{ip}\n"
                 f"  country       {found.country_code}"
                 f"{_source(found.country_source, dbs, 'country')}\n"
@@ -365,6 +365,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                 f"  organisation  {found.aso}\n"
                 f"  ptr           {name or '-'} ({status}; dns reverse = {cfg.dns.reverse})\n"
             )
+            # The organisation and the database type come from a database file, the PTR
+            # name from whoever owns the IP's reverse zone: attacker-text policy, per line.
+            sys.stdout.write("\n".join(map(terminal, block.split("\n"))))
     finally:
         geo.close()
     return EXIT_OK

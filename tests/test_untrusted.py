@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from mlsd import logs, report, untrusted
 from mlsd.csvlog import clean_field, printable
 from mlsd.systemd import ascii_status
+from tests.test_geo import IPINFO_RECORDS, write_mmdb
 
 # Characters issue 17 names (finding 4), and the ones the log escape used to miss.
 NAMED = "\u2028\u2029\u200b\u00ad\ufeff\u061c\u200e\u200f\u202e\u2066\x1b\x85\x9b\x7f\x00\xa0"
@@ -84,3 +87,23 @@ def test_status_line_is_one_ascii_line() -> None:
     """STATUS= holds printable ASCII only, capped."""
     assert "451 ?]0;x?" == untrusted.status_line("451 \x1b]0;x\x07")
     assert untrusted.STATUS_MAX == len(untrusted.status_line("y" * 1000))
+
+
+def test_lookup_output_is_inert_with_a_hostile_database(tmp_path: Path) -> None:
+    """`mlsd lookup`: an organisation name and a database type holding a terminal title
+    change and a bidi override (a database file, registrant-chosen text) are shown escaped."""
+    records = {"198.51.100.0/24": {**IPINFO_RECORDS["198.51.100.0/24"]}}
+    records["198.51.100.0/24"]["as_name"] = "Evil\x1b]0;PWNED\x07 Net\u202e"
+    db = write_mmdb(tmp_path / "lite.mmdb", "ipinfo lite.mmdb\x1b[2J", records)
+    conf = tmp_path / "mlsd.conf"
+    conf.write_text(f"[geoip]\ncountry_db = {db}\nasn_db = {db}\n[dns]\nreverse = off\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mlsd.cli", "lookup", "-c", str(conf), "198.51.100.9"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    out = done.stdout.decode()
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "  organisation  Evil\\x1b]0;PWNED\\x07 Net\\u202e" in out
