@@ -34,6 +34,7 @@ from mlsd.csvlog import COLUMNS, CsvJournal, RowFormat, postfix_reverse
 from mlsd.parse import AuthFailure, Skip, parse_line
 from mlsd.pipeline import SkipLog
 from mlsd.untrusted import raw_line
+from tests.followkit import ENV, Env
 
 CASES_FILE = Path(__file__).parent / "hostile" / "cases.jsonl"
 CASES: list[dict[str, Any]] = [
@@ -240,6 +241,34 @@ def test_report_recleans_an_edited_csv(tmp_path: Path) -> None:
     assert_inert(rep.attachment[1], "attachment")
     assert_no_live_formula(rep.attachment[1], "attachment")
     assert_inert(rep.text.encode(), "text")
+
+
+def test_scan_then_report_and_status_through_the_cli(tmp_path: Path) -> None:
+    """The daemon's own path as an operator runs it: `mlsd scan` of the cases (its debug log
+    on stderr), the CSV it wrote, `mlsd report --text` and `--html` of the day, and
+    `mlsd status`: every byte inert, every cell without a live formula."""
+    env = Env(tmp_path)
+    env.extra = "[report]\ntimezone = UTC\n"
+    env.write_conf({})
+    env.log.write_bytes(b"".join(c["line"].encode() + b"\n" for c in CASES))
+    outputs = {"scan": env.scan()}
+    for name, args in {
+        "report text": ("report", "--day", DAY.isoformat(), "--text"),
+        "report html": ("report", "--day", DAY.isoformat(), "--html"),
+        "status": ("status",),
+    }.items():
+        outputs[name] = subprocess.run(
+            env.cmd(*args), capture_output=True, text=True, timeout=120, env=ENV, check=False
+        )
+    for name, res in outputs.items():
+        assert_inert(res.stdout.encode(), f"{name} stdout")
+        assert_inert(res.stderr.encode(), f"{name} stderr")
+    assert "not recorded" in outputs["scan"].stderr  # the skipped cases were logged
+    assert str(len(recorded())) in outputs["report text"].stdout
+    data = env.csv.read_bytes()
+    assert_inert(data, "scan csv")
+    assert_no_live_formula(data, "scan csv")
+    assert 1 + len(recorded()) == data.count(b"\n")
 
 
 # ---- generated lines
