@@ -124,13 +124,18 @@ def hostile_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_mlsd_parse_csv_output_is_inert(hostile_log: Path) -> None:
-    """`mlsd parse`: the CSV on stdout and the summary on stderr, on their raw bytes."""
+    """`mlsd parse`: the CSV (and `--format jsonl`) on stdout and the summary on stderr,
+    on their raw bytes."""
     r = mlsd("parse", str(hostile_log))
     assert 0 == r.returncode, r.stderr
     assert_inert(r.stdout, "parse stdout")
     assert_inert(r.stderr, "parse stderr")
     assert_no_live_formula(r.stdout, "parse stdout")
     assert 1 + len(recorded()) == r.stdout.count(b"\n")
+    r = mlsd("parse", "--format", "jsonl", str(hostile_log))
+    assert 0 == r.returncode, r.stderr
+    assert_inert(r.stdout, "parse jsonl")
+    assert len(recorded()) == len(r.stdout.splitlines())
 
 
 def test_mlsd_parse_explain_is_inert_and_one_line_per_case(hostile_log: Path) -> None:
