@@ -26,6 +26,7 @@ from mlsd.checkpoint import CHECKPOINT_NAME, StateLock
 from mlsd.config import Config
 from mlsd.coverage import NAME as COVERAGE_NAME
 from mlsd.durable import fsync_dir
+from mlsd.errors import StateError
 from mlsd.sender import STATE_NAME
 
 ARCHIVE_MODE: Final = 0o700
@@ -42,6 +43,26 @@ class Move:
 
 def plan(cfg: Config, *, purge: bool) -> list[Move]:
     """What exists and would be moved, in the order it will be."""
+    return [m for m in _managed(cfg, purge=purge) if os.path.lexists(m.source)]
+
+
+def check_archive_parent(parent: Path, cfg: Config, *, purge: bool) -> None:
+    """Raise StateError if `parent` lies inside a path the command moves (or is one).
+
+    `purge --archive STATE/outbox` moved three items into the live outbox, then failed
+    with EINVAL moving the outbox into itself (issue 17, finding 8): refused before any
+    move. Both sides are resolved, so a symlink or `..` does not get around it."""
+    where = Path(os.path.realpath(parent))
+    for m in _managed(cfg, purge=purge):
+        managed = Path(os.path.realpath(m.source))
+        if where == managed or managed in where.parents:
+            raise StateError(
+                f"{parent}: the archive directory would be inside {m.source} ({m.what}), "
+                "which is itself moved: choose a directory outside it"
+            )
+
+
+def _managed(cfg: Config, *, purge: bool) -> list[Move]:
     state = cfg.paths.state_dir
     items = [
         Move(cfg.paths.csv, "the CSV"),
@@ -56,7 +77,7 @@ def plan(cfg: Config, *, purge: bool) -> list[Move]:
             Move(state / "reports", "reports written to disk"),
             Move(state / "outbox", "the outbox (failed messages included)"),
         ]
-    return [m for m in items if os.path.lexists(m.source)]
+    return items
 
 
 def new_archive(parent: Path, now: float) -> Path:

@@ -162,9 +162,17 @@ class StateLock:
                     f"directory {self.path.parent}; stop it first"
                 ) from None
             raise StateError(f"{self.path}: cannot lock: {exc.strerror}") from None
-        # The pid is for the operator's message only; the flock is the lock.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The pid is for the operator's message only; the flock is the lock. Writing it is
+        # the first write into the state directory: on a full disk, say which file.
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StateError(
+                f"{self.path}: cannot write the lock file: {exc.strerror} (free space in "
+                f"{self.path.parent}, then start again)"
+            ) from None
         self._fd = fd
 
     def release(self) -> None:

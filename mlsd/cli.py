@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
-from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse, printable
+from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse
 from mlsd.errors import ConfigError, InputError, MlsdError
 from mlsd.logfiles import open_log
 from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
+from mlsd.untrusted import raw_line, terminal
 
 if TYPE_CHECKING:
     from mlsd.geo import DbInfo
@@ -245,11 +246,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Service(cfg).run())
 
 
+# No row can be older (the report also reads the 30 days before, and the day's edges in
+# any zone): `--day 0001-01-01` overflowed `date` deep inside the report.
+_FIRST_DAY: Final = date(1970, 1, 1)
+
+
 def _day(raw: str) -> date:
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a day (YYYY-MM-DD)") from None
+    if day < _FIRST_DAY:
+        raise argparse.ArgumentTypeError(f"{raw!r} is before {_FIRST_DAY}: no log has rows then")
+    return day
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -343,12 +352,12 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     try:
         dbs = geo.describe()
         for db in dbs:
-            sys.stdout.write(db.line() + "\n")
+            sys.stdout.write(terminal(db.line()) + "\n")
         ptrs = asyncio.run(resolve())
         for ip in ips:
             found = geo.lookup(ip)
             name, status = ptrs[ip]
-            sys.stdout.write(
+            block = (
                 f"\n{ip}\n"
                 f"  country       {found.country_code}"
                 f"{_source(found.country_source, dbs, 'country')}\n"
@@ -356,6 +365,9 @@ def cmd_lookup(args: argparse.Namespace) -> int:
                 f"  organisation  {found.aso}\n"
                 f"  ptr           {name or '-'} ({status}; dns reverse = {cfg.dns.reverse})\n"
             )
+            # The organisation and the database type come from a database file, the PTR
+            # name from whoever owns the IP's reverse zone: attacker-text policy, per line.
+            sys.stdout.write("\n".join(map(terminal, block.split("\n"))))
     finally:
         geo.close()
     return EXIT_OK
@@ -400,6 +412,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
             sys.stderr.write(f"mlsd: nothing to {what}: no CSV, checkpoint or report state\n")
             return EXIT_OK
         parent = args.archive or cfg.paths.state_dir
+        try:
+            archive.check_archive_parent(parent, cfg, purge=args.purge)
+        except MlsdError as exc:
+            sys.stderr.write(f"mlsd: {what} refused: {exc}; nothing moved\n")
+            return EXIT_FAILURE
         sys.stderr.write(f"mlsd: {what} will move into a new archive directory in {parent}:\n")
         for m in moves:
             sys.stderr.write(f"  {m.source}  ({m.what})\n")
@@ -515,14 +532,15 @@ def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
                             continue
                         verdict = f"skipped ({Skip.SUCCESS.value})"
                     elif isinstance(result, AuthFailure):
+                        # Every field came from the line, the IP and service too.
                         verdict = (
-                            f"recorded ip={result.ip} user={_shown(result.user)} "
-                            f"service={result.service} attempts={result.attempts}"
+                            f"recorded ip={terminal(result.ip)} user={_shown(result.user)} "
+                            f"service={terminal(result.service)} attempts={result.attempts}"
                         )
                     else:
                         verdict = f"skipped ({result.value})"
-                    prefix = f"{name}:" if len(files) > 1 else ""
-                    out.write(f"{prefix}{n}: {verdict}: {printable(line)}\n")
+                    prefix = f"{terminal(name)}:" if len(files) > 1 else ""
+                    out.write(f"{prefix}{n}: {verdict}: {raw_line(line)}\n")
         except InputError as exc:
             sys.stderr.write(f"mlsd: {exc}\n")
             failed = True
@@ -536,7 +554,7 @@ def _explain(files: Sequence[str], log_tz: tzinfo) -> int:
 def _shown(user: str | None) -> str:
     import json  # noqa: PLC0415 - see the note on imports at the top
 
-    return "-" if user is None else json.dumps(printable(user.encode(), 200), ensure_ascii=False)
+    return "-" if user is None else json.dumps(raw_line(user.encode(), 200), ensure_ascii=False)
 
 
 def _by_value(item: tuple[object, int]) -> str:
@@ -618,15 +636,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal(exc, args)
+        # The environment, not a bug (a full disk, a vanished directory): one sentence
+        # that names the file, the same with or without --debug's traceback.
         if args.debug:
             _traceback()
-        sys.stderr.write(
-            f"mlsd: internal error: {exc.__class__.__name__}: {exc} "
-            "(run again with --debug for the traceback, and please report it)\n"
-        )
+        sys.stderr.write(f"mlsd: {terminal(str(exc.filename))}: {exc.strerror}\n")
         return EXIT_FAILURE
+    except Exception as exc:
+        return _internal(exc, args)
     return code
+
+
+def _internal(exc: Exception, args: argparse.Namespace) -> int:
+    if args.debug:
+        _traceback()
+    sys.stderr.write(
+        f"mlsd: internal error: {exc.__class__.__name__}: {terminal(str(exc))} "
+        "(run again with --debug for the traceback, and please report it)\n"
+    )
+    return EXIT_FAILURE
 
 
 def _error(exc: BaseException, args: argparse.Namespace) -> None:

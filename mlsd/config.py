@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mlsd.errors import ConfigError
+from mlsd.untrusted import is_safe, terminal
 
 DEFAULT_PATH: Final = Path("/etc/mlsd/mlsd.conf")
 
@@ -226,14 +227,18 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive(unit: str) -> Callable[[str], float]:
+def _within(lo: float, hi: float, unit: str = "seconds") -> Callable[[str], float]:
+    # Bounded both ways: `reconcile_interval = 1e-300` spun a core and `timeout = 1e308`
+    # hung `report --send` (issue 17, finding 7). The bounds are in mlsd.conf.example.
+    expected = f"a number of {unit} greater than 0, from {lo:g} to {hi:g}"
+
     def parse(raw: str) -> float:
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"a number of {unit} greater than 0") from None
-        if not 0 < value < float("inf"):  # also refuses NaN
-            raise ValueError(f"a number of {unit} greater than 0")
+            raise ValueError(expected) from None
+        if not lo <= value <= hi:  # also refuses NaN and the infinities
+            raise ValueError(expected)
         return value
 
     return parse
@@ -334,11 +339,11 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
         {
             "reverse": ("reverse", _choice("postfix", "lookup", "off")),
             "servers": ("servers", _servers),
-            "timeout": ("timeout", _positive("seconds")),
+            "timeout": ("timeout", _within(0.05, 60)),
             "concurrency": ("concurrency", _int_range(1, 1000)),
             "cache_size": ("cache_size", _int_range(1, 10_000_000)),
-            "cache_ttl": ("cache_ttl", _positive("seconds")),
-            "failure_ttl": ("failure_ttl", _positive("seconds")),
+            "cache_ttl": ("cache_ttl", _within(1, 7 * 86400)),
+            "failure_ttl": ("failure_ttl", _within(1, 86400)),
             "forward_confirm": ("forward_confirm", _bool),
         },
     ),
@@ -365,9 +370,9 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
             "username": ("username", _str),
             "password": ("password", _secret),
             "password_file": ("password_file", _opt_path),
-            "timeout": ("timeout", _positive("seconds")),
+            "timeout": ("timeout", _within(1, 600)),
             "ca_file": ("ca_file", _opt_path),
-            "retry_hours": ("retry_hours", _positive("hours")),
+            "retry_hours": ("retry_hours", _within(0.1, 720, "hours")),
         },
     ),
     "log": (
@@ -382,8 +387,8 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
         {
             "start_at": ("start_at", _choice("beginning", "end")),
             "import_rotated": ("import_rotated", _bool),
-            "reconcile_interval": ("reconcile_interval", _positive("seconds")),
-            "rotate_grace": ("rotate_grace", _positive("seconds")),
+            "reconcile_interval": ("reconcile_interval", _within(0.1, 3600)),
+            "rotate_grace": ("rotate_grace", _within(0.1, 600)),
         },
     ),
 }
@@ -434,11 +439,12 @@ def loads(text: str, path: Path) -> Config:
         parser.read_string(text, source=str(path))
     except configparser.DuplicateSectionError as exc:
         raise ConfigError(
-            f"{path}: line {exc.lineno}: section [{exc.section}] appears twice", path=path
+            f"{path}: line {exc.lineno}: section [{terminal(exc.section)}] appears twice", path=path
         ) from None
     except configparser.DuplicateOptionError as exc:
         raise ConfigError(
-            f"{path}: [{exc.section}] {exc.option}: set twice (line {exc.lineno})",
+            f"{path}: [{terminal(exc.section)}] {terminal(exc.option)}: set twice "
+            f"(line {exc.lineno})",
             path=path,
             section=exc.section,
             key=exc.option,
@@ -448,14 +454,16 @@ def loads(text: str, path: Path) -> Config:
             f"{path}: line {exc.lineno}: a key before any [section] header", path=path
         ) from None
     except configparser.Error as exc:
-        raise ConfigError(f"{path}: not a valid INI file: {exc.message}", path=path) from None
+        raise ConfigError(
+            f"{path}: not a valid INI file: {terminal(exc.message)}", path=path
+        ) from None
 
     base = path.parent
     parts: dict[str, Any] = {}
     for section in parser.sections():
         if section not in _SCHEMA:
             raise ConfigError(
-                f"{path}: unknown section [{section}]{_suggest(section, _SCHEMA)}",
+                f"{path}: unknown section [{terminal(section)}]{_suggest(section, _SCHEMA)}",
                 path=path,
                 section=section,
             )
@@ -471,6 +479,7 @@ def loads(text: str, path: Path) -> Config:
                 )
             attr, parse = keys[key]
             raw = raw_value.strip()
+            _check_characters(raw, path, section, key)
             try:
                 value = parse(raw)
             except ValueError as exc:
@@ -524,6 +533,37 @@ def loads(text: str, path: Path) -> Config:
     return Config(source_file=path, **parts)
 
 
+_SECRET_KEYS: Final = frozenset({"password"})
+# What a secret may not hold: controls and line breaks (a continuation line, a stray ESC).
+# Other characters are its own business: it is never printed.
+_SECRET_BREAKS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _check_characters(raw: str, path: Path, section: str, key: str) -> None:
+    """One line of printable text, nothing else (issue 17, finding 7): a continuation line
+    made `subject_prefix` a header break that failed every report, and a path holding a
+    newline or ESC was printed raw by `check-config`, able to forge lines. A secret is
+    never echoed, not even escaped, nor where the bad character sits."""
+    if key in _SECRET_KEYS:
+        if _SECRET_BREAKS.search(raw):
+            raise ConfigError(
+                f"{path}: [{section}] {key}: expected one line without control characters "
+                "(the value is not shown)",
+                path=path,
+                section=section,
+                key=key,
+            )
+        return
+    if not is_safe(raw):
+        raise ConfigError(
+            f"{path}: [{section}] {key} = '{terminal(raw)}': expected one line of printable "
+            "text (no control character, line break or invisible character)",
+            path=path,
+            section=section,
+            key=key,
+        )
+
+
 def _with_password_file(smtp: SmtpConfig, path: Path) -> SmtpConfig:
     assert smtp.password_file is not None  # noqa: S101 - narrowed by the caller
     pf = smtp.password_file
@@ -536,6 +576,23 @@ def _with_password_file(smtp: SmtpConfig, path: Path) -> SmtpConfig:
             section="smtp",
             key="password_file",
         ) from None
+    except UnicodeDecodeError:
+        # Its message names the offending byte and its position: part of the secret.
+        raise ConfigError(
+            f"{path}: [smtp] password_file = {str(pf)!r}: not UTF-8 text "
+            "(save the password as UTF-8; its content is not shown)",
+            path=path,
+            section="smtp",
+            key="password_file",
+        ) from None
+    if _SECRET_BREAKS.search(secret):
+        raise ConfigError(
+            f"{path}: [smtp] password_file = {str(pf)!r}: the password holds a control "
+            "character or a line break (only a final newline is ignored; content not shown)",
+            path=path,
+            section="smtp",
+            key="password_file",
+        )
     if not secret:
         raise ConfigError(
             f"{path}: [smtp] password_file = {str(pf)!r}: the file is empty",

@@ -2,8 +2,8 @@
 
 The first nine columns are MailLogSentinel's, in its order, so its users' scripts keep
 working. Usernames and hostnames come from attackers and the file is mailed to admins who
-open it in spreadsheets: every field is stripped of control characters, capped in length
-and kept from starting a formula. Every row is exactly one line (no raw newline can reach a
+open it in spreadsheets: every field goes through mlsd.untrusted's CSV rule (escaped,
+capped, kept from starting a formula). Every row is exactly one line (no raw newline can reach a
 field), which lets recovery cut the file back at a byte offset and the report seek by line.
 """
 
@@ -13,7 +13,6 @@ import csv
 import functools
 import io
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, tzinfo
@@ -24,6 +23,7 @@ from mlsd.durable import write_all
 from mlsd.errors import StateError
 from mlsd.memo import Memo
 from mlsd.parse import AuthFailure
+from mlsd.untrusted import csv_cell, raw_line
 
 COLUMNS: Final = (
     # MailLogSentinel's columns, in its order:
@@ -47,46 +47,10 @@ NOT_AVAILABLE: Final = "N/A"
 FILE_MODE: Final = 0o640
 DIR_MODE: Final = 0o750
 
-# C0 and C1 controls, DEL, and the Unicode bidi overrides that can make a cell display
-# something other than what it holds.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# Spreadsheets evaluate a cell that starts with one of these as a formula.
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    code = ord(m[0])
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(line: bytes, limit: int = 400) -> str:
-    """A raw log line for a terminal or a log: decoded, the characters `clean_field`
-    neutralises shown as `\\xNN`/`\\uNNNN`, cut at `limit` characters. Log lines hold
-    attacker-chosen bytes (usernames, HELO names)."""
-    text = line.rstrip(b"\r\n").decode("utf-8", "replace")
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return _UNSAFE.sub(_escape_char, text)
-
-
-def clean_field(value: str, cap: int) -> str:
-    """Make one attacker-influenced value safe for a CSV cell (and a log line).
-
-    Control characters become visible `\\xNN` text, the value is capped at `cap`
-    characters (marked with `…`), and a value that would start a formula gets a
-    leading `'`, which spreadsheets show as text.
-    """
-    # Fast path: most values are short printable ASCII (isprintable excludes controls).
-    if value.isascii() and value.isprintable():
-        if len(value) <= cap and not value.startswith(_FORMULA_START):
-            return value
-    elif _UNSAFE.search(value):
-        value = _UNSAFE.sub(_escape_char, value)
-    if len(value) > cap:
-        value = value[: cap - 1] + "…"
-    if value.startswith(_FORMULA_START):
-        value = "'" + value
-    return value
+# The cleaning rules live in mlsd.untrusted (one policy for every surface); these names
+# stay for the modules and tests that import them from here.
+printable = raw_line
+clean_field = csv_cell
 
 
 class Enrichment(NamedTuple):
@@ -200,7 +164,8 @@ class RowFormat:
     def fields(self, event: AuthFailure, extra: Enrichment) -> list[str]:
         """One row's cells, in COLUMNS order; every value that comes from outside is cleaned.
 
-        The date, the validated IP, the status and the count are mlsd's own text.
+        The date, the status and the count are mlsd's own text. The IP is validated by the
+        parser and cleaned all the same: it came from a log line (issue 17, finding 3).
         """
         clean = self._clean
         # Unpacked in one step (both are NamedTuples; a new field makes this fail loudly).
@@ -209,7 +174,7 @@ class RowFormat:
         return [
             clean[server],
             _date(when, self.tz, self.date_format),
-            ip,
+            clean[ip],
             clean[user or ""],
             clean[hostname],
             status,

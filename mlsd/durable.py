@@ -6,6 +6,7 @@ that the exactly-once design relies on is written (and reviewed) once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def replace_atomically(
     Temp file (default `.NAME.tmp` beside it), write, fsync, rename, fsync the directory.
     `fsync=False` is for caches, whose loss in a crash costs only time: readers still
     never see half a file, and the two fsyncs (milliseconds each on a disk) are saved.
-    Raises OSError; callers decide whether that is fatal.
+    Raises OSError naming the file (`os.write` and `fsync` errors carry no name: on a full
+    disk the operator saw only "No space left on device"); callers decide whether that is
+    fatal. A temp file a failed write leaves behind is removed.
     """
     tmp = path.with_name(f".{path.name}.tmp") if tmp is None else tmp
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -42,8 +45,12 @@ def replace_atomically(
         write_all(fd, data)
         if fsync:
             os.fsync(fd)
-    finally:
+    except OSError as exc:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, str(tmp)) from None
+    os.close(fd)
     os.replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)

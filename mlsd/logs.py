@@ -4,8 +4,8 @@ Library records (asyncio, aiosmtplib, pyinotify) go through the same handler, so
 journal shows one format. Under journald (JOURNAL_STREAM names our stderr) a record is one
 line: a `<N>` syslog priority prefix, the event, key=value fields, no timestamp (journald
 adds it), a traceback folded into the line. On a terminal: structlog's console format.
-`format = json`: one JSON object per line. Every string is stripped of control characters
-(usernames in log lines are chosen by attackers) and secrets are masked.
+`format = json`: one JSON object per line. Every string is escaped by mlsd.untrusted's log
+rule (usernames in log lines, SMTP replies are chosen by attackers) and secrets are masked.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Final, TextIO
 import structlog
 
 from mlsd.config import Secret
+from mlsd.untrusted import log_value
 
 _PRIORITY: Final = {
     "critical": 2,
@@ -30,7 +31,6 @@ _PRIORITY: Final = {
     "debug": 7,
 }
 _SECRET_KEYS: Final = frozenset({"password", "secret", "passwd", "token", "auth_password"})
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
 
 
@@ -47,17 +47,14 @@ def under_journald(stream: TextIO, env: Mapping[str, str] | None = None) -> bool
     return want == f"{st.st_dev}:{st.st_ino}"
 
 
-def _escape(value: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", value)
-
-
 def sanitize(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask secrets, escape control characters in every string."""
+    """structlog processor: mask secrets, escape every string by mlsd.untrusted's log rule
+    (a field's value can never end the line or hide text: newlines, ESC, bidi, U+2028…)."""
     for key, value in event.items():
         if isinstance(value, Secret) or key.lower() in _SECRET_KEYS:
             event[key] = "***"
         elif isinstance(value, str):
-            event[key] = _escape(value)
+            event[key] = log_value(key, value)
     return event
 
 

@@ -29,6 +29,7 @@ import aiosmtplib
 
 from mlsd.config import SmtpConfig
 from mlsd.durable import fsync_dir, replace_atomically
+from mlsd.untrusted import terminal
 
 log_name: Final = "mlsd.mailer"
 BACKOFF_FIRST: Final = 60.0
@@ -198,21 +199,29 @@ async def send_once(message: bytes, entry: Entry, cfg: SmtpConfig) -> Outcome:
         transient, permanent = _split({r.recipient: (r.code, r.message) for r in exc.recipients})
         return Outcome((), transient, permanent, "every recipient was refused")
     except aiosmtplib.SMTPResponseException as exc:
-        reason = f"{exc.code} {exc.message}"
+        reason = _reply(exc.code, exc.message)
         if 400 <= exc.code < 500:
             return Outcome((), dict.fromkeys(everyone, reason), {}, reason)
         return Outcome((), {}, dict.fromkeys(everyone, reason), reason)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        reason = f"{exc.__class__.__name__}: {exc}".strip()
+        reason = terminal(f"{exc.__class__.__name__}: {exc}".strip())
         return Outcome((), dict.fromkeys(everyone, reason), {}, reason)
     transient, permanent = _split({r: (resp.code, resp.message) for r, resp in refused.items()})
     delivered = tuple(r for r in entry.recipients if r not in refused)
     return Outcome(delivered, transient, permanent)
 
 
+def _reply(code: int, message: str) -> str:
+    # A server's reply is untrusted text (issue 17, finding 6): ESC and OSC sequences changed
+    # the terminal's title through `mlsd status`, and a multi-line reply (aiosmtplib joins the
+    # lines with `\n`) forged a line in the console log. Neutralised here, before the outbox
+    # stores it and anything prints or logs it.
+    return f"{code} {terminal(message)}"
+
+
 def _split(refused: dict[str, tuple[int, str]]) -> tuple[dict[str, str], dict[str, str]]:
-    transient = {r: f"{c} {m}" for r, (c, m) in refused.items() if c < 500}
-    permanent = {r: f"{c} {m}" for r, (c, m) in refused.items() if c >= 500}
+    transient = {r: _reply(c, m) for r, (c, m) in refused.items() if c < 500}
+    permanent = {r: _reply(c, m) for r, (c, m) in refused.items() if c >= 500}
     return transient, permanent
 
 

@@ -70,6 +70,8 @@ class Skip(enum.Enum):
     """e.g. Postfix's smtp client failing to log in to a relay: not an attack on us."""
     NO_CLIENT_IP = "no client IP"
     INVALID_IP = "invalid IP"
+    """Not an address `ipaddress` accepts, or an IPv6 with a `%scope` id (`fe80::1%eth0`):
+    no mail server logs a client that way, and the scope is free text an attacker writes."""
     BAD_TIMESTAMP = "unknown timestamp"
     UNKNOWN_FORMAT = "unknown format"
     TOO_LONG = "line too long"
@@ -388,6 +390,8 @@ def _valid_ip(raw: bytes) -> str | None:
     # already canonical: skip the slow general parser, which IPv6 still goes through.
     if _IPV4.fullmatch(raw):
         return raw.decode("ascii")
+    if b"%" in raw:  # a scope id: free text (ESC, OSC 52…), never a client address
+        return None
     try:
         return str(ipaddress.ip_address(raw.decode("ascii")))
     except ValueError:

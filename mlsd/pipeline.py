@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment, RowFormat, printable
+from mlsd.csvlog import HEADER, CsvJournal, Enrichment, RowFormat
 from mlsd.errors import StateError
 from mlsd.follow import Batch
 from mlsd.parse import AuthFailure, Skip, parse_block, success_lines
+from mlsd.untrusted import raw_line
 
 log = logging.getLogger("mlsd.pipeline")
 
@@ -76,7 +77,7 @@ class SkipLog:
 
 
 def _quoted(line: bytes) -> str:
-    return json.dumps(printable(line, 300), ensure_ascii=False)
+    return json.dumps(raw_line(line, 300), ensure_ascii=False)
 
 
 class Pipeline:

@@ -50,6 +50,8 @@ from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
 from mlsd.schedule import report_window
+from mlsd.untrusted import html as untrusted_html
+from mlsd.untrusted import is_safe, terminal
 
 WIDTH: Final = 78
 """Longest line of the plain-text part, in terminal columns."""
@@ -114,17 +116,11 @@ class Report:
 # ---- making attacker text harmless
 
 
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def plain(value: str) -> str:
-    """`value` with every non-printable character (controls, ESC, bidi overrides, line
-    separators) turned into visible `\\xNN`/`\\uNNNN` text."""
-    if value.isprintable():
-        return value
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in value)
+    """`value` with every character of mlsd.untrusted's class (controls, ESC, bidi
+    overrides, line separators, zero-width characters) turned into visible
+    `\\xNN`/`\\uNNNN` text."""
+    return terminal(value)
 
 
 def width(value: str) -> int:
@@ -719,7 +715,7 @@ def _html_table(table: _Table) -> str:
                     f"{e(r[i])}</td>"
                 )
             elif c.kind in ("untrusted", "ip"):
-                cells.append(f'<td style="{_CELL}{_MONO}">{e(r[i])}</td>')
+                cells.append(f'<td style="{_CELL}{_MONO}">{untrusted_html(r[i])}</td>')
             else:
                 cells.append(f'<td style="{_CELL}">{e(r[i])}</td>')
         stripe = "background:rgba(128,128,128,.09)" if n % 2 else ""
@@ -773,25 +769,23 @@ def render_html(title: str, header: list[tuple[str, str]], sections: list[_Secti
 # ---- the attachment
 
 
-# A cell that starts a formula, or a character csvlog would have escaped: such a line did
-# not come from csvlog as it is today (an edited file, an older version) and is cleaned again.
-# Three searches, because a pattern that starts with a literal is searched for much faster
-# than one alternation (`(?:^|;)`) over a day of rows.
+# A cell that starts a formula (after spaces too), or a character csvlog would have
+# escaped: such a line did not come from csvlog as it is today (an edited file, an older
+# version) and is cleaned again. Three searches, because a pattern that starts with a literal
+# is searched for much faster than one alternation (`(?:^|;)`) over a day of rows; the
+# class is mlsd.untrusted's, tested in C by `is_safe`.
 _FORMULA: Final = "=+-@\t\r"
-_FORMULA_AFTER_SEP: Final = re.compile(';"?[=+\\-@\t\r]')
-_FORMULA_AT_START: Final = re.compile('\n"?[=+\\-@\t\r]')
-_UNSAFE_CHAR: Final = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
+_FORMULA_AFTER_SEP: Final = re.compile(';"? *[=+\\-@\t\r]')
+_FORMULA_AT_START: Final = re.compile('\n"? *[=+\\-@\t\r]')
 
 
 def _risky(text: str) -> bool:
     """Whether some line of `text` holds a cell csvlog would have cleaned."""
     return bool(
-        text.lstrip('"')[:1] in tuple(_FORMULA)
+        text.lstrip('" ')[:1] in tuple(_FORMULA)
         or _FORMULA_AFTER_SEP.search(text)
         or _FORMULA_AT_START.search(text)
-        or _UNSAFE_CHAR.search(text)
+        or not is_safe(text.replace("\n", " "))
     )
 
 

@@ -28,6 +28,7 @@ from mlsd.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.geo import Geo
 from mlsd.mailer import Outbox
 from mlsd.sender import STATE_NAME, read_last_queued, tagged_day
+from mlsd.untrusted import terminal
 
 STALLED_AFTER: Final = 60.0
 """Seconds the checkpoint may stand still while there is log left to read."""
@@ -374,4 +375,7 @@ def render(st: Status) -> str:
         lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")
     lines += [f"problem: {p}" for p in st.problems]
     lines += [f"warning: {w}" for w in st.warnings]
-    return "\n".join(lines) + "\n"
+    # Each line holds text from outside (an SMTP reply kept in the outbox, paths, the last
+    # event): escaped by the attacker-text policy, so none can move the cursor, retitle
+    # the terminal or start a line of its own.
+    return "\n".join(map(terminal, lines)) + "\n"

@@ -10,21 +10,17 @@ a no-op.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
-from typing import Final
 
 from sdnotify import SystemdNotifier
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-STATUS_MAX: Final = 200
+from mlsd.untrusted import STATUS_MAX, status_line
 
-
-def ascii_status(text: str) -> str:
-    """One line of printable ASCII, capped: safe as a STATUS= value."""
-    text = _UNPRINTABLE.sub("?", text)
-    return text if len(text) <= STATUS_MAX else text[: STATUS_MAX - 3] + "..."
+# The rule is mlsd.untrusted's (printable ASCII, one line, capped); the names stay here
+# for the callers and tests that use them.
+ascii_status = status_line
+__all__ = ["STATUS_MAX", "Notifier", "ascii_status", "watchdog_interval"]
 
 
 def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
