@@ -100,7 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="read the log up to the end of the live file into the CSV, commit, exit",
         description="Catch up from the checkpoint (rotated files included) to the end of "
-        "the live log, append the rows to the CSV and commit: what `run` does, once.",
+        "the live log, append the rows to the CSV and commit: what `run` does, once. On a "
+        "fresh state directory it imports the backlog: every rotated generation, oldest "
+        "first, then the live file, from their beginnings ([follow] start_at and "
+        "import_rotated apply to `run` only). It logs what it read from each file.",
+    )
+    p.add_argument(
+        "--live-only",
+        action="store_true",
+        help="on a fresh state directory, read only the live file (from its beginning), "
+        "not the rotated ones; no effect once a checkpoint exists",
     )
     p.set_defaults(func=cmd_scan)
 
@@ -221,7 +230,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def scan() -> None:
         enricher = Enricher(cfg, Geo(cfg.geoip))
         try:
-            session = daemon.open_session(cfg, enricher)
+            first = daemon.LIVE_ONLY if args.live_only else daemon.BACKLOG
+            session = daemon.open_session(cfg, enricher, first_start=first)
             try:
                 await daemon.scan(session)
             finally:
