@@ -282,7 +282,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"mlsd: {day} has not begun yet in {tz}\n")
         return EXIT_USAGE
     # The daemon's own counters for the day, when it has written them.
-    coverage = report.Coverage.of(Ledger(cfg.paths.state_dir).get(day))
+    ledger = Ledger(cfg.paths.state_dir)
+    coverage = report.Coverage.of(ledger.get(day), ledger.first_start(day))
     geo = Geo(cfg.geoip)
     try:
         dates = [db.summary() for db in geo.describe()]

@@ -67,6 +67,9 @@ class Session:
     follower: Follower
     enricher: Enricher
     overflows: int = 0
+    first_start: str | None = None
+    """How a first start (no checkpointed generation) placed the reader (`resume=`), or
+    None when reading went on from a checkpoint: the day's report says mlsd started then."""
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
@@ -126,7 +129,8 @@ def open_session(
     except BaseException:
         lock.release()
         raise
-    return Session(cfg, lock, pipeline, follower, enricher)
+    first = how if cp is None or cp.generation is None else None
+    return Session(cfg, lock, pipeline, follower, enricher, first_start=first)
 
 
 def close_session(s: Session) -> None:
