@@ -101,7 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="read the log up to the end of the live file into the CSV, commit, exit",
         description="Catch up from the checkpoint (rotated files included) to the end of "
-        "the live log, append the rows to the CSV and commit: what `run` does, once.",
+        "the live log, append the rows to the CSV and commit: what `run` does, once. On a "
+        "fresh state directory it imports the backlog: every rotated generation, oldest "
+        "first, then the live file, from their beginnings ([follow] start_at and "
+        "import_rotated apply to `run` only). It logs what it read from each file.",
+    )
+    p.add_argument(
+        "--live-only",
+        action="store_true",
+        help="on a fresh state directory, read only the live file (from its beginning), "
+        "not the rotated ones; no effect once a checkpoint exists",
     )
     p.set_defaults(func=cmd_scan)
 
@@ -222,7 +231,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def scan() -> None:
         enricher = Enricher(cfg, Geo(cfg.geoip))
         try:
-            session = daemon.open_session(cfg, enricher)
+            first = daemon.LIVE_ONLY if args.live_only else daemon.BACKLOG
+            session = daemon.open_session(cfg, enricher, first_start=first)
             try:
                 await daemon.scan(session)
             finally:
@@ -281,7 +291,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"mlsd: {day} has not begun yet in {tz}\n")
         return EXIT_USAGE
     # The daemon's own counters for the day, when it has written them.
-    coverage = report.Coverage.of(Ledger(cfg.paths.state_dir).get(day))
+    ledger = Ledger(cfg.paths.state_dir)
+    coverage = report.Coverage.of(ledger.get(day), ledger.first_start(day))
     geo = Geo(cfg.geoip)
     try:
         dates = [db.summary() for db in geo.describe()]

@@ -7,8 +7,13 @@ the last 60 days in `state_dir/coverage.json`. Counts are by the day mlsd read t
 which is the day they were logged except while catching up after downtime; the report
 says so.
 
-Losing this file loses only these three figures (the report then says "not known"),
-never a row, so it is written atomically but without the checkpoint's ceremony.
+It also keeps the instant of each first start (no checkpointed generation: a fresh
+install, or a lost checkpoint) under that day: mlsd watched that day only from then, so
+the report of that day says "partial: mlsd started at HH:MM", and no daily report is sent
+for a day before the first one mlsd watched (`first_day`).
+
+Losing this file loses only these figures (the report then says "not known"), never a
+row, so it is written atomically but without the checkpoint's ceremony.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
 
@@ -54,11 +59,21 @@ class DayCounts:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FirstStart:
+    """A first start: when, and how the reader was placed (the daemon's `resume=`)."""
+
+    at: datetime
+    """Aware, UTC."""
+    how: str
+
+
 class Ledger:
     """Per-day counters, fed with the daemon's running totals (`record`)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / NAME
+        self.starts: dict[date, FirstStart] = {}
         self.days: dict[date, DayCounts] = self._load()
         self._seen = DayCounts()
         """The running totals at the last `record`: only what came after is added."""
@@ -66,10 +81,20 @@ class Ledger:
     def _load(self) -> dict[date, DayCounts]:
         try:
             raw = json.loads(self.path.read_text())
-            return {date.fromisoformat(k): DayCounts(**v) for k, v in raw.items()}
+            days: dict[date, DayCounts] = {}
+            for k, v in raw.items():
+                day = date.fromisoformat(k)
+                start = v.pop("first_start", None)
+                if start is not None:
+                    at = datetime.fromisoformat(start["at"]).astimezone(UTC)
+                    self.starts[day] = FirstStart(at, str(start["how"]))
+                if v:
+                    days[day] = DayCounts(**v)
+            return days
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.starts = {}
             log.warning(
                 "coverage file unreadable path=%s error=%s: the report will say "
                 "'not known' for lines read, server errors and gaps until it is rebuilt",
@@ -89,19 +114,38 @@ class Ledger:
         """The day's counters, or None when mlsd did not run that day (or lost the file)."""
         return self.days.get(day)
 
+    def note_first_start(self, day: date, at: datetime, how: str) -> None:
+        """Record a first start on `day` (the report's zone) and write the file at once: a
+        kill -9 before the next save must not lose it (the restart is no first start)."""
+        if day not in self.starts:
+            self.starts[day] = FirstStart(at.astimezone(UTC), how)
+            self.save()
+
+    def first_start(self, day: date) -> FirstStart | None:
+        """The first start on `day`, if mlsd had one that day."""
+        return self.starts.get(day)
+
+    def first_day(self) -> date | None:
+        """The first day mlsd watched, as far as this file knows (None: nothing recorded)."""
+        return min([*self.days, *self.starts], default=None)
+
     def save(self) -> None:
         """Write the last KEEP_DAYS days; a failure is logged, never fatal."""
-        keep = sorted(self.days)[-KEEP_DAYS:]
-        self.days = {d: self.days[d] for d in keep}
-        data = {
-            d.isoformat(): {
-                "lines": c.lines,
-                "events": c.events,
-                "server_errors": c.server_errors,
-                "gaps": c.gaps,
-            }
-            for d, c in self.days.items()
-        }
+        keep = sorted({*self.days, *self.starts})[-KEEP_DAYS:]
+        self.days = {d: self.days[d] for d in keep if d in self.days}
+        self.starts = {d: self.starts[d] for d in keep if d in self.starts}
+        data: dict[str, dict[str, object]] = {}
+        for d in keep:
+            entry: dict[str, object] = {}
+            c = self.days.get(d)
+            if c is not None:
+                entry.update(
+                    lines=c.lines, events=c.events, server_errors=c.server_errors, gaps=c.gaps
+                )
+            start = self.starts.get(d)
+            if start is not None:
+                entry["first_start"] = {"at": start.at.isoformat(), "how": start.how}
+            data[d.isoformat()] = entry
         try:
             replace_atomically(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
         except OSError as exc:

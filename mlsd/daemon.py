@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import pyinotify
 
@@ -42,6 +42,21 @@ _FILE_MASK: Final = (
 )
 
 
+class FirstStart(NamedTuple):
+    """Where a first start (no checkpointed generation) places the reader."""
+
+    start_at: str
+    """`beginning` or `end` of the live file."""
+    import_rotated: bool
+    """Whether the rotated generations are read first, oldest first."""
+
+
+BACKLOG: Final = FirstStart("beginning", import_rotated=True)
+"""`mlsd scan`'s first start: every generation there is, from the oldest."""
+LIVE_ONLY: Final = FirstStart("beginning", import_rotated=False)
+"""`mlsd scan --live-only`'s first start: the live file from its beginning."""
+
+
 @dataclass
 class Session:
     """Everything `run` and `scan` share: the lock, the pipeline and the follower."""
@@ -52,13 +67,22 @@ class Session:
     follower: Follower
     enricher: Enricher
     overflows: int = 0
+    first_start: str | None = None
+    """How a first start (no checkpointed generation) placed the reader (`resume=`), or
+    None when reading went on from a checkpoint: the day's report says mlsd started then."""
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
 
 
-def open_session(cfg: Config, enricher: Enricher) -> Session:
-    """Lock the state directory, reconcile CSV and checkpoint, place the reader."""
+def open_session(
+    cfg: Config, enricher: Enricher, *, first_start: FirstStart | None = None
+) -> Session:
+    """Lock the state directory, reconcile CSV and checkpoint, place the reader.
+
+    `first_start` overrides `[follow] start_at` and `import_rotated` for a first start
+    (no checkpointed generation): `mlsd scan` imports the backlog whatever `run` is set to do.
+    """
     lock = StateLock(cfg.paths.state_dir)
     lock.acquire()
     try:
@@ -77,9 +101,11 @@ def open_session(cfg: Config, enricher: Enricher) -> Session:
         follower = Follower(cfg.paths.mail_log, grace=cfg.follow.rotate_grace)
         for attempt in range(10):
             try:
-                how = follower.start(
-                    cp, start_at=cfg.follow.start_at, import_rotated=cfg.follow.import_rotated
+                start_at, import_rotated = first_start or (
+                    cfg.follow.start_at,
+                    cfg.follow.import_rotated,
                 )
+                how = follower.start(cp, start_at=start_at, import_rotated=import_rotated)
                 break
             except FileNotFoundError:
                 # A file was renamed or deleted between listing and opening (logrotate is
@@ -103,7 +129,8 @@ def open_session(cfg: Config, enricher: Enricher) -> Session:
     except BaseException:
         lock.release()
         raise
-    return Session(cfg, lock, pipeline, follower, enricher)
+    first = how if cp is None or cp.generation is None else None
+    return Session(cfg, lock, pipeline, follower, enricher, first_start=first)
 
 
 def close_session(s: Session) -> None:
@@ -155,15 +182,47 @@ async def drain(s: Session) -> None:
         await asyncio.sleep(0)  # let signals and events in between batches
 
 
-async def scan(s: Session) -> None:
-    """Catch up to the end of the live file, committing as we go (`mlsd scan`)."""
+@dataclass(slots=True)
+class Imported:
+    """What `mlsd scan` read from one generation."""
+
+    generation: str
+    lines: int = 0
+    rows: int = 0
+
+
+async def scan(s: Session) -> list[Imported]:
+    """Catch up to the end of the live file, committing as we go (`mlsd scan`); says what it
+    read from each generation, oldest first, and in all."""
+    read: dict[str, Imported] = {}
+    c = s.pipeline.counters
     while True:
-        await drain(s)
+        while True:
+            lines, events = c.lines, c.events
+            if await step(s) is None:
+                break
+            # A batch comes from one generation, the follower's current one once it returns.
+            cur = s.follower.cur
+            label = cur.label() if cur is not None else "none"
+            got = read.setdefault(label, Imported(label))
+            got.lines += c.lines - lines
+            got.rows += c.events - events
+            await asyncio.sleep(0)  # let signals in between batches
         wake_at = s.follower.wake_at
         if wake_at is None:
-            return
+            break
         # A renamed file may still be written to: wait out its grace period, then seal it.
         await asyncio.sleep(max(0.0, wake_at - time.time()))
+    out = list(read.values())
+    for got in out:
+        log.info("scan read generation=%s lines=%d rows=%d", got.generation, got.lines, got.rows)
+    log.info(
+        "scan done files=%d lines=%d rows=%d",
+        len(out),
+        sum(g.lines for g in out),
+        sum(g.rows for g in out),
+    )
+    return out
 
 
 class _Wake(pyinotify.ProcessEvent):  # type: ignore[misc]

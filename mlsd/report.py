@@ -45,7 +45,7 @@ from typing import Final, TypeVar
 
 from mlsd import __version__
 from mlsd.config import Config
-from mlsd.coverage import DayCounts
+from mlsd.coverage import DayCounts, FirstStart
 from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
@@ -84,13 +84,39 @@ class Coverage:
     lines_read: int | None = None
     server_errors: int | None = None
     gaps: int | None = None
+    first_start: FirstStart | None = None
+    """mlsd's first start, when it was on this day: it watched the day only from then."""
 
     @classmethod
-    def of(cls, counts: DayCounts | None) -> Coverage | None:
-        """From the daemon's counters of the day (None: it did not run that day)."""
+    def of(cls, counts: DayCounts | None, first_start: FirstStart | None = None) -> Coverage | None:
+        """From the daemon's counters of the day (None: it did not run that day) and its
+        first start, if that was on this day."""
         if counts is None:
-            return None
-        return cls(lines_read=counts.lines, server_errors=counts.server_errors, gaps=counts.gaps)
+            return None if first_start is None else cls(first_start=first_start)
+        return cls(
+            lines_read=counts.lines,
+            server_errors=counts.server_errors,
+            gaps=counts.gaps,
+            first_start=first_start,
+        )
+
+
+_BEFORE_START: Final = {
+    "end": "lines logged before it were not read ([follow] start_at = end)",
+    "beginning": "the live log was read from its beginning, older rotated logs were not",
+    "beginning (importing rotated files)": "the rotated logs and the live log were read "
+    "from their beginnings",
+    "none (no log file yet)": "there was no log file yet",
+}
+"""What a first start read of what was logged before it, by its `resume=`."""
+
+
+def started_note(start: FirstStart, tz: tzinfo) -> str:
+    """The header's "partial: mlsd started at HH:MM" (in the report's zone), and what was
+    read of the time before."""
+    note = f"partial: mlsd started at {start.at.astimezone(tz):%H:%M}"
+    before = _BEFORE_START.get(start.how)
+    return f"{note}; {before}" if before else note
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -945,6 +971,10 @@ def build(
             f"({span} h{', the day so far' if partial else ''}; zone {plain(str(tz))})",
         ),
         ("Generated", f"{now.astimezone(tz):%Y-%m-%d %H:%M %Z} on {host} by mlsd {__version__}"),
+    ]
+    if cov.first_start is not None and start <= cov.first_start.at < end:
+        header.append(("Coverage", started_note(cov.first_start, tz)))
+    header += [
         ("Lines read", _coverage_value(cov.lines_read, unknown)),
         ("Events recorded", f"{tally.events:,} rows, {tally.failures:,} failed attempts"),
         (

@@ -70,19 +70,29 @@ def due_day(now: datetime, at: time, tz: tzinfo) -> date:
 
 
 def missed_days(
-    last_sent: date | None, now: datetime, at: time, tz: tzinfo, limit: int = 7
+    last_sent: date | None,
+    now: datetime,
+    at: time,
+    tz: tzinfo,
+    limit: int = 7,
+    *,
+    first_day: date | None = None,
 ) -> list[date]:
     """Report days due but not sent since `last_sent`, oldest first, at most `limit`.
 
-    With no report ever sent, only the latest due day is returned: a fresh install does
-    not mail a backlog of empty days.
+    `first_day` is the first day mlsd watched (at least in part): no day before it is
+    ever returned, so a fresh install does not mail the report of a day it never saw; its
+    first report is that of its first day, due the next day. With no report ever sent and
+    `first_day` unknown, only the latest due day is returned: a fresh install does not
+    mail a backlog of empty days.
     """
     due = due_day(now, at, tz)
+    floor = first_day if first_day is not None else date.min
     if last_sent is None:
-        return [due]
+        return [due] if due >= floor else []
     days: list[date] = []
     day = due
-    while day > last_sent and len(days) < limit:
+    while day > last_sent and day >= floor and len(days) < limit:
         days.append(day)
         day -= _DAY
     return sorted(days)

@@ -5,6 +5,10 @@ once a minute so that a suspend or a clock step is noticed): every report day th
 and not yet sent is built and put in the outbox, then recorded as sent; then every due
 outbox entry is tried. The wall clock is read afresh each time; nothing sleeps for hours.
 
+Never for a day mlsd did not watch: the first daily report is that of the first day mlsd
+watched, at least in part (`first_day`, from mlsd.coverage), sent at `[report] time` the
+day after; a fresh install does not mail an empty report of the day before it started.
+
 Exactly once per day:
 - `state_dir/report.json` holds the last day queued. The outbox entry carries the day in
   its tag, and is written before report.json: after a crash between the two, the entry is
@@ -19,6 +23,7 @@ Without `[report] to` nothing is mailed: reports are written to `state_dir/repor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -74,13 +79,20 @@ class ReportSender:
         *,
         clock: Callable[[], float] = time.time,
         console: TextIO | None = None,
+        first_day: date | None = None,
     ) -> None:
         self.cfg = cfg
+        self.first_day = first_day
+        """The first day mlsd watched (mlsd.coverage): no daily report for a day before."""
         self._produce = produce
         self._clock = clock
         self._console = console if console is not None else _terminal_stdout()
         state_dir = cfg.paths.state_dir
         self.outbox = Outbox(state_dir / "outbox")
+        # There from the start, though a fresh install queues nothing before its first day
+        # is over: an operator (and the troubleshooting guide) looks in it any time.
+        with contextlib.suppress(OSError):
+            self.outbox.failed_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         self.reports_dir = state_dir / "reports"
         self._state = state_dir / STATE_NAME
         self._wake = asyncio.Event()
@@ -132,7 +144,11 @@ class ReportSender:
     async def _queue_due(self, now: float) -> None:
         rcfg = self.cfg.report
         days = missed_days(
-            self.last_queued, datetime.fromtimestamp(now, UTC), rcfg.time, self.cfg.report_tz()
+            self.last_queued,
+            datetime.fromtimestamp(now, UTC),
+            rcfg.time,
+            self.cfg.report_tz(),
+            first_day=self.first_day,
         )
         for day in days:
             if not await self._guarded(day, None, now):

@@ -124,7 +124,10 @@ class Service:
             await self.enricher.close()
             raise
         self.ledger = Ledger(self.cfg.paths.state_dir)
-        self.sender = ReportSender(self.cfg, self._produce)
+        if self.session.first_start is not None:
+            # Watched from now on: this day's report says so, and no earlier day is mailed.
+            self.ledger.note_first_start(self._today(), datetime.now(UTC), self.session.first_start)
+        self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
         self._describe_report()
         follow = asyncio.create_task(daemon.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
@@ -271,7 +274,7 @@ class Service:
         # Everything read so far is committed first, so that the day is complete.
         await daemon.drain(self.session)
         self._account()
-        coverage = report.Coverage.of(self.ledger.get(day))
+        coverage = report.Coverage.of(self.ledger.get(day), self.ledger.first_start(day))
         dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg

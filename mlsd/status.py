@@ -289,7 +289,15 @@ def _reports(st: Status, cfg: Config, now: datetime, started: datetime | None) -
         )
     due = schedule.due_day(now, at, tz)
     due_at = schedule.wall_time(due + timedelta(days=1), at, tz)
-    if started and (last is None or last < due) and now - max(due_at, started) > OVERDUE_AFTER:
+    # No report is ever due for a day before the first one mlsd watched (mlsd.sender).
+    first = Ledger(cfg.paths.state_dir).first_day()
+    watched = first is None or due >= first
+    if (
+        started
+        and watched
+        and (last is None or last < due)
+        and now - max(due_at, started) > OVERDUE_AFTER
+    ):
         st.problems.append(
             f"the report of {due} was due at {due_at.astimezone().isoformat(' ', 'minutes')} "
             "and has not been queued: see journalctl -u mlsd"

@@ -19,11 +19,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 
 import pytest
 
-from mlsd import config, status
+from mlsd import config, schedule, status
 from mlsd.coverage import DayCounts, Ledger
 from mlsd.mailer import Outbox
 from mlsd.parse import Skip
@@ -77,6 +78,15 @@ def csv_users(path: Path) -> Counter[str]:
         return Counter(r["user"] for r in csv.DictReader(fh, delimiter=";"))
 
 
+def _sent_yesterday(env: Env) -> str:
+    """report.json of an installation that has sent reports (yesterday's was the last):
+    a fresh install writes none before its first day is over (mlsd.sender)."""
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    env.state.mkdir(mode=0o750, exist_ok=True)
+    (env.state / "report.json").write_text(json.dumps({"last_queued": yesterday}))
+    return yesterday
+
+
 # ---- status
 
 
@@ -95,15 +105,18 @@ def test_status_while_following_then_after_stop(env: Env) -> None:
     assert st["offset"] == env.log.stat().st_size
     assert st["events_today"] == 5
     assert st["last_event"] is not None
-    # The daemon queued (here: wrote to disk, no recipients) the last due day's report.
-    today = datetime.now(UTC).date()
-    due = {(today - timedelta(days=n)).isoformat() for n in (1, 2)}
-    assert st["report_last_queued"] in due
-    assert str(st["report_last_state"]).startswith(f"written to {env.state / 'reports'}")
+    # A fresh install queues no report of a day it never watched (yesterday's).
+    assert st["report_last_queued"] is None
     text = mlsd(env, "status").stdout
     assert text.startswith("mlsd: healthy")
     assert f"running, pid {proc.pid}" in text
     assert "events today  5" in text
+    assert "last report   none yet" in text
+    # Nor is yesterday's report overdue later today: mlsd never watched that day.
+    later = datetime.now(UTC) + timedelta(minutes=20)
+    due = schedule.due_day(later, time_of_day(0, 15), UTC)
+    overdue = [p for p in status.gather(config.load(env.conf), later).problems if "due" in p]
+    assert (due >= datetime.now(UTC).date()) == bool(overdue), overdue
 
     # A line still being written (no newline yet) is not "behind": the daemon cannot read it.
     w.write(b"Nov 25 05:00:00 mx postfix/smtpd[1]: connect from")
@@ -141,6 +154,7 @@ def test_status_sees_a_stuck_daemon(env: Env) -> None:
 
 
 def test_status_report_overdue_outbox_and_gaps(env: Env) -> None:
+    yesterday = _sent_yesterday(env)
     Writer(env.log).write(now_line("x"))
     proc = env.start()
     env.wait_rows(Counter(["x"]))
@@ -168,6 +182,7 @@ def test_status_report_overdue_outbox_and_gaps(env: Env) -> None:
 
     st = status.gather(cfg, now)
     # The last report (yesterday's, written to disk) is not the one waiting, from 2001.
+    assert st.report_last_queued == yesterday
     assert st.report_last_state.startswith("written to ")
     assert st.outbox_waiting == 1 and st.outbox_failed == 1
     assert any("could not be delivered" in p for p in st.problems), st.problems
@@ -203,6 +218,7 @@ def _files(env: Env) -> list[Path]:
 
 
 def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
+    _sent_yesterday(env)
     w = Writer(env.log)
     w.write(b"".join(now_line(f"a{i}") for i in range(3)))
     proc = env.start()
@@ -264,6 +280,7 @@ def test_reset_needs_yes_without_a_terminal_and_asks_on_one(env: Env) -> None:
 
 
 def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Path) -> None:
+    _sent_yesterday(env)
     Writer(env.log).write(now_line("a"))
     proc = env.start()
     env.wait_rows(Counter(["a"]))

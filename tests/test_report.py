@@ -27,6 +27,7 @@ import pytest
 
 from mlsd import __version__, history, report
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
+from mlsd.coverage import FirstStart
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
 from mlsd.csvwindow import rows_between
 from mlsd.errors import ConfigError
@@ -267,6 +268,47 @@ def test_unknown_coverage_says_so_never_zero(day_cfg: Config) -> None:
     partly = build(day_cfg, coverage=report.Coverage(lines_read=5)).text
     assert "Lines read          5" in partly
     assert 2 == partly.count("not known (no daemon counters for this day)")
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("end", "partial: mlsd started at 14:32; lines logged before it were not read "
+         "([follow] start_at = end)"),
+        ("beginning", "partial: mlsd started at 14:32; the live log was read from its "
+         "beginning, older rotated logs were not"),
+        ("beginning (importing rotated files)", "partial: mlsd started at 14:32; the rotated "
+         "logs and the live log were read from their beginnings"),
+        ("none (no log file yet)", "partial: mlsd started at 14:32; there was no log file yet"),
+    ],
+)  # fmt: skip
+def test_first_start_on_the_day_makes_it_partial(day_cfg: Config, how: str, expected: str) -> None:
+    """mlsd's first start during the day: the header says from when it watched (in the
+    report's zone: 13:32 UTC is 14:32 in Paris), in the text and in the HTML."""
+    started = FirstStart(datetime(2026, 11, 24, 13, 32, 10, tzinfo=UTC), how)
+    r = build(day_cfg, coverage=report.Coverage(lines_read=3, first_start=started))
+    assert f"Coverage            {expected}" in flat_lines(r.text)
+    assert expected in " ".join(Page.of(r.html).text.split())
+
+
+def test_first_start_on_another_day_is_not_mentioned(day_cfg: Config) -> None:
+    """A first start the day before (or a report of a later day): a whole day, no note."""
+    before = FirstStart(datetime(2026, 11, 23, 22, 59, tzinfo=UTC), "beginning")  # 23:59 CET
+    for cov in (report.Coverage(first_start=before), report.Coverage()):
+        r = build(day_cfg, coverage=cov)
+        assert "partial" not in r.text and "partial" not in r.html
+        assert "Coverage  " not in r.text
+
+
+def flat_lines(text: str) -> list[str]:
+    """Header lines with their continuation lines joined (long values wrap)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if out and line.startswith(" " * 20) and line.strip():
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+    return out
 
 
 def test_html_has_the_same_content_safely(day_cfg: Config) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, date, datetime
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 
+from mlsd.coverage import Ledger
 from tests import smtpkit
 from tests.followkit import ENV
 
@@ -109,3 +110,17 @@ def test_a_day_not_begun_is_a_usage_error(conf: Path) -> None:
     assert "not begun" in res.stderr
     res = _mlsd(conf, "report", "--day", "yesterday")
     assert res.returncode == 2
+
+
+def test_report_of_the_first_start_day_says_partial(conf: Path) -> None:
+    """`mlsd report` reads the daemon's first start from coverage.json like the daemon does:
+    the day it started says so; the day before does not."""
+    Ledger(conf.parent / "state").note_first_start(
+        date(2026, 9, 28), datetime(2026, 9, 28, 7, 45, tzinfo=UTC), "end"
+    )
+    res = _mlsd(conf, "report", "--day", DAY)
+    assert res.returncode == 0, res.stderr
+    assert "partial: mlsd started at 07:45" in res.stdout
+    before = _mlsd(conf, "report", "--day", "2026-09-27")
+    assert before.returncode == 0, before.stderr
+    assert "partial" not in before.stdout

@@ -103,3 +103,35 @@ def test_missed_days_after_downtime_and_on_a_fresh_install() -> None:
 def test_wall_time_in_a_gap_is_the_end_of_the_gap() -> None:
     """A skipped wall-clock time maps to the first minute after the jump."""
     assert utc("2026-03-29T01:00") == wall_time(date(2026, 3, 29), time(2, 0), PARIS)
+
+
+D = date(2026, 11, 25)
+_DAY = timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("last_sent", "now", "first_day", "expected"),
+    [
+        # Fresh install, first start on D at 14:00 UTC: no report of D-1, which it never saw.
+        (None, "2026-11-25T14:00", D, []),
+        # The same before D's send time: not the day before yesterday either.
+        (None, "2026-11-25T00:10", D, []),
+        # At 00:15 on D+1 the first report is D's own (partial: started at 14:00).
+        (None, "2026-11-26T00:14", D, []),
+        (None, "2026-11-26T00:15", D, [D]),
+        # Down over D+1 and D+2 without ever sending: only the latest, as before.
+        (None, "2026-11-28T12:00", D, [D + 2 * _DAY]),
+        # First day unknown (coverage.json lost or older): the latest due day, as before.
+        (None, "2026-11-25T14:00", None, [D - _DAY]),
+        # A report was sent, then the state was reset and mlsd started again on D (its
+        # first day is then D): the days before D are not caught up.
+        (D - 5 * _DAY, "2026-11-26T12:00", D, [D]),
+        # A long stop after D: every missed day is caught up (the log was read on restart).
+        (D, "2026-11-29T12:00", D, [D + _DAY, D + 2 * _DAY, D + 3 * _DAY]),
+    ],
+)
+def test_missed_days_never_before_the_first_watched_day(
+    last_sent: date | None, now: str, first_day: date | None, expected: list[date]
+) -> None:
+    """No daily report for a day before the first one mlsd watched at least in part."""
+    assert expected == missed_days(last_sent, utc(now), time(0, 15), UTC, first_day=first_day)

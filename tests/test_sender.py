@@ -100,11 +100,18 @@ class Producer:
 
 
 def new_sender(
-    cfg: config.Config, clock: Clock, console: io.StringIO | None = None
+    cfg: config.Config,
+    clock: Clock,
+    console: io.StringIO | None = None,
+    first_day: date | None = None,
 ) -> tuple[ReportSender, Producer]:
     produce = Producer(cfg)
     sender = ReportSender(
-        cfg, produce, clock=clock, console=console if console is not None else io.StringIO()
+        cfg,
+        produce,
+        clock=clock,
+        console=console if console is not None else io.StringIO(),
+        first_day=first_day,
     )
     return sender, produce
 
@@ -203,6 +210,28 @@ def test_before_send_time_the_day_before_yesterday_then_yesterday(
     assert [(TODAY - 2 * DAY, None), (TODAY - DAY, None)] == produce.calls
     assert [f"[mlsd] report {TODAY - 2 * DAY}", f"[mlsd] report {TODAY - DAY}"] == subjects(sink)
     assert TODAY - DAY == read_state(cfg)
+
+
+def test_fresh_install_first_report_is_its_first_day(
+    tmp_path: Path, sink: smtpkit.Sink, server: int
+) -> None:
+    """First start today at noon: nothing for yesterday (never watched), now or at any
+    later tick today; at 00:15 tomorrow, today's report, once, also across a restart."""
+    cfg = make_cfg(tmp_path, server)
+    clock = Clock(NOON.timestamp())
+    sender, produce = new_sender(cfg, clock, first_day=TODAY)
+    tick(sender)
+    clock.at(NOON + timedelta(hours=11, minutes=59))
+    tick(sender)
+    assert ([], 0, None) == (produce.calls, len(sink.messages), read_state(cfg))
+
+    clock.at(datetime.combine(TODAY + DAY, time(0, 15), tzinfo=UTC))
+    tick(sender)
+    assert [(TODAY, None)] == produce.calls
+    assert [f"[mlsd] report {TODAY}"] == subjects(sink)
+    restarted, produce2 = new_sender(cfg, clock, first_day=TODAY)
+    tick(restarted)
+    assert ([], 1) == (produce2.calls, len(sink.messages))
 
 
 # ---- 3. the crash window between the outbox entry and report.json
