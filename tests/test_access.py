@@ -356,6 +356,24 @@ def test_check_config_warns_about_a_directory_as_the_log(env: Env) -> None:
     )
 
 
+@as_root
+def test_an_unreadable_geoip_database_says_the_fix(site: Unprivileged) -> None:
+    """The daemon's warning about a GeoIP file it may not read carries the same sentence."""
+    _log(site, range(1), mode=0o644)
+    db = site.root / "country.mmdb"
+    shutil.copy(Path(__file__).parent / "data" / "geoip" / "GeoLite2-Country-Test.mmdb", db)
+    db.chmod(0o600)
+    site.extra = f"[geoip]\ncountry_db = {db}\n"
+    site.write_conf({})
+    res = site.run("scan")
+    assert res.returncode == 0, res.stderr
+    assert "geoip database unusable, not loaded" in res.stderr
+    assert (
+        f"cannot read the GeoIP database {db} ([geoip]): it is root:root 0600 and mlsd runs as "
+        f"{WHO}: make it readable (chmod 0644 {db}: it holds no secret)"
+    ) in res.stderr, res.stderr
+
+
 # ---- the sentences, for identities a test cannot become
 
 
