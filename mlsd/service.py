@@ -2,7 +2,9 @@
 
 Start-up: lock and recovery (mlsd.daemon.open_session), the GeoIP databases and the
 resolver, the follower task with its inotify watches, the report task; then READY=1.
-Catch-up may still be running at READY: STATUS= says how far behind reading is.
+Catch-up may still be running at READY: STATUS= says how far behind reading is. A log
+mlsd may not read does not hold READY back: STATUS= and an error line say why, and
+reading starts by itself once the permission is fixed (see `_check_log`).
 
 Serve: one loop acts on what the signal handlers recorded (they only set flags, so no
 work ever runs inside a handler), refreshes STATUS= every few seconds, and notices a
