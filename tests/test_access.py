@@ -136,6 +136,28 @@ def test_run_says_it_cannot_read_the_log_and_reads_it_once_fixed(
 
 
 @as_root
+def test_run_says_when_a_rotation_creates_a_log_it_cannot_read(
+    site: Unprivileged, notify: NotifySocket
+) -> None:
+    """Rotation with `create 0600 root root`: the old file is finished, then STATUS= and
+    an error say the new one is refused (it used to go on saying "following"); after
+    the chmod its lines are read."""
+    _log(site, range(2), mode=0o644)
+    proc = site.start(env={"NOTIFY_SOCKET": str(notify.path)})
+    assert _ready_status(notify).startswith(f"following {site.log}")
+    site.wait_rows(users(range(2)))
+    site.log.rename(site.log.with_name("mail.log.1"))
+    _log(site, range(2, 5), mode=0o600)
+    wait_for(lambda: any(s.startswith(f"cannot read {site.log}") for s in notify.statuses()), 15)
+    assert "cannot read the log file" in site.stderr(proc)
+    assert site.rows() == users(range(2))
+    site.log.chmod(0o644)
+    site.wait_rows(users(range(5)), timeout=15)
+    wait_for(lambda: notify.statuses()[-1].startswith(f"following {site.log}"), 15)
+    assert site.stop(proc) == 0
+
+
+@as_root
 def test_run_notices_a_fixed_log_at_the_reconcile_tick_without_inotify(
     site: Unprivileged, notify: NotifySocket
 ) -> None:
