@@ -238,12 +238,8 @@ def sentence(a: Access, key: str, *, noun: str = "the log") -> str:
     if a.verdict is Verdict.MISSING:
         return f"{where} does not exist yet: mlsd waits for it"
     if a.verdict is Verdict.NOT_REGULAR:
-        return (
-            f"{where} is a {a.kind}, not a regular file: set {key} to the file itself "
-            "(a log file such as /var/log/mail.log, or the CSV file)"
-            if a.kind == "directory"
-            else f"{where} is a {a.kind}, not a regular file: set {key} to a regular file"
-        )
+        example = " (such as /var/log/mail.log)" if noun == "the log" else ""
+        return f"{where} is a {a.kind}, not a regular file: set {key} to a regular file{example}"
     if a.verdict is Verdict.NOT_DIRECTORY:
         return (
             f"cannot use {noun} {where}: {a.blocker} is a {a.kind}, not a directory: "
