@@ -410,10 +410,14 @@ class Service:
         parts = [self._reload_error] if self._reload_error else []
         behind = self._behind()
         if self._log_problem is not None:
-            # First: STATUS= is cut at 200 characters, and this is why nothing is recorded.
-            parts.insert(
-                0, f"cannot read {self.cfg.paths.mail_log}: {access.short(self._log_problem)}"
-            )
+            # First: STATUS= is cut at 200 characters, and this is why nothing is recorded
+            # (or, through a descriptor opened before a chmod, why a restart would not be).
+            why = access.short(self._log_problem)
+            path = self.cfg.paths.mail_log
+            if self._reading_live():
+                parts.insert(0, f"following {path} but could not open it again: {why}")
+            else:
+                parts.insert(0, f"cannot read {path}: {why}")
         elif behind > 64 * 1024:
             parts.append(f"catching up, {behind / 2**20:.1f} MiB behind")
         else:

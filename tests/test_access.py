@@ -158,6 +158,30 @@ def test_run_says_when_a_rotation_creates_a_log_it_cannot_read(
 
 
 @as_root
+def test_run_warns_that_an_open_log_made_unreadable_could_not_be_reopened(
+    site: Unprivileged, notify: NotifySocket
+) -> None:
+    """A chmod 0600 of the log being read: mlsd goes on reading through its descriptor
+    (nothing is lost now) and says that a restart or a rotation could not open it."""
+    _log(site, range(2), mode=0o644)
+    proc = site.start(env={"NOTIFY_SOCKET": str(notify.path)})
+    site.wait_rows(users(range(2)))
+    site.log.chmod(0o600)
+    wait_for(
+        lambda: any(
+            s.startswith(f"following {site.log} but could not open it again: permission denied")
+            for s in notify.statuses()
+        ),
+        15,
+    )
+    assert "mlsd still reads it through the descriptor it opened before" in site.stderr(proc)
+    with open(site.log, "ab") as fh:
+        fh.write(b"".join(_line(s) for s in range(2, 4)))
+    site.wait_rows(users(range(4)), timeout=15)
+    assert site.stop(proc) == 0
+
+
+@as_root
 def test_run_notices_a_fixed_log_at_the_reconcile_tick_without_inotify(
     site: Unprivileged, notify: NotifySocket
 ) -> None:
