@@ -7,7 +7,9 @@ stderr as one sentence; `--debug` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import os
 import sys
 import zlib
 from collections import Counter
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
 from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse
-from mlsd.errors import ConfigError, InputError, MlsdError
+from mlsd.errors import ConfigError, InputError, MlsdError, StateError
 from mlsd.logfiles import open_log
 from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
 from mlsd.untrusted import raw_line, terminal
@@ -213,20 +215,53 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """`mlsd check-config`: validate, then print the effective configuration."""
     cfg = _load_config(args, required=True)
     sys.stdout.write(config.render(cfg))
+    # Valid is not usable: say what this machine's files would refuse (exit status unchanged,
+    # as the config may be checked away from the server it is for).
+    for warning in _file_warnings(cfg):
+        sys.stderr.write(f"mlsd: warning: {warning}\n")
     sys.stderr.write(f"mlsd: {cfg.source_file}: configuration is valid\n")
     return EXIT_OK
+
+
+def _file_warnings(cfg: config.Config) -> list[str]:
+    """The configured files that mlsd could not use here, one sentence each.
+
+    The log and the GeoIP databases are judged for the user mlsd runs as: the caller, or,
+    when the caller is root (who reads everything), the shipped unit's user (an unprivileged
+    user in group adm). The state and CSV directories are judged for the caller: the unit
+    makes them for its user (StateDirectory=, LogsDirectory=).
+    """
+    from mlsd import access  # noqa: PLC0415 - see the note on imports at the top
+
+    who = access.Who.shipped_unit() if os.geteuid() == 0 else None
+    found = access.probe_read(cfg.paths.mail_log, who)
+    out = [] if found.ok else [access.sentence(found, "[paths] mail_log")]
+    for key, path in (("country_db", cfg.geoip.country_db), ("asn_db", cfg.geoip.asn_db)):
+        db = access.probe_read(path, who)
+        if db.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
+            out.append(access.sentence(db, f"[geoip] {key}", noun="the GeoIP database"))
+    out += access.state_problems(cfg.paths.state_dir, cfg.paths.csv)
+    return out
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """`mlsd scan`: catch up to the end of the live log, commit, exit 0."""
     import asyncio  # noqa: PLC0415
 
-    from mlsd import daemon, logs  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd import access, daemon, logs  # noqa: PLC0415 - see the note on imports at the top
     from mlsd.enrich import Enricher  # noqa: PLC0415
     from mlsd.geo import Geo  # noqa: PLC0415
 
     cfg = _load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format)
+    # Refused before anything is touched: exit 0 having read nothing would say "all read".
+    # A log that does not exist yet is not an error (the follower says it waits for it).
+    found = access.probe_read(cfg.paths.mail_log)
+    if found.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
+        raise InputError(access.sentence(found, "[paths] mail_log") + "; nothing was read")
+    problems = access.state_problems(cfg.paths.state_dir, cfg.paths.csv)
+    if problems:
+        raise StateError(problems[0])
 
     async def scan() -> None:
         enricher = Enricher(cfg, Geo(cfg.geoip))
@@ -650,11 +685,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.filename is None:
             return _internal(exc, args)
-        # The environment, not a bug (a full disk, a vanished directory): one sentence
-        # that names the file, the same with or without --debug's traceback.
+        # The environment, not a bug (a full disk, a vanished directory, a permission): one
+        # sentence that names the file, the same with or without --debug's traceback.
         if args.debug:
             _traceback()
-        sys.stderr.write(f"mlsd: {terminal(str(exc.filename))}: {exc.strerror}\n")
+        who = ""
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            from mlsd.access import Who  # noqa: PLC0415
+
+            who = f" (mlsd runs as {Who.me()}; see ls -ld on it and on its directory)"
+        sys.stderr.write(f"mlsd: {terminal(str(exc.filename))}: {exc.strerror}{who}\n")
         return EXIT_FAILURE
     except Exception as exc:
         return _internal(exc, args)
@@ -662,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _internal(exc: Exception, args: argparse.Namespace) -> int:
-    if args.debug:
+    if getattr(args, "debug", False):
         _traceback()
     sys.stderr.write(
         f"mlsd: internal error: {exc.__class__.__name__}: {terminal(str(exc))} "

@@ -19,6 +19,7 @@ from typing import Any, Final, NamedTuple
 import pyinotify
 
 from mlsd import __version__
+from mlsd.access import readable
 from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
 from mlsd.csvlog import CsvJournal
@@ -34,8 +35,15 @@ second whatever the write pattern, for at most 20 ms more delay to a row."""
 FULL_BATCH: Final = 1 << 20
 """A batch this big means reading is behind: no gap before the next one."""
 
+# IN_ATTRIB on the directory: a chmod or chgrp of the log. An unreadable log cannot get
+# a watch of its own (inotify needs read access), so this is what wakes us at once when
+# the operator fixes its permissions.
 _DIR_MASK: Final = (
-    pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
+    pyinotify.IN_CREATE
+    | pyinotify.IN_MOVED_TO
+    | pyinotify.IN_MOVED_FROM
+    | pyinotify.IN_DELETE
+    | pyinotify.IN_ATTRIB
 )
 _FILE_MASK: Final = (
     pyinotify.IN_MODIFY | pyinotify.IN_ATTRIB | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF
@@ -253,20 +261,33 @@ class _Watches:
     def __init__(self, wm: Any, logpath: Path) -> None:
         self.wm = wm
         self.logpath = logpath
-        dirs = {logpath.parent, Path(os.path.realpath(logpath)).parent}
-        for d in dirs:
-            wm.add_watch(str(d), _DIR_MASK, quiet=True)
+        self._dirs = {logpath.parent, Path(os.path.realpath(logpath)).parent}
+        self._dirs_watched: set[Path] = set()
+        self._watch_dirs()
         self._files: dict[tuple[int, int], int] = {}
+
+    def _watch_dirs(self) -> None:
+        # A directory mlsd may not read cannot be watched; once its permissions are
+        # fixed, the watch is added here on the next pass (until then: the reconcile tick).
+        for d in self._dirs - self._dirs_watched:
+            try:
+                self.wm.add_watch(str(d), _DIR_MASK, quiet=False)
+            except pyinotify.WatchManagerError as exc:
+                log.debug("directory not watched path=%s error=%r", d, str(exc))
+            else:
+                self._dirs_watched.add(d)
 
     def follow(self, follower: Follower) -> None:
         """Point the file watches at the current generation and the live file."""
+        self._watch_dirs()
         want: dict[tuple[int, int], Path] = {}
         cur = follower.cur
         if cur is not None:
             want[(cur.dev, cur.ino)] = cur.path
         try:
             st = os.stat(self.logpath)
-            want.setdefault((st.st_dev, st.st_ino), self.logpath)
+            if readable(self.logpath):  # else inotify refuses, and says so at every pass
+                want.setdefault((st.st_dev, st.st_ino), self.logpath)
         except OSError:
             pass
         for ident in list(self._files):
@@ -286,7 +307,14 @@ def _snapshot(s: Session) -> tuple[object, ...]:
     """What the reconcile timer compares: a `stat` of the path and of the open file."""
     try:
         st = os.stat(s.cfg.paths.mail_log)
-        live: tuple[object, ...] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # Readability too: a chmod that lets us read the log changes neither size nor
+        # mtime, and must not wait for the next write to be noticed.
+        live: tuple[object, ...] = (
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            readable(s.cfg.paths.mail_log),
+        )
     except OSError:
         live = ()
     cur = s.follower.cur

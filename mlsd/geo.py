@@ -42,7 +42,7 @@ from typing import Any, Final
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
-from mlsd import logs
+from mlsd import access, logs
 from mlsd.config import GeoipConfig
 from mlsd.csvlog import NOT_AVAILABLE
 
@@ -417,12 +417,18 @@ class Geo:
         try:
             db = _Db(source.path, ident)
         except DatabaseUnusable as exc:
+            found = access.probe_read(source.path)
+            extra = {}
+            if found.verdict is access.Verdict.DENIED:
+                # The permission, who mlsd is and the fix, as check-config words it.
+                extra["fix"] = access.sentence(found, "[geoip]", noun="the GeoIP database")
             _log.warning(
                 "geoip database unusable, not loaded",
                 path=str(source.path),
                 error=str(exc),
                 kept="previous" if source.db is not None else "none",
                 reason=reason,
+                **extra,
             )
             return False
         old, source.db = source.db, db

@@ -2,7 +2,9 @@
 
 Start-up: lock and recovery (mlsd.daemon.open_session), the GeoIP databases and the
 resolver, the follower task with its inotify watches, the report task; then READY=1.
-Catch-up may still be running at READY: STATUS= says how far behind reading is.
+Catch-up may still be running at READY: STATUS= says how far behind reading is. A log
+mlsd may not read does not hold READY back: STATUS= and an error line say why, and
+reading starts by itself once the permission is fixed (see `_check_log`).
 
 Serve: one loop acts on what the signal handlers recorded (they only set flags, so no
 work ever runs inside a handler), refreshes STATUS= every few seconds, and notices a
@@ -33,11 +35,11 @@ from dataclasses import fields, replace
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import config, daemon, history, logs, report
+from mlsd import access, config, daemon, history, logs, report
 from mlsd.config import Config
 from mlsd.coverage import DayCounts, Ledger
 from mlsd.enrich import Enricher
-from mlsd.errors import ConfigError
+from mlsd.errors import ConfigError, StateError
 from mlsd.geo import Geo
 from mlsd.parse import Skip
 from mlsd.sender import Rendered, ReportSender
@@ -77,6 +79,8 @@ class Service:
         self._stop_follow = asyncio.Event()
         self._ledger_saved = time.monotonic()
         self._report_lock = asyncio.Lock()
+        self._log_problem: access.Access | None = None
+        """Why the log cannot be read, while it cannot (a missing log is not a problem)."""
 
     # ---- signals: record intent, act later
 
@@ -116,6 +120,11 @@ class Service:
     async def _run(self) -> int:
         if os.geteuid() == 0:
             log.warning(ROOT_WARNING)
+        problems = access.state_problems(self.cfg.paths.state_dir, self.cfg.paths.csv)
+        for extra in problems[1:]:
+            log.error("%s", extra)
+        if problems:
+            raise StateError(problems[0])
         self.geo = Geo(self.cfg.geoip)
         self.enricher = Enricher(self.cfg, self.geo)
         try:
@@ -133,6 +142,12 @@ class Service:
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
+        # READY=1 even when the log cannot be read: without it systemd would kill and
+        # restart mlsd in a loop (TimeoutStartSec), the error drowned in restarts, and a
+        # fixed permission would wait for the next restart. Ready, with STATUS= saying
+        # what is wrong, `systemctl status mlsd` shows the reason, and reading starts by
+        # itself once the permission is fixed (the follower's reconcile tick looks again).
+        self._check_log()
         self.notifier.ready(self._status())
         warm = asyncio.create_task(self._warm_report_cache())
         code = 1
@@ -176,6 +191,7 @@ class Service:
             if time.monotonic() - self._ledger_saved >= LEDGER_EVERY:
                 self._ledger_saved = time.monotonic()
                 self.ledger.save()
+            self._check_log()
             self._set_status()
 
     async def _shutdown(
@@ -326,6 +342,39 @@ class Service:
             self.sender.last_queued or "never",
         )
 
+    # ---- the log's permissions
+
+    def _check_log(self) -> None:
+        """Probe the live log; say once, as an error, when it becomes unreadable, and when
+        it is readable again. A log that does not exist yet is the follower's to report."""
+        path = self.cfg.paths.mail_log
+        found = access.probe_read(path)
+        problem = None if found.verdict in (access.Verdict.OK, access.Verdict.MISSING) else found
+        if problem == self._log_problem:
+            return
+        self._log_problem = problem
+        if problem is None:
+            log.info("log file readable again source=%s", path)
+            return
+        detail = access.sentence(problem, "[paths] mail_log")
+        if self._reading_live():
+            detail += (
+                "; mlsd still reads it through the descriptor it opened before, "
+                "but could not open it again after a restart or a rotation"
+            )
+        log.error(
+            "cannot read the log file source=%s reason=%r: %s", path, problem.verdict.value, detail
+        )
+
+    def _reading_live(self) -> bool:
+        """Whether the open generation is the file at the log's path (same inode)."""
+        cur = self.session.follower.cur
+        try:
+            st = os.stat(self.cfg.paths.mail_log)
+        except OSError:
+            return False
+        return cur is not None and (cur.dev, cur.ino) == (st.st_dev, st.st_ino)
+
     # ---- status
 
     def _today(self) -> date:
@@ -363,7 +412,16 @@ class Service:
         # Most important first: STATUS= is cut at 200 characters.
         parts = [self._reload_error] if self._reload_error else []
         behind = self._behind()
-        if behind > 64 * 1024:
+        if self._log_problem is not None:
+            # First: STATUS= is cut at 200 characters, and this is why nothing is recorded
+            # (or, through a descriptor opened before a chmod, why a restart would not be).
+            why = access.short(self._log_problem)
+            path = self.cfg.paths.mail_log
+            if self._reading_live():
+                parts.insert(0, f"following {path} but could not open it again: {why}")
+            else:
+                parts.insert(0, f"cannot read {path}: {why}")
+        elif behind > 64 * 1024:
             parts.append(f"catching up, {behind / 2**20:.1f} MiB behind")
         else:
             parts.append(f"following {self.cfg.paths.mail_log}")

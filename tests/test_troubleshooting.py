@@ -206,6 +206,13 @@ def test_every_command_of_the_guide_runs(site: Site) -> None:
     assert one("sudo mlsd check-config").rc == 0
     assert one("mlsd check-config -c /tmp/mlsd.conf").rc == 0
     assert "SupplementaryGroups=adm" in one("grep -E '^(DynamicUser").out
+    # "mlsd cannot read the log": check-config (as root) judged the log for the unit's user.
+    # Here the log is 0644, so the only refusal there can be is a directory on the way
+    # (pytest's temporary directories are root's 0700), and the sentence says so.
+    judged = one("sudo mlsd check-config 2>&1").out.strip().splitlines()
+    assert judged[-1].endswith("configuration is valid"), judged
+    for warning in judged[:-1]:
+        assert "[paths] mail_log" in warning and "may not enter the directory" in warning, judged
     assert one("postconf maillog_file").out.strip() == "maillog_file = /var/log/mail.log"
     # The direct send and SIGUSR1's report both reached the SMTP server.
     assert one("sudo mlsd report --send").rc == 0
