@@ -71,6 +71,10 @@ class Skip(enum.Enum):
     NO_CLIENT_IP = "no client IP"
     INVALID_IP = "invalid IP"
     BAD_TIMESTAMP = "unknown timestamp"
+    OUT_OF_RANGE = "timestamp out of range"
+    """A stamp within a day of the first or last instant a datetime can hold (year 1 or
+    9999): shown in another zone it would not exist, so writing its row would stop mlsd.
+    Written by a broken clock or by someone who can write to the log, never by a real login."""
     UNKNOWN_FORMAT = "unknown format"
     TOO_LONG = "line too long"
     SUCCESS = "successful login"
@@ -132,6 +136,7 @@ _POSTFIX_SERVICE_DEFAULT = "smtp"
 # TAI64 labels count from 2**62; daemontools adds the 10 s TAI-UTC offset of 1970.
 _TAI64_EPOCH = 2**62 + 10
 _ONE_DAY = timedelta(days=1)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 
 # Every line the parser can turn into a result contains one of these. Neither contains
@@ -316,8 +321,8 @@ def _postfix(groups: _Groups, clock: _Clock) -> Result:
     if ip is None:
         return Skip.INVALID_IP
     when = _stamp(groups, clock)
-    if when is None:
-        return Skip.BAD_TIMESTAMP
+    if isinstance(when, Skip):
+        return when
     return AuthFailure(
         when,
         _WORDS[groups[_HOST] or b""],
@@ -367,8 +372,8 @@ def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result
     reason_end = body.find(b": ", after)
     reason = body[: reason_end if 0 <= reason_end < upto else after]
     when = _stamp(stamp, clock)
-    if when is None:
-        return Skip.BAD_TIMESTAMP
+    if isinstance(when, Skip):
+        return when
     n = failed[1]
     return AuthFailure(
         when,
@@ -452,7 +457,19 @@ def _clock(ref: datetime, tz: tzinfo) -> _Clock:
     return _Clock(ref, tz)
 
 
-def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
+def _stamp(groups: _Groups, clock: _Clock) -> datetime | Skip:
+    when = _when(groups, clock)
+    if when is None:
+        return Skip.BAD_TIMESTAMP
+    # Every stage after this one converts the time to some zone (the CSV's, UTC for
+    # STATUS=, the report's): only instants that every zone can show go on. One compare
+    # for the years no offset can push out of range, the exact test for the two others.
+    if 1 < when.year < 9999 or _EARLIEST <= when <= _LATEST:
+        return when
+    return Skip.OUT_OF_RANGE
+
+
+def _when(groups: _Groups, clock: _Clock) -> datetime | None:
     minute = groups[0]
     if minute is not None:
         base = clock.minutes[minute]
@@ -466,6 +483,13 @@ def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
     if groups[2] is not None:
         return parse_stamp(groups[2].decode(), clock.tz)
     return _tai64(groups[3])
+
+
+# The instants every zone can show: a UTC offset is less than a day, so an instant at
+# least a day from datetime's limits converts to any zone (comparing aware datetimes
+# subtracts offsets as timedeltas, which cannot overflow).
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 _SECONDS = tuple(timedelta(seconds=s) for s in range(60))
@@ -514,7 +538,10 @@ def _pick_year(
     month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
 ) -> datetime | None:
     h, mi, s = hms
-    limit = ref + _ONE_DAY
+    try:
+        limit = ref + _ONE_DAY
+    except OverflowError:  # a reference (a file's mtime) in datetime's last day
+        limit = _LAST_INSTANT
     for year in (ref.year + 1, ref.year, ref.year - 1):
         try:
             cand = datetime(year, month, day, h, mi, s, tzinfo=tz)
@@ -540,6 +567,8 @@ def _tai64(label: bytes) -> datetime | None:
     # daemontools/multilog `@4000000…` TAI64N stamps: 8 bytes of seconds, 4 of nanoseconds.
     secs = int(label[:16], 16) - _TAI64_EPOCH
     nanos = int(label[16:], 16)
+    if nanos >= 1_000_000_000:  # not a TAI64N label: the fraction is less than a second
+        return None
     try:
         return datetime.fromtimestamp(secs, UTC) + timedelta(microseconds=nanos // 1000)
     except (OverflowError, OSError, ValueError):
