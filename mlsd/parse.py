@@ -61,9 +61,12 @@ class Skip(enum.Enum):
     """Why a line that looked like an authentication failure does not become a row."""
 
     SERVER_ERROR = "server-side error"
-    """`Connection lost to authentication server`: the SASL backend did not answer."""
+    """The authentication service failed, not the client: Postfix's `Connection lost to
+    authentication server`, Dovecot's `auth service reported temporary failure` and `auth
+    process communication failure`. No password was checked: a fault to fix, not an attack."""
     INVALID_MECHANISM = "mechanism not offered"
-    """The client asked for a mechanism the server does not offer: no password was tried."""
+    """The client asked for a mechanism the server does not offer (Postfix's `Invalid
+    authentication mechanism`, Cyrus SASL's `no mechanism available`): no password was tried."""
     BACKEND = "auth backend line"
     """Dovecot's auth process repeats an attempt already logged by smtpd or *-login."""
     NOT_SMTPD = "not an smtpd line"
@@ -118,7 +121,14 @@ _POSTFIX_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _POSTFIX_FAIL.patte
 _DOVECOT_LOGIN = re.compile(rb"([a-z0-9]{1,20})-login: (?:Info: )?")
 # _HEADER then _DOVECOT_LOGIN in one match, as _POSTFIX_LINE: `… dovecot: imap-login: `.
 _DOVECOT_SYSLOG_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _DOVECOT_LOGIN.pattern)
-_DOVECOT_FAILED = re.compile(rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)")
+_DOVECOT_FAILED = re.compile(
+    rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)"
+    rb"|\(proxy dest authentication failure, (\d{1,6}) attempts?"  # 2.4's wording
+    # The auth service's own failures (2.3: `(reason)`, 2.4: `(reason, N attempts …)`).
+    rb"|\((auth service reported temporary failure|auth process communication failure)"
+)
+# `message repeated N times: [ ` (rsyslog); the rest is the repeated message and `]`.
+_REPEATED = re.compile(rb"message repeated (\d{1,9}) times: \[ ?")
 _DOVECOT_METHOD = re.compile(rb", method=([A-Za-z0-9_-]{1,40})")
 _DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
 # A dotted quad as ipaddress accepts it: no leading zeros, each part <= 255.
@@ -139,9 +149,20 @@ _ONE_DAY = timedelta(days=1)
 _LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 
-# Every line the parser can turn into a result contains one of these. Neither contains
-# the other, so a line is found by the needle(s) it holds and by nothing else.
-NEEDLES: tuple[bytes, ...] = (b"authentication failed", b"auth failed")
+# Every line the parser can turn into a result contains one of these. None contains
+# another, so a line is found by the needle(s) it holds and by nothing else.
+NEEDLES: tuple[bytes, ...] = (
+    b"authentication failed",
+    b"auth failed",
+    # Dovecot 2.4's wording of 2.3's `(proxy dest auth failed)`: the next hop refused.
+    b"proxy dest authentication failure",
+    # Dovecot's login processes, when the auth service failed (Skip.SERVER_ERROR).
+    b"auth service reported temporary failure",
+    b"auth process communication failure",
+)
+# The needles that make a line Dovecot's rather than Postfix's, and the rarer ones.
+DOVECOT_NEEDLES: tuple[bytes, ...] = NEEDLES[1:]
+_RARE_NEEDLES = NEEDLES[2:]
 # Successful logins: Postfix's `client=…, sasl_method=PLAIN, sasl_username=u` and Dovecot's
 # `imap-login: Login: user=<u>` (with or without `Info: `).
 SUCCESS_NEEDLES: tuple[bytes, ...] = (b"sasl_username=", b"Login: user=<")
@@ -163,7 +184,7 @@ def _search(anchor: bytes, needles: tuple[bytes, ...]) -> _Search:
     return _Search(anchor, tuple((n, n.index(anchor)) for n in needles))
 
 
-FAILURES = _search(b" failed", NEEDLES)
+FAILURES = _search(b" fail", NEEDLES)
 SUCCESSES = _search(b"user", SUCCESS_NEEDLES)
 
 
@@ -256,6 +277,8 @@ def _parse(line: bytes, clock: _Clock) -> Result:
         kind = 1
     elif b"auth failed" in line:
         kind = 2
+    elif any(n in line for n in _RARE_NEEDLES):
+        kind = 2  # Dovecot's rarer forms, searched for last
     else:
         return None
     try:
@@ -287,15 +310,25 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
         return Skip.UNKNOWN_FORMAT
     # One groups() call instead of lookups by name: this runs once per attack line.
     stamp = head.groups()
-    prog = stamp[_PROG]
     msg = line[head.end() :]
+    if msg.startswith(b"message repeated "):
+        return _repeated(stamp, msg, clock, kind)
+    return _message(stamp, msg, clock, kind)
+
+
+def _message(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+    # `msg`: what follows the header's `prog[pid]: `.
+    prog = stamp[_PROG]
     if kind == 1:
-        if not prog.endswith(b"smtpd"):
+        if prog.endswith(b"smtpd"):
+            m = _POSTFIX_FAIL.match(msg)
+            return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
+        # `authentication failed` can be a username on a Dovecot login line (one that
+        # would otherwise hide the attempt): such a line is read as Dovecot's.
+        if not any(n in msg for n in DOVECOT_NEEDLES):
             if b"-login" in prog or prog.startswith(b"dovecot") or prog.startswith(b"auth"):
                 return Skip.BACKEND
             return Skip.NOT_SMTPD
-        m = _POSTFIX_FAIL.match(msg)
-        return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
     # Either `dovecot: imap-login: …` (through syslog) or `imap-login: …` (Dovecot's own file).
     if prog.endswith(b"-login"):
         body = msg[len(b"Info: ") :] if msg.startswith(b"Info: ") else msg
@@ -304,6 +337,21 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
     if login is None:
         return Skip.BACKEND if b"auth" in prog or b"auth" in msg[:40] else Skip.UNKNOWN_FORMAT
     return _dovecot(stamp, login[1], msg[login.end() :], clock)
+
+
+def _repeated(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+    # rsyslog's $RepeatedMsgReduction (on in Ubuntu's rsyslog.conf) folds identical
+    # messages into `message repeated N times: [<the message, cut at 800 bytes>]`, the
+    # message with its leading space. N failures of one client: one row, N attempts
+    # (as Dovecot's own `auth failed, N attempts`). A skip counts once, as one line.
+    m = _REPEATED.match(msg)
+    if m is None:
+        return Skip.UNKNOWN_FORMAT
+    inner = msg[m.end() :]
+    result = _message(stamp, inner[:-1] if inner.endswith(b"]") else inner, clock, kind)
+    if isinstance(result, AuthFailure):
+        return result._replace(attempts=result.attempts * max(int(m[1]), 1))
+    return result
 
 
 def _postfix(groups: _Groups, clock: _Clock) -> Result:
@@ -315,7 +363,11 @@ def _postfix(groups: _Groups, clock: _Clock) -> Result:
     reason, sep, user = rest.partition(b", sasl_username=")
     if reason.startswith(b"Connection lost to authentication server"):
         return Skip.SERVER_ERROR
-    if reason.startswith(b"Invalid authentication mechanism"):
+    if (
+        reason.startswith(b"Invalid authentication mechanism")
+        or reason == b"no mechanism available"
+    ):
+        # Postfix's own reply, or Cyrus SASL's SASL_NOMECH: no password was checked.
         return Skip.INVALID_MECHANISM
     ip = _IPS[raw_ip]
     if ip is None:
@@ -341,6 +393,8 @@ def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result
     failed = _DOVECOT_FAILED.search(body)
     if failed is None:
         return Skip.UNKNOWN_FORMAT
+    if failed[3] is not None:  # the auth service failed, not the client: no password checked
+        return Skip.SERVER_ERROR
     # Keys follow the reason: `…): user=<u>, method=M, rip=IP, lip=IP, …`. The username
     # is attacker-chosen and comes *before* rip, so take the last `, rip=` (a fake one
     # inside the username comes earlier) and read the username up to the real keys.
@@ -374,7 +428,7 @@ def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result
     when = _stamp(stamp, clock)
     if isinstance(when, Skip):
         return when
-    n = failed[1]
+    n = failed[1] or failed[2]
     return AuthFailure(
         when,
         _WORDS[stamp[_HOST] or b""],

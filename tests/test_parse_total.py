@@ -152,15 +152,30 @@ postfix = st.builds(
     st.sampled_from([b"LOGIN", b"PLAIN", b"cram-md5"]),
     _hostile,
 )
+_dovecot_reasons = st.one_of(
+    st.sampled_from([b"0", b"1", b"3", b"999999"]).map(
+        lambda n: b"Disconnected (auth failed, " + n + b" attempts in 2 secs)"
+    ),
+    st.sampled_from(
+        [
+            b"Login aborted: Connection closed (auth failed, 2 attempts in 4 secs) (auth_failed)",
+            b"Disconnected (auth service reported temporary failure)",
+            b"Login aborted: Connection closed (auth process communication failure, 1 attempts "
+            b"in 5 secs) (auth_process_comm_fail)",
+            b"Disconnected (proxy dest auth failed)",
+            b"Login aborted: Connection closed (proxy dest authentication failure, 1 attempts in "
+            b"0 secs) (proxy_dest_auth_failed)",
+        ]
+    ),
+)
 dovecot = st.builds(
-    lambda stamp, via, n, user, ip: b"".join(
+    lambda stamp, via, reason, user, ip: b"".join(
         [
             stamp,
             via,
-            b"imap-login: Disconnected (auth failed, ",
-            n,
-            b" attempts in 2 secs): ",
-            b"user=<",
+            b"imap-login: ",
+            reason,
+            b": user=<",
             user,
             b">, method=PLAIN, rip=",
             ip,
@@ -169,11 +184,22 @@ dovecot = st.builds(
     ),
     stamps,
     st.sampled_from([b" mail dovecot: ", b" mail dovecot[241]: ", b" "]),
-    st.sampled_from([b"0", b"1", b"3", b"999999"]),
+    _dovecot_reasons,
     _hostile,
     ips,
 )
-lines = st.one_of(postfix, dovecot)
+
+
+def _repeat(line: bytes, times: bytes) -> bytes:
+    # rsyslog's reduction: `prog[pid]: message repeated N times: [ <message>]`.
+    head, sep, msg = line.partition(b": ")
+    return head + sep + b"message repeated " + times + b" times: [ " + msg + b"]"
+
+
+repeated = st.builds(
+    _repeat, st.one_of(postfix, dovecot), st.sampled_from([b"0", b"2", b"999999999"])
+)
+lines = st.one_of(postfix, dovecot, repeated)
 
 
 def _is_candidate(line: bytes) -> bool:
