@@ -323,9 +323,12 @@ def _message(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
         if prog.endswith(b"smtpd"):
             m = _POSTFIX_FAIL.match(msg)
             return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
-        # `authentication failed` can be a username on a Dovecot login line (one that
-        # would otherwise hide the attempt): such a line is read as Dovecot's.
-        if not any(n in msg for n in DOVECOT_NEEDLES):
+        # `authentication failed` can be the username on a Dovecot login line: such a
+        # line is Dovecot's (else that username would hide the attempt as a backend line).
+        if not (
+            any(n in msg for n in DOVECOT_NEEDLES)
+            and (prog.endswith(b"-login") or _DOVECOT_LOGIN.match(msg) is not None)
+        ):
             if b"-login" in prog or prog.startswith(b"dovecot") or prog.startswith(b"auth"):
                 return Skip.BACKEND
             return Skip.NOT_SMTPD

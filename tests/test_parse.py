@@ -92,6 +92,28 @@ def test_postfix_smtp_client_failure_is_not_an_attack_on_us() -> None:
     assert Skip.NOT_SMTPD is parse_line(line, REF, UTC)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        DV + b"user=<authentication failed>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
+        b"Nov 25 04:38:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): "
+        b"user=<x authentication failed>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
+    ],
+)
+def test_a_username_holding_postfix_needle_does_not_hide_a_dovecot_attempt(line: bytes) -> None:
+    """`authentication failed` as a Dovecot username made the line a `backend` skip."""
+    assert "192.0.2.9" == parse(line).ip
+
+
+def test_a_relay_reply_holding_both_needles_is_still_not_smtpd() -> None:
+    """Postfix's smtp client quoting a relay's `auth failed` stays our own failure."""
+    line = (
+        b"Nov 25 04:38:00 mail postfix/smtp[9]: warning: SASL authentication failed; server "
+        b"relay.example[192.0.2.7] said: 535 5.7.8 Error: auth failed"
+    )
+    assert Skip.NOT_SMTPD is parse_line(line, REF, UTC)
+
+
 def test_non_utf8_username_is_kept_visible() -> None:
     """Invalid UTF-8 never raises and is kept as \\xNN text."""
     ev = parse(
