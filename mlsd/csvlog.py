@@ -96,6 +96,16 @@ def format_date(event: AuthFailure, tz: tzinfo, date_format: str) -> str:
 
 
 def _date(t: datetime, tz: tzinfo, date_format: str) -> str:
+    try:
+        return _in_zone(t, tz, date_format)
+    except (OverflowError, ValueError):
+        # No instant in `tz` (within a day of year 1 or 9999). The parser lets no such
+        # time through (Skip.OUT_OF_RANGE); should one come from elsewhere, the time in
+        # its own offset still names the instant, and a row must never stop mlsd.
+        return _format(t, date_format)
+
+
+def _in_zone(t: datetime, tz: tzinfo, date_format: str) -> str:
     # isoformat() costs ~0.8 µs, a third of parsing the line: format each hour once.
     key = (t.year, t.month, t.day, t.hour, t.fold, t.tzinfo, tz, date_format)
     hour = _HOURS.get(key)
@@ -113,7 +123,8 @@ def _date(t: datetime, tz: tzinfo, date_format: str) -> str:
 
 def _format(when: datetime, date_format: str) -> str:
     if date_format == "maillogsentinel":
-        return when.strftime("%d/%m/%Y %H:%M")
+        # Not strftime: glibc writes year 2 as `2`, not `0002`, and the column is fixed-width.
+        return f"{when.day:02d}/{when.month:02d}/{when.year:04d} {when.hour:02d}:{when.minute:02d}"
     return when.isoformat(timespec="seconds")
 
 

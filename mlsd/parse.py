@@ -61,9 +61,12 @@ class Skip(enum.Enum):
     """Why a line that looked like an authentication failure does not become a row."""
 
     SERVER_ERROR = "server-side error"
-    """`Connection lost to authentication server`: the SASL backend did not answer."""
+    """The authentication service failed, not the client: Postfix's `Connection lost to
+    authentication server`, Dovecot's `auth service reported temporary failure` and `auth
+    process communication failure`. No password was checked: a fault to fix, not an attack."""
     INVALID_MECHANISM = "mechanism not offered"
-    """The client asked for a mechanism the server does not offer: no password was tried."""
+    """The client asked for a mechanism the server does not offer (Postfix's `Invalid
+    authentication mechanism`, Cyrus SASL's `no mechanism available`): no password was tried."""
     BACKEND = "auth backend line"
     """Dovecot's auth process repeats an attempt already logged by smtpd or *-login."""
     NOT_SMTPD = "not an smtpd line"
@@ -73,6 +76,10 @@ class Skip(enum.Enum):
     """Not an address `ipaddress` accepts, or an IPv6 with a `%scope` id (`fe80::1%eth0`):
     no mail server logs a client that way, and the scope is free text an attacker writes."""
     BAD_TIMESTAMP = "unknown timestamp"
+    OUT_OF_RANGE = "timestamp out of range"
+    """A stamp within a day of the first or last instant a datetime can hold (year 1 or
+    9999): shown in another zone it would not exist, so writing its row would stop mlsd.
+    Written by a broken clock or by someone who can write to the log, never by a real login."""
     UNKNOWN_FORMAT = "unknown format"
     TOO_LONG = "line too long"
     SUCCESS = "successful login"
@@ -116,7 +123,14 @@ _POSTFIX_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _POSTFIX_FAIL.patte
 _DOVECOT_LOGIN = re.compile(rb"([a-z0-9]{1,20})-login: (?:Info: )?")
 # _HEADER then _DOVECOT_LOGIN in one match, as _POSTFIX_LINE: `… dovecot: imap-login: `.
 _DOVECOT_SYSLOG_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _DOVECOT_LOGIN.pattern)
-_DOVECOT_FAILED = re.compile(rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)")
+_DOVECOT_FAILED = re.compile(
+    rb"\(auth failed, (\d{1,6}) attempts?|\(proxy dest auth failed\)"
+    rb"|\(proxy dest authentication failure, (\d{1,6}) attempts?"  # 2.4's wording
+    # The auth service's own failures (2.3: `(reason)`, 2.4: `(reason, N attempts …)`).
+    rb"|\((auth service reported temporary failure|auth process communication failure)"
+)
+# `message repeated N times: [ ` (rsyslog); the rest is the repeated message and `]`.
+_REPEATED = re.compile(rb"message repeated (\d{1,9}) times: \[ ?")
 _DOVECOT_METHOD = re.compile(rb", method=([A-Za-z0-9_-]{1,40})")
 _DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
 # A dotted quad as ipaddress accepts it: no leading zeros, each part <= 255.
@@ -134,11 +148,23 @@ _POSTFIX_SERVICE_DEFAULT = "smtp"
 # TAI64 labels count from 2**62; daemontools adds the 10 s TAI-UTC offset of 1970.
 _TAI64_EPOCH = 2**62 + 10
 _ONE_DAY = timedelta(days=1)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 
-# Every line the parser can turn into a result contains one of these. Neither contains
-# the other, so a line is found by the needle(s) it holds and by nothing else.
-NEEDLES: tuple[bytes, ...] = (b"authentication failed", b"auth failed")
+# Every line the parser can turn into a result contains one of these. None contains
+# another, so a line is found by the needle(s) it holds and by nothing else.
+NEEDLES: tuple[bytes, ...] = (
+    b"authentication failed",
+    b"auth failed",
+    # Dovecot 2.4's wording of 2.3's `(proxy dest auth failed)`: the next hop refused.
+    b"proxy dest authentication failure",
+    # Dovecot's login processes, when the auth service failed (Skip.SERVER_ERROR).
+    b"auth service reported temporary failure",
+    b"auth process communication failure",
+)
+# The needles that make a line Dovecot's rather than Postfix's, and the rarer ones.
+DOVECOT_NEEDLES: tuple[bytes, ...] = NEEDLES[1:]
+_RARE_NEEDLES = NEEDLES[2:]
 # Successful logins: Postfix's `client=…, sasl_method=PLAIN, sasl_username=u` and Dovecot's
 # `imap-login: Login: user=<u>` (with or without `Info: `).
 SUCCESS_NEEDLES: tuple[bytes, ...] = (b"sasl_username=", b"Login: user=<")
@@ -160,7 +186,7 @@ def _search(anchor: bytes, needles: tuple[bytes, ...]) -> _Search:
     return _Search(anchor, tuple((n, n.index(anchor)) for n in needles))
 
 
-FAILURES = _search(b" failed", NEEDLES)
+FAILURES = _search(b" fail", NEEDLES)
 SUCCESSES = _search(b"user", SUCCESS_NEEDLES)
 
 
@@ -253,6 +279,8 @@ def _parse(line: bytes, clock: _Clock) -> Result:
         kind = 1
     elif b"auth failed" in line:
         kind = 2
+    elif any(n in line for n in _RARE_NEEDLES):
+        kind = 2  # Dovecot's rarer forms, searched for last
     else:
         return None
     try:
@@ -284,15 +312,28 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
         return Skip.UNKNOWN_FORMAT
     # One groups() call instead of lookups by name: this runs once per attack line.
     stamp = head.groups()
-    prog = stamp[_PROG]
     msg = line[head.end() :]
+    if msg.startswith(b"message repeated "):
+        return _repeated(stamp, msg, clock, kind)
+    return _message(stamp, msg, clock, kind)
+
+
+def _message(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+    # `msg`: what follows the header's `prog[pid]: `.
+    prog = stamp[_PROG]
     if kind == 1:
-        if not prog.endswith(b"smtpd"):
+        if prog.endswith(b"smtpd"):
+            m = _POSTFIX_FAIL.match(msg)
+            return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
+        # `authentication failed` can be the username on a Dovecot login line: such a
+        # line is Dovecot's (else that username would hide the attempt as a backend line).
+        if not (
+            any(n in msg for n in DOVECOT_NEEDLES)
+            and (prog.endswith(b"-login") or _DOVECOT_LOGIN.match(msg) is not None)
+        ):
             if b"-login" in prog or prog.startswith(b"dovecot") or prog.startswith(b"auth"):
                 return Skip.BACKEND
             return Skip.NOT_SMTPD
-        m = _POSTFIX_FAIL.match(msg)
-        return Skip.UNKNOWN_FORMAT if m is None else _postfix(stamp + m.groups(), clock)
     # Either `dovecot: imap-login: …` (through syslog) or `imap-login: …` (Dovecot's own file).
     if prog.endswith(b"-login"):
         body = msg[len(b"Info: ") :] if msg.startswith(b"Info: ") else msg
@@ -301,6 +342,21 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
     if login is None:
         return Skip.BACKEND if b"auth" in prog or b"auth" in msg[:40] else Skip.UNKNOWN_FORMAT
     return _dovecot(stamp, login[1], msg[login.end() :], clock)
+
+
+def _repeated(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+    # rsyslog's $RepeatedMsgReduction (on in Ubuntu's rsyslog.conf) folds identical
+    # messages into `message repeated N times: [<the message, cut at 800 bytes>]`, the
+    # message with its leading space. N failures of one client: one row, N attempts
+    # (as Dovecot's own `auth failed, N attempts`). A skip counts once, as one line.
+    m = _REPEATED.match(msg)
+    if m is None:
+        return Skip.UNKNOWN_FORMAT
+    inner = msg[m.end() :]
+    result = _message(stamp, inner[:-1] if inner.endswith(b"]") else inner, clock, kind)
+    if isinstance(result, AuthFailure):
+        return result._replace(attempts=result.attempts * max(int(m[1]), 1))
+    return result
 
 
 def _postfix(groups: _Groups, clock: _Clock) -> Result:
@@ -312,14 +368,18 @@ def _postfix(groups: _Groups, clock: _Clock) -> Result:
     reason, sep, user = rest.partition(b", sasl_username=")
     if reason.startswith(b"Connection lost to authentication server"):
         return Skip.SERVER_ERROR
-    if reason.startswith(b"Invalid authentication mechanism"):
+    if (
+        reason.startswith(b"Invalid authentication mechanism")
+        or reason == b"no mechanism available"
+    ):
+        # Postfix's own reply, or Cyrus SASL's SASL_NOMECH: no password was checked.
         return Skip.INVALID_MECHANISM
     ip = _IPS[raw_ip]
     if ip is None:
         return Skip.INVALID_IP
     when = _stamp(groups, clock)
-    if when is None:
-        return Skip.BAD_TIMESTAMP
+    if isinstance(when, Skip):
+        return when
     return AuthFailure(
         when,
         _WORDS[groups[_HOST] or b""],
@@ -338,6 +398,8 @@ def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result
     failed = _DOVECOT_FAILED.search(body)
     if failed is None:
         return Skip.UNKNOWN_FORMAT
+    if failed[3] is not None:  # the auth service failed, not the client: no password checked
+        return Skip.SERVER_ERROR
     # Keys follow the reason: `…): user=<u>, method=M, rip=IP, lip=IP, …`. The username
     # is attacker-chosen and comes *before* rip, so take the last `, rip=` (a fake one
     # inside the username comes earlier) and read the username up to the real keys.
@@ -369,9 +431,9 @@ def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result
     reason_end = body.find(b": ", after)
     reason = body[: reason_end if 0 <= reason_end < upto else after]
     when = _stamp(stamp, clock)
-    if when is None:
-        return Skip.BAD_TIMESTAMP
-    n = failed[1]
+    if isinstance(when, Skip):
+        return when
+    n = failed[1] or failed[2]
     return AuthFailure(
         when,
         _WORDS[stamp[_HOST] or b""],
@@ -456,7 +518,19 @@ def _clock(ref: datetime, tz: tzinfo) -> _Clock:
     return _Clock(ref, tz)
 
 
-def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
+def _stamp(groups: _Groups, clock: _Clock) -> datetime | Skip:
+    when = _when(groups, clock)
+    if when is None:
+        return Skip.BAD_TIMESTAMP
+    # Every stage after this one converts the time to some zone (the CSV's, UTC for
+    # STATUS=, the report's): only instants that every zone can show go on. One compare
+    # for the years no offset can push out of range, the exact test for the two others.
+    if 1 < when.year < 9999 or _EARLIEST <= when <= _LATEST:
+        return when
+    return Skip.OUT_OF_RANGE
+
+
+def _when(groups: _Groups, clock: _Clock) -> datetime | None:
     minute = groups[0]
     if minute is not None:
         base = clock.minutes[minute]
@@ -470,6 +544,13 @@ def _stamp(groups: _Groups, clock: _Clock) -> datetime | None:
     if groups[2] is not None:
         return parse_stamp(groups[2].decode(), clock.tz)
     return _tai64(groups[3])
+
+
+# The instants every zone can show: a UTC offset is less than a day, so an instant at
+# least a day from datetime's limits converts to any zone (comparing aware datetimes
+# subtracts offsets as timedeltas, which cannot overflow).
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 _SECONDS = tuple(timedelta(seconds=s) for s in range(60))
@@ -518,7 +599,10 @@ def _pick_year(
     month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
 ) -> datetime | None:
     h, mi, s = hms
-    limit = ref + _ONE_DAY
+    try:
+        limit = ref + _ONE_DAY
+    except OverflowError:  # a reference (a file's mtime) in datetime's last day
+        limit = _LAST_INSTANT
     for year in (ref.year + 1, ref.year, ref.year - 1):
         try:
             cand = datetime(year, month, day, h, mi, s, tzinfo=tz)
@@ -544,6 +628,8 @@ def _tai64(label: bytes) -> datetime | None:
     # daemontools/multilog `@4000000…` TAI64N stamps: 8 bytes of seconds, 4 of nanoseconds.
     secs = int(label[:16], 16) - _TAI64_EPOCH
     nanos = int(label[16:], 16)
+    if nanos >= 1_000_000_000:  # not a TAI64N label: the fraction is less than a second
+        return None
     try:
         return datetime.fromtimestamp(secs, UTC) + timedelta(microseconds=nanos // 1000)
     except (OverflowError, OSError, ValueError):

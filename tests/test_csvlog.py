@@ -193,6 +193,29 @@ def test_date_column_when_the_source_offset_changes_inside_the_hour() -> None:
         assert expected == format_date(event(time=when), UTC, "iso")
 
 
+@pytest.mark.parametrize(
+    ("stamp", "iso", "mls"),
+    [
+        ("9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59-12:00", "31/12/9999 23:59"),
+        ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00+14:00", "01/01/0001 00:00"),
+    ],
+)
+@pytest.mark.parametrize("tz", [UTC, ZoneInfo("Pacific/Kiritimati")], ids=str)
+def test_date_column_of_a_time_no_zone_can_show(
+    stamp: str, iso: str, mls: str, tz: ZoneInfo
+) -> None:
+    """Behind the parser's Skip.OUT_OF_RANGE: should such an event reach a row anyway, the
+    row is written, dated in the event's own offset, instead of raising OverflowError."""
+    ev = event(time=datetime.fromisoformat(stamp))
+    assert (iso, mls) == (row(ev, "iso", tz)[1], row(ev, "maillogsentinel", tz)[1])
+
+
+def test_maillogsentinel_date_keeps_four_year_digits() -> None:
+    """Years below 1000 are zero-padded (glibc's strftime writes year 2 as `2`)."""
+    ev = event(time=datetime(2, 3, 4, 5, 6, tzinfo=UTC))
+    assert "04/03/0002 05:06" == row(ev, "maillogsentinel")[1]
+
+
 CELL = st.text(alphabet=st.sampled_from("a;\"\n\r= \x1b\u202eé,'-"), max_size=8)
 
 

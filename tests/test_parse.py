@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlsd.parse import (
+    NEEDLES,
     SUCCESS_NEEDLES,
     SUCCESSES,
     AuthFailure,
@@ -87,6 +88,28 @@ def test_postfix_smtp_client_failure_is_not_an_attack_on_us() -> None:
     line = (
         b"Nov 25 04:38:00 mail postfix/smtp[9]: warning: relay.example[192.0.2.7]: SASL "
         b"authentication failed; server relay.example[192.0.2.7] said: 535 5.7.8 bad"
+    )
+    assert Skip.NOT_SMTPD is parse_line(line, REF, UTC)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        DV + b"user=<authentication failed>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
+        b"Nov 25 04:38:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): "
+        b"user=<x authentication failed>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
+    ],
+)
+def test_a_username_holding_postfix_needle_does_not_hide_a_dovecot_attempt(line: bytes) -> None:
+    """`authentication failed` as a Dovecot username made the line a `backend` skip."""
+    assert "192.0.2.9" == parse(line).ip
+
+
+def test_a_relay_reply_holding_both_needles_is_still_not_smtpd() -> None:
+    """Postfix's smtp client quoting a relay's `auth failed` stays our own failure."""
+    line = (
+        b"Nov 25 04:38:00 mail postfix/smtp[9]: warning: SASL authentication failed; server "
+        b"relay.example[192.0.2.7] said: 535 5.7.8 Error: auth failed"
     )
     assert Skip.NOT_SMTPD is parse_line(line, REF, UTC)
 
@@ -239,7 +262,16 @@ def test_mechanism_case_is_normalised_and_service_from_program() -> None:
 @given(
     st.lists(
         st.sampled_from(
-            [b"x", b"\n", b"auth failed", b"authentication failed", b"auth", b" failed", b"\r"]
+            [
+                *NEEDLES,
+                *(n[:-1] for n in NEEDLES),  # a needle cut short is no needle
+                b"x",
+                b"\n",
+                b"auth",
+                b" failed",
+                b" failure",
+                b"\r",
+            ]
         ),
         max_size=40,
     )
@@ -249,7 +281,7 @@ def test_candidate_lines_equals_a_naive_line_filter(parts: list[bytes]) -> None:
     buf = b"".join(parts)
     complete = buf[: buf.rfind(b"\n") + 1]
     lines = [line + b"\n" for line in complete.split(b"\n")[:-1]]  # \n only: \r is data
-    naive = [line for line in lines if b"authentication failed" in line or b"auth failed" in line]
+    naive = [line for line in lines if any(n in line for n in NEEDLES)]
     assert naive == candidate_lines(buf)
 
 

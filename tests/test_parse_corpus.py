@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -12,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.parse import AuthFailure, Skip, parse_line
+from mlsd.parse import AuthFailure, Skip, parse_block, parse_line
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -58,9 +60,9 @@ CASES = _cases()
 def test_corpus_is_complete() -> None:
     """Every log in the corpus has its expectations, and they include rows, skips and nones."""
     logs = sorted(CORPUS.glob("*/*.log"))
-    assert len(logs) == 13
+    assert len(logs) == 14
     kinds = Counter(c.expected["expect"] for c in CASES)
-    assert kinds["row"] == 236 and kinds["skip"] == 9 and kinds["none"] > 300, kinds
+    assert kinds["row"] == 246 and kinds["skip"] == 19 and kinds["none"] > 300, kinds
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.source}:{c.line_no}")
@@ -87,6 +89,46 @@ def test_corpus_line(case: Case) -> None:
             assert result is Skip(exp["skip"])
         else:
             assert result is None
+
+
+@pytest.mark.parametrize("log", sorted(CORPUS.glob("*/*.log")), ids=lambda p: p.name)
+def test_the_block_search_finds_every_line_the_parser_reads(log: Path) -> None:
+    """What the daemon runs (parse_block: the needle search over a whole block, then
+    the parser) gives exactly the rows and skips of parsing each line on its own: the
+    prefilter lets every form of the corpus through."""
+    cases = [c for c in CASES if c.source == f"{log.parent.name}/{log.name}"]
+    ref, tz = cases[0].ref, cases[0].tz
+    skipped: Counter[Skip] = Counter()
+    events = parse_block(log.read_bytes(), ref, tz, skipped)
+    one_by_one = [parse_line(c.line.encode(), ref, tz) for c in cases]
+    assert [r for r in one_by_one if isinstance(r, AuthFailure)] == events
+    assert Counter(r for r in one_by_one if isinstance(r, Skip)) == skipped
+
+
+def test_explain_says_why_each_real_world_form_is_or_is_not_a_row() -> None:
+    """`mlsd parse --explain` on the real-world forms: rows with their attempts (rsyslog's
+    repetitions multiplied in), skips with their reason (server-side, mechanism)."""
+    log = CORPUS / "realworld" / "forms.log"
+    res = subprocess.run(
+        [sys.executable, "-m", "mlsd.cli", "parse", "--explain", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shown = {int(line.split(":", 1)[0]): line for line in res.stdout.splitlines()}
+    expected = {}
+    for c in CASES:
+        if c.source == "realworld/forms.log" and c.expected["expect"] != "none":
+            exp = c.expected
+            expected[c.line_no] = (
+                f"{c.line_no}: recorded ip={exp['ip']} "
+                if exp["expect"] == "row"
+                else f"{c.line_no}: skipped ({exp['skip']}): "
+            )
+            if exp["expect"] == "row":
+                assert f" attempts={exp['attempts']}: " in shown[c.line_no]
+    assert expected.keys() == shown.keys()
+    assert all(shown[n].startswith(prefix) for n, prefix in expected.items()), res.stdout
 
 
 def _lab_events(variant: str) -> list[AuthFailure]:
