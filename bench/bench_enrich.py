@@ -28,7 +28,6 @@ from types import TracebackType
 from typing import Any
 
 from bench_follow import (
-    MLSD,
     _bar,
     _fmt_rate,
     _met,
@@ -38,7 +37,7 @@ from bench_follow import (
     run_child,
     write_config,
 )
-from registry import Context, Metrics, benchmark, check
+from registry import MLSD, Context, Metrics, benchmark, check
 
 REF = datetime(2026, 11, 26, tzinfo=UTC)
 """Reference time for year inference, as parse-inprocess uses."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +77,18 @@ def maxmind_asn(number: int, org: str) -> dict[str, Any]:
     return {"autonomous_system_number": MmdbU32(number), "autonomous_system_organization": org}
 
 
+# Read-only: structlog hands out a list of mutable event dicts, which the tests only read.
+Captured = Sequence[Mapping[str, Any]]
+
+
 @pytest.fixture
-def logs() -> Iterator[list[Mapping[str, Any]]]:
+def logs() -> Iterator[Captured]:
     """Every structlog event emitted during the test."""
     with structlog.testing.capture_logs() as captured:
         yield captured
 
 
-def events(captured: list[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+def events(captured: Captured, name: str) -> list[Mapping[str, Any]]:
     """The captured log events called `name`."""
     return [e for e in captured if e["event"] == name]
 
@@ -195,7 +199,7 @@ def test_ipinfo_lite_one_file_serves_both_roles(tmp_path: Path) -> None:
 
 
 def test_ipinfo_in_one_path_also_answers_for_a_missing_other(
-    tmp_path: Path, logs: list[Mapping[str, Any]]
+    tmp_path: Path, logs: Captured
 ) -> None:
     """country_db = IPinfo Lite, asn_db missing: the IPinfo file answers both, no warning."""
     db = write_mmdb(tmp_path / "ipinfo_lite.mmdb", "ipinfo lite.mmdb", IPINFO_RECORDS)
@@ -272,9 +276,7 @@ def test_schema_of_unknown_database_provides_nothing() -> None:
 # ---- missing and broken files
 
 
-def test_missing_databases_warn_once_and_give_na(
-    tmp_path: Path, logs: list[Mapping[str, Any]]
-) -> None:
+def test_missing_databases_warn_once_and_give_na(tmp_path: Path, logs: Captured) -> None:
     """Missing files: one warning per role at start, N/A in results, none per lookup."""
     g = geo(tmp_path / "country.mmdb", tmp_path / "asn.mmdb")
     for _ in range(100):
@@ -314,9 +316,7 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     ],
     ids=["truncated", "garbage", "broken-search-tree", "invalid-node-count", "empty"],
 )
-def test_corrupt_file_at_start_is_refused_once(
-    tmp_path: Path, logs: list[Mapping[str, Any]], make: Any
-) -> None:
+def test_corrupt_file_at_start_is_refused_once(tmp_path: Path, logs: Captured, make: Any) -> None:
     """A truncated, corrupt or empty file is not loaded: one warning, N/A, `unusable`."""
     bad = make(tmp_path)
     g = geo(COUNTRY_DB, bad)
@@ -346,7 +346,7 @@ def test_replacement_by_rename_is_picked_up(tmp_path: Path) -> None:
 
 
 def test_corrupt_replacement_keeps_the_working_reader_and_is_logged_once(
-    tmp_path: Path, logs: list[Mapping[str, Any]]
+    tmp_path: Path, logs: Captured
 ) -> None:
     """A bad new file never replaces a working reader; a later good file does."""
     path = write_mmdb(
@@ -364,7 +364,7 @@ def test_corrupt_replacement_keeps_the_working_reader_and_is_logged_once(
     assert "IT" == g.lookup("192.0.2.1").country_code
 
 
-def test_deleted_file_keeps_the_loaded_copy(tmp_path: Path, logs: list[Mapping[str, Any]]) -> None:
+def test_deleted_file_keeps_the_loaded_copy(tmp_path: Path, logs: Captured) -> None:
     """A database file removed while loaded: the mapped copy keeps answering; one warning."""
     path = write_mmdb(
         tmp_path / "c.mmdb", "GeoLite2-Country", {"192.0.2.0/24": maxmind_country("FR")}
@@ -388,9 +388,7 @@ def test_database_appearing_later_is_loaded(tmp_path: Path) -> None:
     assert "AS1221" == g.lookup("1.128.0.1").asn
 
 
-def test_reload_takes_new_paths_and_warns_again(
-    tmp_path: Path, logs: list[Mapping[str, Any]]
-) -> None:
+def test_reload_takes_new_paths_and_warns_again(tmp_path: Path, logs: Captured) -> None:
     """SIGHUP: new paths are opened; a still-missing database is warned about again."""
     g = geo(COUNTRY_DB, tmp_path / "asn.mmdb")
     g.reload(GeoipConfig(country_db=CITY_DB, asn_db=tmp_path / "asn.mmdb"))
@@ -402,7 +400,7 @@ def test_reload_takes_new_paths_and_warns_again(
     assert GeoResult() == g.lookup("89.160.20.112")
 
 
-def test_wrong_kind_of_database_is_reported(tmp_path: Path, logs: list[Mapping[str, Any]]) -> None:
+def test_wrong_kind_of_database_is_reported(tmp_path: Path, logs: Captured) -> None:
     """country_db pointing at an ASN database: warned, and `describe()` says so."""
     g = geo(ASN_DB, tmp_path / "none.mmdb")
     info = {d.role: d for d in g.describe()}
@@ -411,9 +409,7 @@ def test_wrong_kind_of_database_is_reported(tmp_path: Path, logs: list[Mapping[s
     assert ["country"] == [e["role"] for e in events(logs, "geoip database lacks this role")]
 
 
-def test_corruption_found_at_lookup_gives_na_and_one_error(
-    tmp_path: Path, logs: list[Mapping[str, Any]]
-) -> None:
+def test_corruption_found_at_lookup_gives_na_and_one_error(tmp_path: Path, logs: Captured) -> None:
     """Damage past what the open-time check reads: N/A for those IPs, one error line."""
     path = write_mmdb(
         tmp_path / "c.mmdb",

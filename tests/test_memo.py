@@ -8,7 +8,12 @@ from mlsd.memo import Memo
 def test_repeats_are_computed_once() -> None:
     """A key seen before is answered without calling the function again."""
     calls: list[str] = []
-    memo = Memo(lambda k: calls.append(k) or k.upper(), limit=10)
+
+    def upper(key: str) -> str:
+        calls.append(key)
+        return key.upper()
+
+    memo = Memo(upper, limit=10)
     assert ["A", "B", "A"] == [memo["a"], memo["b"], memo["a"]]
     assert ["a", "b"] == calls
 

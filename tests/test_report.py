@@ -18,7 +18,7 @@ import shutil
 import stat
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -113,7 +113,7 @@ def table(text: str, title: str) -> list[tuple[str, ...]]:
     lines = text.splitlines()
     i = lines.index(title)
     assert set(lines[i + 1]) == {"-"}
-    body = []
+    body: list[str] = []
     for line in lines[i + 2 :]:
         if line and set(line) == {"-"}:
             body.pop()  # the next section's title
@@ -172,7 +172,7 @@ def day_cfg(tmp_path: Path) -> Config:
     return cfg
 
 
-EXPECTED = {
+EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "By service": [("4", "smtp"), ("3", "imap"), ("2", "submission"), ("1", "smtps")],
     "Top failed authentications": [
         ("3", "admin", "203.0.113.5", "unknown", "FR"),
@@ -549,10 +549,10 @@ def test_message_structure_and_headers(day_cfg: Config) -> None:
     assert (f"mlsd@{HOST}", ["admin@example.org"]) == (sender, rcpts)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert "multipart/mixed" == msg.get_content_type()
-    alternative, attached = msg.get_payload()
+    alternative, attached = msg.iter_parts()
     assert "multipart/alternative" == alternative.get_content_type()
-    assert ["text/plain", "text/html"] == [p.get_content_type() for p in alternative.get_payload()]
-    plain, html_part = alternative.get_payload()
+    assert ["text/plain", "text/html"] == [p.get_content_type() for p in alternative.iter_parts()]
+    plain, html_part = alternative.iter_parts()
     assert r.text == plain.get_content().replace("\r\n", "\n")
     assert r.html == html_part.get_content().replace("\r\n", "\n")
     assert r.attachment is not None
@@ -582,7 +582,7 @@ def test_message_without_attachment_and_with_a_sender(day_cfg: Config) -> None:
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert ("reports@example.org", ["a@example.org", "b@example.org"]) == (sender, rcpts)
     assert "a@example.org, b@example.org" == msg["To"]
-    assert ["multipart/alternative"] == [p.get_content_type() for p in msg.get_payload()]
+    assert ["multipart/alternative"] == [p.get_content_type() for p in msg.iter_parts()]
 
 
 # ---- the history and its cache
@@ -660,13 +660,13 @@ def test_build_leaves_the_garbage_collector_as_it_was(
     """Paused during a build, the cyclic collector is back as it was after, also when the
     build fails."""
     seen: list[bool] = []
-    real = report.history
+    real = history.history  # what report.history is until the monkeypatch below
 
-    def spy(*args: object) -> object:
+    def spy(cfg: Config, day: date, tz: tzinfo) -> dict[date, history.DaySummary | None]:
         seen.append(gc.isenabled())
         if len(seen) > 1:
             raise OSError("the CSV went away")
-        return real(*args)  # type: ignore[arg-type]
+        return real(cfg, day, tz)
 
     monkeypatch.setattr(report, "history", spy)
     was = gc.isenabled()

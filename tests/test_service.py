@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -330,8 +331,9 @@ def test_sigusr1_sends_the_report_of_today_so_far(env: Env, notify: NotifySocket
         assert mail_from == "mlsd@example.org" and rcpt == ["admin@example.org"]
         msg = sink.parsed()
         assert msg.get_content_type() == "multipart/mixed"
+        # decode=True gives a leaf part's bytes; the stubs also allow a Message (multipart).
         text = next(
-            p.get_payload(decode=True).decode()
+            cast(bytes, p.get_payload(decode=True)).decode()
             for p in msg.walk()
             if p.get_content_type() == "text/plain"
         )

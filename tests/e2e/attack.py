@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from mailserver import IMAP_PORT, SERVICE_BY_PORT, SINK_DOMAIN, USERS, insecure_context
+from tests.e2e.mailserver import IMAP_PORT, SERVICE_BY_PORT, SINK_DOMAIN, USERS, insecure_context
 
 # Wrong passwords for real accounts, and accounts that do not exist; with and without a
 # domain.
@@ -128,7 +128,7 @@ def plan(seed: int, v6: bool) -> Iterator[Session]:
                 att = Attempt(IMAP_PORT, src, user, f"wrong-{i}", "LOGIN")
                 yield Session(IMAP_PORT, src, (att,) * n)
         else:
-            atts = []
+            atts: list[tuple[int, str, str]] = []
             for _ in range(rng.choice((1, 1, 2, 3))):
                 if i < len(combos) * 2:
                     port, mech, user = combos[(i + len(atts)) % len(combos)]
@@ -201,9 +201,11 @@ def _imap_session(s: Session, host: str, timeout: float) -> list[Outcome]:
     m = _IMAP(host, IMAP_PORT, s.source, timeout)
     try:
         for a in s.attempts:
+            # The stubs type login's status as always "OK" (a refusal raises); the
+            # variable also holds "NO" or an error text below.
+            reply: str
             try:
-                typ, _ = m.login(a.user, a.password)
-                reply = typ
+                reply, _ = m.login(a.user, a.password)
             except imaplib.IMAP4.error as e:
                 reply = "NO" if "AUTHENTICATIONFAILED" in str(e) else f"error {e}"
             out.append(Outcome(a, reply == "NO", reply, time.time()))

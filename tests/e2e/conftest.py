@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailserver import VARIANTS, HarnessError, MailServer, missing_requirements
+
+from tests.e2e.mailserver import VARIANTS, HarnessError, MailServer, missing_requirements
 
 
 def unavailable(reason: str) -> None:

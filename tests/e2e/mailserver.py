@@ -40,7 +40,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 DOMAIN: Final = "e2e.example"
 MYHOSTNAME: Final = f"mail.{DOMAIN}"
@@ -543,7 +543,7 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 
     # ---- daemons
 
-    def _start_rsyslog(self, out: object) -> None:
+    def _start_rsyslog(self, out: IO[bytes]) -> None:
         work = self.rsyslog_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         conf = self.rsyslog_dir / "rsyslog.conf"
@@ -558,19 +558,19 @@ mail.*  action(type="omfile" file="{self.maillog}" template="RSYSLOG_FileFormat"
         self._rsyslogd = subprocess.Popen(
             [BINARIES["rsyslogd"], "-n", "-f", str(conf), "-i", str(self.rsyslog_dir / "pid")],
             stdin=subprocess.DEVNULL,
-            stdout=out,  # type: ignore[arg-type]
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         self.started["rsyslogd"] = self._rsyslogd.pid
         self._devlog_ours = True
         wait_for("rsyslogd to create /dev/log", lambda: os.path.exists("/dev/log"), 10)
 
-    def _start_dovecot(self, out: object) -> None:
+    def _start_dovecot(self, out: IO[bytes]) -> None:
         shutil.rmtree(self.dovecot_base, ignore_errors=True)  # stale sockets
         subprocess.run(
             [BINARIES["dovecot"], "-c", str(self.dovecot_conf)],
             stdin=subprocess.DEVNULL,
-            stdout=out,  # type: ignore[arg-type]
+            stdout=out,
             stderr=subprocess.STDOUT,
             check=True,
             timeout=30,

@@ -38,10 +38,17 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from attack import Attacker
-from mailserver import MYHOSTNAME, REPORT_RCPT, MailServer, log_bytes, logged_failures, wait_for
 
 from mlsd.csvlog import COLUMNS
+from tests.e2e.attack import Attacker
+from tests.e2e.mailserver import (
+    MYHOSTNAME,
+    REPORT_RCPT,
+    MailServer,
+    log_bytes,
+    logged_failures,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
