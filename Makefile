@@ -27,6 +27,8 @@ TYPED := mlsd tests $(wildcard bench)
 
 typecheck: venv
 	$(BIN)/mypy --strict $(TYPED)
+	# A second run: the demo's run.py and bench/run.py are both top-level `run` modules.
+	$(BIN)/mypy --strict contrib/demo/run.py
 
 # An absolute data file: the daemon's subprocesses run in temporary directories, and each
 # writes its own .coverage.* beside this one for pytest-cov to combine.
