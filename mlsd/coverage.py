@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd.durable import replace_atomically
+from mlsd.safefs import read_file
 
 NAME: Final = "coverage.json"
 KEEP_DAYS: Final = 60
@@ -65,16 +66,18 @@ class Ledger:
 
     def _load(self) -> dict[date, DayCounts]:
         try:
-            raw = json.loads(self.path.read_text())
+            raw = json.loads(read_file(self.path))
             return {date.fromisoformat(k): DayCounts(**v) for k, v in raw.items()}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, TypeError) as exc:
+            # Never the exception's text for a parse error: it could quote the file.
+            error = exc.strerror if isinstance(exc, OSError) else "not mlsd's coverage data"
             log.warning(
                 "coverage file unreadable path=%s error=%s: the report will say "
                 "'not known' for lines read, server errors and gaps until it is rebuilt",
                 self.path,
-                exc,
+                error,
             )
             return {}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlsd.safefs import create_temp
+
 
 def write_all(fd: int, data: bytes) -> None:
     """`os.write` until every byte is written (a write may be partial)."""
@@ -32,12 +34,14 @@ def replace_atomically(
     """Replace `path` with `data`: readers see the old file or the new one, never half.
 
     Temp file (default `.NAME.tmp` beside it), write, fsync, rename, fsync the directory.
+    The temp file is created anew (O_EXCL, not through a link: see mlsd.safefs), and the
+    rename replaces whatever is at `path`, a link included, without following it.
     `fsync=False` is for caches, whose loss in a crash costs only time: readers still
     never see half a file, and the two fsyncs (milliseconds each on a disk) are saved.
     Raises OSError; callers decide whether that is fatal.
     """
     tmp = path.with_name(f".{path.name}.tmp") if tmp is None else tmp
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd = create_temp(tmp, mode)
     try:
         write_all(fd, data)
         if fsync:

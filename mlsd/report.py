@@ -49,6 +49,7 @@ from mlsd.coverage import DayCounts
 from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
+from mlsd.safefs import nofollow_opener
 from mlsd.schedule import report_window
 
 WIDTH: Final = 78
@@ -824,7 +825,7 @@ def _attachment(
     if rc.attach == "full":
         buf = io.BytesIO()
         with (
-            open(cfg.paths.csv, "rb") as src,
+            open(cfg.paths.csv, "rb", opener=nofollow_opener) as src,
             gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
         ):
             while block := src.read(BLOCK):

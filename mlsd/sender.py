@@ -31,7 +31,9 @@ from typing import Final, TextIO
 
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
+from mlsd.errors import StateError
 from mlsd.mailer import Entry, Outbox, deliver_due
+from mlsd.safefs import SHARED_DIR, make_dir, read_file
 from mlsd.schedule import missed_days, next_report_at
 
 STATE_NAME: Final = "report.json"
@@ -180,7 +182,8 @@ class ReportSender:
         )
 
     def _save(self, r: Rendered) -> Path:
-        self.reports_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # A link planted in its place would send the reports into another directory.
+        make_dir(self.reports_dir, SHARED_DIR, "reports directory")
         stem = f"report-{r.day.isoformat()}" + ("-so-far" if r.partial else "")
         replace_atomically(self.reports_dir / f"{stem}.html", r.html.encode(), mode=0o640)
         path = self.reports_dir / f"{stem}.txt"
@@ -188,10 +191,18 @@ class ReportSender:
         return path
 
     async def _deliver(self, now: float) -> None:
-        if not self.outbox.entries():
-            self.pending_error = ""
+        try:
+            if not self.outbox.entries():
+                self.pending_error = ""
+                return
+            done = await deliver_due(self.outbox, self.cfg.smtp, now, self.cfg.report.to)
+        except StateError as exc:
+            # The outbox was replaced by a link or opened to others while we ran: nothing
+            # in it is sent, following goes on, and the error is in STATUS= and the log.
+            self.pending_error = str(exc)
+            log.error("outbox not used: %s", exc)
             return
-        for d in await deliver_due(self.outbox, self.cfg.smtp, now):
+        for d in done:
             what = d.entry.tag or d.entry.id
             if d.state == "delivered":
                 self.delivered += 1
@@ -260,7 +271,7 @@ def read_last_queued(path: Path) -> date | None:
     """The day `report.json` says was queued last; None when there is no such file.
     Raises OSError, ValueError, KeyError or TypeError when it is unreadable."""
     try:
-        return date.fromisoformat(json.loads(path.read_text())["last_queued"])
+        return date.fromisoformat(json.loads(read_file(path))["last_queued"])
     except FileNotFoundError:
         return None
 
