@@ -83,8 +83,9 @@ def main() -> None:
             cpu1, t1 = _cpu(proc.pid), time.monotonic()
             events = q.get(timeout=5)
             delays = [seen[u] - written[u] for u in written if u in seen]
+            cpu = 100 * (cpu1 - cpu0) / (t1 - t0)
             print(
-                f"events/s={events / SECONDS:,.0f} daemon_cpu={100 * (cpu1 - cpu0) / (t1 - t0):.0f}% "
+                f"events/s={events / SECONDS:,.0f} daemon_cpu={cpu:.0f}% "
                 f"rows={len(delays)}/{len(written)} "
                 f"delay_median={statistics.median(delays):.2f}s delay_max={max(delays):.2f}s"
                 " (delay includes up to 0.2 s of polling the CSV)"
