@@ -467,6 +467,12 @@ def attempts_of(text: str) -> int:
         return 1  # what csvwindow reads for an unreadable count
 
 
+def warm(cfg: Config, day: date) -> int:
+    """`history` for its cache only (run in a child by the daemon): the days summarised.
+    The zone is looked up here: the system zone read from a file cannot be pickled."""
+    return sum(1 for v in history(cfg, day, cfg.report_tz()).values() if v is not None)
+
+
 def history(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]:
     """Summaries of the HISTORY_DAYS days before `day`; None for days before the CSV began."""
     days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]

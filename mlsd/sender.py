@@ -31,7 +31,7 @@ from typing import Final, TextIO
 
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
-from mlsd.errors import StateError
+from mlsd.errors import MlsdError, StateError
 from mlsd.mailer import Entry, Outbox, deliver_due
 from mlsd.safefs import SHARED_DIR, make_dir, read_file
 from mlsd.schedule import missed_days, next_report_at
@@ -146,6 +146,16 @@ class ReportSender:
             await self._emit(await self._produce(day, until), now)
         except asyncio.CancelledError:
             raise
+        except MlsdError as exc:
+            # Ours, with its reason (e.g. a day beyond [report] max_memory): no traceback.
+            self._build_failed_at = now
+            log.error(
+                "report of %s could not be built or queued; trying again in %d s: %s",
+                day,
+                RETRY_BUILD,
+                exc,
+            )
+            return False
         except Exception:
             self._build_failed_at = now
             log.exception(

@@ -39,6 +39,7 @@ from mlsd.coverage import DayCounts, Ledger
 from mlsd.enrich import Enricher
 from mlsd.errors import ConfigError
 from mlsd.geo import Geo
+from mlsd.isolate import run_limited
 from mlsd.parse import Skip
 from mlsd.sender import Rendered, ReportSender
 from mlsd.systemd import Notifier, watchdog_interval
@@ -275,16 +276,19 @@ class Service:
         dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
-        # A thread: building reads the day's rows, and the follower must not wait for it.
+        # A child process: its memory grows with the day's distinct names and IPs, which an
+        # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
         async with self._report_lock:
-            built = await asyncio.to_thread(
-                report.build,
+            built = await run_limited(
+                report.build_portable,
                 cfg,
                 day,
                 until=until,
                 coverage=coverage,
                 geoip_dates=dates,
                 hostname=host,
+                limit_mib=cfg.report.max_memory,
+                what=f"report of {day}",
             )
         message, sender, recipients = report.to_message(
             built, cfg, now=datetime.now(UTC), hostname=host
@@ -306,8 +310,12 @@ class Service:
         # now and in a thread, keeps the first report after a start from reading them all.
         try:
             async with self._report_lock:
-                await asyncio.to_thread(
-                    history.history, self.cfg, self._today(), self.cfg.report_tz()
+                await run_limited(
+                    history.warm,
+                    self.cfg,
+                    self._today(),
+                    limit_mib=self.cfg.report.max_memory,
+                    what="report history",
                 )
         except Exception:
             log.warning("report history not summarised in advance", exc_info=True)
