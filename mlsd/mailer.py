@@ -15,6 +15,7 @@ Message-ID stays the same, so such a duplicate is recognisable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -170,7 +171,8 @@ class Outbox:
         replace_atomically(
             self.failed_dir / f"{entry.id}.json", json.dumps(asdict(updated)).encode()
         )
-        os.replace(self.directory / f"{entry.id}.eml", self.failed_dir / f"{entry.id}.eml")
+        with contextlib.suppress(FileNotFoundError):  # an entry whose message is missing
+            os.replace(self.directory / f"{entry.id}.eml", self.failed_dir / f"{entry.id}.eml")
         (self.directory / f"{entry.id}.json").unlink(missing_ok=True)
         fsync_dir(self.directory)
         return self.failed_dir / f"{entry.id}.eml"
@@ -265,8 +267,11 @@ async def deliver_due(
         try:
             message = outbox.message(entry)
         except OSError as exc:
-            why = exc.strerror or "unreadable"
-            results.append(Delivery(entry, "failed", f"cannot read the stored message: {why}"))
+            # Set aside, not retried: a missing, foreign or linked message never becomes
+            # sendable by waiting, and a due entry would be tried (and logged) every tick.
+            why = f"cannot read the stored message: {exc.strerror or 'unreadable'}"
+            path = outbox.fail(entry, why)
+            results.append(Delivery(entry, "failed", f"{why}; kept in {path}"))
             continue
         outcome = await send_once(message, entry, cfg)
         refused = {**entry.refused, **outcome.permanent}

@@ -251,6 +251,7 @@ def test_planted_outbox_entries_are_never_sent(env: Env, tmp_path: Path) -> None
     # Set aside for the operator, not deleted: the evidence stays.
     assert (outbox / "failed" / "20260101T000000-cccccccc.eml").exists()
     assert (outbox / "20260101T000000-bbbbbbbb.json").exists()
+    assert (outbox / "failed" / "20260101T000000-aaaaaaaa.eml").is_symlink()
     assert SECRET == victim.read_bytes()
 
 
