@@ -279,11 +279,14 @@ class ReportSender:
 
 def read_last_queued(path: Path) -> date | None:
     """The day `report.json` says was queued last; None when there is no such file.
-    Raises OSError, ValueError, KeyError or TypeError when it is unreadable."""
+    Raises OSError, or ValueError when it is not what mlsd writes (a message that quotes
+    none of it: the file may not be ours)."""
     try:
         return date.fromisoformat(json.loads(read_file(path))["last_queued"])
     except FileNotFoundError:
         return None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not mlsd's report state") from None
 
 
 def tagged_day(entry: Entry) -> date | None:

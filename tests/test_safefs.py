@@ -267,3 +267,19 @@ def test_an_outbox_others_can_write_to_is_not_used(env: Env) -> None:
     proc = env.start(wait=False)
     assert proc.wait(timeout=60) != 0
     assert f"chmod 0755 {outbox}" in env.stderr(proc)
+
+
+def test_an_unreadable_report_state_is_not_quoted(env: Env) -> None:
+    """`report.json` holding someone's secret: `status` says it is unreadable, quoting none
+    of it (before: `Invalid isoformat string: 'root:$6$…'`)."""
+    _ready(env)
+    assert _scan(env).returncode == 0
+    secret = SECRET.decode().strip()
+    (env.state / "report.json").write_text(json.dumps({"last_queued": secret}))
+    res = subprocess.run(
+        env.cmd("status"), capture_output=True, text=True, timeout=60, env=ENV, check=False
+    )
+    out = res.stdout + res.stderr
+    assert "report.json: unreadable (not mlsd's report state)" in out, out
+    for piece in ("root:", "$6$", "c2VjcmV0"):
+        assert piece not in out
