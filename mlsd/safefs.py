@@ -102,8 +102,8 @@ def check_dir(path: Path, what: str, *, follow: bool = True) -> os.stat_result:
         mode = stat.S_IMODE(st.st_mode)
         raise StateError(
             f"{path}: the {what} is writable by {who} (mode {mode:04o}), who could plant links "
-            f"or files in it: chmod {mode & ~0o022:04o} {path} (or give mlsd a directory of "
-            "its own)"
+            f"or files in it: chmod {mode & ~0o022:04o} {path}"
+            + (" (or give mlsd a directory of its own)" if follow else "")
         )
     return st
 

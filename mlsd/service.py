@@ -124,8 +124,14 @@ class Service:
         except BaseException:
             await self.enricher.close()
             raise
-        self.ledger = Ledger(self.cfg.paths.state_dir)
-        self.sender = ReportSender(self.cfg, self._produce)
+        try:
+            self.ledger = Ledger(self.cfg.paths.state_dir)
+            # Refuses an outbox others can write to (StateError): close what is open.
+            self.sender = ReportSender(self.cfg, self._produce)
+        except BaseException:
+            daemon.close_session(self.session)
+            await self.enricher.close()
+            raise
         self._describe_report()
         follow = asyncio.create_task(daemon.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
