@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
+from mlsd.safefs import make_dir, open_regular, read_file
 
 VERSION: Final = 1
 CHECKPOINT_NAME: Final = "checkpoint.json"
@@ -111,11 +112,16 @@ class CheckpointStore:
     def load(self) -> Checkpoint | None:
         """The last commit, or None on first start. A leftover temp file is ignored."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            # Not through a link, and never quoted in an error: see mlsd.safefs.
+            text = read_file(self.path).decode("utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StateError(f"{self.path}: cannot read the checkpoint: {exc}") from None
+        except OSError as exc:
+            raise StateError(
+                f"{self.path}: cannot read the checkpoint: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError:
+            raise StateError(f"{self.path}: cannot read the checkpoint: not UTF-8") from None
         return Checkpoint.from_json(text, self.path)
 
     def save(self, cp: Checkpoint) -> None:
@@ -146,11 +152,14 @@ class StateLock:
 
     def acquire(self) -> None:
         """Take the lock or raise StateError naming the pid that holds it."""
-        self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        # Created with its mode whatever the umask; an existing one must be ours (or
+        # root's) and writable by nobody else, or a planted link could aim our writes.
+        make_dir(self.path.parent, STATE_DIR_MODE, "state directory", top=True)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
-            raise StateError(f"{self.path}: cannot open the lock file: {exc.strerror}") from None
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
+            raise StateError(f"{self.path}: cannot open the lock file: {why}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -121,6 +121,8 @@ class ReportConfig:
     """Show usernames as `a***` (domain kept) in the report and its day attachment."""
     gzip_above: int = 256
     """Attach the day's CSV gzipped when it is larger than this many KiB (0: always)."""
+    max_memory: int = 1024
+    """MiB of address space the daemon's report build (a child process) may use."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +361,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
             "top": ("top", _int_range(1, 1000)),
             "mask_usernames": ("mask_usernames", _bool),
             "gzip_above": ("gzip_above", _int_range(0, 1_048_576)),
+            "max_memory": ("max_memory", _int_range(256, 1_048_576)),
         },
     ),
     "smtp": (

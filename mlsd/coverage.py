@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd.durable import replace_atomically
+from mlsd.safefs import read_file
 
 NAME: Final = "coverage.json"
 KEEP_DAYS: Final = 60
@@ -80,7 +81,7 @@ class Ledger:
 
     def _load(self) -> dict[date, DayCounts]:
         try:
-            raw = json.loads(self.path.read_text())
+            raw = json.loads(read_file(self.path))
             days: dict[date, DayCounts] = {}
             for k, v in raw.items():
                 day = date.fromisoformat(k)
@@ -95,11 +96,13 @@ class Ledger:
             return {}
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self.starts = {}
+            # Never the exception's text for a parse error: it could quote the file.
+            error = exc.strerror if isinstance(exc, OSError) else "not mlsd's coverage data"
             log.warning(
                 "coverage file unreadable path=%s error=%s: the report will say "
                 "'not known' for lines read, server errors and gaps until it is rebuilt",
                 self.path,
-                exc,
+                error,
             )
             return {}
 

@@ -10,6 +10,7 @@ field), which lets recovery cut the file back at a byte offset and the report se
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import os
@@ -23,6 +24,7 @@ from mlsd.durable import write_all
 from mlsd.errors import StateError
 from mlsd.memo import Memo
 from mlsd.parse import AuthFailure
+from mlsd.safefs import make_dir, open_nofollow
 from mlsd.untrusted import csv_cell, raw_line
 
 COLUMNS: Final = (
@@ -259,40 +261,40 @@ class CsvJournal:
         self._fd = -1
 
     def open(self) -> None:
-        """Open (creating file and directory, mode 0640/0750) and check the header."""
-        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        """Open (creating file and directory, mode 0640/0750) and check the header.
+
+        Never through a symbolic link, and only in a directory nobody else can write to
+        (mlsd.safefs); the error for a file that is not mlsd's CSV quotes none of it.
+        """
+        make_dir(self.path.parent, DIR_MODE, "CSV directory", top=True)
+        # O_RDWR, not O_WRONLY: the header is checked through this same descriptor, so
+        # what is checked is what will be appended to.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, flags, FILE_MODE)
+            fd = open_nofollow(self.path, flags, FILE_MODE)
         except OSError as exc:
-            raise StateError(
-                f"{self.path}: cannot open the CSV for writing: {exc.strerror}"
-            ) from None
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise StateError(f"{self.path}: cannot open the CSV for writing: {why}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise StateError(f"{self.path}: the CSV path is not a regular file")
+            os.set_blocking(fd, True)
             if st.st_size == 0:
                 # The umask may have narrowed the mode; attack data must not widen it.
                 os.fchmod(fd, FILE_MODE)
                 write_all(fd, HEADER)
                 os.fdatasync(fd)
-            else:
-                self._check_header()
+            elif os.pread(fd, len(HEADER), 0) != HEADER:
+                raise StateError(
+                    f"{self.path}: this CSV does not start with mlsd's header; move it aside "
+                    "(a MailLogSentinel CSV cannot be appended to: its column set differs) "
+                    "and start again"
+                )
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
-
-    def _check_header(self) -> None:
-        with open(self.path, "rb") as fh:
-            first = fh.readline(4096)
-        if first != HEADER:
-            raise StateError(
-                f"{self.path}: this CSV does not start with mlsd's header "
-                f"({first[:80]!r}); move it aside (a MailLogSentinel CSV cannot be "
-                "appended to: its column set differs) and start again"
-            )
 
     def append(self, data: bytes) -> None:
         """Append already-encoded rows."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
+from mlsd.safefs import nofollow_opener
 
 # How far out of order rows may be (a rotated file caught up after newer lines).
 SLACK: Final = timedelta(hours=6)
@@ -106,7 +107,7 @@ def find_offset(path: Path, start: datetime, tz: tzinfo) -> int:
     """Byte offset of a row at or before the first row at or after `start - SLACK`."""
     target = start - SLACK
     size = os.path.getsize(path)
-    with open(path, "rb") as fh:
+    with open(path, "rb", opener=nofollow_opener) as fh:
         lo, hi = len(HEADER), size
         while hi - lo > _READ:
             mid = (lo + hi) // 2
@@ -205,7 +206,7 @@ def window(
     or after end + SLACK; a last line without its newline is still being written and is
     not a row yet."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return
     try:
@@ -233,7 +234,7 @@ def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iter
 def count_rows(path: Path) -> int:
     """Rows in the CSV (its header excluded), counted in blocks."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return 0
     try:
@@ -254,7 +255,7 @@ def count_newlines(fd: int, offset: int) -> tuple[int, int]:
 def last_row_time(path: Path, tz: tzinfo) -> datetime | None:
     """The time of the CSV's last complete row, or None (no rows, or none readable near
     the end). Reads the end of the file only."""
-    with open(path, "rb") as fh:
+    with open(path, "rb", opener=nofollow_opener) as fh:
         size = os.fstat(fh.fileno()).st_size
         start = max(len(HEADER), size - _READ)
         fh.seek(start)

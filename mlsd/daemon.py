@@ -7,10 +7,14 @@ never leaves half a batch behind.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import struct
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +82,8 @@ class Session:
     first_start: str | None = None
     """How a first start (no checkpointed generation) placed the reader (`resume=`), or
     None when reading went on from a checkpoint: the day's report says mlsd started then."""
+    inotify: InotifyWake | None = None
+    """The inotify reader while following (its `reads` count wake-ups)."""
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
@@ -233,21 +239,61 @@ async def scan(s: Session) -> list[Imported]:
     return out
 
 
-class _Wake(pyinotify.ProcessEvent):  # type: ignore[misc]
-    """Every event only wakes the loop; IN_Q_OVERFLOW additionally forces a full rescan."""
+OVERFLOW_RECORD: Final = struct.pack("iIII", -1, pyinotify.IN_Q_OVERFLOW, 0, 0)
+"""The record the kernel queues when it dropped events (wd -1, no name)."""
 
-    def my_init(self, *, session: Session, wake: asyncio.Event) -> None:
-        self._session = session
+
+class InotifyWake:
+    """Reads the inotify descriptor in bulk: every read only wakes the loop.
+
+    Events are hints (the file system is the truth), so their content is not needed: one
+    `read` takes the whole queue, however many events it holds, and sets `wake`. No Python
+    work is done per event, so a flood (a local user touching the log directory, a fast
+    writer) costs one read per wake-up, not a parse and a dispatch per event; pyinotify's
+    own reader did both and pinned a core (issue 17). The only thing looked for is the
+    overflow record (one `bytes.find`): lost events force a rescan, which every wake-up
+    does anyway, and are counted and logged.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fd: int, wake: asyncio.Event, session: Session
+    ) -> None:
+        self._loop = loop
+        self.fd = fd
         self._wake = wake
+        self._session = session
+        self._armed = False
+        self.reads = 0
+        """How many times the descriptor was read (for tests: one per wake-up, not per event)."""
 
-    def process_IN_Q_OVERFLOW(self, event: Any) -> None:  # pyinotify dispatches by this name
-        del event
-        self._session.overflows += 1
-        log.warning("inotify queue overflow: events were lost, rescanning the files")
-        self._wake.set()
+    def arm(self) -> None:
+        """Wait for the next event. Until then, events wait in the kernel's queue: a flood
+        then costs one read per round of the follow loop, not one per loop iteration."""
+        if not self._armed:
+            self._loop.add_reader(self.fd, self)
+            self._armed = True
 
-    def process_default(self, event: Any) -> None:
-        del event
+    def disarm(self) -> None:
+        """Stop reading the descriptor (done at the first read after `arm`)."""
+        if self._armed:
+            self._loop.remove_reader(self.fd)
+            self._armed = False
+
+    def __call__(self) -> None:
+        """The loop's reader callback: drain the queue, wake the follower."""
+        self.disarm()
+        pending = array.array("i", [0])
+        fcntl.ioctl(self.fd, termios.FIONREAD, pending, True)
+        if pending[0] <= 0:
+            return
+        try:
+            data = os.read(self.fd, pending[0])
+        except (BlockingIOError, InterruptedError):
+            return
+        self.reads += 1
+        if OVERFLOW_RECORD in data:
+            self._session.overflows += 1
+            log.warning("inotify queue overflow: events were lost, rescanning the files")
         self._wake.set()
 
 
@@ -293,8 +339,12 @@ class _Watches:
         for ident in list(self._files):
             if ident not in want:
                 wd = self._files.pop(ident)
-                if self.wm.get_path(wd) is not None:  # else the kernel already dropped it
-                    self.wm.rm_watch(wd, quiet=True)
+                try:
+                    self.wm.rm_watch(wd, quiet=False)
+                except pyinotify.WatchManagerError:
+                    # The kernel dropped it already (the file is gone). Its IN_IGNORED is
+                    # not parsed (see InotifyWake), so forget the watch here.
+                    self.wm.del_watch(wd)
         for ident, path in want.items():
             if ident not in self._files:
                 got = self.wm.add_watch(str(path), _FILE_MASK, quiet=True)
@@ -330,15 +380,10 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     wm = pyinotify.WatchManager()
-    notifier = pyinotify.Notifier(wm, default_proc_fun=_Wake(session=s, wake=wake))
     watches = _Watches(wm, s.cfg.paths.mail_log)
-
-    def readable() -> None:
-        notifier.read_events()
-        notifier.process_events()
-
-    loop.add_reader(wm.get_fd(), readable)
+    s.inotify = inotify = InotifyWake(loop, wm.get_fd(), wake, s)
     committed_at = -COMMIT_GAP
+    woke_at = -COMMIT_GAP
     try:
         while not stop.is_set():
             wake.clear()
@@ -361,6 +406,13 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
                 committed_at = time.monotonic() if size < FULL_BATCH else -COMMIT_GAP
                 await asyncio.sleep(0)  # let signals and events in between batches
             watches.follow(s.follower)
+            # Coalesce wake-ups: at most one round per COMMIT_GAP however many events come
+            # (a flood of them waits in the kernel's queue meanwhile, and is one read).
+            rest = woke_at + COMMIT_GAP - time.monotonic()
+            if rest > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rest)
+            inotify.arm()
             # Sleep until an event, the end of a grace period, or the reconcile tick; a
             # tick with nothing changed (one stat) goes straight back to sleep.
             while not stop.is_set():
@@ -369,13 +421,14 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
                     timeout = min(timeout, max(0.0, s.follower.wake_at - time.time()) + 0.01)
                 try:
                     await asyncio.wait_for(_first(wake, stop), timeout)
+                    woke_at = time.monotonic()
                     break
                 except TimeoutError:
                     if s.follower.wake_at is not None or _snapshot(s) != seen:
                         break
     finally:
-        loop.remove_reader(wm.get_fd())
-        notifier.stop()
+        inotify.disarm()
+        wm.close()
 
 
 async def _first(*events: asyncio.Event) -> None:

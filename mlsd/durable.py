@@ -10,6 +10,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from mlsd.safefs import create_temp
+
 
 def write_all(fd: int, data: bytes) -> None:
     """`os.write` until every byte is written (a write may be partial)."""
@@ -33,6 +35,8 @@ def replace_atomically(
     """Replace `path` with `data`: readers see the old file or the new one, never half.
 
     Temp file (default `.NAME.tmp` beside it), write, fsync, rename, fsync the directory.
+    The temp file is created anew (O_EXCL, not through a link: see mlsd.safefs), and the
+    rename replaces whatever is at `path`, a link included, without following it.
     `fsync=False` is for caches, whose loss in a crash costs only time: readers still
     never see half a file, and the two fsyncs (milliseconds each on a disk) are saved.
     Raises OSError naming the file (`os.write` and `fsync` errors carry no name: on a full
@@ -40,7 +44,7 @@ def replace_atomically(
     fatal. A temp file a failed write leaves behind is removed.
     """
     tmp = path.with_name(f".{path.name}.tmp") if tmp is None else tmp
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd = create_temp(tmp, mode)
     try:
         write_all(fd, data)
         if fsync:

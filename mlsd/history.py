@@ -48,6 +48,8 @@ from mlsd.config import Config
 from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
 from mlsd.csvwindow import SECONDS, SLACK, count_newlines, find_offset, parse_date, resync
 from mlsd.durable import replace_atomically
+from mlsd.errors import StateError
+from mlsd.safefs import PRIVATE_DIR, make_dir, nofollow_opener, read_file
 from mlsd.schedule import report_window
 
 HISTORY_DAYS: Final = 30
@@ -98,7 +100,7 @@ class _DayCache:
         (under `offset_key`) within it and the same bytes before that offset. Else None:
         a missing, unreadable or malformed entry is a miss."""
         try:
-            data: dict[str, Any] = json.loads((self.directory / name).read_text())
+            data: dict[str, Any] = json.loads(read_file(self.directory / name))
             offset = data[offset_key]
             if (
                 data["v"] == CACHE_VERSION
@@ -163,15 +165,15 @@ class _DayCache:
         """Write an entry; failures only cost speed, so they are ignored."""
         try:
             # Never create the state directory itself: that is the daemon's (or systemd's).
-            if not self.directory.is_dir():
-                self.directory.mkdir(mode=0o700)
+            # Nor write through a link planted in place of this one (make_dir refuses it).
+            make_dir(self.directory, PRIVATE_DIR, "report cache directory")
             replace_atomically(
                 self.directory / name,
                 json.dumps(data, separators=(",", ":")).encode(),
                 mode=0o600,
                 fsync=False,  # a cache: an entry a crash damages is a miss, recomputed
             )
-        except OSError:
+        except (OSError, StateError):
             pass
 
     def prune(self, oldest: date) -> None:
@@ -185,7 +187,7 @@ class _DayCache:
 
 
 def _first_row_time(path: Path, log_tz: tzinfo) -> datetime | None:
-    with open(path, "rb") as fh:
+    with open(path, "rb", opener=nofollow_opener) as fh:
         fh.seek(len(HEADER))
         for raw in fh:
             fields = next(csv.reader([raw.decode("utf-8", "replace")], delimiter=DELIMITER), [])
@@ -465,6 +467,12 @@ def attempts_of(text: str) -> int:
         return 1  # what csvwindow reads for an unreadable count
 
 
+def warm(cfg: Config, day: date) -> int:
+    """`history` for its cache only (run in a child by the daemon): the days summarised.
+    The zone is looked up here: the system zone read from a file cannot be pickled."""
+    return sum(1 for v in history(cfg, day, cfg.report_tz()).values() if v is not None)
+
+
 def history(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]:
     """Summaries of the HISTORY_DAYS days before `day`; None for days before the CSV began."""
     days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
@@ -472,7 +480,7 @@ def history(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]
     path = cfg.paths.csv
     log_tz = cfg.log_tz()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return out
     try:
@@ -513,7 +521,7 @@ def csv_rows(cfg: Config) -> int:
     and regrown — the whole CSV is counted once.
     """
     try:
-        fd = os.open(cfg.paths.csv, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(cfg.paths.csv, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return 0
     try:

@@ -15,6 +15,7 @@ Message-ID stays the same, so such a duplicate is recognisable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -29,6 +30,7 @@ import aiosmtplib
 
 from mlsd.config import SmtpConfig
 from mlsd.durable import fsync_dir, replace_atomically
+from mlsd.safefs import SHARED_DIR, check_dir, make_dir, read_file
 from mlsd.untrusted import terminal
 
 log_name: Final = "mlsd.mailer"
@@ -80,14 +82,19 @@ class Outbox:
         self.directory = directory
         self.failed_dir = directory / "failed"
 
-    def _ensure(self) -> None:
-        self.failed_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    def ensure(self) -> None:
+        """Create the outbox and `failed/` (0750 whatever the umask); refuse links and
+        directories others may write to (StateError)."""
+        # Each level with its mode whatever the umask, none a link or someone else's.
+        make_dir(self.directory.parent, SHARED_DIR, "state directory", top=True)
+        make_dir(self.directory, SHARED_DIR, "outbox")
+        make_dir(self.failed_dir, SHARED_DIR, "outbox's failed directory")
 
     def put(
         self, message: bytes, sender: str, recipients: Sequence[str], now: float, tag: str = ""
     ) -> Entry:
         """Store a message; it is due at once."""
-        self._ensure()
+        self.ensure()
         entry = Entry(
             tag=tag,
             id=time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8],
@@ -106,12 +113,16 @@ class Outbox:
     def entries(self, *, failed: bool = False) -> list[Entry]:
         """Every complete entry, oldest first (those set aside in failed/ with `failed`)."""
         directory = self.failed_dir if failed else self.directory
-        if not directory.is_dir():
+        if not os.path.lexists(directory):
             return []
+        # A link in place of the outbox, or one that others can write to: StateError.
+        check_dir(directory, "outbox", follow=False)
         out = []
         for meta in sorted(directory.glob("*.json")):
             try:
-                data = json.loads(meta.read_text())
+                # Only our own regular files: a planted entry (or a link to one) is never read,
+                # so never sent.
+                data = json.loads(read_file(meta, owned=True))
                 data["recipients"] = tuple(data["recipients"])
                 out.append(Entry(**data))
             except (OSError, ValueError, TypeError, KeyError):
@@ -120,7 +131,7 @@ class Outbox:
 
     def message(self, entry: Entry) -> bytes:
         """The stored bytes of an entry."""
-        return (self.directory / f"{entry.id}.eml").read_bytes()
+        return read_file(self.directory / f"{entry.id}.eml", owned=True)
 
     def due(self, now: float) -> list[Entry]:
         """Entries whose next attempt is at or before `now`."""
@@ -136,6 +147,10 @@ class Outbox:
         (self.directory / f"{entry.id}.json").unlink(missing_ok=True)
         (self.directory / f"{entry.id}.eml").unlink(missing_ok=True)
         fsync_dir(self.directory)
+
+    def update(self, entry: Entry) -> None:
+        """Store a changed envelope (fewer recipients) as it is."""
+        self._save(entry)
 
     def defer(self, entry: Entry, error: str, now: float, recipients: Sequence[str]) -> Entry:
         """A transient failure: retry later, with exponential backoff, only `recipients`."""
@@ -153,12 +168,13 @@ class Outbox:
 
     def fail(self, entry: Entry, error: str) -> Path:
         """A permanent failure: move the entry to failed/ and keep it there."""
-        self._ensure()
+        self.ensure()
         updated = replace(entry, attempts=entry.attempts + 1, last_error=error)
         replace_atomically(
             self.failed_dir / f"{entry.id}.json", json.dumps(asdict(updated)).encode()
         )
-        os.replace(self.directory / f"{entry.id}.eml", self.failed_dir / f"{entry.id}.eml")
+        with contextlib.suppress(FileNotFoundError):  # an entry whose message is missing
+            os.replace(self.directory / f"{entry.id}.eml", self.failed_dir / f"{entry.id}.eml")
         (self.directory / f"{entry.id}.json").unlink(missing_ok=True)
         fsync_dir(self.directory)
         return self.failed_dir / f"{entry.id}.eml"
@@ -235,14 +251,37 @@ class Delivery:
     detail: str
 
 
-async def deliver_due(outbox: Outbox, cfg: SmtpConfig, now: float) -> list[Delivery]:
-    """Try every due entry once; update the outbox to match what really happened."""
+async def deliver_due(
+    outbox: Outbox, cfg: SmtpConfig, now: float, allowed: Sequence[str]
+) -> list[Delivery]:
+    """Try every due entry once; update the outbox to match what really happened.
+
+    Only to the `allowed` recipients (`[report] to`): an entry for anyone else (planted, or
+    queued before a reload changed the list) is not sent to them; with nobody left it is
+    set aside in failed/.
+    """
     results = []
-    for entry in outbox.due(now):
+    wanted = {a.casefold() for a in allowed}
+    for due in outbox.due(now):
+        entry = due
+        others = [r for r in due.recipients if r.casefold() not in wanted]
+        if others:
+            kept = tuple(r for r in due.recipients if r.casefold() in wanted)
+            why = "not in [report] to, not sent to: " + terminal(", ".join(others))
+            if not kept:
+                path = outbox.fail(due, why)
+                results.append(Delivery(due, "failed", f"{why}; kept in {path}"))
+                continue
+            entry = replace(due, recipients=kept, last_error=why)
+            outbox.update(entry)
         try:
             message = outbox.message(entry)
         except OSError as exc:
-            results.append(Delivery(entry, "failed", f"cannot read the stored message: {exc}"))
+            # Set aside, not retried: a missing, foreign or linked message never becomes
+            # sendable by waiting, and a due entry would be tried (and logged) every tick.
+            why = f"cannot read the stored message: {exc.strerror or 'unreadable'}"
+            path = outbox.fail(entry, why)
+            results.append(Delivery(entry, "failed", f"{why}; kept in {path}"))
             continue
         outcome = await send_once(message, entry, cfg)
         refused = {**entry.refused, **outcome.permanent}

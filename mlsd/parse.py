@@ -82,6 +82,11 @@ class Skip(enum.Enum):
     Written by a broken clock or by someone who can write to the log, never by a real login."""
     UNKNOWN_FORMAT = "unknown format"
     TOO_LONG = "line too long"
+    IMPLAUSIBLE_TIME = "implausible time"
+    """A stamp more than a day after the time the line was read (`ref`: now for the live
+    file, the mtime for a rotated one): a wrong clock, remote syslog or a local writer.
+    Not recorded, because the CSV is in time order and its readers rely on that (a row
+    in 2099 would end the report's window early and hide the rows after it)."""
     SUCCESS = "successful login"
     """A login that worked (`sasl_username=`, Dovecot `Login:`): what MailLogSentinel
     counted as an attack. Only `parse --explain` and debug logging report it; the
@@ -250,12 +255,16 @@ def parse_block(
     if final and buf and not buf.endswith(b"\n"):
         lines.append(buf[buf.rfind(b"\n") + 1 :])
     clock = _clock(ref, tz)
+    limit = ref + _ONE_DAY
     events: list[AuthFailure] = []
     for line in lines:
         result = _parse(line, clock)
         if isinstance(result, AuthFailure):
-            events.append(result)
-        elif result is not None:
+            if result.time <= limit:
+                events.append(result)
+                continue
+            result = Skip.IMPLAUSIBLE_TIME
+        if result is not None:
             skipped[result] += 1
             if rejected is not None:
                 rejected.append((result, line))
@@ -269,7 +278,10 @@ def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:
     that carry no offset. Returns an AuthFailure, a Skip saying why a line that looked
     like one is not recorded, or None for every other line.
     """
-    return _parse(line, _clock(ref, tz))
+    result = _parse(line, _clock(ref, tz))
+    if isinstance(result, AuthFailure) and result.time > ref + _ONE_DAY:
+        return Skip.IMPLAUSIBLE_TIME
+    return result
 
 
 def _parse(line: bytes, clock: _Clock) -> Result:

@@ -34,14 +34,14 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from heapq import nsmallest
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from mlsd import __version__
 from mlsd.config import Config
@@ -49,6 +49,7 @@ from mlsd.coverage import DayCounts, FirstStart
 from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
+from mlsd.safefs import nofollow_opener
 from mlsd.schedule import report_window
 from mlsd.untrusted import html as untrusted_html
 from mlsd.untrusted import is_safe, terminal
@@ -844,7 +845,7 @@ def _attachment(
     if rc.attach == "full":
         buf = io.BytesIO()
         with (
-            open(cfg.paths.csv, "rb") as src,
+            open(cfg.paths.csv, "rb", opener=nofollow_opener) as src,
             gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
         ):
             while block := src.read(BLOCK):
@@ -1005,6 +1006,13 @@ def build(
         failures=tally.failures,
         attachment=attachment,
     )
+
+
+def build_portable(cfg: Config, day: date, **kwargs: Any) -> Report:
+    """`build`, for the daemon's report process: the window's ends in UTC, because the
+    system zone read from /etc/localtime cannot be pickled back to the daemon."""
+    r = build(cfg, day, **kwargs)
+    return replace(r, start=r.start.astimezone(UTC), end=r.end.astimezone(UTC))
 
 
 def to_message(

@@ -23,7 +23,6 @@ Without `[report] to` nothing is mailed: reports are written to `state_dir/repor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -36,7 +35,9 @@ from typing import Final, TextIO
 
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
+from mlsd.errors import MlsdError, StateError
 from mlsd.mailer import Entry, Outbox, deliver_due
+from mlsd.safefs import SHARED_DIR, make_dir, read_file
 from mlsd.schedule import missed_days, next_report_at
 
 STATE_NAME: Final = "report.json"
@@ -91,8 +92,7 @@ class ReportSender:
         self.outbox = Outbox(state_dir / "outbox")
         # There from the start, though a fresh install queues nothing before its first day
         # is over: an operator (and the troubleshooting guide) looks in it any time.
-        with contextlib.suppress(OSError):
-            self.outbox.failed_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.outbox.ensure()
         self.reports_dir = state_dir / "reports"
         self._state = state_dir / STATE_NAME
         self._wake = asyncio.Event()
@@ -160,6 +160,16 @@ class ReportSender:
             await self._emit(await self._produce(day, until), now)
         except asyncio.CancelledError:
             raise
+        except MlsdError as exc:
+            # Ours, with its reason (e.g. a day beyond [report] max_memory): no traceback.
+            self._build_failed_at = now
+            log.error(
+                "report of %s could not be built or queued; trying again in %d s: %s",
+                day,
+                RETRY_BUILD,
+                exc,
+            )
+            return False
         except Exception:
             self._build_failed_at = now
             log.exception(
@@ -196,7 +206,8 @@ class ReportSender:
         )
 
     def _save(self, r: Rendered) -> Path:
-        self.reports_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # A link planted in its place would send the reports into another directory.
+        make_dir(self.reports_dir, SHARED_DIR, "reports directory")
         stem = f"report-{r.day.isoformat()}" + ("-so-far" if r.partial else "")
         replace_atomically(self.reports_dir / f"{stem}.html", r.html.encode(), mode=0o640)
         path = self.reports_dir / f"{stem}.txt"
@@ -204,10 +215,18 @@ class ReportSender:
         return path
 
     async def _deliver(self, now: float) -> None:
-        if not self.outbox.entries():
-            self.pending_error = ""
+        try:
+            if not self.outbox.entries():
+                self.pending_error = ""
+                return
+            done = await deliver_due(self.outbox, self.cfg.smtp, now, self.cfg.report.to)
+        except StateError as exc:
+            # The outbox was replaced by a link or opened to others while we ran: nothing
+            # in it is sent, following goes on, and the error is in STATUS= and the log.
+            self.pending_error = str(exc)
+            log.error("outbox not used: %s", exc)
             return
-        for d in await deliver_due(self.outbox, self.cfg.smtp, now):
+        for d in done:
             what = d.entry.tag or d.entry.id
             if d.state == "delivered":
                 self.delivered += 1
@@ -274,11 +293,14 @@ class ReportSender:
 
 def read_last_queued(path: Path) -> date | None:
     """The day `report.json` says was queued last; None when there is no such file.
-    Raises OSError, ValueError, KeyError or TypeError when it is unreadable."""
+    Raises OSError, or ValueError when it is not what mlsd writes (a message that quotes
+    none of it: the file may not be ours)."""
     try:
-        return date.fromisoformat(json.loads(path.read_text())["last_queued"])
+        return date.fromisoformat(json.loads(read_file(path))["last_queued"])
     except FileNotFoundError:
         return None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not mlsd's report state") from None
 
 
 def tagged_day(entry: Entry) -> date | None:

@@ -41,6 +41,7 @@ from mlsd.coverage import DayCounts, Ledger
 from mlsd.enrich import Enricher
 from mlsd.errors import ConfigError, StateError
 from mlsd.geo import Geo
+from mlsd.isolate import run_limited
 from mlsd.parse import Skip
 from mlsd.sender import Rendered, ReportSender
 from mlsd.systemd import Notifier, watchdog_interval
@@ -132,11 +133,19 @@ class Service:
         except BaseException:
             await self.enricher.close()
             raise
-        self.ledger = Ledger(self.cfg.paths.state_dir)
-        if self.session.first_start is not None:
-            # Watched from now on: this day's report says so, and no earlier day is mailed.
-            self.ledger.note_first_start(self._today(), datetime.now(UTC), self.session.first_start)
-        self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
+        try:
+            self.ledger = Ledger(self.cfg.paths.state_dir)
+            if self.session.first_start is not None:
+                # Watched from now on: this day's report says so, and no earlier day is mailed.
+                self.ledger.note_first_start(
+                    self._today(), datetime.now(UTC), self.session.first_start
+                )
+            # Refuses an outbox others can write to (StateError): close what is open.
+            self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
+        except BaseException:
+            daemon.close_session(self.session)
+            await self.enricher.close()
+            raise
         self._describe_report()
         follow = asyncio.create_task(daemon.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
@@ -294,16 +303,19 @@ class Service:
         dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
-        # A thread: building reads the day's rows, and the follower must not wait for it.
+        # A child process: its memory grows with the day's distinct names and IPs, which an
+        # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
         async with self._report_lock:
-            built = await asyncio.to_thread(
-                report.build,
+            built = await run_limited(
+                report.build_portable,
                 cfg,
                 day,
                 until=until,
                 coverage=coverage,
                 geoip_dates=dates,
                 hostname=host,
+                limit_mib=cfg.report.max_memory,
+                what=f"report of {day}",
             )
         message, sender, recipients = report.to_message(
             built, cfg, now=datetime.now(UTC), hostname=host
@@ -325,8 +337,12 @@ class Service:
         # now and in a thread, keeps the first report after a start from reading them all.
         try:
             async with self._report_lock:
-                await asyncio.to_thread(
-                    history.history, self.cfg, self._today(), self.cfg.report_tz()
+                await run_limited(
+                    history.warm,
+                    self.cfg,
+                    self._today(),
+                    limit_mib=self.cfg.report.max_memory,
+                    what="report history",
                 )
         except Exception:
             log.warning("report history not summarised in advance", exc_info=True)

@@ -27,6 +27,7 @@ from mlsd.errors import StateError
 from mlsd.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.geo import Geo
 from mlsd.mailer import Outbox
+from mlsd.safefs import read_file
 from mlsd.sender import STATE_NAME, read_last_queued, tagged_day
 from mlsd.untrusted import terminal
 
@@ -168,7 +169,7 @@ def _daemon(st: Status, state_dir: Path) -> datetime | None:
 def _position(st: Status, cfg: Config, now: float) -> None:
     path = cfg.paths.state_dir / CHECKPOINT_NAME
     try:
-        cp = Checkpoint.from_json(path.read_text(), path)
+        cp = Checkpoint.from_json(read_file(path).decode("utf-8", "replace"), path)
     except FileNotFoundError:
         st.warnings.append(f"{path}: no checkpoint yet: nothing has been read")
         return
@@ -257,8 +258,12 @@ def _reports(st: Status, cfg: Config, now: datetime, started: datetime | None) -
     except (OSError, ValueError, KeyError, TypeError) as exc:
         st.problems.append(f"{state}: unreadable ({exc})")
     outbox = Outbox(cfg.paths.state_dir / "outbox")
-    waiting = outbox.entries()
-    failed = outbox.entries(failed=True)
+    try:
+        waiting = outbox.entries()
+        failed = outbox.entries(failed=True)
+    except StateError as exc:  # a link or others' directory in place of the outbox
+        st.problems.append(str(exc))
+        waiting, failed = [], []
     st.outbox_waiting, st.outbox_failed = len(waiting), len(failed)
     # The day the sender itself would resume from (see ReportSender._load_last_queued).
     tagged = [d for d in map(tagged_day, [*waiting, *failed]) if d is not None]

@@ -192,7 +192,8 @@ def test_disk_full_stops_loudly_and_resumes_exactly(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+        # mode=0755: a fresh tmpfs is 1777, a directory mlsd refuses to write in.
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(small)],
         capture_output=True,
         check=False,
     )

@@ -33,7 +33,7 @@ def message(subject: str = "[mlsd] report") -> bytes:
 
 
 def deliver(outbox: Outbox, cfg: SmtpConfig, now: float) -> list[str]:
-    return [d.state for d in asyncio.run(deliver_due(outbox, cfg, now))]
+    return [d.state for d in asyncio.run(deliver_due(outbox, cfg, now, TO))]
 
 
 @pytest.fixture

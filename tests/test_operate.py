@@ -158,6 +158,8 @@ def test_status_report_overdue_outbox_and_gaps(env: Env) -> None:
     Writer(env.log).write(now_line("x"))
     proc = env.start()
     env.wait_rows(Counter(["x"]))
+    # The due report is built in a child process: wait until it is recorded.
+    wait_for((env.state / "report.json").exists)
     cfg = config.load(env.conf)
     now = datetime.now(UTC)
     assert status.gather(cfg, now).healthy
@@ -223,6 +225,7 @@ def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     w.write(b"".join(now_line(f"a{i}") for i in range(3)))
     proc = env.start()
     env.wait_rows(Counter(f"a{i}" for i in range(3)))
+    wait_for((env.state / "report.json").exists)  # the due report, built in a child
     before = {p: digest(p) for p in _files(env)}
 
     res = mlsd(env, "reset", "--yes")
@@ -284,6 +287,7 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
     Writer(env.log).write(now_line("a"))
     proc = env.start()
     env.wait_rows(Counter(["a"]))
+    wait_for((env.state / "report.json").exists)  # the due report, built in a child
     assert env.stop(proc) == 0
     outbox = Outbox(env.state / "outbox")
     outbox.fail(outbox.put(b"x", "m@h", ["a@b"], time.time()), "550 no")
