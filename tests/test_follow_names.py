@@ -12,7 +12,7 @@ import bz2
 import gzip
 import lzma
 import os
-import subprocess
+import signal
 import time
 from pathlib import Path
 
@@ -99,8 +99,6 @@ def test_olddir_down_and_live(env: Env) -> None:
 def test_copytruncate_dateext_epoch_while_following(env: Env) -> None:
     """copytruncate with epoch dateext while mlsd follows and lags (SIGSTOP): the rest is
     read from the dated copy (the old code said "truncated in place and no copy found")."""
-    import signal
-
     w = Writer(env.log)
     proc = env.start()
     w.seq(range(10))
@@ -206,5 +204,3 @@ def test_real_logrotate_names_are_what_the_families_cover(tmp_path: Path) -> Non
     assert 1 == len(made)
     assert made[0].startswith("mail-") and made[0].endswith(".log.gz"), made
     assert [made[0]] == [c.path.name for c in rotated_siblings(env.log)]
-    res = subprocess.run(["/usr/sbin/logrotate", "--version"], capture_output=True, text=True)
-    assert res.returncode == 0
