@@ -158,10 +158,13 @@ class Follower:
             ino=None if live is None else live.ino,
         )
         if import_rotated:
-            old = [c for c in self.siblings() if not c.packed]
-            if old:
-                self.cur = Generation(old[0], 0)
+            old = self.siblings()
+            if any(not c.packed for c in old):
+                # Those older than the first readable one are gaps (packed), said now.
+                self._place_first_of(old, None)
                 return "beginning (importing rotated files)"
+            for c in old:  # only unreadable ones: each is a gap, then the live log
+                self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or ""))
         if live is None:
             self._say_nonregular()
             return "none (no log file yet)"
