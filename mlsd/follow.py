@@ -89,6 +89,8 @@ class Follower:
         self.problem: str | None = None
         """Why the live log cannot be read right now (not a regular file), for STATUS=."""
         self._waiting_said = False
+        self._sealed: list[GenerationId] = []
+        """The last generations sealed here (never to be read again)."""
 
     def siblings(self) -> list[Candidate]:
         """The rotated generations, oldest first (see `rotated_siblings`)."""
@@ -199,8 +201,6 @@ class Follower:
         since = first.decided_at - MTIME_SLACK
         live = candidate(self.logpath)
         newer = [c for c in self.siblings() if c.mtime > since]
-        if live is not None and live.mtime <= since and not any(not c.packed for c in newer):
-            live = None if newer else live
         self._place_first_of(newer, live)
         if self.cur is None:
             self._say_nonregular()
@@ -293,6 +293,8 @@ class Follower:
             for c in unreadable:
                 self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or ""))
             log.info("rotation sealed=%s offset=%d next=%s", cur.label(), cur.offset, succ.path)
+            if cur.head:
+                self._sealed = [*self._sealed[-7:], cur.ident()]
             cur.close()
         self.wake_at = self._clock()  # the safety bound was hit: come back at once
         return None
@@ -337,14 +339,28 @@ class Follower:
         the unreadable (packed) generations between them, each a gap once we move on."""
         sibs = self.siblings()
         idx = next((i for i, c in enumerate(sibs) if (c.dev, c.ino) == (cur.dev, cur.ino)), None)
-        if idx is None:
+        if idx is None and cur.head:
             # Compressed (another inode) or deleted: find it by content. Newest first, as
             # every older generation has already been read.
             gen = cur.ident()
             idx = next((i for i in reversed(range(len(sibs))) if matches(sibs[i], gen)), None)
+        later: list[Candidate] | None = None
         if idx is not None:
+            later = sibs[idx + 1 :]
+        elif not cur.head:
+            # An empty generation, gone, has no content to be found by (an empty head
+            # matches anything): what was written after it was created comes after it.
+            # (A predecessor sealed here may have been written after it was created, by
+            # a lagging writer: those are known and left out.)
+            since = cur.stat().st_mtime - MTIME_SLACK
+            later = [
+                c
+                for c in sibs
+                if c.mtime > since and c.size and not any(matches(c, g) for g in self._sealed)
+            ]
+        if later is not None:
             unreadable: list[Candidate] = []
-            for c in sibs[idx + 1 :]:
+            for c in later:
                 if not c.packed:
                     return c, unreadable
                 unreadable.append(c)
