@@ -229,3 +229,14 @@ def test_scan_counts_and_checkpoints_a_long_partial_line(env: Env) -> None:
     assert "too_long" not in res.stderr
     assert users(range(6)) == env.rows()
     assert Counter() == env.rows() - users(range(6))
+
+
+def test_scan_of_a_fifo_fails_naming_it(env: Env) -> None:
+    """`mlsd scan` with a FIFO as mail_log exits 1 with one sentence naming it (it used
+    to hang in open())."""
+    os.mkfifo(env.log)
+    res = subprocess.run(
+        env.cmd("scan"), capture_output=True, text=True, timeout=30, check=False, env=ENV
+    )
+    assert 1 == res.returncode, res.stderr
+    assert f"mlsd: {env.log} is a FIFO (named pipe), not a regular file" in res.stderr
