@@ -22,6 +22,7 @@ from typing import Final
 from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy
 from mlsd.generations import (
     CHUNK,
+    HEAD_MAX,
     LINE_MAX,
     OPEN_FLAGS,
     Candidate,
@@ -262,6 +263,13 @@ class Follower:
                 continue
             live_st = self._stat_live()
             is_live = live_st is not None and (live_st.st_dev, live_st.st_ino) == (cur.dev, cur.ino)
+            if not cur.head and not cur.gz and cur.offset == 0:
+                # (Before still_same(), which takes whatever the file starts with now.)
+                moved = self._copied_while_empty(cur)
+                if moved is None:
+                    return None  # the copy vanished as we opened it: look again soon
+                if moved:
+                    continue
             if not cur.still_same():
                 self._truncated(cur)
                 continue
@@ -410,6 +418,39 @@ class Follower:
         self.cur = None
         if live is not None:
             self._open(live, 0)
+
+    def _copied_while_empty(self, cur: Generation) -> bool | None:
+        """copytruncate of a generation that was empty when we opened it: it has no head
+        to tell a truncation by, so a copy is recognised by time instead: a rotated file
+        last written after our open, not one we sealed, whose content is not what the
+        generation holds now (so the generation was truncated since the copy). Its lines
+        come first; the generation is then read again from its start. True when the
+        reader moved to the copy, None to look again soon."""
+        if cur.stat().st_size == 0:
+            return False
+        now = os.pread(cur.fd, HEAD_MAX, 0)
+        since = cur.opened_at - MTIME_SLACK
+        for c in self.siblings():
+            if c.packed or not c.head or c.mtime <= since or (c.dev, c.ino) == (cur.dev, cur.ino):
+                continue
+            common = min(len(c.head), len(now))
+            if c.head[:common] == now[:common] or any(matches(c, g) for g in self._sealed):
+                continue
+            try:
+                copy = Generation(c, 0)
+            except OSError:
+                self.wake_at = self._clock() + 0.1
+                return None
+            log.info(
+                "rotation copytruncate generation=%s offset=0 copy=%s (empty when opened)",
+                cur.label(),
+                c.path,
+            )
+            self.rotations += 1
+            cur.close()
+            self.cur = copy
+            return True
+        return False
 
     def _gap(self, what: str, offset: int, lost: int | None, why: str) -> None:
         self.gaps += 1
