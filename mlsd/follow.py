@@ -153,10 +153,11 @@ class Follower:
         policy: Policy = (
             "import_rotated" if import_rotated else "end" if start_at == "end" else "beginning"
         )
-        # Taken before looking at the files: whatever is written after it is read.
+        # Taken before looking at the files: whatever is written after it is read. The
+        # wall clock, not the injected one: it is compared with file times.
         self.first = FirstStart(
             policy=policy,
-            decided_at=self._clock(),
+            decided_at=time.time(),
             dev=None if live is None else live.dev,
             ino=None if live is None else live.ino,
         )
