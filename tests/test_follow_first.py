@@ -8,6 +8,7 @@ of the generation that was live at the first start.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import time
@@ -269,3 +270,23 @@ def test_generation_deleted_under_the_reader_is_followed_by_the_next_rotated(
     w.reopen()
     w.seq(range(15, 20))
     assert list(range(20)) == _seqs(first + _drain(f))
+
+
+def test_empty_generation_compressed_away_is_followed_by_time(tmp_path: Path) -> None:
+    """The reader holds an empty live log; it is rotated and gzipped (its inode gone), a
+    newer generation is written and rotated too: that one is read, not skipped because
+    an empty head "matches" every file."""
+    log = tmp_path / "mail.log"
+    Writer(log).close()
+    f = Follower(log, grace=0.01)
+    f.start(None, start_at="beginning", import_rotated=False)
+    assert f.next_batch() is None
+    (tmp_path / "mail.log.1.gz").write_bytes(gzip.compress(b""))
+    log.unlink()
+    w = Writer(log)
+    w.seq(range(5))
+    (tmp_path / "mail.log.1.gz").rename(tmp_path / "mail.log.2.gz")
+    log.rename(tmp_path / "mail.log.1")
+    w.reopen()
+    w.seq(range(5, 10))
+    assert list(range(10)) == _seqs(_drain(f))
