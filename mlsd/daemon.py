@@ -28,6 +28,7 @@ from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
 from mlsd.csvlog import CsvJournal
 from mlsd.enrich import Enricher
+from mlsd.errors import InputError
 from mlsd.follow import Follower
 from mlsd.pipeline import Pipeline
 
@@ -112,7 +113,9 @@ def open_session(
             cap=cfg.csv.max_field_length,
         )
         pipeline.open(cp)
-        follower = Follower(cfg.paths.mail_log, grace=cfg.follow.rotate_grace)
+        follower = Follower(
+            cfg.paths.mail_log, grace=cfg.follow.rotate_grace, rotated_dir=cfg.follow.rotated_dir
+        )
         for attempt in range(10):
             try:
                 start_at, import_rotated = first_start or (
@@ -128,9 +131,19 @@ def open_session(
                     raise
                 time.sleep(0.1)
         cur = follower.cur
-        if cur is not None and cur.head and (cp is None or cp.generation is None or how == "gap"):
-            # Pin the first-start decision (or the gap) so a restart does not decide again.
-            pipeline.mark(cur.ident(), cur.offset)
+        pinned = cur is not None and bool(cur.head)
+        if follower.first is not None:
+            # The first-start decision goes to disk before READY=1, with the generation it
+            # chose when that has a head to recognise it by (else its time: see FirstStart),
+            # so that a restart carries it out instead of deciding again.
+            if cur is not None and pinned:
+                pipeline.mark(
+                    cur.ident(), cur.offset, first_start=follower.first, mtime=cur.stat().st_mtime
+                )
+            else:
+                pipeline.mark(None, 0, first_start=follower.first)
+        elif how == "gap" and cur is not None and pinned:
+            pipeline.mark(cur.ident(), cur.offset, mtime=cur.stat().st_mtime)
         log.info(
             "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
             __version__,
@@ -187,7 +200,7 @@ async def step(s: Session) -> int | None:
         batch.position.ino,
         batch.offset,
     )
-    return len(batch.data)
+    return batch.consumed
 
 
 async def drain(s: Session) -> None:
@@ -224,6 +237,12 @@ async def scan(s: Session) -> list[Imported]:
             await asyncio.sleep(0)  # let signals in between batches
         wake_at = s.follower.wake_at
         if wake_at is None:
+            if s.follower.problem is not None:
+                # Nothing was read: a scan that exits 0 would look like an empty log.
+                raise InputError(
+                    f"{s.follower.problem}: mlsd reads a regular log file "
+                    "([paths] mail_log); nothing was read"
+                )
             break
         # A renamed file may still be written to: wait out its grace period, then seal it.
         await asyncio.sleep(max(0.0, wake_at - time.time()))
