@@ -256,8 +256,19 @@ def _zone(raw: str) -> str:
         try:
             ZoneInfo(raw)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA time zone name such as Europe/Paris, or empty") from None
+            raise ValueError(
+                "an IANA time zone name such as Europe/Paris, or empty" + _zone_hint(raw)
+            ) from None
     return raw
+
+
+def _zone_hint(raw: str) -> str:
+    """`; did you mean 'Europe/Berlin'?` for a misspelt zone name, else nothing."""
+    import difflib  # noqa: PLC0415 - only on an error
+    from zoneinfo import available_timezones  # noqa: PLC0415 - reads the tz database
+
+    close = difflib.get_close_matches(raw, sorted(available_timezones()), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
@@ -472,7 +483,8 @@ def loads(text: str, path: Path) -> Config:
         for key, raw_value in parser.items(section):
             if key not in keys:
                 raise ConfigError(
-                    f"{path}: [{section}] unknown key {key!r}{_suggest(key, keys)}",
+                    f"{path}: [{section}] unknown key {key!r}{_suggest(key, keys)}"
+                    + _elsewhere(key, section),
                     path=path,
                     section=section,
                     key=key,
@@ -616,6 +628,12 @@ def _suggest(name: str, options: Mapping[str, Any]) -> str:
     if close:
         return f": did you mean {close[0]!r}?"
     return ": expected one of " + ", ".join(options)
+
+
+def _elsewhere(key: str, section: str) -> str:
+    """`; 'to' is a key of [report]`: the usual slip is a right key in the wrong section."""
+    homes = [f"[{name}]" for name, (_, keys) in _SCHEMA.items() if name != section and key in keys]
+    return f"; {key!r} is a key of {' and '.join(homes)}" if homes else ""
 
 
 def resolve_tz(name: str) -> tzinfo:
