@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the state files and say whether the daemon runs (the pid holding "
         "the lock), where reading stands and how far behind the end of the log, the last "
         "event, events today, the last and next report, the outbox, gaps and the GeoIP "
-        "databases. Works whether or not the daemon runs. Exit 0 healthy, 1 not healthy "
-        "(each problem is listed), 2 configuration error.",
+        "databases. Works whether or not the daemon runs, and with a configuration in "
+        "error (what of it is valid is used, the error is shown as a warning). Exit 0 "
+        "healthy, 1 not healthy (each problem is listed), 2 configuration error.",
     )
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_status)
@@ -479,11 +480,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`mlsd status`: health from the state files; exit 0 healthy, 1 not."""
     from mlsd import logs, status  # noqa: PLC0415 - see the note on imports at the top
 
-    cfg = _load_config(args, required=True)
+    # A config with a typo must not hide whether the daemon, still on its previous config,
+    # is healthy: what of it is valid is used (defaults for the rest), the error is shown
+    # as a warning, and the exit status is still 2 (the next start or reload will fail).
+    cfg, error = config.salvage(args.config or config.DEFAULT_PATH)
     # Status says itself what it finds wrong (a missing database…): no log lines as well.
     logs.configure("ERROR", "auto", sys.stderr)
     found = status.gather(cfg, datetime.now(UTC))
+    if error is not None:
+        found.warnings.insert(
+            0,
+            f"configuration error: {error} (the next start or reload will fail; shown with "
+            "the defaults in place of what is in error)",
+        )
+        sys.stderr.write(f"mlsd: {error}\n")
     sys.stdout.write(found.to_json() if args.json else status.render(found))
+    if error is not None:
+        return EXIT_USAGE
     return EXIT_OK if found.healthy else EXIT_FAILURE
 
 

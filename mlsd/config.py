@@ -8,6 +8,7 @@ is `***`, so no log line or `check-config` output can show them.
 from __future__ import annotations
 
 import configparser
+import io
 import ipaddress
 import os
 import re
@@ -438,6 +439,46 @@ def load(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}", path=path) from None
     return loads(text, path)
+
+
+def salvage(path: Path) -> tuple[Config, ConfigError | None]:
+    """The configuration as far as it is valid, and its first error (None: all valid).
+
+    For `mlsd status`, which must answer while the config has a typo, when the admin most
+    needs to know whether the daemon (still on its previous config) is healthy: each key
+    that is in error is dropped (its default stands in) until the rest loads. A file that
+    cannot be read or is not INI at all gives the defaults.
+    """
+    try:
+        return load(path), None
+    except ConfigError as exc:
+        first = exc
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return Config(source_file=path), first
+    for _ in range(100):  # each round drops a key or a section; a bound all the same
+        parser = configparser.ConfigParser(
+            interpolation=None, default_section="\0none", strict=False
+        )
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(text, source=str(path))
+        except configparser.Error:
+            break
+        try:
+            return loads(text, path), first
+        except ConfigError as exc:
+            if exc.section is None or not parser.has_section(exc.section):
+                break
+            if exc.key is not None and parser.has_option(exc.section, exc.key):
+                parser.remove_option(exc.section, exc.key)
+            else:
+                parser.remove_section(exc.section)
+        out = io.StringIO()
+        parser.write(out)
+        text = out.getvalue()
+    return Config(source_file=path), first
 
 
 def loads(text: str, path: Path) -> Config:
