@@ -483,19 +483,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     # A config with a typo must not hide whether the daemon, still on its previous config,
     # is healthy: what of it is valid is used (defaults for the rest), the error is shown
     # as a warning, and the exit status is still 2 (the next start or reload will fail).
-    cfg, error = config.salvage(args.config or config.DEFAULT_PATH)
+    cfg, errors = config.salvage(args.config or config.DEFAULT_PATH)
     # Status says itself what it finds wrong (a missing database…): no log lines as well.
     logs.configure("ERROR", "auto", sys.stderr)
     found = status.gather(cfg, datetime.now(UTC))
-    if error is not None:
-        found.warnings.insert(
-            0,
-            f"configuration error: {error} (the next start or reload will fail; shown with "
-            "the defaults in place of what is in error)",
-        )
+    found.warnings[:0] = [
+        f"configuration error: {error} (the next start or reload will fail; shown with "
+        "the default in its place)"
+        for error in errors
+    ]
+    for error in errors:
         sys.stderr.write(f"mlsd: {error}\n")
     sys.stdout.write(found.to_json() if args.json else status.render(found))
-    if error is not None:
+    if errors:
         return EXIT_USAGE
     return EXIT_OK if found.healthy else EXIT_FAILURE
 

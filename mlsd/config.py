@@ -441,8 +441,8 @@ def load(path: Path) -> Config:
     return loads(text, path)
 
 
-def salvage(path: Path) -> tuple[Config, ConfigError | None]:
-    """The configuration as far as it is valid, and its first error (None: all valid).
+def salvage(path: Path) -> tuple[Config, list[ConfigError]]:
+    """The configuration as far as it is valid, and its errors (none: all valid).
 
     For `mlsd status`, which must answer while the config has a typo, when the admin most
     needs to know whether the daemon (still on its previous config) is healthy: each key
@@ -450,13 +450,13 @@ def salvage(path: Path) -> tuple[Config, ConfigError | None]:
     cannot be read or is not INI at all gives the defaults.
     """
     try:
-        return load(path), None
+        return load(path), []
     except ConfigError as exc:
-        first = exc
+        errors = [exc]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return Config(source_file=path), first
+        return Config(source_file=path), errors
     for _ in range(100):  # each round drops a key or a section; a bound all the same
         parser = configparser.ConfigParser(
             interpolation=None, default_section="\0none", strict=False
@@ -467,8 +467,10 @@ def salvage(path: Path) -> tuple[Config, ConfigError | None]:
         except configparser.Error:
             break
         try:
-            return loads(text, path), first
+            return loads(text, path), errors
         except ConfigError as exc:
+            if str(exc) != str(errors[-1]):
+                errors.append(exc)
             if exc.section is None or not parser.has_section(exc.section):
                 break
             if exc.key is not None and parser.has_option(exc.section, exc.key):
@@ -478,7 +480,7 @@ def salvage(path: Path) -> tuple[Config, ConfigError | None]:
         out = io.StringIO()
         parser.write(out)
         text = out.getvalue()
-    return Config(source_file=path), first
+    return Config(source_file=path), errors
 
 
 def loads(text: str, path: Path) -> Config:
