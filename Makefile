@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit bench install clean
+.PHONY: venv run test lint typecheck unit bench install uninstall clean
 
 venv: $(STAMP)
 
@@ -48,7 +48,9 @@ bench: venv
 # Installation: mlsd and its dependencies in their own virtual environment under
 # $(PREFIX)/lib/mlsd, the command in $(PREFIX)/bin, the man page mlsd(8), the unit, and the example config as
 # /etc/mlsd/mlsd.conf unless one exists. DESTDIR stages it all (packaging): the venv is
-# built in place and its paths rewritten to drop DESTDIR.
+# built in place and its paths rewritten to drop DESTDIR: in the text files (scripts,
+# pyvenv.cfg) by sed, in the bytecode by compiling again with the final path recorded
+# (tracebacks and inspect would otherwise name the staging directory).
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
@@ -64,6 +66,8 @@ install:
 	if [ -n '$(DESTDIR)' ]; then \
 	  grep -rlI --null -F '$(DESTDIR)$(APPDIR)' '$(DESTDIR)$(APPDIR)/bin' '$(DESTDIR)$(APPDIR)/pyvenv.cfg' \
 	    | xargs -0 -r sed -i 's#$(DESTDIR)$(APPDIR)#$(APPDIR)#g'; \
+	  '$(DESTDIR)$(APPDIR)/bin/python' -m compileall -q -f -s '$(DESTDIR)' -p / \
+	    '$(DESTDIR)$(APPDIR)/lib' >/dev/null; \
 	fi
 	install -d -m 0755 '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(SYSCONFDIR)/mlsd' \
 	  '$(DESTDIR)$(MANDIR)/man8'
@@ -78,6 +82,16 @@ install:
 	  install -m 0644 mlsd.conf.example '$(DESTDIR)$(SYSCONFDIR)/mlsd/mlsd.conf'; \
 	fi
 	@echo "installed; next: systemctl daemon-reload && systemctl enable --now mlsd"
+
+# What install put there, and nothing else: the config (/etc/mlsd/mlsd.conf, perhaps
+# edited) and the state, CSV and logs (/var/lib/mlsd, /var/log/mlsd) stay.
+uninstall:
+	@echo "stop it first if it runs: systemctl disable --now mlsd"
+	rm -rf '$(DESTDIR)$(APPDIR)'
+	if [ -L '$(DESTDIR)$(PREFIX)/bin/mlsd' ]; then rm -f '$(DESTDIR)$(PREFIX)/bin/mlsd'; fi
+	rm -f '$(DESTDIR)$(MANDIR)/man8/mlsd.8' '$(DESTDIR)$(UNITDIR)/mlsd.service'
+	@echo "uninstalled; kept $(SYSCONFDIR)/mlsd/mlsd.conf and the state, CSV and logs" \
+	  "(/var/lib/mlsd, /var/log/mlsd): remove them by hand if they are no longer wanted"
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache .coverage build *.egg-info

@@ -8,6 +8,7 @@ is `***`, so no log line or `check-config` output can show them.
 from __future__ import annotations
 
 import configparser
+import io
 import ipaddress
 import os
 import re
@@ -260,8 +261,19 @@ def _zone(raw: str) -> str:
         try:
             ZoneInfo(raw)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA time zone name such as Europe/Paris, or empty") from None
+            raise ValueError(
+                "an IANA time zone name such as Europe/Paris, or empty" + _zone_hint(raw)
+            ) from None
     return raw
+
+
+def _zone_hint(raw: str) -> str:
+    """`; did you mean 'Europe/Berlin'?` for a misspelt zone name, else nothing."""
+    import difflib  # noqa: PLC0415 - only on an error
+    from zoneinfo import available_timezones  # noqa: PLC0415 - reads the tz database
+
+    close = difflib.get_close_matches(raw, sorted(available_timezones()), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _ADDRESS = re.compile(r"[^@\s,;<>\"]+@[^@\s,;<>\"]+")
@@ -436,6 +448,48 @@ def load(path: Path) -> Config:
     return loads(text, path)
 
 
+def salvage(path: Path) -> tuple[Config, list[ConfigError]]:
+    """The configuration as far as it is valid, and its errors (none: all valid).
+
+    For `mlsd status`, which must answer while the config has a typo, when the admin most
+    needs to know whether the daemon (still on its previous config) is healthy: each key
+    that is in error is dropped (its default stands in) until the rest loads. A file that
+    cannot be read or is not INI at all gives the defaults.
+    """
+    try:
+        return load(path), []
+    except ConfigError as exc:
+        errors = [exc]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return Config(source_file=path), errors
+    for _ in range(100):  # each round drops a key or a section; a bound all the same
+        parser = configparser.ConfigParser(
+            interpolation=None, default_section="\0none", strict=False
+        )
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(text, source=str(path))
+        except configparser.Error:
+            break
+        try:
+            return loads(text, path), errors
+        except ConfigError as exc:
+            if str(exc) != str(errors[-1]):
+                errors.append(exc)
+            if exc.section is None or not parser.has_section(exc.section):
+                break
+            if exc.key is not None and parser.has_option(exc.section, exc.key):
+                parser.remove_option(exc.section, exc.key)
+            else:
+                parser.remove_section(exc.section)
+        out = io.StringIO()
+        parser.write(out)
+        text = out.getvalue()
+    return Config(source_file=path), errors
+
+
 def loads(text: str, path: Path) -> Config:
     """Validate config text; `path` names it in errors and anchors relative paths."""
     parser = configparser.ConfigParser(
@@ -479,7 +533,8 @@ def loads(text: str, path: Path) -> Config:
         for key, raw_value in parser.items(section):
             if key not in keys:
                 raise ConfigError(
-                    f"{path}: [{section}] unknown key {key!r}{_suggest(key, keys)}",
+                    f"{path}: [{section}] unknown key {key!r}{_suggest(key, keys)}"
+                    + _elsewhere(key, section),
                     path=path,
                     section=section,
                     key=key,
@@ -634,6 +689,12 @@ def _suggest(name: str, options: Mapping[str, Any]) -> str:
     if close:
         return f": did you mean {close[0]!r}?"
     return ": expected one of " + ", ".join(options)
+
+
+def _elsewhere(key: str, section: str) -> str:
+    """`; 'to' is a key of [report]`: the usual slip is a right key in the wrong section."""
+    homes = [f"[{name}]" for name, (_, keys) in _SCHEMA.items() if name != section and key in keys]
+    return f"; {key!r} is a key of {' and '.join(homes)}" if homes else ""
 
 
 def resolve_tz(name: str) -> tzinfo:

@@ -3,9 +3,11 @@
 The report's header needs them ("lines read", "server-side auth errors", "gaps in
 coverage"); the CSV holds only the events. The daemon adds its counters to the current
 day (in the report's zone) whenever it updates its status and at shutdown, and keeps
-the last 60 days in `state_dir/coverage.json`. Counts are by the day mlsd read the lines,
-which is the day they were logged except while catching up after downtime; the report
-says so.
+the last 60 days in `state_dir/coverage.json`, written at its first status refresh, then
+at most once a minute while they change, and at shutdown: `mlsd status` reads them while
+it runs. A day the daemon ran has an entry even when it read nothing (zero is known).
+Counts are by the day mlsd read the lines, which is the day they were logged except while
+catching up after downtime; the report says so.
 
 It also keeps the instant of each first start (no checkpointed generation: a fresh
 install, or a lost checkpoint) under that day: mlsd watched that day only from then, so
@@ -78,6 +80,8 @@ class Ledger:
         self.days: dict[date, DayCounts] = self._load()
         self._seen = DayCounts()
         """The running totals at the last `record`: only what came after is added."""
+        self.changed = False
+        """Something not yet written by `save`."""
 
     def _load(self) -> dict[date, DayCounts]:
         try:
@@ -110,8 +114,9 @@ class Ledger:
         """Add to `today` what the running totals grew by since the last call."""
         delta = totals - self._seen
         self._seen = totals
-        if delta != DayCounts():
+        if delta != DayCounts() or today not in self.days:
             self.days[today] = self.days.get(today, DayCounts()) + delta
+            self.changed = True
 
     def get(self, day: date) -> DayCounts | None:
         """The day's counters, or None when mlsd did not run that day (or lost the file)."""
@@ -122,6 +127,7 @@ class Ledger:
         kill -9 before the next save must not lose it (the restart is no first start)."""
         if day not in self.starts:
             self.starts[day] = FirstStart(at.astimezone(UTC), how)
+            self.changed = True
             self.save()
 
     def first_start(self, day: date) -> FirstStart | None:
@@ -151,5 +157,6 @@ class Ledger:
             data[d.isoformat()] = entry
         try:
             replace_atomically(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
+            self.changed = False
         except OSError as exc:
             log.warning("coverage file not written path=%s error=%s", self.path, exc)

@@ -109,7 +109,9 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
         renderer = structlog.processors.JSONRenderer()
     else:
         pre.append(structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False))
-        renderer = structlog.dev.ConsoleRenderer(colors=fmt == "console")
+        # Colours only on a terminal, even for an explicit `format = console`: in a file
+        # or a pipe the escapes are noise (and `less` shows them as ESC[…).
+        renderer = structlog.dev.ConsoleRenderer(colors=fmt == "console" and _isatty(stream))
     pre.append(sanitize)
 
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -136,6 +138,13 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     return "console" if fmt == "console_plain" else fmt
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream
+        return False
 
 
 def get(name: str) -> Any:

@@ -49,6 +49,7 @@ from mlsd.coverage import DayCounts, FirstStart
 from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
+from mlsd.mailname import mail_hostname
 from mlsd.safefs import nofollow_opener
 from mlsd.schedule import report_window
 from mlsd.untrusted import html as untrusted_html
@@ -68,7 +69,7 @@ _NO_USER: Final = "(none)"
 _BAR_COLOUR: Final = "#3b82f6"
 """A mid-tone blue, readable on a white and on a black background alike."""
 _LINE: Final = "rgba(128,128,128,.45)"
-K = TypeVar("K", str, tuple[str, str, str, str])
+K = TypeVar("K", str, tuple[str, str], tuple[str, str, str, str])
 COMPARISON: Final = "Against yesterday and the previous 7 days"
 _RDNS: Final = {
     "OK": "a name (Postfix resolved the client)",
@@ -288,6 +289,23 @@ class _Tally:
                 best[ip] = (n, cc, asn)
         self.ip_cc = {ip: cc for ip, (_, cc, _) in best.items()}
         self.ip_asn = {ip: asn for ip, (_, _, asn) in best.items()}
+        # The top list is by (user, IP): Postfix writes hostname "unknown" where it found
+        # no name and Dovecot none at all, so the same attack came in as two entries. The
+        # pair shows a real name when any of its rows had one, else "unknown", else blank;
+        # the most failures decide between names, and between countries.
+        self.pairs: Counter[tuple[str, str]] = Counter()
+        pair_best: dict[tuple[str, str], tuple[int, int, str]] = {}
+        pair_cc: dict[tuple[str, str], tuple[int, str]] = {}
+        for (user, ip, host, cc), n in self.auth.items():
+            pair = (user, ip)
+            self.pairs[pair] += n
+            rank = 0 if not host else 1 if host == "unknown" else 2
+            if (rank, n) > pair_best.get(pair, (-1, 0, ""))[:2]:
+                pair_best[pair] = (rank, n, host)
+            if n > pair_cc.get(pair, (0, ""))[0]:
+                pair_cc[pair] = (n, cc)
+        self.pair_host = {pair: host for pair, (_, _, host) in pair_best.items()}
+        self.pair_cc = {pair: cc for pair, (_, cc) in pair_cc.items()}
 
 
 def _ranked(counter: Counter[K], n: int) -> tuple[list[tuple[K, int]], str]:
@@ -436,8 +454,11 @@ def _sections(t: _Tally, ctx: _Context) -> list[_Section]:
         _Section("By service", [], _Table((_Col("fails", "num"), _Col("service")), rows, more))
     )
 
-    auth, more = _ranked(t.auth, n)
-    rows = [(_n(c), ctx.user(u), shown(ip), shown(h), shown(cc)) for (u, ip, h, cc), c in auth]
+    auth, more = _ranked(t.pairs, n)
+    rows = [
+        (_n(c), ctx.user(u), shown(ip), shown(t.pair_host[u, ip]), shown(t.pair_cc[u, ip]))
+        for (u, ip), c in auth
+    ]
     cols = (
         _Col("fails", "num"),
         _Col("user", "untrusted"),
@@ -1020,7 +1041,10 @@ def to_message(
 ) -> tuple[bytes, str, list[str]]:
     """The RFC 5322 message (multipart/mixed > multipart/alternative + attachment), the
     envelope sender and the recipients."""
-    sender = cfg.report.sender or f"mlsd@{hostname}"
+    # The short name makes an address no remote MTA accepts: Postfix's myhostname or the
+    # FQDN (mlsd.mailname), the short name only when there is nothing better.
+    mail_host = mail_hostname(hostname)
+    sender = cfg.report.sender or f"mlsd@{mail_host}"
     recipients = list(cfg.report.to)
     msg = EmailMessage(policy=SMTP)
     msg["Subject"] = report.subject
@@ -1028,7 +1052,7 @@ def to_message(
     if recipients:
         msg["To"] = ", ".join(recipients)
     msg["Date"] = format_datetime(now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC))
-    msg["Message-ID"] = make_msgid("mlsd-report", domain=hostname)
+    msg["Message-ID"] = make_msgid("mlsd-report", domain=mail_host)
     # RFC 3834: an automatic message; vacation responders must not answer it.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(report.text, subtype="plain", charset="utf-8")

@@ -15,7 +15,11 @@ Shutdown, in this order and within STOP_BOUND seconds: STOPPING=1; stop intake (
 follower finishes and commits the batch it is on; its checkpoint is written with it);
 stop the report task (an unsent report stays in the outbox for the next start); write
 the day's counters; the summary line; exit 0. A second SIGTERM or SIGINT exits at once:
-that is a crash as far as the CSV is concerned, which recovery handles exactly.
+that is a crash as far as the CSV is concerned, which recovery handles exactly. The same
+signal again within REPEAT_WINDOW of the first is not a second request but the first one
+delivered twice (`timeout` signals the whole process group, and a wrapper that forwards
+it, as `make run` did, delivers it again in the same instant): it is ignored, so a quick
+shutdown still ends with its summary line.
 
 STOPPING=1 goes first, not last: systemd documents it as "beginning its shutdown", and
 a manager that knows the service is stopping does not take a slow stop for a hang.
@@ -52,8 +56,12 @@ STOP_BOUND: Final = 20.0
 """Seconds shutdown may take before it is abandoned (the unit's TimeoutStopSec is 30)."""
 STATUS_EVERY: Final = 5.0
 """How often STATUS= and the day's counters are refreshed."""
-LEDGER_EVERY: Final = 300.0
-"""How often the day's counters are written (a kill -9 loses at most this much of them)."""
+LEDGER_EVERY: Final = 60.0
+"""How often, at most, the day's counters are written while they change (`mlsd status`
+reads them; a kill -9 loses at most this much of them). The first write is at the first
+status refresh, so a running daemon's counters exist within seconds of its start."""
+REPEAT_WINDOW: Final = 1.0
+"""Seconds within which the same stop signal again is the first one delivered twice."""
 _LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
 """[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
 
@@ -73,12 +81,13 @@ class Service:
         self.notifier = notifier if notifier is not None else Notifier()
         self._intent = asyncio.Event()
         self._stop_signal: int | None = None
+        self._stop_signal_at = 0.0
         self._reload_wanted = False
         self._report_wanted = False
         self._reload_error = ""
         self._last_status = ""
         self._stop_follow = asyncio.Event()
-        self._ledger_saved = time.monotonic()
+        self._ledger_saved = -LEDGER_EVERY  # the first refresh writes them
         self._report_lock = asyncio.Lock()
         self._log_problem: access.Access | None = None
         """Why the log cannot be read, while it cannot (a missing log is not a problem)."""
@@ -87,6 +96,18 @@ class Service:
 
     def _on_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
+            if (
+                self._stop_signal == signum
+                and time.monotonic() - self._stop_signal_at < REPEAT_WINDOW
+            ):
+                # The first request delivered twice (the process group and a forwarder):
+                # not the operator insisting.
+                log.info(
+                    "signal %s again within %.0f s: the same request, still stopping",
+                    signal.Signals(signum).name,
+                    REPEAT_WINDOW,
+                )
+                return
             if self._stop_signal is not None:
                 # The operator insists: leave now. The CSV is as after a crash, which
                 # recovery cuts back to the checkpoint.
@@ -97,6 +118,7 @@ class Service:
                 sys.stderr.flush()
                 os._exit(128 + signum)
             self._stop_signal = signum
+            self._stop_signal_at = time.monotonic()
         elif signum == signal.SIGHUP:
             self._reload_wanted = True
         elif signum == signal.SIGUSR1:
@@ -197,11 +219,11 @@ class Service:
                 self._report_wanted = False
                 log.info("signal SIGUSR1: building the report of today so far")
                 self.sender.request_now()
-            if time.monotonic() - self._ledger_saved >= LEDGER_EVERY:
+            self._check_log()
+            self._set_status()  # also adds the running totals to the day's counters
+            if self.ledger.changed and time.monotonic() - self._ledger_saved >= LEDGER_EVERY:
                 self._ledger_saved = time.monotonic()
                 self.ledger.save()
-            self._check_log()
-            self._set_status()
 
     async def _shutdown(
         self,
@@ -317,8 +339,9 @@ class Service:
                 limit_mib=cfg.report.max_memory,
                 what=f"report of {day}",
             )
-        message, sender, recipients = report.to_message(
-            built, cfg, now=datetime.now(UTC), hostname=host
+        # A thread too: the sender's domain may ask postconf and the resolver (mlsd.mailname).
+        message, sender, recipients = await asyncio.to_thread(
+            report.to_message, built, cfg, now=datetime.now(UTC), hostname=host
         )
         return Rendered(
             day=day,

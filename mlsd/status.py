@@ -46,7 +46,10 @@ class Status:
     """Everything `mlsd status` says; `problems` empty means healthy."""
 
     config: str
-    running: bool = False
+    running: bool | None = False
+    """None: cannot tell (the state directory cannot be read by this user)."""
+    running_unknown: str = ""
+    """Why `running` is None: `permission denied on /var/lib/mlsd`."""
     pid: int | None = None
     since: str | None = None
     log: str = ""
@@ -135,15 +138,27 @@ def gather(cfg: Config, now: datetime) -> Status:
         .astimezone()
         .isoformat(" ", "minutes")
     )
-    if not state_dir.exists():
+    try:
+        state_dir.stat()
+        denied = not os.access(state_dir, os.R_OK | os.X_OK)
+    except (FileNotFoundError, NotADirectoryError):
         st.problems.append(
             f"{state_dir} does not exist: mlsd has never run with this configuration"
         )
         return st
-    if not os.access(state_dir, os.R_OK | os.X_OK):
+    except PermissionError:
+        denied = True  # a parent: systemd's /var/lib/private is root's alone
+    if denied:
+        # Not "not running": the lock (and so who holds it) is out of this user's reach.
+        # What is not in the state directory can still be shown.
+        st.running = None
+        st.running_unknown = f"permission denied on {state_dir}"
         st.problems.append(
-            f"{state_dir}: permission denied: run mlsd status as root or as mlsd's user"
+            f"cannot tell whether mlsd runs: permission denied on {state_dir}: run mlsd "
+            "status as root or as mlsd's user"
         )
+        _events(st, cfg, now)
+        _geoip(st, cfg, now)
         return st
     ts = now.timestamp()
     started = _daemon(st, state_dir)
@@ -234,7 +249,12 @@ def _complete(path: Path, offset: int, size: int) -> int:
 
 def _events(st: Status, cfg: Config, now: datetime) -> None:
     path = cfg.paths.csv
-    if not path.exists():
+    try:
+        present = path.exists()
+    except OSError as exc:  # a directory on the way this user may not search
+        st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
+        return
+    if not present:
         st.warnings.append(f"{path}: no CSV yet")
         return
     tz = cfg.report_tz()
@@ -355,11 +375,14 @@ def _geoip(st: Status, cfg: Config, now: datetime) -> None:
 def render(st: Status) -> str:
     """The terminal form, most important first."""
     lines = [f"mlsd: {'healthy' if st.healthy else 'NOT HEALTHY'}  (config {st.config})"]
-    lines.append(
-        f"  daemon        running, pid {st.pid}, since {st.since}"
-        if st.running
-        else "  daemon        not running"
-    )
+    if st.running is None:
+        lines.append(f"  daemon        cannot tell: {st.running_unknown}")
+    else:
+        lines.append(
+            f"  daemon        running, pid {st.pid}, since {st.since}"
+            if st.running
+            else "  daemon        not running"
+        )
     pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
     behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
     lines.append(f"  log           {st.log}: {pos}{behind}")

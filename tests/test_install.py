@@ -56,6 +56,12 @@ def test_make_install_stages_everything_and_keeps_an_existing_config(tmp_path: P
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "mlsd" in res.stdout
+    # Nor does the bytecode name the staging directory (a traceback would show it).
+    pycs = list(app.rglob("*.pyc"))
+    assert any("/mlsd/__pycache__/" in str(p) for p in pycs)
+    staged = [p for p in pycs if str(d1).encode() in p.read_bytes()]
+    assert [] == staged
+    assert any(b"/usr/local/lib/mlsd/lib/" in p.read_bytes() for p in pycs)
 
     # 2: another PREFIX, and an admin's config already there: it is kept as it is.
     d2 = tmp_path / "two"
@@ -68,3 +74,16 @@ def test_make_install_stages_everything_and_keeps_an_existing_config(tmp_path: P
     assert (d2 / "opt/mlsd/share/man/man8/mlsd.8").is_file()
     unit = (d2 / "etc/systemd/system/mlsd.service").read_text()
     assert "ExecStart=/opt/mlsd/bin/mlsd run -c /etc/mlsd/mlsd.conf" in unit
+
+    # 3: uninstall removes what install put there and keeps the config (and says so).
+    res = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "uninstall", f"DESTDIR={d2}",
+         "PREFIX=/opt/mlsd"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "kept /etc/mlsd/mlsd.conf" in res.stdout
+    assert (d2 / "etc/mlsd/mlsd.conf").read_text().startswith("# mine\n")
+    for gone in ("opt/mlsd/lib/mlsd", "opt/mlsd/bin/mlsd", "opt/mlsd/share/man/man8/mlsd.8",
+                 "etc/systemd/system/mlsd.service"):  # fmt: skip
+        assert not (d2 / gone).exists() and not (d2 / gone).is_symlink(), gone

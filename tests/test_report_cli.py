@@ -108,8 +108,9 @@ def test_a_day_not_begun_is_a_usage_error(conf: Path) -> None:
     res = _mlsd(conf, "report", "--day", "2999-01-01")
     assert res.returncode == 2
     assert "not begun" in res.stderr
-    res = _mlsd(conf, "report", "--day", "yesterday")
+    res = _mlsd(conf, "report", "--day", "tomorrow")  # today, yesterday and -N are days
     assert res.returncode == 2
+    assert "YYYY-MM-DD, today, yesterday or -N" in res.stderr
 
 
 def test_report_of_the_first_start_day_says_partial(conf: Path) -> None:

@@ -172,7 +172,10 @@ def main() -> int:
     if feeder is not None:
         feeder.start()
     cmd = [sys.executable, "-m", "mlsd.cli", "run", "-c", str(conf)]
-    proc = subprocess.Popen(cmd)
+    # mlsd in a process group of its own: a signal to ours (Ctrl-C in the terminal,
+    # `timeout 15 make run`) reaches it once, from the forwarding below, not twice (the
+    # group's copy and the forwarded one, which mlsd would take for an operator insisting).
+    proc = subprocess.Popen(cmd, process_group=0)
     print(
         f"make run: mlsd pid {proc.pid}, config {conf}\n"
         f"  rows:        tail -f {csv}\n"
@@ -182,9 +185,9 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    # Ctrl-C reaches mlsd directly (same process group): wait for it to finish cleanly.
-    signal.signal(signal.SIGINT, lambda *_: None)
-    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    # Forwarded, each once: then wait for mlsd to finish cleanly (its "stopped" line).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: proc.send_signal(signum))
     code = proc.wait()
     stop.set()
     if feeder is not None:
