@@ -31,9 +31,12 @@ typecheck: venv
 	$(BIN)/mypy --strict contrib/demo/run.py
 
 # An absolute data file: the daemon's subprocesses run in temporary directories, and each
-# writes its own .coverage.* beside this one for pytest-cov to combine.
+# writes its own data file beside this one for pytest-cov to combine. Some tests run mlsd
+# as an unprivileged user (setpriv): the directory is sticky and writable by all, like /tmp.
+COVDIR := $(CURDIR)/.coverage-data
 unit: venv
-	COVERAGE_FILE='$(CURDIR)/.coverage' $(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	install -d -m 1777 '$(COVDIR)'
+	COVERAGE_FILE='$(COVDIR)/coverage' $(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
@@ -94,4 +97,4 @@ uninstall:
 	  "(/var/lib/mlsd, /var/log/mlsd): remove them by hand if they are no longer wanted"
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache .coverage build *.egg-info
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache .coverage .coverage-data build *.egg-info
