@@ -111,7 +111,9 @@ def test_proc_readers_on_this_process() -> None:
 
 def test_live_lines_parse_as_intended() -> None:
     stamp = bf.rfc3339_now()
-    ev = parse_line(bf.failure_line(123456, stamp), REF, UTC)
+    # Live lines are stamped now: read against now, as the daemon reads the live log (a
+    # stamp more than a day after the reference is an implausible time).
+    ev = parse_line(bf.failure_line(123456, stamp), datetime.now(UTC), UTC)
     assert isinstance(ev, AuthFailure)
     assert ev.user == "u123456"
     assert ev.ip == "198.18.226.64"
@@ -133,7 +135,8 @@ def test_write_live_writes_what_it_says(tmp_path: Path) -> None:
     assert lines == 100
     data = log.read_bytes().splitlines(keepends=True)
     assert len(data) == 100
-    users = [e.user for e in (parse_line(x, REF, UTC) for x in data) if isinstance(e, AuthFailure)]
+    now = datetime.now(UTC)
+    users = [e.user for e in (parse_line(x, now, UTC) for x in data) if isinstance(e, AuthFailure)]
     assert users == [f"u{i:06d}" for i in range(25)]
     assert set(written) == set(users)
 

@@ -255,7 +255,7 @@ def parse_block(
     if final and buf and not buf.endswith(b"\n"):
         lines.append(buf[buf.rfind(b"\n") + 1 :])
     clock = _clock(ref, tz)
-    limit = ref + _ONE_DAY
+    limit = _plausible_until(ref)
     events: list[AuthFailure] = []
     for line in lines:
         result = _parse(line, clock)
@@ -279,9 +279,18 @@ def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:
     like one is not recorded, or None for every other line.
     """
     result = _parse(line, _clock(ref, tz))
-    if isinstance(result, AuthFailure) and result.time > ref + _ONE_DAY:
+    if isinstance(result, AuthFailure) and result.time > _plausible_until(ref):
         return Skip.IMPLAUSIBLE_TIME
     return result
+
+
+def _plausible_until(ref: datetime) -> datetime:
+    """The latest stamp recorded against `ref`: a day after it (clock skew, time zones), or
+    datetime's last instant for a reference in its last day (a file's mtime can be)."""
+    try:
+        return ref + _ONE_DAY
+    except OverflowError:
+        return _LAST_INSTANT
 
 
 def _parse(line: bytes, clock: _Clock) -> Result:
@@ -611,10 +620,7 @@ def _pick_year(
     month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
 ) -> datetime | None:
     h, mi, s = hms
-    try:
-        limit = ref + _ONE_DAY
-    except OverflowError:  # a reference (a file's mtime) in datetime's last day
-        limit = _LAST_INSTANT
+    limit = _plausible_until(ref)
     for year in (ref.year + 1, ref.year, ref.year - 1):
         try:
             cand = datetime(year, month, day, h, mi, s, tzinfo=tz)
