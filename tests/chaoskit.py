@@ -206,6 +206,8 @@ class Truth:
     window_lost: set[int] = field(default_factory=set)
     damaged: set[tuple[int, int]] = field(default_factory=set)
     other_kind: set[tuple[int, int]] = field(default_factory=set)
+    names: dict[tuple[int, int], str] = field(default_factory=dict)
+    """The last name each file was seen under (for the report)."""
     not_expected: set[int] = field(default_factory=set)
     """Lines destroyed before mlsd's first start was pinned: never mlsd's to read."""
 
@@ -218,11 +220,19 @@ class Truth:
         """Scan the files, add every holder; returns the scan."""
         views = scan_files(self.dirs)
         for key, view in views.items():
+            self.names[key] = view.path.name
             if view.kind == Kind.OTHER:
                 self.other_kind.add(key)
             for seq, off in view.seqs.items():
                 self.holders.setdefault(seq, {}).setdefault(key, off)
         return views
+
+    def where(self, seq: int) -> str:
+        """Every file that held line `seq`, by its last known name, with the offset."""
+        return " ".join(
+            f"{self.names.get(k, 'ino')}({k[1]})@{off}"
+            for k, off in self.holders.get(seq, {}).items()
+        )
 
     def readable(self) -> frozenset[int]:
         """Seqs that mlsd could still read in some file (plain or intact gzip)."""
@@ -372,6 +382,8 @@ class World:
         self._sleep_budget = 3.0
         self._last_rotate = 0.0
         self.gaps: list[Gap] = []
+        self.before_rotate: Callable[[bool], None] | None = None
+        """Called before each rotation with whether it will delete the oldest file."""
         if self.family.initial != "absent":
             self.env.log.touch(mode=0o640)
         if self.family.initial == "lines":
@@ -432,6 +444,8 @@ class World:
         """One real logrotate run; False if logrotate refused (a dated name exists)."""
         if self.stale:
             self.reopen()
+        if self.before_rotate is not None:
+            self.before_rotate(self.rotated_count() >= self.family.keep)
         opts = [method, *self.family.options(self.olddir)]
         tz = self._tz()
         before = self.writer.next
@@ -466,11 +480,19 @@ class World:
         proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
-        while proc.poll() is None:
+        # A fixed number of lines (the seed decides), one write each: where they land
+        # depends on timing, how many there are does not, so the trace stays the same.
+        for _ in range(self.rng.randint(5, 40)):
             self.writer.burst(1)
-            time.sleep(0.0002)
+            time.sleep(0.0003)
         _, err = proc.communicate()
         return subprocess.CompletedProcess(argv, proc.returncode, "", err)
+
+    def rotated_count(self) -> int:
+        """How many rotated files logrotate keeps right now."""
+        return sum(
+            1 for d in (self.env.logdir, self.olddir) if d.exists() for _ in os.listdir(d)
+        ) - (1 if self.env.log.exists() else 0)
 
     def damage_gz(self) -> None:
         """Cut a rotated .gz short (a disk error, an interrupted copy)."""
@@ -614,11 +636,15 @@ def judge(world: World, users: list[str], logs: str = "") -> Verdict:
         else:
             silent.append(seq)
     if silent:
-        problems.append(f"{len(silent)} lines lost with no gap logged: {_ranges(silent)}")
+        problems.append(
+            f"{len(silent)} lines lost with no gap logged: {_ranges(silent)} "
+            f"({sum(1 for q in silent if q in readable_end)} still readable at the end); "
+            f"the first was in {truth.where(silent[0])}"
+        )
     for text, seqs in excused.items():
         problems.append(
             f"{len(seqs)} lines lost under a gap whose reason is not true for them "
-            f"({_ranges(seqs)}): {text}"
+            f"({_ranges(seqs)}; the first was in {truth.where(seqs[0])}): {text}"
         )
     return Verdict(world.seed, len(users), problems, world.trace, world.gaps, justified, logs)
 
@@ -742,6 +768,15 @@ class InProcess:
         ):
             yield
 
+    def before_rotate(self, deletes: bool) -> None:
+        """A running mlsd is woken by every write: it is seldom far behind when logrotate
+        runs, and never by a whole generation that logrotate is about to delete (that
+        loss it could not see, let alone report). Down, it is as far behind as it is."""
+        if not self.running or (not deletes and self.world.rng.random() < 0.4):
+            return
+        done = self.steps(1000)
+        self.world.note(f"mlsd catches up before the rotation ({done} batches)")
+
     def arm(self) -> None:
         """Make a crash happen at a random point of the next few commits."""
         where = self.world.rng.choice(("save-before", "save-after", "append"))
@@ -824,6 +859,7 @@ def run_in_process(seed: int, root: Path, actions: int = 160) -> Verdict:
     follow_log.addHandler(gaplog)
     try:
         mlsd = InProcess(world)
+        world.before_rotate = mlsd.before_rotate
         with mlsd.faults():
             if rng.random() < 0.4:
                 mlsd.arm()  # a crash during the very first start
