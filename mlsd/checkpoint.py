@@ -18,12 +18,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
 
-VERSION: Final = 1
+VERSION: Final = 2
+"""2 added `first_start` and `discard_line`; a version 1 file loads as if both were unset."""
+READABLE_VERSIONS: Final = (1, 2)
 CHECKPOINT_NAME: Final = "checkpoint.json"
 LOCK_NAME: Final = "mlsd.lock"
 STATE_DIR_MODE: Final = 0o750
@@ -48,6 +50,33 @@ class GenerationId:
     head_sha256: str
 
 
+Policy = Literal["beginning", "end", "import_rotated"]
+"""How the first start placed the reader: the live log from its beginning or its end, or
+the rotated generations first (`import_rotated`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstStart:
+    """The first-start decision, persisted before READY=1 so that a restart never decides again.
+
+    When the generation chosen at the first start had content, the checkpoint's
+    `generation` pins it (by its head) and this record only says how it was chosen. When
+    there was no log yet, or the live log was empty, there is no head to pin: an empty
+    file has no content to recognise it by once it is renamed, compressed or its inode
+    reused. Such a generation is identified by time instead: every byte it will ever hold
+    is written after `decided_at`, so a restart before the first commit reads every
+    generation last written after `decided_at` (oldest first), which holds all of it.
+    (`dev`/`ino` name the empty file for the operator; they are not used to find it.)
+    """
+
+    policy: Policy
+    decided_at: float
+    """Wall-clock time of the decision."""
+    dev: int | None = None
+    ino: int | None = None
+    """The live file at the decision, if there was one."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpoint:
     """One commit: the first unread byte of the source and the CSV length that goes with it."""
@@ -63,6 +92,11 @@ class Checkpoint:
     csv_length: int
     committed_at: float
     """Wall-clock time of the commit (used to tell newer rotated files after a gap)."""
+    first_start: FirstStart | None = None
+    """The first-start decision (None in a version 1 file: the generation pins it)."""
+    discard_line: bool = False
+    """`offset` is inside a line longer than the parser reads (already counted as too
+    long): the bytes up to and including its newline are skipped, not parsed."""
 
     def to_json(self) -> str:
         """The versioned on-disk form."""
@@ -76,19 +110,29 @@ class Checkpoint:
             if not isinstance(data, dict):
                 raise TypeError("not an object")
             version = data.pop("version", None)
-            if version != VERSION:
+            if version not in READABLE_VERSIONS:
                 raise StateError(
                     f"{where}: checkpoint version {version!r} is not {VERSION} "
                     "(written by another mlsd version): move it aside to start over"
                 )
             raw_gen = data.pop("generation")
             gen = None if raw_gen is None else GenerationId(**raw_gen)
-            cp = cls(generation=gen, **data)
+            raw_first = data.pop("first_start", None)
+            first = None if raw_first is None else FirstStart(**raw_first)
+            cp = cls(generation=gen, first_start=first, **data)
             ints = [cp.offset, cp.csv_dev, cp.csv_ino, cp.csv_length]
             if gen is not None:
                 ints += [gen.dev, gen.ino, gen.head_len]
+            if first is not None:
+                if first.policy not in get_args(Policy):
+                    raise ValueError(f"unknown first-start policy {first.policy!r}")
+                if not isinstance(first.decided_at, int | float):
+                    raise TypeError("decision time is not a number")
+                ints += [v for v in (first.dev, first.ino) if v is not None]
             if not all(isinstance(v, int) and v >= 0 for v in ints):
                 raise TypeError("negative or non-integer position")
+            if not isinstance(cp.discard_line, bool):
+                raise TypeError("discard_line is not true or false")
         except StateError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

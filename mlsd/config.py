@@ -159,6 +159,8 @@ class FollowConfig:
     """Seconds between the safety-net `stat`s that catch what inotify missed."""
     rotate_grace: float = 1.0
     """Seconds a renamed log must stay unwritten before it is sealed (the writer may lag)."""
+    rotated_dir: Path | None = None
+    """Where logrotate's `olddir` puts the rotated logs, if not beside the log."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -384,6 +386,7 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
             "import_rotated": ("import_rotated", _bool),
             "reconcile_interval": ("reconcile_interval", _positive("seconds")),
             "rotate_grace": ("rotate_grace", _positive("seconds")),
+            "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
 }
@@ -396,6 +399,7 @@ _PATH_KEYS: Final = {
     ("geoip", "asn_db"),
     ("smtp", "password_file"),
     ("smtp", "ca_file"),
+    ("follow", "rotated_dir"),
 }
 
 
@@ -486,6 +490,17 @@ def loads(text: str, path: Path) -> Config:
             values[attr] = value
         parts[section] = cls(**values)
 
+    follow: FollowConfig = parts.get("follow", FollowConfig())
+    if follow.rotated_dir is not None and (
+        follow.rotated_dir.exists() and not follow.rotated_dir.is_dir()
+    ):
+        raise ConfigError(
+            f"{path}: [follow] rotated_dir = {str(follow.rotated_dir)!r}: expected the "
+            "directory logrotate's olddir moves the rotated logs to (this is not a directory)",
+            path=path,
+            section="follow",
+            key="rotated_dir",
+        )
     smtp: SmtpConfig = parts.get("smtp", SmtpConfig())
     if smtp.password is not None and smtp.password_file is not None:
         raise ConfigError(

@@ -74,7 +74,9 @@ def open_session(cfg: Config, enricher: Enricher) -> Session:
             cap=cfg.csv.max_field_length,
         )
         pipeline.open(cp)
-        follower = Follower(cfg.paths.mail_log, grace=cfg.follow.rotate_grace)
+        follower = Follower(
+            cfg.paths.mail_log, grace=cfg.follow.rotate_grace, rotated_dir=cfg.follow.rotated_dir
+        )
         for attempt in range(10):
             try:
                 how = follower.start(
@@ -88,8 +90,16 @@ def open_session(cfg: Config, enricher: Enricher) -> Session:
                     raise
                 time.sleep(0.1)
         cur = follower.cur
-        if cur is not None and cur.head and (cp is None or cp.generation is None or how == "gap"):
-            # Pin the first-start decision (or the gap) so a restart does not decide again.
+        pinned = cur is not None and bool(cur.head)
+        if follower.first is not None:
+            # The first-start decision goes to disk before READY=1, with the generation it
+            # chose when that has a head to recognise it by (else its time: see FirstStart),
+            # so that a restart carries it out instead of deciding again.
+            if cur is not None and pinned:
+                pipeline.mark(cur.ident(), cur.offset, first_start=follower.first)
+            else:
+                pipeline.mark(None, 0, first_start=follower.first)
+        elif how == "gap" and cur is not None and pinned:
             pipeline.mark(cur.ident(), cur.offset)
         log.info(
             "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
@@ -146,7 +156,7 @@ async def step(s: Session) -> int | None:
         batch.position.ino,
         batch.offset,
     )
-    return len(batch.data)
+    return batch.consumed
 
 
 async def drain(s: Session) -> None:

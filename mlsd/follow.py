@@ -11,23 +11,34 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
-from mlsd.checkpoint import Checkpoint, GenerationId
+from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy
 from mlsd.generations import (
     CHUNK,
+    LINE_MAX,
+    OPEN_FLAGS,
     Candidate,
     Generation,
+    Piece,
     candidate,
+    file_kind,
     matches,
+    packed_reason,
     rotated_siblings,
 )
 
 log = logging.getLogger("mlsd.follow")
+
+MTIME_SLACK: Final = 0.05
+"""Seconds: file times come from the kernel's coarse clock, which may lag `time.time()` by
+a tick, so a write just after a decision can carry a time just before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +50,17 @@ class Batch:
     """Reference time for year inference: the file's mtime if rotated, now if live."""
     position: GenerationId
     offset: int
+    size: int = -1
+    """Bytes of the generation this batch moved past (-1: `len(data)`)."""
+    too_long: int = 0
+    """Lines too long to parse that this batch skipped (counted as Skip.TOO_LONG)."""
+    discard_line: bool = False
+    """`offset` is inside an over-long line (see Checkpoint.discard_line)."""
+
+    @property
+    def consumed(self) -> int:
+        """Bytes of the generation this batch moved past."""
+        return len(self.data) if self.size < 0 else self.size
 
 
 class Follower:
@@ -50,9 +72,11 @@ class Follower:
         *,
         grace: float = 1.0,
         clock: Callable[[], float] = time.time,
+        rotated_dir: Path | None = None,
     ) -> None:
         self.logpath = logpath
         self.grace = grace
+        self.rotated_dir = rotated_dir
         self._clock = clock
         self.cur: Generation | None = None
         self.wake_at: float | None = None
@@ -60,7 +84,15 @@ class Follower:
         self.gaps = 0
         self.gap_bytes = 0
         self.rotations = 0
+        self.first: FirstStart | None = None
+        """The first-start decision taken (or resumed) by `start`, to be checkpointed."""
+        self.problem: str | None = None
+        """Why the live log cannot be read right now (not a regular file), for STATUS=."""
         self._waiting_said = False
+
+    def siblings(self) -> list[Candidate]:
+        """The rotated generations, oldest first (see `rotated_siblings`)."""
+        return rotated_siblings(self.logpath, self.rotated_dir)
 
     # ---- start
 
@@ -68,39 +100,74 @@ class Follower:
         """Place the reader from the checkpoint (or the first-start policy); returns how."""
         gen = None if cp is None else cp.generation
         if cp is None or gen is None:
+            if cp is not None and cp.first_start is not None:
+                return self._resume_first(cp.first_start)
             return self._first_start(start_at, import_rotated)
+        discard = cp.discard_line
         live = candidate(self.logpath)
         if live is not None and (live.dev, live.ino) == (gen.dev, gen.ino) and matches(live, gen):
-            if live.size >= cp.offset and self._line_start(live.path, cp.offset):
-                self.cur = Generation(live, cp.offset)
+            if live.size >= cp.offset and self._at_line_start(live.path, cp.offset, discard):
+                self.cur = Generation(live, cp.offset, discard=discard)
                 return "checkpoint"
-        found = [c for c in rotated_siblings(self.logpath) if matches(c, gen)]
+        sibs = self.siblings()
+        found = [c for c in sibs if matches(c, gen)]
         if found:
             # Same inode first (rename rotation), then the newest copy that reaches the offset.
             found.sort(key=lambda c: ((c.dev, c.ino) == (gen.dev, gen.ino), c.size >= cp.offset))
-            self.cur = Generation(found[-1], cp.offset)
+            self.cur = Generation(found[-1], cp.offset, discard=discard)
             log.info("catch-up generation=%s offset=%d", self.cur.label(), cp.offset)
             return "checkpoint (rotated)"
-        self._gap(f"{gen.dev}:{gen.ino}", cp.offset, None, "not found among the rotated files")
-        newer = [c for c in rotated_siblings(self.logpath) if c.mtime > cp.committed_at]
-        if newer:
-            self.cur = Generation(newer[0], 0)
-        elif live is not None:
-            self.cur = Generation(live, 0)
+        # Where it was: the newest generation last written by the commit, or the oldest
+        # after it. If one of those is a compression mlsd cannot read, that is the reason.
+        older = [c for c in sibs if c.mtime <= cp.committed_at]
+        newer = [c for c in sibs if c.mtime > cp.committed_at]
+        packed = [c for c in (older[-1:] + newer[:1]) if c.packed]
+        why = (
+            f"{packed_reason(packed[0].packed or '')} ({packed[0].path})"
+            if packed
+            else "not found among the rotated files"
+        )
+        self._gap(f"{gen.dev}:{gen.ino}", cp.offset, None, why)
+        self._place_first_of(newer, live, skip=packed[:1])
         return "gap"
 
+    def _place_first_of(
+        self, gens: list[Candidate], live: Candidate | None, skip: list[Candidate] | None = None
+    ) -> None:
+        """Read from the first readable of `gens` (an unreadable one is a gap), else live."""
+        for c in gens:
+            if c.packed:
+                if c not in (skip or []):
+                    self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed))
+                continue
+            self.cur = Generation(c, 0)
+            return
+        if live is not None:
+            self.cur = Generation(live, 0)
+
     def _first_start(self, start_at: str, import_rotated: bool) -> str:
+        live = candidate(self.logpath)
+        policy: Policy = (
+            "import_rotated" if import_rotated else "end" if start_at == "end" else "beginning"
+        )
+        # Taken before looking at the files: whatever is written after it is read.
+        self.first = FirstStart(
+            policy=policy,
+            decided_at=self._clock(),
+            dev=None if live is None else live.dev,
+            ino=None if live is None else live.ino,
+        )
         if import_rotated:
-            old = rotated_siblings(self.logpath)
+            old = [c for c in self.siblings() if not c.packed]
             if old:
                 self.cur = Generation(old[0], 0)
                 return "beginning (importing rotated files)"
-        live = candidate(self.logpath)
         if live is None:
+            self._say_nonregular()
             return "none (no log file yet)"
         offset = 0
         if start_at == "end" and live.size:
-            fd = os.open(live.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(live.path, OPEN_FLAGS)
             try:
                 tail = os.pread(fd, min(live.size, CHUNK), max(0, live.size - CHUNK))
             finally:
@@ -110,13 +177,65 @@ class Follower:
         self.cur = Generation(live, offset)
         return start_at
 
+    def _resume_first(self, first: FirstStart) -> str:
+        """A restart before the first commit: carry out the recorded decision, not a new one.
+
+        Nothing was committed, so nothing can be read twice. With `import_rotated` every
+        generation still present is imported again. Otherwise the live log was empty or
+        absent at the decision (else its head would be pinned in the checkpoint), so all
+        it will ever hold was written after `decided_at`: read every generation last
+        written since then, oldest first. (At worst this also reads a generation rotated
+        just before the decision that its writer appended to after it.)
+        """
+        self.first = first
+        how = f"first start of {first.policy} resumed"
+        if first.policy == "import_rotated":
+            self._first_start("beginning", True)
+            self.first = first
+            return how
+        since = first.decided_at - MTIME_SLACK
+        live = candidate(self.logpath)
+        newer = [c for c in self.siblings() if c.mtime > since]
+        if live is not None and live.mtime <= since and not any(not c.packed for c in newer):
+            live = None if newer else live
+        self._place_first_of(newer, live)
+        if self.cur is None:
+            self._say_nonregular()
+        return how
+
     @staticmethod
-    def _line_start(path: Path, offset: int) -> bool:
+    def _at_line_start(path: Path, offset: int, discard: bool) -> bool:
+        """Whether the byte before `offset` ends a line (inside an over-long one: does not)."""
         if offset == 0:
-            return True
-        with open(path, "rb") as fh:
-            fh.seek(offset - 1)
-            return fh.read(1) == b"\n"
+            return not discard
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            before = os.pread(fd, 1, offset - 1)
+        finally:
+            os.close(fd)
+        return bool(before) and (before == b"\n") != discard
+
+    def _say_nonregular(self) -> None:
+        """An error (once per change) when the log path is there but not a regular file."""
+        try:
+            mode = os.stat(self.logpath).st_mode
+        except OSError:
+            self.problem = None
+            return
+        if stat.S_ISREG(mode):
+            self.problem = None
+            return
+        kind = file_kind(mode)
+        problem = f"{self.logpath} is a {kind}, not a regular file"
+        if problem != self.problem:
+            log.error(
+                "log file is not a regular file source=%s type=%r; mlsd follows a log file "
+                "(offsets, rotation): point [paths] mail_log at the file your syslog daemon "
+                "writes",
+                self.logpath,
+                kind,
+            )
+        self.problem = problem
 
     # ---- reading
 
@@ -128,10 +247,12 @@ class Follower:
             if cur is None:
                 live = candidate(self.logpath)
                 if live is None:
-                    if not self._waiting_said:
+                    self._say_nonregular()
+                    if not self._waiting_said and self.problem is None:
                         log.warning("waiting for the log file source=%s", self.logpath)
                         self._waiting_said = True
                     return None
+                self.problem = None
                 log.info("log file appeared source=%s", self.logpath)
                 if not self._open(live, 0):
                     return None
@@ -141,14 +262,14 @@ class Follower:
             if not cur.still_same():
                 self._truncated(cur)
                 continue
-            data = cur.read(final=False)
-            if data and not cur.still_same():
+            piece = cur.read(final=False)
+            if piece.size and not cur.still_same():
                 continue  # truncated while we read: those bytes are judged again from the copy
-            if data:
-                return self._batch(cur, data, is_live)
+            if piece.size:
+                return self._batch(cur, piece, is_live)
             if is_live:
                 return None
-            succ = self._successor(cur, live_st)
+            succ, unreadable = self._successor(cur, live_st)
             if succ is None:
                 return None
             quiet_at = cur.stat().st_mtime + self.grace
@@ -156,9 +277,9 @@ class Follower:
                 # The writer may still be appending to the renamed file: wait it out.
                 self.wake_at = quiet_at
                 return None
-            data = cur.read(final=True)
-            if data:
-                return self._batch(cur, data, is_live)
+            piece = cur.read(final=True)
+            if piece.size:
+                return self._batch(cur, piece, is_live)
             if cur.broken:
                 self._gap(cur.label(), cur.offset, None, "damaged or cut-short gzip file")
             self.rotations += 1
@@ -166,15 +287,17 @@ class Follower:
             # (compressed just now), we stay sealed here and look again.
             if not self._open(succ, 0):
                 return None
+            for c in unreadable:
+                self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or ""))
             log.info("rotation sealed=%s offset=%d next=%s", cur.label(), cur.offset, succ.path)
             cur.close()
         self.wake_at = self._clock()  # the safety bound was hit: come back at once
         return None
 
-    def _open(self, cand: Candidate, offset: int) -> bool:
+    def _open(self, cand: Candidate, offset: int, *, discard: bool = False) -> bool:
         """Make `cand` current; False (retry soon) if it vanished since it was listed."""
         try:
-            self.cur = Generation(cand, offset)
+            self.cur = Generation(cand, offset, discard=discard)
         except OSError as exc:
             # logrotate may delete a file between our listing and our open (compression).
             log.info("generation vanished path=%s error=%r; looking again", cand.path, str(exc))
@@ -182,10 +305,21 @@ class Follower:
             return False
         return True
 
-    def _batch(self, cur: Generation, data: bytes, is_live: bool) -> Batch:
-        cur.advance(len(data))
+    def _batch(self, cur: Generation, piece: Piece, is_live: bool) -> Batch:
+        cur.advance(piece)
+        if piece.too_long:
+            log.info(
+                "line too long skipped generation=%s before=%d count=%d (lines of %d bytes "
+                "or more are not read)",
+                cur.label(),
+                cur.offset,
+                piece.too_long,
+                LINE_MAX,
+            )
         ref = datetime.now(UTC) if is_live else datetime.fromtimestamp(cur.stat().st_mtime, UTC)
-        return Batch(data, ref, cur.ident(), cur.offset)
+        return Batch(
+            piece.data, ref, cur.ident(), cur.offset, piece.size, piece.too_long, cur.discard
+        )
 
     def _stat_live(self) -> os.stat_result | None:
         try:
@@ -193,29 +327,35 @@ class Follower:
         except OSError:
             return None
 
-    def _successor(self, cur: Generation, live_st: os.stat_result | None) -> Candidate | None:
-        """The generation that follows `cur`, once `cur` is no longer the live file."""
-        sibs = rotated_siblings(self.logpath)
+    def _successor(
+        self, cur: Generation, live_st: os.stat_result | None
+    ) -> tuple[Candidate | None, list[Candidate]]:
+        """The generation that follows `cur`, once `cur` is no longer the live file, and
+        the unreadable (packed) generations between them, each a gap once we move on."""
+        sibs = self.siblings()
         idx = next((i for i, c in enumerate(sibs) if (c.dev, c.ino) == (cur.dev, cur.ino)), None)
         if idx is None:
             # Compressed (another inode) or deleted: find it by content. Newest first, as
             # every older generation has already been read.
             gen = cur.ident()
             idx = next((i for i in reversed(range(len(sibs))) if matches(sibs[i], gen)), None)
-        if idx is not None and idx + 1 < len(sibs):
-            return sibs[idx + 1]
+        if idx is not None:
+            unreadable: list[Candidate] = []
+            for c in sibs[idx + 1 :]:
+                if not c.packed:
+                    return c, unreadable
+                unreadable.append(c)
+            if unreadable and live_st is not None and live_st.st_size:
+                return candidate(self.logpath), unreadable
         if live_st is None or live_st.st_size == 0:
-            return None  # nothing newer has data yet: keep reading the old one
-        return candidate(self.logpath)
+            return None, []  # nothing newer has data yet: keep reading the old one
+        return candidate(self.logpath), []
 
     def _truncated(self, cur: Generation) -> None:
         """copytruncate (or a plain truncate): the unread rest is in the copy, if anywhere."""
         gen = cur.ident()
-        copies = [
-            c
-            for c in rotated_siblings(self.logpath)
-            if matches(c, gen) and (c.dev, c.ino) != (cur.dev, cur.ino)
-        ]
+        sibs = self.siblings()
+        copies = [c for c in sibs if matches(c, gen) and (c.dev, c.ino) != (cur.dev, cur.ino)]
         self.rotations += 1
         live = candidate(self.logpath)
         if copies:
@@ -235,10 +375,18 @@ class Follower:
             )
             cur.close()
             self.cur = None
-            if not self._open(copy, cur.offset):
+            if not self._open(copy, cur.offset, discard=cur.discard):
                 self._gap(cur.label(), cur.offset, None, "the copy vanished before it was read")
             return
-        self._gap(cur.label(), cur.offset, None, "truncated in place and no copy found")
+        # The copy may exist in a compression mlsd cannot read (compress without delaycompress).
+        packed = [c for c in sibs if c.packed and c.mtime >= cur.stat().st_mtime - 1]
+        why = (
+            f"truncated in place; the copy is {packed_reason(packed[-1].packed or '')} "
+            f"({packed[-1].path})"
+            if packed
+            else "truncated in place and no copy found"
+        )
+        self._gap(cur.label(), cur.offset, None, why)
         cur.close()
         self.cur = None
         if live is not None:

@@ -19,17 +19,43 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from mlsd.checkpoint import GenerationId, fingerprint
+from mlsd.parse import MAX_CANDIDATE_LINE
 
 log = logging.getLogger("mlsd.follow")
 
 HEAD_MAX: Final = 1024
 CHUNK: Final = 4 << 20
 GZIP_MAGIC: Final = b"\x1f\x8b"
+LINE_MAX: Final = MAX_CANDIDATE_LINE
+"""A line whose text (without its newline) is this long or longer is never parsed: the
+parser refuses candidates over MAX_CANDIDATE_LINE bytes anyway, so the reader keeps
+none of it and counts it (Skip.TOO_LONG) instead of gathering it in memory."""
+OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+"""O_NONBLOCK: opening a FIFO without a writer (or some devices) would block forever;
+for a regular file the flag changes nothing. Every open checks S_ISREG before reading."""
 
-# logrotate numbered (`mail.log.1`, `.2.gz`), dateext (`-20261125`, with an hour or a
-# time if `dateformat` says so), and `postfix logrotate` (`.20261125-041200`).
-_NUMBERED = re.compile(r"\.(\d{1,6})(\.gz)?")
-_DATED = re.compile(r"[-.](\d{8}(?:-?\d{2,6})?)(\.gz)?")
+# Compressions mlsd cannot read, by magic bytes (what the file is, whatever its name).
+# logrotate compresses with gzip unless `compresscmd` says otherwise.
+_PACKED: Final = (
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"LZIP", "lzip"),
+    (b"\x1f\x9d", "compress (.Z)"),
+    (b"\x5d\x00\x00", "lzma"),
+)
+_PACKED_SUFFIXES: Final = (".gz", ".xz", ".zst", ".bz2", ".lz4", ".lz", ".Z", ".lzma")
+_SEPARATORS: Final = ".-_"
+_DIGITS = re.compile(r"\d+")
+
+
+def packed_reason(kind: str) -> str:
+    """The gap reason for a generation only present in a compression mlsd cannot read."""
+    return (
+        f"compressed with {kind}, which mlsd cannot read; set logrotate's compresscmd to "
+        "gzip or use delaycompress"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,73 +69,139 @@ class Candidate:
     mtime: float
     gz: bool
     head: bytes
+    packed: str | None = None
+    """The compression (xz, zstd, …) of a file mlsd cannot read; its head is then empty."""
 
 
-def _head_of(path: Path) -> tuple[bytes, bool, os.stat_result] | None:
+def file_kind(mode: int) -> str:
+    """A file type in words, for the operator (`fifo`, `directory`, …)."""
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _head_of(path: Path) -> tuple[bytes, bool, os.stat_result, str | None] | None:
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            raw = fh.read(HEAD_MAX)
-            if raw[:2] != GZIP_MAGIC:
-                return raw, False, st
-            fh.seek(0)
+        fd = os.open(path, OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a FIFO or a device is no generation (and must not be read)
+        raw = os.pread(fd, HEAD_MAX, 0)
+        if raw[:2] != GZIP_MAGIC:
+            kind = next((k for magic, k in _PACKED if raw.startswith(magic)), None)
+            return (b"", False, st, kind) if kind else (raw, False, st, None)
+        with os.fdopen(os.dup(fd), "rb") as fh:
             try:
                 with gzip.GzipFile(fileobj=fh) as gz:
-                    return gz.read(HEAD_MAX), True, st
+                    return gz.read(HEAD_MAX), True, st, None
             except (OSError, EOFError, zlib.error):
                 return None  # being compressed right now, or damaged: its plain twin counts
     except OSError:
         return None
+    finally:
+        os.close(fd)
 
 
 def candidate(path: Path) -> Candidate | None:
-    """The file at `path` as a generation candidate, or None if absent or unreadable."""
+    """The regular file at `path` as a generation candidate, or None if absent, unreadable,
+    or not a regular file (see `file_kind` to say which)."""
     got = _head_of(path)
     if got is None:
         return None
-    head, gz, st = got
-    return Candidate(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime, gz, head)
+    head, gz, st, packed = got
+    return Candidate(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime, gz, head, packed)
 
 
-def rotated_siblings(logpath: Path) -> list[Candidate]:
-    """The rotated generations next to `logpath`, oldest first.
+def _plausible(name: str, base: str, stem: str, ext: str) -> str | None:
+    """What follows the log's name in a rotated name, or None if `name` is not one.
 
-    Order is by mtime, the time of a generation's last write, which logrotate keeps when
-    it renames and compresses: generations are written one after the other, so this holds
-    even when a change of `compress` leaves both `mail.log.2` and an unrelated
-    `mail.log.2.gz`, where the names lie. Equal mtimes (coarse clocks) fall back to the
-    names: dated names by date, numbered names from the highest number down. A plain file
-    and a `.gz` with the same head (logrotate compressing right now) count once, as plain.
+    Any name that starts with the log's name and a separator (`mail.log.1`,
+    `mail.log-20261204-1796400000.gz`, `mail.log_old`); with logrotate's `extension .log`
+    the extension moves to the end (`mail.1.log`, `mail-20261204.log.gz`).
+    """
+    if name.startswith(base) and len(name) > len(base) and name[len(base)] in _SEPARATORS:
+        return name[len(base) + 1 :]
+    if ext and name.startswith(stem) and len(name) > len(stem) and name[len(stem)] in _SEPARATORS:
+        rest = name[len(stem) + 1 :]
+        bare = _unsuffixed(rest)
+        if bare.endswith(ext) and len(bare) > len(ext):
+            return bare[: -len(ext)]
+    return None
+
+
+def _unsuffixed(name: str) -> str:
+    for suffix in _PACKED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _name_key(rest: str) -> tuple[int, str, int]:
+    """Order of names with equal mtimes: dated by their digits, numbered from the highest
+    number down (logrotate's .1 is the newest), anything else by name."""
+    rest = _unsuffixed(rest)
+    groups = _DIGITS.findall(rest)
+    if len(groups) == 1 and len(groups[0]) <= 6 and groups[0] == rest.strip(_SEPARATORS):
+        return (1, "", -int(groups[0]))
+    digits = "".join(groups)
+    if len(digits) >= 8:
+        return (0, digits, 0)
+    return (2, rest, 0)
+
+
+def rotated_siblings(logpath: Path, rotated_dir: Path | None = None) -> list[Candidate]:
+    """The rotated generations of `logpath`, oldest first, found by name and told by content.
+
+    Every plausible name (see `_plausible`) in the log's directory and in `rotated_dir`
+    (logrotate's `olddir`) is a candidate; which generation it is, is told by its head
+    (`matches`), never by its name. Order is by mtime, the time of a generation's last
+    write, which logrotate keeps when it renames and compresses: generations are written
+    one after the other, so this holds even when a change of `compress` leaves both
+    `mail.log.2` and an unrelated `mail.log.2.gz`, where the names lie. Equal mtimes
+    (coarse clocks) fall back to the names (`_name_key`). A plain file and a compressed
+    file with the same head or name (logrotate compressing right now) count once, as plain.
+    Files in a compression mlsd cannot read are listed with `packed` set and no head.
     """
     base = logpath.name
+    stem, ext = os.path.splitext(base)
     keyed: list[tuple[tuple[int, str, int], Candidate]] = []
-    try:
-        names = os.listdir(logpath.parent)
-    except OSError:
-        return []
-    for name in names:
-        if not name.startswith(base) or name == base:
+    dirs = [logpath.parent]
+    if rotated_dir is not None and os.path.realpath(rotated_dir) != os.path.realpath(
+        logpath.parent
+    ):
+        dirs.append(rotated_dir)
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
             continue
-        rest = name[len(base) :]
-        m = _NUMBERED.fullmatch(rest)
-        if m:
-            key = (1, "", -int(m[1]))
-        else:
-            m = _DATED.fullmatch(rest)
-            if not m:
+        for name in names:
+            rest = _plausible(name, base, stem, ext)
+            if rest is None:
                 continue
-            key = (0, m[1].replace("-", ""), 0)
-        cand = candidate(logpath.parent / name)
-        if cand is not None:
-            keyed.append((key, cand))
-    # A plain file and its .gz twin (same mtime): plain first, so the twin is dropped below.
-    keyed.sort(key=lambda kc: (kc[1].mtime, kc[0], kc[1].gz))
+            cand = candidate(d / name)
+            if cand is not None:
+                keyed.append((_name_key(rest), cand))
+    # A plain file and its compressed twin (same mtime): plain first, so the twin is dropped.
+    keyed.sort(key=lambda kc: (kc[1].mtime, kc[0], kc[1].gz or kc[1].packed is not None))
     out: list[Candidate] = []
     seen: set[bytes] = set()
+    plain_names = {c.path for _, c in keyed if not c.gz and c.packed is None}
     for _, cand in keyed:
         if cand.head and cand.head in seen:
+            continue
+        if cand.packed and cand.path.with_name(_unsuffixed(cand.path.name)) in plain_names:
             continue
         seen.add(cand.head)
         out.append(cand)
@@ -123,33 +215,100 @@ def matches(cand: Candidate, gen: GenerationId) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """What one read yields: complete lines to parse, and how far the offset moves."""
+
+    data: bytes
+    """Complete lines (a sealed file's last line may lack its newline); over-long lines
+    are left out, so `data` is not always `size` bytes of the file."""
+    size: int
+    """Bytes of the generation consumed (the offset moves by this much)."""
+    too_long: int = 0
+    """Over-long lines begun in this piece (each counted once, where it begins)."""
+    discard: bool = False
+    """After this piece the offset is inside an over-long line: skip to its newline."""
+
+
+def _drop_long(body: bytes) -> tuple[bytes, int]:
+    """`body` (complete lines) without its lines of LINE_MAX bytes or more, and their count.
+
+    Such a line holds a whole aligned window of LINE_MAX/2 bytes without a newline, so a
+    few `find`s per chunk tell that there is none (the usual case) at memory speed.
+    """
+    width = LINE_MAX // 2
+    if all(body.find(b"\n", a, a + width) >= 0 for a in range(0, len(body) - width + 1, width)):
+        return body, 0
+    kept: list[bytes] = []
+    dropped = 0
+    pos = 0
+    while pos < len(body):
+        nl = body.find(b"\n", pos)
+        end = len(body) if nl < 0 else nl + 1
+        if end - pos - 1 >= LINE_MAX:
+            dropped += 1
+        else:
+            kept.append(body[pos:end])
+        pos = end
+    return b"".join(kept), dropped
+
+
+def cut(buf: bytes, *, discard: bool, last: bool) -> Piece:
+    """The piece of `buf` (bytes from the current offset) that can be handed out now.
+
+    `discard`: `buf` starts inside an over-long line. `last`: `buf` reaches the end of a
+    sealed generation, so its unterminated last line counts (once). Otherwise a partial
+    last line is kept for later (the offset stays at its start) unless it is already
+    LINE_MAX long: then it is counted as too long, and the offset moves past what was read
+    with `discard` set, so the line is never gathered in memory nor read again.
+    """
+    pos = 0
+    if discard:
+        nl = buf.find(b"\n")
+        if nl < 0:
+            return Piece(b"", len(buf), 0, not last)
+        pos = nl + 1
+    end = max(pos, buf.rfind(b"\n") + 1)
+    body, too_long = _drop_long(buf[pos:end]) if end > pos else (b"", 0)
+    tail = len(buf) - end
+    if tail >= LINE_MAX:
+        return Piece(body, len(buf), too_long + 1, not last)
+    if last and tail:
+        return Piece(body + buf[end:], len(buf), too_long, False)
+    return Piece(body, end, too_long, False)
+
+
 class Generation:
     """One open generation: a descriptor (plain) or a gzip stream, and our offset in it."""
 
-    def __init__(self, cand: Candidate, offset: int) -> None:
+    def __init__(self, cand: Candidate, offset: int, *, discard: bool = False) -> None:
         self.path = cand.path
         self.dev, self.ino, self.gz = cand.dev, cand.ino, cand.gz
-        self.fd = os.open(cand.path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = os.open(cand.path, OPEN_FLAGS)
         st = os.fstat(self.fd)
-        if (st.st_dev, st.st_ino) != (cand.dev, cand.ino):
+        if (st.st_dev, st.st_ino) != (cand.dev, cand.ino) or not stat.S_ISREG(st.st_mode):
             # Renamed or replaced between the listing and the open: the caller looks again.
             os.close(self.fd)
             raise FileNotFoundError(errno.ESTALE, "replaced since it was listed", str(cand.path))
         self.head = cand.head if cand.gz else os.pread(self.fd, HEAD_MAX, 0)
         self.offset = offset
+        self.discard = discard
+        """`offset` is inside an over-long line (see `Piece.discard`)."""
         self.broken = False
         self.seen_size = offset
         """The furthest end of file a read has shown us (to measure a copytruncate loss)."""
-        self._gz: BinaryIO | None = None
+        self._gz: gzip.GzipFile | None = None
         self._raw: BinaryIO | None = None
+        self._pending = b""
+        """Decompressed bytes from `offset` on, read but not handed out yet (.gz only)."""
+        self._eof = False
         if cand.gz:
             # GzipFile does not close a file object it is given: keep it to close it.
             self._raw = os.fdopen(os.dup(self.fd), "rb")
-            gz: BinaryIO = gzip.GzipFile(fileobj=self._raw)  # type: ignore[assignment]
-            self._gz = gz
-            self._skip(gz, offset)
+            self._gz = gzip.GzipFile(fileobj=self._raw)
+            self._skip(self._gz, offset)
 
-    def _skip(self, gz: BinaryIO, offset: int) -> None:
+    def _skip(self, gz: gzip.GzipFile, offset: int) -> None:
         """Decompress up to `offset` (offsets in a .gz count decompressed bytes)."""
         left = offset
         try:
@@ -162,10 +321,13 @@ class Generation:
             self.broken = True
             log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
 
-    def advance(self, n: int) -> None:
-        """Move past `n` bytes handed out; a young file's head grows with it (to 1 KiB)."""
-        self.offset += n
-        if self._gz is None and len(self.head) < HEAD_MAX:
+    def advance(self, piece: Piece) -> None:
+        """Move past a piece handed out; a young file's head grows with it (to 1 KiB)."""
+        self.offset += piece.size
+        self.discard = piece.discard
+        if self._gz is not None:
+            self._pending = self._pending[piece.size :]
+        elif len(self.head) < HEAD_MAX:
             head = os.pread(self.fd, HEAD_MAX, 0)
             if head.startswith(self.head):  # else truncated just now: still_same() will say
                 self.head = head
@@ -188,48 +350,45 @@ class Generation:
         """Whether the bytes we read are still there (no truncation or rewrite in place).
 
         The head must still start the file (it may have grown), the file must reach our
-        offset, and the byte before our offset must be the newline that ended our last line.
+        offset, and the byte before our offset must be the newline that ended our last line
+        (or, inside an over-long line being skipped, one of its bytes).
         """
         if self.gz:
             return True
         head = os.pread(self.fd, HEAD_MAX, 0)
         if not head.startswith(self.head):
             return False
-        if self.offset > 0 and os.pread(self.fd, 1, self.offset - 1) != b"\n":
-            return False
+        if self.offset > 0:
+            before = os.pread(self.fd, 1, self.offset - 1)
+            if (before == b"\n") == self.discard or not before:
+                return False
         self.head = head
         return True
 
-    def read(self, *, final: bool) -> bytes:
-        """Complete lines from our offset (offset not advanced). With `final`, a last line
-        without its newline counts: the generation is sealed and nothing more will come."""
+    def read(self, *, final: bool) -> Piece:
+        """The next piece from our offset (offset not advanced; see `cut`). With `final`, a
+        last line without its newline counts: the generation is sealed and nothing more
+        will come. At most CHUNK bytes are held, whatever the length of a line."""
         if self._gz is not None:
-            if self.broken:
-                return b""
-            data = b""
+            return self._read_gz(self._gz)
+        buf = os.pread(self.fd, CHUNK, self.offset)
+        self.seen_size = max(self.seen_size, self.offset + len(buf))
+        return cut(buf, discard=self.discard, last=final and len(buf) < CHUNK)
+
+    def _read_gz(self, gz: gzip.GzipFile) -> Piece:
+        if not self.broken:
             try:
-                data = self._gz.read(CHUNK)
-                while data and not data.endswith(b"\n"):
-                    piece = self._gz.read(CHUNK)
-                    if not piece:
-                        break
-                    data += piece
+                while not self._eof and len(self._pending) < CHUNK:
+                    more = gz.read(CHUNK - len(self._pending))
+                    if not more:
+                        self._eof = True
+                    self._pending += more
             except (OSError, EOFError, zlib.error) as exc:
                 # A damaged or cut-short .gz: what decompressed is kept, the rest is a gap.
                 self.broken = True
                 log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
-            return data
-        data = os.pread(self.fd, CHUNK, self.offset)
-        # A line longer than a chunk: keep reading until its newline (or EOF).
-        while len(data) >= CHUNK and b"\n" not in data[-CHUNK:]:
-            more = os.pread(self.fd, CHUNK, self.offset + len(data))
-            if not more:
-                break
-            data += more
-        self.seen_size = max(self.seen_size, self.offset + len(data))
-        if final:
-            return data
-        return data[: data.rfind(b"\n") + 1]
+        # A .gz is sealed: at its end (or where it breaks) the last line counts.
+        return cut(self._pending, discard=self.discard, last=self._eof or self.broken)
 
     def close(self) -> None:
         """Close descriptor and stream."""

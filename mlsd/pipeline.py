@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, now
+from mlsd.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
 from mlsd.csvlog import HEADER, CsvJournal, Enrichment, RowFormat, printable
 from mlsd.errors import StateError
 from mlsd.follow import Batch
@@ -104,6 +104,10 @@ class Pipeline:
         self.skiplog = SkipLog()
         self.position: tuple[GenerationId, int] | None = None
         """The last committed (generation, offset); None before the first batch."""
+        self.first_start: FirstStart | None = None
+        """The first-start decision, carried in every checkpoint once taken."""
+        self.discard_line = False
+        """The last committed offset is inside an over-long line (Checkpoint.discard_line)."""
 
     def open(self, cp: Checkpoint | None) -> None:
         """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
@@ -127,6 +131,8 @@ class Pipeline:
             self._save(None, 0)
             return
         self.position = None if cp.generation is None else (cp.generation, cp.offset)
+        self.first_start = cp.first_start
+        self.discard_line = cp.discard_line
         if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
             if size == len(HEADER):
                 log.warning(
@@ -189,17 +195,32 @@ class Pipeline:
                     f"{self.journal.path}: writing rows failed: {exc.strerror}; stopping so "
                     "that no row is lost or repeated (fix the disk, then start again)"
                 ) from None
+        self.discard_line = batch.discard_line
         self._save(batch.position, batch.offset)
         c = self.counters
         c.lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+        if batch.too_long:
+            c.lines += batch.too_long
+            c.skipped[Skip.TOO_LONG] += batch.too_long
         c.events += len(events)
         c.batches += 1
         if events:
             c.last_event = events[-1].time
         return len(events)
 
-    def mark(self, position: GenerationId, offset: int) -> None:
-        """Checkpoint a position without rows (first start at the end of the log)."""
+    def mark(
+        self,
+        position: GenerationId | None,
+        offset: int,
+        *,
+        first_start: FirstStart | None = None,
+        discard_line: bool = False,
+    ) -> None:
+        """Checkpoint a position without rows: the first-start decision (before READY=1),
+        or where a gap left the reader."""
+        if first_start is not None:
+            self.first_start = first_start
+        self.discard_line = discard_line
         self._save(position, offset)
 
     def _save(self, position: GenerationId | None, offset: int) -> None:
@@ -213,6 +234,8 @@ class Pipeline:
                 csv_ino=st.st_ino,
                 csv_length=st.st_size,
                 committed_at=now(),
+                first_start=self.first_start,
+                discard_line=self.discard_line,
             )
         )
         self.position = None if position is None else (position, offset)

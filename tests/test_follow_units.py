@@ -25,7 +25,7 @@ def test_sibling_order_numbered_and_gz(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     for name in ("mail.log.1", "mail.log.3.gz", "mail.log.2.gz", "mail.log.10.gz"):
         _write(tmp_path / name, name + "\n", mtime=1_000_000)
-    for other in ("mail.log.bak", "mail.logx.1", "mail.err.1", "mail.log"):
+    for other in ("mail.logx.1", "mail.err.1", "mail.log", "mail.err", "mailxlog.1"):
         _write(tmp_path / other, other + "\n")
     names = [c.path.name for c in rotated_siblings(log)]
     assert ["mail.log.10.gz", "mail.log.3.gz", "mail.log.2.gz", "mail.log.1"] == names
