@@ -402,8 +402,10 @@ class World:
             # delaycompress): lines written now are destroyed by logrotate, not by mlsd,
             # which is why delaycompress exists. A real writer would lose them; we reopen.
             self.reopen()
+        first = self.writer.next
         self.writer.burst(n)
-        self.note(f"write {n}{' (to the renamed file)' if self.stale else ''}")
+        where = " to the renamed file" if self.stale else ""
+        self.note(f"write {n} (seq {first}-{self.writer.next - 1}){where}")
 
     def reopen(self) -> None:
         """postrotate: the writer reopens the path."""
@@ -631,6 +633,11 @@ def judge(world: World, users: list[str], logs: str = "") -> Verdict:
         true = [g for g in covering if _true(g, seq, truth, readable_end)]
         if true:
             justified[true[0].why] += 1
+        elif seq in truth.window_lost:
+            # Written and destroyed inside logrotate's copytruncate while mlsd was not
+            # reading: no program can have seen those bytes, so none can report them.
+            # (A copytruncate gap is still only accepted for such lines: see `_true`.)
+            justified[Why.WINDOW] += 1
         elif covering:
             excused.setdefault(covering[0].text, []).append(seq)
         else:
