@@ -23,6 +23,7 @@ from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
 from mlsd.csvlog import CsvJournal
 from mlsd.enrich import Enricher
+from mlsd.errors import InputError
 from mlsd.follow import Follower
 from mlsd.pipeline import Pipeline
 
@@ -171,6 +172,12 @@ async def scan(s: Session) -> None:
         await drain(s)
         wake_at = s.follower.wake_at
         if wake_at is None:
+            if s.follower.problem is not None:
+                # Nothing was read: a scan that exits 0 would look like an empty log.
+                raise InputError(
+                    f"{s.follower.problem}: mlsd reads a regular log file "
+                    "([paths] mail_log); nothing was read"
+                )
             return
         # A renamed file may still be written to: wait out its grace period, then seal it.
         await asyncio.sleep(max(0.0, wake_at - time.time()))

@@ -22,6 +22,7 @@ from typing import Final
 from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy
 from mlsd.generations import (
     CHUNK,
+    HEAD_MAX,
     LINE_MAX,
     OPEN_FLAGS,
     Candidate,
@@ -89,6 +90,8 @@ class Follower:
         self.problem: str | None = None
         """Why the live log cannot be read right now (not a regular file), for STATUS=."""
         self._waiting_said = False
+        self._sealed: list[GenerationId] = []
+        """The last generations sealed here (never to be read again)."""
 
     def siblings(self) -> list[Candidate]:
         """The rotated generations, oldest first (see `rotated_siblings`)."""
@@ -158,10 +161,13 @@ class Follower:
             ino=None if live is None else live.ino,
         )
         if import_rotated:
-            old = [c for c in self.siblings() if not c.packed]
-            if old:
-                self.cur = Generation(old[0], 0)
+            old = self.siblings()
+            if any(not c.packed for c in old):
+                # Those older than the first readable one are gaps (packed), said now.
+                self._place_first_of(old, None)
                 return "beginning (importing rotated files)"
+            for c in old:  # only unreadable ones: each is a gap, then the live log
+                self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or ""))
         if live is None:
             self._say_nonregular()
             return "none (no log file yet)"
@@ -196,8 +202,6 @@ class Follower:
         since = first.decided_at - MTIME_SLACK
         live = candidate(self.logpath)
         newer = [c for c in self.siblings() if c.mtime > since]
-        if live is not None and live.mtime <= since and not any(not c.packed for c in newer):
-            live = None if newer else live
         self._place_first_of(newer, live)
         if self.cur is None:
             self._say_nonregular()
@@ -259,6 +263,13 @@ class Follower:
                 continue
             live_st = self._stat_live()
             is_live = live_st is not None and (live_st.st_dev, live_st.st_ino) == (cur.dev, cur.ino)
+            if not cur.head and not cur.gz and cur.offset == 0:
+                # (Before still_same(), which takes whatever the file starts with now.)
+                moved = self._copied_while_empty(cur)
+                if moved is None:
+                    return None  # the copy vanished as we opened it: look again soon
+                if moved:
+                    continue
             if not cur.still_same():
                 self._truncated(cur)
                 continue
@@ -290,6 +301,8 @@ class Follower:
             for c in unreadable:
                 self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or ""))
             log.info("rotation sealed=%s offset=%d next=%s", cur.label(), cur.offset, succ.path)
+            if cur.head:
+                self._sealed = [*self._sealed[-7:], cur.ident()]
             cur.close()
         self.wake_at = self._clock()  # the safety bound was hit: come back at once
         return None
@@ -334,14 +347,28 @@ class Follower:
         the unreadable (packed) generations between them, each a gap once we move on."""
         sibs = self.siblings()
         idx = next((i for i, c in enumerate(sibs) if (c.dev, c.ino) == (cur.dev, cur.ino)), None)
-        if idx is None:
+        if idx is None and cur.head:
             # Compressed (another inode) or deleted: find it by content. Newest first, as
             # every older generation has already been read.
             gen = cur.ident()
             idx = next((i for i in reversed(range(len(sibs))) if matches(sibs[i], gen)), None)
+        later: list[Candidate] | None = None
         if idx is not None:
+            later = sibs[idx + 1 :]
+        elif not cur.head:
+            # An empty generation, gone, has no content to be found by (an empty head
+            # matches anything): what was written after it was created comes after it.
+            # (A predecessor sealed here may have been written after it was created, by
+            # a lagging writer: those are known and left out.)
+            since = cur.stat().st_mtime - MTIME_SLACK
+            later = [
+                c
+                for c in sibs
+                if c.mtime > since and c.size and not any(matches(c, g) for g in self._sealed)
+            ]
+        if later is not None:
             unreadable: list[Candidate] = []
-            for c in sibs[idx + 1 :]:
+            for c in later:
                 if not c.packed:
                     return c, unreadable
                 unreadable.append(c)
@@ -391,6 +418,39 @@ class Follower:
         self.cur = None
         if live is not None:
             self._open(live, 0)
+
+    def _copied_while_empty(self, cur: Generation) -> bool | None:
+        """copytruncate of a generation that was empty when we opened it: it has no head
+        to tell a truncation by, so a copy is recognised by time instead: a rotated file
+        last written after our open, not one we sealed, whose content is not what the
+        generation holds now (so the generation was truncated since the copy). Its lines
+        come first; the generation is then read again from its start. True when the
+        reader moved to the copy, None to look again soon."""
+        if cur.stat().st_size == 0:
+            return False
+        now = os.pread(cur.fd, HEAD_MAX, 0)
+        since = cur.opened_at - MTIME_SLACK
+        for c in self.siblings():
+            if c.packed or not c.head or c.mtime <= since or (c.dev, c.ino) == (cur.dev, cur.ino):
+                continue
+            common = min(len(c.head), len(now))
+            if c.head[:common] == now[:common] or any(matches(c, g) for g in self._sealed):
+                continue
+            try:
+                copy = Generation(c, 0)
+            except OSError:
+                self.wake_at = self._clock() + 0.1
+                return None
+            log.info(
+                "rotation copytruncate generation=%s offset=0 copy=%s (empty when opened)",
+                cur.label(),
+                c.path,
+            )
+            self.rotations += 1
+            cur.close()
+            self.cur = copy
+            return True
+        return False
 
     def _gap(self, what: str, offset: int, lost: int | None, why: str) -> None:
         self.gaps += 1

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import stat
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,6 +292,8 @@ class Generation:
             os.close(self.fd)
             raise FileNotFoundError(errno.ESTALE, "replaced since it was listed", str(cand.path))
         self.head = cand.head if cand.gz else os.pread(self.fd, HEAD_MAX, 0)
+        self.opened_at = time.time()
+        """Wall time of the open (file times are wall times too)."""
         self.offset = offset
         self.discard = discard
         """`offset` is inside an over-long line (see `Piece.discard`)."""

@@ -189,7 +189,7 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         gen = cp.generation
         found: Candidate | None = None
         newer = 0
-        for cand in [*rotated_siblings(cfg.paths.mail_log), live]:
+        for cand in [*rotated_siblings(cfg.paths.mail_log, cfg.follow.rotated_dir), live]:
             if found is not None:
                 newer += cand.size
             elif (cand.dev, cand.ino) == (gen.dev, gen.ino) or matches(cand, gen):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import logging
 import lzma
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from mlsd.follow import Follower
 from mlsd.generations import candidate, rotated_siblings
 from tests.followkit import Env, Writer, lines, users
 
@@ -204,3 +207,31 @@ def test_real_logrotate_names_are_what_the_families_cover(tmp_path: Path) -> Non
     assert 1 == len(made)
     assert made[0].startswith("mail-") and made[0].endswith(".log.gz"), made
     assert [made[0]] == [c.path.name for c in rotated_siblings(env.log)]
+
+
+def test_import_rotated_says_what_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """First start with import_rotated: an xz generation older than the readable ones is a
+    gap with its reason (chaos seed 0: it was skipped without a word), the rest is read."""
+    log = tmp_path / "mail.log"
+    (tmp_path / "mail.log.3.xz").write_bytes(lzma.compress(lines(range(5))))
+    (tmp_path / "mail.log.2.gz").write_bytes(gzip.compress(lines(range(5, 10))))
+    (tmp_path / "mail.log.1").write_bytes(lines(range(10, 15)))
+    for age, name in enumerate(("mail.log.1", "mail.log.2.gz", "mail.log.3.xz")):
+        os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))
+    Writer(log).seq(range(15, 20))
+    f = Follower(log, grace=0.01)
+    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+        f.start(None, start_at="beginning", import_rotated=True)
+        data = b""
+        while (batch := f.next_batch()) is not None or f.wake_at is not None:
+            data += batch.data if batch is not None else b""
+            if batch is None:
+                time.sleep(0.02)
+    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    assert 1 == len(gaps), gaps
+    assert "mail.log.3.xz" in gaps[0] and "compressed with xz" in gaps[0]
+    assert users(range(5, 20)) == Counter(
+        w[14:].decode() for w in data.split() if w.startswith(b"sasl_username=")
+    )
