@@ -534,6 +534,7 @@ class Verdict:
     gaps: list[Gap]
     justified: Counter[Why]
     logs: str = ""
+    driver: str = "in-process"
 
     @property
     def ok(self) -> bool:
@@ -543,7 +544,7 @@ class Verdict:
     def report(self) -> str:
         """Everything a developer needs to rerun and understand a failing seed."""
         out = [
-            f"chaos seed {self.seed} FAILED (rerun: MLSD_CHAOS_SEED={self.seed})",
+            f"chaos seed {self.seed} FAILED ({self.driver}; rerun: MLSD_CHAOS_SEED={self.seed})",
             *[f"  problem: {p}" for p in self.problems],
             "  gaps logged:",
             *[f"    {g.text}" for g in self.gaps],
@@ -984,13 +985,17 @@ def run_subprocess(seed: int, root: Path, cycles: int = 10) -> Verdict:
     except Exception as exc:
         world.note("harness error:\n" + traceback.format_exc())
         env.cleanup()
-        return Verdict(seed, 0, [f"stopped by {exc!r}"], world.trace, [], Counter())
+        return Verdict(
+            seed, 0, [f"stopped by {exc!r}"], world.trace, [], Counter(), driver="subprocess"
+        )
     finally:
         env.cleanup()
         world.writer.close()
     logs = env.all_stderr()
     world.gaps = [g for line in logs.splitlines() if (g := parse_gap(line, 0, None))]
-    return judge(world, csv_users(env.csv), logs)
+    verdict = judge(world, csv_users(env.csv), logs)
+    verdict.driver = "subprocess, kill -9"
+    return verdict
 
 
 def _sub_world_action(
