@@ -44,7 +44,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -378,8 +377,7 @@ class World:
         self.confirmed = False
         """mlsd's first start has been pinned (READY): rotations are fair game from now."""
         self.rotations = 0
-        self._hour = -13
-        self._sleep_budget = 3.0
+        self._dated_done = 0
         self._last_rotate = 0.0
         self.gaps: list[Gap] = []
         self.before_rotate: Callable[[bool], None] | None = None
@@ -417,30 +415,32 @@ class World:
         """Before the first pinned start, only when mlsd is told to import rotated files."""
         return self.confirmed or self.family.import_rotated
 
-    def _tz(self) -> str | None:
+    def _dated(self) -> tuple[bool, str | None]:
+        """(whether this rotation can happen, the TZ for logrotate) for dated names.
+
+        logrotate refuses to rotate onto a name that exists, so how many rotations a dated
+        family allows depends on the clock; the harness decides it from the seed instead,
+        so that a seed's trace is the same at any time of day: epoch names (`%s`) get a
+        fresh second (a sleep) for at most 4 rotations, date-and-hour names one hour more
+        of local time per rotation (27 in all), date names two (the local dates of
+        UTC-12 and UTC+14 always differ).
+        """
         fmt = self.family.dateformat
         if fmt is None:
-            return None
+            return True, None
+        self._dated_done += 1
         if "%s" in fmt:
-            # Names change every second: wait for the next one rather than collide, within
-            # a budget per seed (past it, logrotate refuses: a rotation that did not happen).
+            if self._dated_done > 4:
+                return False, None
             now = time.time()
-            wait = 1.0 - (now % 1.0) + 0.01
-            if int(now) == int(self._last_rotate) and self._sleep_budget >= wait:
-                self._sleep_budget -= wait
-                time.sleep(wait)
-            return None
-        # Names carry the local date (or date and hour): move the local time forward, an
-        # hour (or to the next date) per rotation, so names stay in order; past +14 h,
-        # logrotate refuses (the name exists).
-        utc = datetime.now(UTC)
-        day = (utc + timedelta(hours=self._hour)).date()
-        self._hour += 1
-        if "%H" not in fmt and self._hour > -12:
-            while self._hour < 15 and (utc + timedelta(hours=self._hour)).date() == day:
-                self._hour += 1
-        self._hour = min(self._hour, 15)
-        return f"CHAOS{-self._hour:+d}"
+            if int(now) == int(self._last_rotate):
+                time.sleep(1.0 - (now % 1.0) + 0.01)
+            return True, None
+        hours = list(range(-12, 15)) if "%H" in fmt else [-12, 14]
+        if self._dated_done > len(hours):
+            return False, None
+        hour = hours[self._dated_done - 1]
+        return True, f"CHAOS{-hour:+d}"  # POSIX TZ: the sign is west of UTC
 
     def rotate(self, method: str, *, window: bool = False) -> bool:
         """One real logrotate run; False if logrotate refused (a dated name exists)."""
@@ -449,7 +449,10 @@ class World:
         if self.before_rotate is not None:
             self.before_rotate(self.rotated_count() >= self.family.keep)
         opts = [method, *self.family.options(self.olddir)]
-        tz = self._tz()
+        can, tz = self._dated()
+        if not can:
+            self.note(f"rotate {method}: not done (a dated name would repeat)")
+            return False
         before = self.writer.next
         if window:
             res = self._rotate_while_writing(opts, tz)
@@ -807,7 +810,8 @@ class InProcess:
         except SimulatedCrash as exc:
             self._die(f"start crashed {exc}")
             return
-        self.world.note(f"start ({self.session.follower.cur and self.session.follower.cur.path})")
+        cur = self.session.follower.cur
+        self.world.note(f"start ({cur.path.name if cur else None})")
         self.world.confirm()
 
     def steps(self, n: int) -> int:

@@ -15,7 +15,7 @@ import pytest
 from tests.chaoskit import run_in_process, run_subprocess
 
 _ONE = os.environ.get("MLSD_CHAOS_SEED")
-IN_PROCESS = [int(_ONE)] if _ONE else list(range(10))
+IN_PROCESS = [int(_ONE)] if _ONE else list(range(20))
 SUBPROCESS = [int(_ONE)] if _ONE else list(range(3))
 
 
