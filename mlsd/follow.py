@@ -355,11 +355,12 @@ class Follower:
         later: list[Candidate] | None = None
         if idx is not None:
             later = sibs[idx + 1 :]
-        elif not cur.head:
-            # An empty generation, gone, has no content to be found by (an empty head
-            # matches anything): what was written after it was created comes after it.
-            # (A predecessor sealed here may have been written after it was created, by
-            # a lagging writer: those are known and left out.)
+        elif not cur.head or cur.stat().st_nlink == 0:
+            # Gone (deleted, e.g. `rotate N` exceeded, its last bytes read through our
+            # descriptor), or empty and gone (an empty head matches anything): what was
+            # last written after it comes after it, not only the live log. (A predecessor
+            # sealed here may have been written after it, by a lagging writer: those
+            # are known and left out.)
             since = cur.stat().st_mtime - MTIME_SLACK
             later = [
                 c

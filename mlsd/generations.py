@@ -51,8 +51,14 @@ _SEPARATORS: Final = ".-_"
 _DIGITS = re.compile(r"\d+")
 
 
+DAMAGED_GZIP: Final = "damaged gzip"
+"""The `packed` of a .gz whose first bytes do not even decompress."""
+
+
 def packed_reason(kind: str) -> str:
-    """The gap reason for a generation only present in a compression mlsd cannot read."""
+    """The gap reason for a generation only present in a form mlsd cannot read."""
+    if kind == DAMAGED_GZIP:
+        return "damaged or cut-short gzip file"
     return (
         f"compressed with {kind}, which mlsd cannot read; set logrotate's compresscmd to "
         "gzip or use delaycompress"
@@ -89,7 +95,7 @@ def file_kind(mode: int) -> str:
     return "special file"
 
 
-def _head_of(path: Path) -> tuple[bytes, bool, os.stat_result, str | None] | None:
+def _head_of(path: Path, rotated: bool) -> tuple[bytes, bool, os.stat_result, str | None] | None:
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError:
@@ -101,23 +107,27 @@ def _head_of(path: Path) -> tuple[bytes, bool, os.stat_result, str | None] | Non
         raw = os.pread(fd, HEAD_MAX, 0)
         if raw[:2] != GZIP_MAGIC:
             kind = next((k for magic, k in _PACKED if raw.startswith(magic)), None)
-            return (b"", False, st, kind) if kind else (raw, False, st, None)
+            return (b"", False, st, kind) if kind and rotated else (raw, False, st, None)
         with os.fdopen(os.dup(fd), "rb") as fh:
             try:
                 with gzip.GzipFile(fileobj=fh) as gz:
                     return gz.read(HEAD_MAX), True, st, None
             except (OSError, EOFError, zlib.error):
-                return None  # being compressed right now, or damaged: its plain twin counts
+                # Being compressed right now (its plain twin counts: see rotated_siblings)
+                # or damaged: listed as unreadable, so that its loss is said.
+                return (b"", False, st, DAMAGED_GZIP) if rotated else None
     except OSError:
         return None
     finally:
         os.close(fd)
 
 
-def candidate(path: Path) -> Candidate | None:
+def candidate(path: Path, *, rotated: bool = False) -> Candidate | None:
     """The regular file at `path` as a generation candidate, or None if absent, unreadable,
-    or not a regular file (see `file_kind` to say which)."""
-    got = _head_of(path)
+    or not a regular file (see `file_kind` to say which). A `rotated` one in a form mlsd
+    cannot read (xz, …, a gzip that does not decompress) has `packed` set; the live log
+    is always plain text."""
+    got = _head_of(path, rotated)
     if got is None:
         return None
     head, gz, st, packed = got
@@ -191,7 +201,7 @@ def rotated_siblings(logpath: Path, rotated_dir: Path | None = None) -> list[Can
             rest = _plausible(name, base, stem, ext)
             if rest is None:
                 continue
-            cand = candidate(d / name)
+            cand = candidate(d / name, rotated=True)
             if cand is not None:
                 keyed.append((_name_key(rest), cand))
     # A plain file and its compressed twin (same mtime): plain first, so the twin is dropped.

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mlsd.checkpoint import GenerationId, fingerprint
-from mlsd.generations import candidate, matches, rotated_siblings
+from mlsd.generations import DAMAGED_GZIP, candidate, matches, rotated_siblings
 
 
 def _write(path: Path, text: str, mtime: float | None = None) -> None:
@@ -89,9 +89,15 @@ def test_head_identity_survives_compression(tmp_path: Path) -> None:
     assert not matches(other, gen)
 
 
-def test_damaged_gz_is_not_a_candidate(tmp_path: Path) -> None:
-    """A .gz cut short in its first KiB is skipped (its plain twin, if any, counts)."""
+def test_damaged_gz_is_listed_as_unreadable(tmp_path: Path) -> None:
+    """A .gz cut short in its first KiB cannot be told by content: it is listed as
+    unreadable (its loss is then a gap), unless its plain twin is there (compressing now)."""
     path = tmp_path / "mail.log.2.gz"
     _write(path, "x" * 5000)
     os.truncate(path, 12)
-    assert candidate(path) is None
+    got = candidate(path, rotated=True)
+    assert got is not None
+    assert (DAMAGED_GZIP, b"") == (got.packed, got.head)
+    assert [path] == [c.path for c in rotated_siblings(tmp_path / "mail.log")]
+    _write(tmp_path / "mail.log.2", "x" * 5000)
+    assert ["mail.log.2"] == [c.path.name for c in rotated_siblings(tmp_path / "mail.log")]
