@@ -195,30 +195,63 @@ def scan_files(dirs: list[Path]) -> dict[tuple[int, int], FileView]:
     return views
 
 
+Key = tuple[int, int, int]
+"""(dev, ino, incarnation): inode numbers are reused, and copytruncate gives one inode a
+new content; a new first line is a new incarnation (what mlsd calls a generation)."""
+
+
 @dataclass
 class Truth:
     """Where each line was written and every file that held it since."""
 
     dirs: list[Path]
     written: int = 0
-    holders: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
+    holders: dict[int, dict[Key, int]] = field(default_factory=dict)
     window_lost: set[int] = field(default_factory=set)
-    damaged: set[tuple[int, int]] = field(default_factory=set)
-    other_kind: set[tuple[int, int]] = field(default_factory=set)
-    names: dict[tuple[int, int], str] = field(default_factory=dict)
+    damaged: set[Key] = field(default_factory=set)
+    other_kind: set[Key] = field(default_factory=set)
+    names: dict[Key, str] = field(default_factory=dict)
     """The last name each file was seen under (for the report)."""
     not_expected: set[int] = field(default_factory=set)
     """Lines destroyed before mlsd's first start was pinned: never mlsd's to read."""
+    _inc: dict[tuple[int, int], int] = field(default_factory=dict)
+    _heads: dict[Key, int | None] = field(default_factory=dict)
+
+    def key(self, dev_ino: tuple[int, int], head: int | None, *, emptied: bool = False) -> Key:
+        """The incarnation of `dev_ino` whose first line is `head` (None: not known), a new
+        one if the file now starts with another line or (`emptied`) was emptied."""
+        n = self._inc.get(dev_ino)
+        if n is not None:
+            key = (*dev_ino, n)
+            old = self._heads.get(key)
+            if head is None and not (emptied and old is not None):
+                return key
+            if old is None or old == head:
+                self._heads[key] = head
+                return key
+        n = 0 if n is None else n + 1
+        self._inc[dev_ino] = n
+        self._heads[(*dev_ino, n)] = head
+        return (*dev_ino, n)
+
+    def incarnations(self, dev_ino: tuple[int, int]) -> list[Key]:
+        """Every incarnation of an inode number seen so far."""
+        return [(*dev_ino, n) for n in range(self._inc.get(dev_ino, -1) + 1)]
 
     def wrote(self, seq: int, dev_ino: tuple[int, int], offset: int) -> None:
         """Record one line as written at `offset` of the file `dev_ino`."""
-        self.holders.setdefault(seq, {})[dev_ino] = offset
+        key = self.key(dev_ino, seq if offset == 0 else None)
+        self.holders.setdefault(seq, {})[key] = offset
         self.written = max(self.written, seq + 1)
 
-    def observe(self) -> dict[tuple[int, int], FileView]:
+    def observe(self) -> dict[Key, FileView]:
         """Scan the files, add every holder; returns the scan."""
-        views = scan_files(self.dirs)
-        for key, view in views.items():
+        views: dict[Key, FileView] = {}
+        for dev_ino, view in scan_files(self.dirs).items():
+            head = min(view.seqs, key=view.seqs.__getitem__) if view.seqs else None
+            # An undecodable .gz says nothing about its first line: same incarnation.
+            key = self.key(dev_ino, head, emptied=view.kind == Kind.PLAIN)
+            views[key] = view
             self.names[key] = view.path.name
             if view.kind == Kind.OTHER:
                 self.other_kind.add(key)
@@ -229,7 +262,7 @@ class Truth:
     def where(self, seq: int) -> str:
         """Every file that held line `seq`, by its last known name, with the offset."""
         return " ".join(
-            f"{self.names.get(k, 'ino')}({k[1]})@{off}"
+            f"{self.names.get(k, 'ino')}({k[1]}.{k[2]})@{off}"
             for k, off in self.holders.get(seq, {}).items()
         )
 
@@ -570,26 +603,30 @@ def csv_users(path: Path) -> list[str]:
 def _covers(gap: Gap, seq: int, truth: Truth) -> bool:
     """Whether `gap` names the place where line `seq` was (or the loss it belongs to)."""
     where = truth.holders.get(seq, {})
-    if gap.dev_ino is not None and gap.dev_ino in where:
-        off = where[gap.dev_ino]
+    keys = [] if gap.dev_ino is None else truth.incarnations(gap.dev_ino)
+    for key in keys:
+        off = where.get(key, -1)
         if off >= gap.unread_from and (gap.lost is None or off < gap.unread_from + gap.lost):
             return True
     if gap.why == Why.WINDOW:
         return False
     # A generation that is gone may take newer ones with it (mlsd was down across several
     # rotations): one gap then stands for every line after its position that was
-    # already written and no longer readable anywhere when it was logged.
+    # already written and no longer readable anywhere when it was logged. The gap names
+    # an inode number, which may have had several incarnations: any one that was at least
+    # as long as the gap's offset may be the one meant.
     if gap.written and seq >= gap.written:
         return False
-    start = 0
-    if gap.dev_ino is not None:
-        after = [s for s, h in truth.holders.items() if h.get(gap.dev_ino, -1) >= gap.unread_from]
-        before = [s for s, h in truth.holders.items() if 0 <= h.get(gap.dev_ino, -1)]
-        if after:
-            start = min(after)
-        elif before:
-            start = max(before) + 1
-    return seq >= start
+    if not keys:
+        return True
+    starts: list[int] = []
+    for key in keys:
+        held = {s: h[key] for s, h in truth.holders.items() if key in h}
+        if not held or max(held.values()) + 400 < gap.unread_from:
+            continue
+        after = [s for s, off in held.items() if off >= gap.unread_from]
+        starts.append(min(after) if after else max(held) + 1)
+    return bool(starts) and seq >= min(starts)
 
 
 def _true(gap: Gap, seq: int, truth: Truth, readable_end: frozenset[int]) -> bool:
