@@ -3,8 +3,14 @@
 Synchronous and event-free on purpose: the daemon calls `Follower.next_batch()` whenever
 inotify (or the reconcile timer) says something may have changed, and `mlsd scan` calls it
 until the live file is read to its end. The file system is the truth; events are hints.
-Offsets always refer to one generation (see `mlsd.generations`) and always sit at a line
-start, so every batch ends on a newline and the checkpoint names the first unread byte.
+Offsets always refer to one generation (see `mlsd.generations`) and sit at a line start,
+so every batch ends on a newline and the checkpoint names the first unread byte. The one
+exception is a line too long to parse (`generations.LINE_MAX`): once that much of it has
+been seen it is counted, and the offset moves on inside it with `discard_line` set, so the
+rest up to its newline is skipped without ever being held in memory or read twice.
+
+The first start's decision is checkpointed before READY=1 (`FirstStart`); a restart
+before the first commit carries it out instead of deciding again.
 """
 
 from __future__ import annotations
@@ -153,10 +159,11 @@ class Follower:
         policy: Policy = (
             "import_rotated" if import_rotated else "end" if start_at == "end" else "beginning"
         )
-        # Taken before looking at the files: whatever is written after it is read.
+        # Taken before looking at the files: whatever is written after it is read. The
+        # wall clock, not the injected one: it is compared with file times.
         self.first = FirstStart(
             policy=policy,
-            decided_at=self._clock(),
+            decided_at=time.time(),
             dev=None if live is None else live.dev,
             ino=None if live is None else live.ino,
         )
