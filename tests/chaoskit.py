@@ -106,22 +106,32 @@ class Gap:
     """How many lines had been written when it was logged (in-process only)."""
     readable: frozenset[int] | None
     """Seqs readable by mlsd (plain or gzip) in some file when it was logged (in-process)."""
+    named_damaged: bool = False
+    """The file it names was a .gz that does not decompress, when it was logged."""
 
 
-def parse_gap(text: str, written: int, readable: frozenset[int] | None) -> Gap | None:
-    """A `Gap` from a log line, or None if the line is not one."""
+def parse_gap(
+    text: str,
+    written: int,
+    readable: frozenset[int] | None,
+    damaged: set[tuple[int, int]] | None = None,
+) -> Gap | None:
+    """A `Gap` from a log line, or None if the line is not one. `damaged`: the (dev, ino)
+    of every .gz that did not decompress when it was logged."""
     m = GAP.search(text)
     if m is None:
         return None
     d = DEVINO.search(m["gen"])
+    dev_ino = None if d is None else (int(d[1]), int(d[2]))
     return Gap(
         text=text.strip(),
-        dev_ino=None if d is None else (int(d[1]), int(d[2])),
+        dev_ino=dev_ino,
         unread_from=int(m["off"]),
         lost=None if m["lost"] == "unknown" else int(m["lost"]),
         why=classify(m["why"]),
         written=written,
         readable=readable,
+        named_damaged=dev_ino is not None and dev_ino in (damaged or set()),
     )
 
 
@@ -266,10 +276,10 @@ class Truth:
             for k, off in self.holders.get(seq, {}).items()
         )
 
-    def readable(self) -> frozenset[int]:
+    def readable(self, views: dict[Key, FileView] | None = None) -> frozenset[int]:
         """Seqs that mlsd could still read in some file (plain or intact gzip)."""
         out: set[int] = set()
-        for key, view in self.observe().items():
+        for key, view in (self.observe() if views is None else views).items():
             if view.kind in (Kind.PLAIN, Kind.GZ) and key not in self.damaged:
                 out.update(view.seqs)
         return frozenset(out)
@@ -638,7 +648,7 @@ def _true(gap: Gap, seq: int, truth: Truth, readable_end: frozenset[int]) -> boo
         return False
     holders = set(truth.holders.get(seq, {}))
     if gap.why == Why.DAMAGED:
-        return bool(holders & truth.damaged)
+        return gap.named_damaged or bool(holders & truth.damaged)
     if gap.why == Why.UNREADABLE:
         return bool(holders & truth.other_kind)
     return True  # DELETED: unreadable everywhere at that moment
@@ -741,7 +751,9 @@ class _GapLog(logging.Handler):
         self.lines.append(f"{record.levelname} {record.name}: {text}")
         if text.startswith("gap "):
             w = self.world
-            gap = parse_gap(text, w.writer.next, w.truth.readable())
+            views = w.truth.observe()
+            damaged = {k[:2] for k, v in views.items() if v.kind == Kind.GZ_DAMAGED}
+            gap = parse_gap(text, w.writer.next, w.truth.readable(views), damaged)
             if gap is not None:
                 w.gaps.append(gap)
 
