@@ -24,7 +24,8 @@ from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
 
 VERSION: Final = 2
-"""2 added `first_start` and `discard_line`; a version 1 file loads as if both were unset."""
+"""2 added `first_start`, `discard_line` and `generation_mtime`; a version 1 file loads as if
+they were unset."""
 READABLE_VERSIONS: Final = (1, 2)
 CHECKPOINT_NAME: Final = "checkpoint.json"
 LOCK_NAME: Final = "mlsd.lock"
@@ -97,6 +98,10 @@ class Checkpoint:
     discard_line: bool = False
     """`offset` is inside a line longer than the parser reads (already counted as too
     long): the bytes up to and including its newline are skipped, not parsed."""
+    generation_mtime: float | None = None
+    """The generation's last-write time at the commit. If it is gone at the next start,
+    the generations written after this are the ones that came after it (the commit time
+    is later than that, e.g. for a position pinned at start-up, and would skip some)."""
 
     def to_json(self) -> str:
         """The versioned on-disk form."""
@@ -133,6 +138,8 @@ class Checkpoint:
                 raise TypeError("negative or non-integer position")
             if not isinstance(cp.discard_line, bool):
                 raise TypeError("discard_line is not true or false")
+            if cp.generation_mtime is not None and not isinstance(cp.generation_mtime, int | float):
+                raise TypeError("generation_mtime is not a number")
         except StateError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

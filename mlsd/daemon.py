@@ -97,11 +97,13 @@ def open_session(cfg: Config, enricher: Enricher) -> Session:
             # chose when that has a head to recognise it by (else its time: see FirstStart),
             # so that a restart carries it out instead of deciding again.
             if cur is not None and pinned:
-                pipeline.mark(cur.ident(), cur.offset, first_start=follower.first)
+                pipeline.mark(
+                    cur.ident(), cur.offset, first_start=follower.first, mtime=cur.stat().st_mtime
+                )
             else:
                 pipeline.mark(None, 0, first_start=follower.first)
         elif how == "gap" and cur is not None and pinned:
-            pipeline.mark(cur.ident(), cur.offset)
+            pipeline.mark(cur.ident(), cur.offset, mtime=cur.stat().st_mtime)
         log.info(
             "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
             __version__,

@@ -63,6 +63,8 @@ class Batch:
     """Lines too long to parse that this batch skipped (counted as Skip.TOO_LONG)."""
     discard_line: bool = False
     """`offset` is inside an over-long line (see Checkpoint.discard_line)."""
+    mtime: float | None = None
+    """The generation's last-write time when read (see Checkpoint.generation_mtime)."""
 
     @property
     def consumed(self) -> int:
@@ -126,10 +128,13 @@ class Follower:
             self.cur = Generation(found[-1], cp.offset, discard=discard)
             log.info("catch-up generation=%s offset=%d", self.cur.label(), cp.offset)
             return "checkpoint (rotated)"
-        # Where it was: the newest generation last written by the commit, or the oldest
-        # after it. If one of those is a compression mlsd cannot read, that is the reason.
-        older = [c for c in sibs if c.mtime <= cp.committed_at]
-        newer = [c for c in sibs if c.mtime > cp.committed_at]
+        # Where it was: the newest generation last written by then, or the oldest after
+        # it. If one of those is a compression mlsd cannot read, that is the reason. "By
+        # then" is the generation's own last write when the checkpoint has it: a position
+        # pinned at start-up was committed after newer generations were written.
+        then = cp.committed_at if cp.generation_mtime is None else cp.generation_mtime
+        older = [c for c in sibs if c.mtime <= then]
+        newer = [c for c in sibs if c.mtime > then]
         packed = [c for c in (older[-1:] + newer[:1]) if c.packed]
         why = (
             f"{packed_reason(packed[0].packed or '')} ({packed[0].path})"
@@ -336,9 +341,17 @@ class Follower:
                 piece.too_long,
                 LINE_MAX,
             )
-        ref = datetime.now(UTC) if is_live else datetime.fromtimestamp(cur.stat().st_mtime, UTC)
+        mtime = cur.stat().st_mtime
+        ref = datetime.now(UTC) if is_live else datetime.fromtimestamp(mtime, UTC)
         return Batch(
-            piece.data, ref, cur.ident(), cur.offset, piece.size, piece.too_long, cur.discard
+            piece.data,
+            ref,
+            cur.ident(),
+            cur.offset,
+            piece.size,
+            piece.too_long,
+            cur.discard,
+            mtime,
         )
 
     def _stat_live(self) -> os.stat_result | None:

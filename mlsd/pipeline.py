@@ -108,6 +108,8 @@ class Pipeline:
         """The first-start decision, carried in every checkpoint once taken."""
         self.discard_line = False
         """The last committed offset is inside an over-long line (Checkpoint.discard_line)."""
+        self.generation_mtime: float | None = None
+        """The committed generation's last-write time (Checkpoint.generation_mtime)."""
 
     def open(self, cp: Checkpoint | None) -> None:
         """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
@@ -133,6 +135,7 @@ class Pipeline:
         self.position = None if cp.generation is None else (cp.generation, cp.offset)
         self.first_start = cp.first_start
         self.discard_line = cp.discard_line
+        self.generation_mtime = cp.generation_mtime
         if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
             if size == len(HEADER):
                 log.warning(
@@ -196,6 +199,7 @@ class Pipeline:
                     "that no row is lost or repeated (fix the disk, then start again)"
                 ) from None
         self.discard_line = batch.discard_line
+        self.generation_mtime = batch.mtime
         self._save(batch.position, batch.offset)
         c = self.counters
         c.lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
@@ -215,12 +219,14 @@ class Pipeline:
         *,
         first_start: FirstStart | None = None,
         discard_line: bool = False,
+        mtime: float | None = None,
     ) -> None:
         """Checkpoint a position without rows: the first-start decision (before READY=1),
-        or where a gap left the reader."""
+        or where a gap left the reader. `mtime`: the generation's last-write time."""
         if first_start is not None:
             self.first_start = first_start
         self.discard_line = discard_line
+        self.generation_mtime = mtime
         self._save(position, offset)
 
     def _save(self, position: GenerationId | None, offset: int) -> None:
@@ -236,6 +242,7 @@ class Pipeline:
                 committed_at=now(),
                 first_start=self.first_start,
                 discard_line=self.discard_line,
+                generation_mtime=self.generation_mtime,
             )
         )
         self.position = None if position is None else (position, offset)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mlsd import config
+from mlsd.errors import ConfigError
 from mlsd.follow import Follower
 from mlsd.generations import candidate, rotated_siblings
 from tests.followkit import Env, Writer, lines, users
@@ -269,3 +271,16 @@ def test_gz_damaged_in_its_head_is_a_gap(tmp_path: Path, caplog: pytest.LogCaptu
     assert users([*range(5, 7), *range(10, 15)]) == Counter(
         w_[14:].decode() for w_ in data.split() if w_.startswith(b"sasl_username=")
     )
+
+
+def test_rotated_dir_config_key(tmp_path: Path) -> None:
+    """`[follow] rotated_dir`: a relative path is taken from the config file's directory;
+    a path that is a file is refused naming the section and key."""
+    conf = tmp_path / "mlsd.conf"
+    conf.write_text("[follow]\nrotated_dir = old\n")
+    assert tmp_path / "old" == config.load(conf).follow.rotated_dir
+    assert config.Config().follow.rotated_dir is None
+    (tmp_path / "afile").write_text("")
+    conf.write_text("[follow]\nrotated_dir = afile\n")
+    with pytest.raises(ConfigError, match=r"\[follow\] rotated_dir"):
+        config.load(conf)
