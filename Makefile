@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit bench install uninstall clean
+.PHONY: venv run test lint typecheck unit chaos bench install uninstall clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,13 @@ unit: venv
 	COVERAGE_FILE='$(COVDIR)/coverage' $(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Many seeds of the randomized chaos suite (tests/chaoskit.py); a few run in `make test`.
+# One summary line; each failing seed prints its trace. FIRST=N starts at seed N.
+SEEDS ?= 200
+FIRST ?= 0
+chaos: venv
+	$(BIN)/python -m tests.chaoskit --seeds $(SEEDS) --first $(FIRST)
 
 # The daemon in the foreground: ./var/ for CSV and state, /var/log/mail.log or LOG=path,
 # else a demo log fed with real corpus lines. Ctrl-C stops it cleanly.

@@ -196,21 +196,33 @@ class Env:
 
     # ---- rotation
 
-    def logrotate(self, *options: str, keep: int = 9) -> None:
-        """Run the real logrotate, forced, with its own state file."""
+    def logrotate_argv(self, *options: str, keep: int = 9) -> list[str]:
+        """Write the logrotate config for `options`; the argv of a forced rotation with it."""
         conf = self.root / "logrotate.conf"
         body = "\n".join(f"    {o}" for o in options)
         conf.write_text(
             textwrap.dedent(f"{self.log} {{\n    rotate {keep}\n    missingok\n{body}\n}}\n")
         )
         os.chmod(conf, 0o644)
+        return [LOGROTATE, "-f", "-s", str(self.rotate_state), str(conf)]
+
+    def logrotate(
+        self, *options: str, keep: int = 9, tz: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real logrotate, forced, with its own state file.
+
+        `tz` sets its local time zone (which moves the dates `dateext` puts in names);
+        without `check`, a refused rotation is returned rather than failing the test.
+        """
         res = subprocess.run(
-            [LOGROTATE, "-f", "-s", str(self.rotate_state), str(conf)],
+            self.logrotate_argv(*options, keep=keep),
             capture_output=True,
             text=True,
             check=False,
+            env={**ENV, "TZ": tz} if tz else None,
         )
-        assert res.returncode == 0, res.stderr
+        assert res.returncode == 0 or not check, res.stderr
+        return res
 
 
 def wait_for(cond: object, timeout: float = 30.0, step: float = 0.05) -> None:
