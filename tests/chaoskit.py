@@ -81,7 +81,10 @@ REASONS: tuple[tuple[re.Pattern[str], Why], ...] = (
     (re.compile(r"between copy and truncate"), Why.WINDOW),
     (re.compile(r"damaged|cut.short|corrupt"), Why.DAMAGED),
     (re.compile(r"\b(xz|zst|zstd|bz2|bzip2|lzma)\b|compression|cannot decompress"), Why.UNREADABLE),
-    (re.compile(r"not found|vanished|deleted|gone|removed"), Why.DELETED),
+    # "truncated in place and no copy found": the copy was deleted before mlsd looked
+    # (keep=1 and two rotations in a few ms) or none was made; true only for lines that
+    # no file holds any more, like any deletion (see `_true`).
+    (re.compile(r"not found|no copy found|vanished|deleted|gone|removed"), Why.DELETED),
 )
 
 
