@@ -481,6 +481,21 @@ class Follower:
             cur.close()
             self.cur = copy
             return True
+        live_st = self._stat_live()
+        if live_st is not None and (live_st.st_dev, live_st.st_ino) == (cur.dev, cur.ino):
+            # Still the live file, so a rotation since our open was a copytruncate: a copy
+            # in a form mlsd cannot read holds what was written before it (no lines read
+            # here yet). Said once; what the file holds now is read from its start.
+            packed = [
+                c
+                for c in self.siblings()
+                if c.packed and c.mtime > since and (c.dev, c.ino) != (cur.dev, cur.ino)
+            ]
+            if packed:
+                why = f"truncated in place; the copy is {_named(packed[-1])}"
+                self._gap(cur.label(), 0, None, why)
+                self.rotations += 1
+                cur.opened_at = time.time()
         return False
 
     def _gap(self, what: str, offset: int, lost: int | None, why: str) -> None:
