@@ -25,12 +25,15 @@ from mlsd.errors import StateError
 from mlsd.safefs import make_dir, open_regular, read_file
 
 VERSION: Final = 2
-"""2 added `first_start`, `discard_line` and `generation_mtime`; a version 1 file loads as if
-they were unset."""
+"""2 added `first_start`, `discard_line` and `generation_mtime` (and later the optional
+`generation.prefix_sha256`); a version 1 file loads as if they were unset."""
 READABLE_VERSIONS: Final = (1, 2)
 CHECKPOINT_NAME: Final = "checkpoint.json"
 LOCK_NAME: Final = "mlsd.lock"
 STATE_DIR_MODE: Final = 0o750
+
+
+PREFIX_LEN: Final = 32
 
 
 def fingerprint(head: bytes) -> str:
@@ -50,6 +53,11 @@ class GenerationId:
     ino: int
     head_len: int
     head_sha256: str
+    prefix_sha256: str | None = None
+    """The digest of the first PREFIX_LEN bytes (None for a shorter head): a `.gz` cut
+    so short that it decompresses to less than `head_len` can still be told to be
+    another generation (unequal prefixes), though never this one (equal ones may be
+    two generations begun in the same second)."""
 
 
 Policy = Literal["beginning", "end", "import_rotated"]
@@ -141,6 +149,8 @@ class Checkpoint:
                 raise TypeError("discard_line is not true or false")
             if cp.generation_mtime is not None and not isinstance(cp.generation_mtime, int | float):
                 raise TypeError("generation_mtime is not a number")
+            if gen is not None and not isinstance(gen.prefix_sha256, str | None):
+                raise TypeError("prefix_sha256 is not a string")
         except StateError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

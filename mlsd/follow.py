@@ -34,6 +34,7 @@ from mlsd.generations import (
     Candidate,
     Generation,
     Piece,
+    another,
     candidate,
     file_kind,
     matches,
@@ -121,13 +122,20 @@ class Follower:
                 self.cur = Generation(live, cp.offset, discard=discard)
                 return "checkpoint"
         sibs = self.siblings()
-        found = [c for c in sibs if matches(c, gen)]
+        found = [c for c in sibs if matches(c, gen) and not c.packed]
         if found:
             # Same inode first (rename rotation), then the newest copy that reaches the offset.
             found.sort(key=lambda c: ((c.dev, c.ino) == (gen.dev, gen.ino), c.size >= cp.offset))
             self.cur = Generation(found[-1], cp.offset, discard=discard)
             log.info("catch-up generation=%s offset=%d", self.cur.label(), cp.offset)
             return "checkpoint (rotated)"
+        damaged = [c for c in sibs if c.packed and matches(c, gen)]
+        if damaged:
+            # Its head still decompresses: it is there, cut short. What follows it is next.
+            lost = damaged[-1]
+            self._gap(f"{gen.dev}:{gen.ino}", cp.offset, None, _named(lost))
+            self._place_first_of(sibs[sibs.index(lost) + 1 :], live)
+            return "gap"
         # Where it was: the newest generation last written by then, or the oldest after
         # it. If one of those is a compression mlsd cannot read, that is the reason. "By
         # then" is the generation's own last write when the checkpoint has it: a position
@@ -135,12 +143,10 @@ class Follower:
         then = cp.committed_at if cp.generation_mtime is None else cp.generation_mtime
         older = [c for c in sibs if c.mtime <= then]
         newer = [c for c in sibs if c.mtime > then]
-        packed = [c for c in (older[-1:] + newer[:1]) if c.packed]
-        why = (
-            f"{packed_reason(packed[0].packed or '')} ({packed[0].path})"
-            if packed
-            else "not found among the rotated files"
-        )
+        # A damaged .gz whose head is surely another generation's is not where it was:
+        # it is a gap of its own (in `newer`), not the reason.
+        packed = [c for c in (older[-1:] + newer[:1]) if c.packed and not another(c, gen)]
+        why = _named(packed[0]) if packed else "not found among the rotated files"
         self._gap(f"{gen.dev}:{gen.ino}", cp.offset, None, why)
         self._place_first_of(newer, live, skip=packed[:1])
         return "gap"
@@ -403,7 +409,11 @@ class Follower:
         """copytruncate (or a plain truncate): the unread rest is in the copy, if anywhere."""
         gen = cur.ident()
         sibs = self.siblings()
-        copies = [c for c in sibs if matches(c, gen) and (c.dev, c.ino) != (cur.dev, cur.ino)]
+        copies = [
+            c
+            for c in sibs
+            if matches(c, gen) and not c.packed and (c.dev, c.ino) != (cur.dev, cur.ino)
+        ]
         self.rotations += 1
         live = candidate(self.logpath)
         if copies:
@@ -471,6 +481,21 @@ class Follower:
             cur.close()
             self.cur = copy
             return True
+        live_st = self._stat_live()
+        if live_st is not None and (live_st.st_dev, live_st.st_ino) == (cur.dev, cur.ino):
+            # Still the live file, so a rotation since our open was a copytruncate: a copy
+            # in a form mlsd cannot read holds what was written before it (no lines read
+            # here yet). Said once; what the file holds now is read from its start.
+            packed = [
+                c
+                for c in self.siblings()
+                if c.packed and c.mtime > since and (c.dev, c.ino) != (cur.dev, cur.ino)
+            ]
+            if packed:
+                why = f"truncated in place; the copy is {_named(packed[-1])}"
+                self._gap(cur.label(), 0, None, why)
+                self.rotations += 1
+                cur.opened_at = time.time()
         return False
 
     def _gap(self, what: str, offset: int, lost: int | None, why: str) -> None:
@@ -490,3 +515,8 @@ class Follower:
         if self.cur is not None:
             self.cur.close()
             self.cur = None
+
+
+def _named(c: Candidate) -> str:
+    """The gap reason for a generation held only by `c`, which mlsd cannot read."""
+    return f"{packed_reason(c.packed or '')} ({c.path})"

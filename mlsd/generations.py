@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from mlsd.checkpoint import GenerationId, fingerprint
+from mlsd.checkpoint import PREFIX_LEN, GenerationId, fingerprint
 from mlsd.parse import MAX_CANDIDATE_LINE
 
 log = logging.getLogger("mlsd.follow")
@@ -114,12 +114,30 @@ def _head_of(path: Path, rotated: bool) -> tuple[bytes, bool, os.stat_result, st
                     return gz.read(HEAD_MAX), True, st, None
             except (OSError, EOFError, zlib.error):
                 # Being compressed right now (its plain twin counts: see rotated_siblings)
-                # or damaged: listed as unreadable, so that its loss is said.
-                return (b"", False, st, DAMAGED_GZIP) if rotated else None
+                # or damaged: listed as unreadable, so that its loss is said. What does
+                # decompress of its head still tells which generation it is.
+                return (_partial_head(fd), False, st, DAMAGED_GZIP) if rotated else None
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _partial_head(fd: int) -> bytes:
+    """The first bytes (up to HEAD_MAX) that a damaged or cut-short gzip file still
+    decompresses to, or b"" if none do."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = b""
+    pos = 0
+    try:
+        while len(out) < HEAD_MAX and (raw := os.pread(fd, 4096, pos)):
+            pos += len(raw)
+            out += d.decompress(raw, HEAD_MAX - len(out))
+            if d.eof or d.unconsumed_tail:
+                break
+    except (OSError, zlib.error):
+        pass  # what came out before the damage is all there is
+    return out[:HEAD_MAX]
 
 
 def candidate(path: Path, *, rotated: bool = False) -> Candidate | None:
@@ -182,7 +200,10 @@ def rotated_siblings(logpath: Path, rotated_dir: Path | None = None) -> list[Can
     `mail.log.2` and an unrelated `mail.log.2.gz`, where the names lie. Equal mtimes
     (coarse clocks) fall back to the names (`_name_key`). A plain file and a compressed
     file with the same head or name (logrotate compressing right now) count once, as plain.
-    Files in a compression mlsd cannot read are listed with `packed` set and no head.
+    Files in a compression mlsd cannot read are listed with `packed` set and no head, but
+    for a damaged .gz: its head is what still decompresses (maybe shorter than 1 KiB), so
+    that it is told apart from the generations around it. One with the head of a readable
+    file counts once, as the readable one.
     """
     base = logpath.name
     stem, ext = os.path.splitext(base)
@@ -209,10 +230,13 @@ def rotated_siblings(logpath: Path, rotated_dir: Path | None = None) -> list[Can
     out: list[Candidate] = []
     seen: set[bytes] = set()
     plain_names = {c.path for _, c in keyed if not c.gz and c.packed is None}
+    readable_heads = {c.head for _, c in keyed if c.head and c.packed is None}
     for _, cand in keyed:
         if cand.head and cand.head in seen:
             continue
         if cand.packed and cand.path.with_name(_unsuffixed(cand.path.name)) in plain_names:
+            continue
+        if cand.packed and cand.head in readable_heads:
             continue
         seen.add(cand.head)
         out.append(cand)
@@ -223,6 +247,18 @@ def matches(cand: Candidate, gen: GenerationId) -> bool:
     """Whether `cand` starts with the head recorded for `gen` (identity by content)."""
     return len(cand.head) >= gen.head_len and (
         fingerprint(cand.head[: gen.head_len]) == gen.head_sha256
+    )
+
+
+def another(cand: Candidate, gen: GenerationId) -> bool:
+    """Whether `cand` is surely not `gen`: its head differs, in full or (a cut-short
+    .gz that decompresses to less) in its first PREFIX_LEN bytes."""
+    if len(cand.head) >= gen.head_len:
+        return not matches(cand, gen)
+    return (
+        gen.prefix_sha256 is not None
+        and len(cand.head) >= PREFIX_LEN
+        and fingerprint(cand.head[:PREFIX_LEN]) != gen.prefix_sha256
     )
 
 
@@ -348,7 +384,13 @@ class Generation:
     def ident(self) -> GenerationId:
         """The identity to checkpoint."""
         return GenerationId(
-            dev=self.dev, ino=self.ino, head_len=len(self.head), head_sha256=fingerprint(self.head)
+            dev=self.dev,
+            ino=self.ino,
+            head_len=len(self.head),
+            head_sha256=fingerprint(self.head),
+            prefix_sha256=(
+                fingerprint(self.head[:PREFIX_LEN]) if len(self.head) >= PREFIX_LEN else None
+            ),
         )
 
     def label(self) -> str:
