@@ -337,6 +337,14 @@ class Follower:
         return True
 
     def _batch(self, cur: Generation, piece: Piece, is_live: bool) -> Batch:
+        if piece.torn:
+            self._gap(
+                cur.label(),
+                cur.offset + piece.size - piece.torn,
+                piece.torn,
+                "unterminated last line of a rotated generation: the rest of it was written "
+                "between copy and truncate, or never (a writer that died mid-line)",
+            )
         cur.advance(piece)
         if piece.too_long:
             log.info(

@@ -267,14 +267,16 @@ class Piece:
     """What one read yields: complete lines to parse, and how far the offset moves."""
 
     data: bytes
-    """Complete lines (a sealed file's last line may lack its newline); over-long lines
-    are left out, so `data` is not always `size` bytes of the file."""
+    """Complete lines; over-long lines and a torn last line are left out, so `data` is
+    not always `size` bytes of the file."""
     size: int
     """Bytes of the generation consumed (the offset moves by this much)."""
     too_long: int = 0
     """Over-long lines begun in this piece (each counted once, where it begins)."""
     discard: bool = False
     """After this piece the offset is inside an over-long line: skip to its newline."""
+    torn: int = 0
+    """Bytes of an unterminated last line of a sealed generation, moved past unread."""
 
 
 def _drop_long(body: bytes) -> tuple[bytes, int]:
@@ -304,9 +306,12 @@ def cut(buf: bytes, *, discard: bool, last: bool) -> Piece:
     """The piece of `buf` (bytes from the current offset) that can be handed out now.
 
     `discard`: `buf` starts inside an over-long line. `last`: `buf` reaches the end of a
-    sealed generation, so its unterminated last line counts (once). Otherwise a partial
-    last line is kept for later (the offset stays at its start) unless it is already
-    LINE_MAX long: then it is counted as too long, and the offset moves past what was read
+    sealed generation, so an unterminated last line will never be finished: it is torn
+    (a copytruncate copy taken in the middle of a write, a writer that died mid-line) and
+    its text is only a prefix of a line, whose user or address may be cut to another
+    valid one. It is moved past as `torn`, never parsed (the follower says so).
+    Otherwise a partial last line is kept for later (the offset stays at its start) unless
+    it is already LINE_MAX long: then it is counted as too long, and the offset moves past what was read
     with `discard` set, so the line is never gathered in memory nor read again.
     """
     pos = 0
@@ -321,7 +326,7 @@ def cut(buf: bytes, *, discard: bool, last: bool) -> Piece:
     if tail >= LINE_MAX:
         return Piece(body, len(buf), too_long + 1, not last)
     if last and tail:
-        return Piece(body + buf[end:], len(buf), too_long, False)
+        return Piece(body, len(buf), too_long, False, torn=tail)
     return Piece(body, end, too_long, False)
 
 
@@ -442,8 +447,9 @@ class Generation:
                 # A damaged or cut-short .gz: what decompressed is kept, the rest is a gap.
                 self.broken = True
                 log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
-        # A .gz is sealed: at its end (or where it breaks) the last line counts.
-        return cut(self._pending, discard=self.discard, last=self._eof or self.broken)
+        # A .gz is sealed: at its end an unterminated last line is torn. Where it breaks,
+        # a partial line is left unread, so that the damage gap starts at it.
+        return cut(self._pending, discard=self.discard, last=self._eof and not self.broken)
 
     def close(self) -> None:
         """Close descriptor and stream."""

@@ -136,6 +136,17 @@ def test_cut_at_the_parser_limit() -> None:
     assert (b"", 3, 0, False) == (p.data, p.size, p.too_long, p.discard)
 
 
+def test_cut_torn_last_line_of_a_sealed_generation() -> None:
+    """A sealed generation's unterminated last line is moved past as torn, never handed
+    out (it is a prefix of a line: `user=seq00` of `user=seq0042`); a live one waits."""
+    p = cut(b"a\nuser=seq00", discard=False, last=True)
+    assert (b"a\n", 12, 10) == (p.data, p.size, p.torn)
+    p = cut(b"a\nuser=seq00", discard=False, last=False)
+    assert (b"a\n", 2, 0) == (p.data, p.size, p.torn)
+    p = cut(b"a\nb\n", discard=False, last=True)
+    assert (b"a\nb\n", 4, 0) == (p.data, p.size, p.torn)
+
+
 def test_growing_line_is_not_gathered_nor_reread(tmp_path: Path) -> None:
     """A line without a newline growing to 48 MiB, one wake-up per 4 MiB: memory stays
     near one chunk (the old code held the whole line and read it again from its start
