@@ -396,14 +396,16 @@ class Follower:
             # sealed here may have been written after it, by a lagging writer: those
             # are known and left out.)
             since = cur.stat().st_mtime - MTIME_SLACK
-            later = [
-                c
-                for c in sibs
-                if c.mtime > since and c.size and not any(matches(c, g) for g in self._sealed)
-            ]
+            later = [c for c in sibs if c.mtime > since and c.size]
         if later is not None:
             unreadable: list[Candidate] = []
             for c in later:
+                if self._was_sealed(c):
+                    # Already read to its end here. Generations last written in the same
+                    # clock tick are ordered by their names, which logrotate changes at
+                    # every run: one sealed before may sort after this one now (an empty
+                    # generation created while its predecessor was still written to).
+                    continue
                 if not c.packed:
                     return c, unreadable
                 unreadable.append(c)
@@ -412,6 +414,10 @@ class Follower:
         if live_st is None or live_st.st_size == 0:
             return None, []  # nothing newer has data yet: keep reading the old one
         return candidate(self.logpath), []
+
+    def _was_sealed(self, c: Candidate) -> bool:
+        """Whether `c` is one of the generations sealed here (read to its end)."""
+        return any(matches(c, g) for g in self._sealed)
 
     def _truncated(self, cur: Generation) -> None:
         """copytruncate (or a plain truncate): the unread rest is in the copy, if anywhere."""
@@ -473,7 +479,7 @@ class Follower:
             if c.packed or not c.head or c.mtime <= since or (c.dev, c.ino) == (cur.dev, cur.ino):
                 continue
             common = min(len(c.head), len(now))
-            if c.head[:common] == now[:common] or any(matches(c, g) for g in self._sealed):
+            if c.head[:common] == now[:common] or self._was_sealed(c):
                 continue
             try:
                 copy = Generation(c, 0)

@@ -168,3 +168,49 @@ def test_copytruncate_to_xz_of_a_generation_opened_empty_is_a_gap(
     assert "unread_from=0" in gaps[0] and "truncated in place" in gaps[0]
     assert "compressed with xz" in gaps[0] and "mail.log.1.xz" in gaps[0]
     assert [10, 11, 12] == got
+
+
+def test_sealed_generation_is_not_read_again_after_an_empty_one(tmp_path: Path) -> None:
+    """Chaos seed 114: an empty generation and the one before it had the same mtime tick
+    (the writer was still appending to the renamed file), so their order came from their
+    names, which logrotate changes at every run. After the follower sealed the full one
+    and opened the empty one, the next listing put the full one's .gz after the empty one:
+    it was read a second time (23 duplicate rows). A sealed generation is never read again."""
+    log = tmp_path / "mail.log"
+    full = tmp_path / "mail.log.2"
+    empty = tmp_path / "mail.log.1"
+    full.write_bytes(lines(range(10)))
+    empty.write_bytes(b"")
+    log.write_bytes(b"")  # nothing newer yet: the follower stays at the empty one
+    t = time.time() - 100
+    for p in (full, empty):
+        os.utime(p, (t, t))
+    x = candidate(full)
+    assert x is not None
+    g = Generation(x, 0)
+    gen = g.ident()
+    g.close()
+    cp = Checkpoint(
+        source=str(log),
+        generation=gen,
+        offset=0,
+        csv_dev=0,
+        csv_ino=0,
+        csv_length=0,
+        committed_at=t,
+        generation_mtime=t,
+    )
+    f = Follower(log, grace=0.01)
+    assert "checkpoint (rotated)" == f.start(cp, start_at="beginning", import_rotated=False)
+    got = _drain(f)
+    assert f.cur is not None and f.cur.path == empty
+    # logrotate runs: the full one is compressed to .3.gz (times kept), the empty one
+    # renamed to .4: same mtimes, so the names now put the .gz after the empty one.
+    packed = tmp_path / "mail.log.3.gz"
+    packed.write_bytes(gzip.compress(full.read_bytes()))
+    os.utime(packed, (t, t))
+    full.unlink()
+    empty.rename(tmp_path / "mail.log.4")
+    Writer(log).seq(range(100, 103))
+    got += _drain(f)
+    assert [*range(10), *range(100, 103)] == _seqs(got)
