@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy
+from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy, fingerprint
 from mlsd.generations import (
     CHUNK,
     HEAD_MAX,
@@ -37,6 +37,7 @@ from mlsd.generations import (
     another,
     candidate,
     file_kind,
+    ident_of,
     matches,
     packed_reason,
     rotated_siblings,
@@ -73,6 +74,22 @@ class Batch:
         return len(self.data) if self.size < 0 else self.size
 
 
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A rotated generation listed ahead of the reader and not read yet."""
+
+    gen: GenerationId
+    dev: int
+    ino: int
+    label: str
+    size: int
+
+    @classmethod
+    def of(cls, c: Candidate) -> _Ahead:
+        """What to remember of `c` to tell later whether it is still there."""
+        return cls(ident_of(c), c.dev, c.ino, f"{c.path} ({c.dev}:{c.ino})", c.size)
+
+
 class Follower:
     """Where reading stands, and how it moves from generation to generation."""
 
@@ -101,6 +118,8 @@ class Follower:
         self._waiting_said = False
         self._sealed: list[GenerationId] = []
         """The last generations sealed here (never to be read again)."""
+        self._ahead: list[_Ahead] = []
+        """The generations listed ahead of the reader at the last look (see `_expect`)."""
 
     def siblings(self) -> list[Candidate]:
         """The rotated generations, oldest first (see `rotated_siblings`)."""
@@ -127,6 +146,7 @@ class Follower:
             # Same inode first (rename rotation), then the newest copy that reaches the offset.
             found.sort(key=lambda c: ((c.dev, c.ino) == (gen.dev, gen.ino), c.size >= cp.offset))
             self.cur = Generation(found[-1], cp.offset, discard=discard)
+            self._expect(sibs[sibs.index(found[-1]) + 1 :])
             log.info("catch-up generation=%s offset=%d", self.cur.label(), cp.offset)
             return "checkpoint (rotated)"
         damaged = [c for c in sibs if c.packed and matches(c, gen)]
@@ -161,6 +181,7 @@ class Follower:
                     self._gap(f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed))
                 continue
             self.cur = Generation(c, 0)
+            self._expect(gens[gens.index(c) + 1 :])
             return
         if live is not None:
             self.cur = Generation(live, 0)
@@ -380,6 +401,7 @@ class Follower:
         """The generation that follows `cur`, once `cur` is no longer the live file, and
         the unreadable (packed) generations between them, each a gap once we move on."""
         sibs = self.siblings()
+        self._say_deleted(sibs, cur)
         idx = next((i for i, c in enumerate(sibs) if (c.dev, c.ino) == (cur.dev, cur.ino)), None)
         if idx is None and cur.head:
             # Compressed (another inode) or deleted: find it by content. Newest first, as
@@ -398,14 +420,14 @@ class Follower:
             since = cur.stat().st_mtime - MTIME_SLACK
             later = [c for c in sibs if c.mtime > since and c.size]
         if later is not None:
+            # A generation sealed here was read to its end. Generations last written in
+            # the same clock tick are ordered by their names, which logrotate changes at
+            # every run: one sealed before may sort after this one now (an empty
+            # generation created while its predecessor was still written to).
+            later = [c for c in later if not self._was_sealed(c)]
+            self._expect(later)
             unreadable: list[Candidate] = []
             for c in later:
-                if self._was_sealed(c):
-                    # Already read to its end here. Generations last written in the same
-                    # clock tick are ordered by their names, which logrotate changes at
-                    # every run: one sealed before may sort after this one now (an empty
-                    # generation created while its predecessor was still written to).
-                    continue
                 if not c.packed:
                     return c, unreadable
                 unreadable.append(c)
@@ -414,6 +436,29 @@ class Follower:
         if live_st is None or live_st.st_size == 0:
             return None, []  # nothing newer has data yet: keep reading the old one
         return candidate(self.logpath), []
+
+    def _expect(self, gens: list[Candidate]) -> None:
+        """Remember the generations listed ahead of the reader, not read yet: if one of
+        them is gone at the next look, logrotate deleted it unread (see `_say_deleted`)."""
+        self._ahead = [_Ahead.of(c) for c in gens if c.head and not c.packed]
+
+    def _say_deleted(self, sibs: list[Candidate], cur: Generation) -> None:
+        """A gap for each generation listed ahead of the reader that is no longer there:
+        `rotate N` deleted it while mlsd was behind (several rotations while it read one
+        generation, or while it was catching up after a restart). Without this, a reader
+        whose own generation was deleted too moves on to the oldest one left, and the
+        lines of those in between are lost unsaid."""
+        left: list[_Ahead] = []
+        for a in self._ahead:
+            if (a.dev, a.ino) == (cur.dev, cur.ino) or _holds(cur, a.gen):
+                continue  # the one being read now
+            # A .gz being written right now decompresses to less than its head: not
+            # surely another one, so it is still there.
+            if any(matches(c, a.gen) or (c.packed and not another(c, a.gen)) for c in sibs):
+                left.append(a)
+                continue
+            self._gap(a.label, 0, a.size, "deleted by logrotate before mlsd read it")
+        self._ahead = left
 
     def _was_sealed(self, c: Candidate) -> bool:
         """Whether `c` is one of the generations sealed here (read to its end)."""
@@ -529,6 +574,13 @@ class Follower:
         if self.cur is not None:
             self.cur.close()
             self.cur = None
+
+
+def _holds(cur: Generation, gen: GenerationId) -> bool:
+    """Whether the open generation `cur` starts with the head recorded for `gen`."""
+    return len(cur.head) >= gen.head_len and (
+        fingerprint(cur.head[: gen.head_len]) == gen.head_sha256
+    )
 
 
 def _named(c: Candidate) -> str:

@@ -250,6 +250,22 @@ def matches(cand: Candidate, gen: GenerationId) -> bool:
     )
 
 
+def identity(dev: int, ino: int, head: bytes) -> GenerationId:
+    """The identity to checkpoint for a generation that starts with `head`."""
+    return GenerationId(
+        dev=dev,
+        ino=ino,
+        head_len=len(head),
+        head_sha256=fingerprint(head),
+        prefix_sha256=fingerprint(head[:PREFIX_LEN]) if len(head) >= PREFIX_LEN else None,
+    )
+
+
+def ident_of(cand: Candidate) -> GenerationId:
+    """The identity of the generation `cand` holds (its head as listed)."""
+    return identity(cand.dev, cand.ino, cand.head)
+
+
 def another(cand: Candidate, gen: GenerationId) -> bool:
     """Whether `cand` is surely not `gen`: its head differs, in full or (a cut-short
     .gz that decompresses to less) in its first PREFIX_LEN bytes."""
@@ -310,9 +326,10 @@ def cut(buf: bytes, *, discard: bool, last: bool) -> Piece:
     (a copytruncate copy taken in the middle of a write, a writer that died mid-line) and
     its text is only a prefix of a line, whose user or address may be cut to another
     valid one. It is moved past as `torn`, never parsed (the follower says so).
-    Otherwise a partial last line is kept for later (the offset stays at its start) unless
-    it is already LINE_MAX long: then it is counted as too long, and the offset moves past what was read
-    with `discard` set, so the line is never gathered in memory nor read again.
+    Otherwise a partial last line is kept for later (the offset stays at its start)
+    unless it is already LINE_MAX long: then it is counted as too long, and the offset
+    moves past what was read with `discard` set, so the line is never gathered in memory
+    nor read again.
     """
     pos = 0
     if discard:
@@ -388,15 +405,7 @@ class Generation:
 
     def ident(self) -> GenerationId:
         """The identity to checkpoint."""
-        return GenerationId(
-            dev=self.dev,
-            ino=self.ino,
-            head_len=len(self.head),
-            head_sha256=fingerprint(self.head),
-            prefix_sha256=(
-                fingerprint(self.head[:PREFIX_LEN]) if len(self.head) >= PREFIX_LEN else None
-            ),
-        )
+        return identity(self.dev, self.ino, self.head)
 
     def label(self) -> str:
         """`path (dev:ino)` for log lines."""

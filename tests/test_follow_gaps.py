@@ -214,3 +214,36 @@ def test_sealed_generation_is_not_read_again_after_an_empty_one(tmp_path: Path) 
     Writer(log).seq(range(100, 103))
     got += _drain(f)
     assert [*range(10), *range(100, 103)] == _seqs(got)
+
+
+def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos seed 180 (real process): mlsd imports three rotated generations; while it
+    reads the oldest, two rotations with `rotate 2` delete it and the next one. Before,
+    the reader moved from its deleted generation to the oldest one left, and the lines of
+    the one in between were lost unsaid. Now that one is a gap of its size, named."""
+    log = tmp_path / "mail.log"
+    oldest, middle, newest = (tmp_path / f"mail.log.{n}" for n in (3, 2, 1))
+    t = time.time() - 100
+    for i, p in enumerate((oldest, middle, newest)):
+        p.write_bytes(lines(range(100 * i, 100 * i + 5)))
+        os.utime(p, (t + i, t + i))
+    Writer(log).seq(range(300, 303))
+    os.utime(log, (t + 3, t + 3))
+    f = Follower(log, grace=0.01)
+    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+        f.start(None, start_at="beginning", import_rotated=True)
+        batch = f.next_batch()
+        assert batch is not None and [0, 1, 2, 3, 4] == _seqs(batch.data)
+        # logrotate, twice, with `rotate 2`, while mlsd holds the oldest one open.
+        size = middle.stat().st_size
+        oldest.unlink()
+        middle.unlink()
+        newest.rename(tmp_path / "mail.log.2")
+        got = _seqs(_drain(f))
+    assert [*range(200, 205), *range(300, 303)] == got
+    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    assert 1 == len(gaps), gaps
+    assert f"{middle} (" in gaps[0] and f"unread_from=0 lost_bytes={size} " in gaps[0]
+    assert "deleted by logrotate before mlsd read it" in gaps[0]
