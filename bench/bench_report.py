@@ -45,7 +45,7 @@ def _pool(rng: random.Random) -> tuple[list[tuple[str, str, str, str, str]], lis
 
 def write_csv(path: Path) -> None:
     """The seeded 1M-row CSV, in mlsd's own format (csvlog's header and encoder)."""
-    from mlsd.csvlog import HEADER, encode_rows  # noqa: PLC0415 - after registry's sys.path
+    from mlsd.rows import HEADER, encode_rows  # noqa: PLC0415 - after registry's sys.path
 
     rng = random.Random(SEED)
     attackers, weights = _pool(rng)

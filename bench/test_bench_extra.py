@@ -18,7 +18,8 @@ import pytest
 
 from mlsd.config import load
 from mlsd.csvlog import postfix_reverse
-from mlsd.parse import AuthFailure, parse_line
+from mlsd.parse import parse_line
+from mlsd.rows import AuthFailure
 
 REF = datetime(2026, 11, 26, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final, Literal
 
-from mlsd.checkpoint import LOCK_NAME
+from mlsd.statedir import LOCK_NAME
 
 ADM: Final = "adm"
 """The group Debian's rsyslog gives /var/log/mail.log (root:adm 0640), and the shipped

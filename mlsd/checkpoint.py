@@ -23,13 +23,13 @@ from typing import Any, Final, Literal, get_args
 from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
 from mlsd.safefs import make_dir, open_regular, read_file
+from mlsd.statedir import LOCK_NAME
 
 VERSION: Final = 2
 """2 added `first_start`, `discard_line` and `generation_mtime` (and later the optional
 `generation.prefix_sha256`); a version 1 file loads as if they were unset."""
 READABLE_VERSIONS: Final = (1, 2)
 CHECKPOINT_NAME: Final = "checkpoint.json"
-LOCK_NAME: Final = "mlsd.lock"
 STATE_DIR_MODE: Final = 0o750
 
 

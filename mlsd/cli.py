@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
-from mlsd.csvlog import HEADER, RowFormat, no_reverse, postfix_reverse
+from mlsd.csvlog import RowFormat, no_reverse, postfix_reverse
 from mlsd.errors import ConfigError, InputError, MlsdError, StateError
 from mlsd.logfiles import open_log
-from mlsd.parse import AuthFailure, Skip, is_success, parse_block, parse_line
+from mlsd.parse import Skip, is_success, parse_block, parse_line
+from mlsd.rows import HEADER, AuthFailure
 from mlsd.untrusted import raw_line, terminal
 
 if TYPE_CHECKING:

@@ -9,43 +9,28 @@ field), which lets recovery cut the file back at a byte offset and the report se
 
 from __future__ import annotations
 
-import csv
 import errno
 import functools
-import io
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 from mlsd.durable import write_all
 from mlsd.errors import StateError
 from mlsd.memo import Memo
-from mlsd.parse import AuthFailure
+from mlsd.rows import (
+    HEADER,
+    AuthFailure,
+    Enrichment,
+    ReverseStatus,
+    encode_rows,
+)
 from mlsd.safefs import make_dir, open_nofollow
 from mlsd.untrusted import csv_cell, raw_line
 
-COLUMNS: Final = (
-    # MailLogSentinel's columns, in its order:
-    "server",
-    "date",
-    "ip",
-    "user",
-    "hostname",
-    "reverse_dns_status",
-    "country_code",
-    "asn",
-    "aso",
-    # mlsd's additions:
-    "service",
-    "mechanism",
-    "attempts",
-)
-DELIMITER: Final = ";"
-HEADER: Final = (DELIMITER.join(COLUMNS) + "\n").encode()
-NOT_AVAILABLE: Final = "N/A"
 FILE_MODE: Final = 0o640
 DIR_MODE: Final = 0o750
 
@@ -53,19 +38,6 @@ DIR_MODE: Final = 0o750
 # stay for the modules and tests that import them from here.
 printable = raw_line
 clean_field = csv_cell
-
-
-class Enrichment(NamedTuple):
-    """What mlsd adds to an event: reverse DNS, country and network owner.
-
-    A NamedTuple like AuthFailure, for the same reason: one is built per row.
-    """
-
-    hostname: str
-    reverse_dns_status: str
-    country_code: str = NOT_AVAILABLE
-    asn: str = NOT_AVAILABLE
-    aso: str = NOT_AVAILABLE
 
 
 def postfix_reverse(event: AuthFailure) -> Enrichment:
@@ -78,7 +50,7 @@ def postfix_reverse(event: AuthFailure) -> Enrichment:
         return _NO_HOSTNAME
     if event.hostname == "unknown":
         return _UNKNOWN
-    return Enrichment(event.hostname, "OK")
+    return Enrichment(event.hostname, ReverseStatus.OK)
 
 
 def no_reverse(event: AuthFailure) -> Enrichment:
@@ -87,9 +59,9 @@ def no_reverse(event: AuthFailure) -> Enrichment:
     return _OFF
 
 
-_NO_HOSTNAME: Final = Enrichment(hostname="", reverse_dns_status=NOT_AVAILABLE)
-_UNKNOWN: Final = Enrichment(hostname="unknown", reverse_dns_status="NONE")
-_OFF: Final = Enrichment(hostname="", reverse_dns_status="OFF")
+_NO_HOSTNAME: Final = Enrichment(hostname="", reverse_dns_status=ReverseStatus.NOT_AVAILABLE)
+_UNKNOWN: Final = Enrichment(hostname="unknown", reverse_dns_status=ReverseStatus.NONE)
+_OFF: Final = Enrichment(hostname="", reverse_dns_status=ReverseStatus.OFF)
 
 
 def format_date(event: AuthFailure, tz: tzinfo, date_format: str) -> str:
@@ -217,36 +189,6 @@ def row_fields(
 @functools.lru_cache(maxsize=8)
 def _cleaner(cap: int) -> Memo[str, str]:
     return Memo(functools.partial(clean_field, cap=cap))
-
-
-def encode_rows(rows: Iterable[Sequence[str]]) -> bytes:
-    """Rows as RFC 4180 `;`-separated text (LF line ends), ready for one append."""
-    out = []
-    for row in rows:
-        line = DELIMITER.join(row)
-        # Most rows need no quoting at all: only a delimiter, a quote or a line break in
-        # a cell (or a lone empty cell) does, and then the csv module writes that row.
-        if (
-            line.count(DELIMITER) != len(row) - 1
-            or '"' in line
-            or "\n" in line
-            or "\r" in line
-            or not line
-        ):
-            line = _quoted(row)
-        out.append(line)
-    if not out:
-        return b""
-    out.append("")
-    return "\n".join(out).encode("utf-8")
-
-
-def _quoted(row: Sequence[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, delimiter=DELIMITER, quoting=csv.QUOTE_MINIMAL, lineterminator="\n").writerow(
-        row
-    )
-    return buf.getvalue()[:-1]
 
 
 class CsvJournal:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Final
 
-from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
+from mlsd.rows import COLUMNS, DELIMITER, HEADER
 from mlsd.safefs import nofollow_opener
 
 # How far out of order rows may be (a rotated file caught up after newer lines).

@@ -17,12 +17,12 @@ from typing import Final
 
 from mlsd import logs
 from mlsd.config import Config
-from mlsd.csvlog import NOT_AVAILABLE, Enrichment, postfix_reverse
+from mlsd.csvlog import postfix_reverse
 from mlsd.geo import Geo, GeoResult
-from mlsd.parse import AuthFailure
 from mlsd.rdns import Reverse, ReverseLookup, ReverseResolver
+from mlsd.rows import NOT_AVAILABLE, AuthFailure, Enrichment, ReverseStatus
 
-OFF: Final = "OFF"
+OFF: Final = ReverseStatus.OFF
 _NO_GEO: Final = GeoResult()
 # Attack traffic repeats IPs: remembering each IP's result saves the tree walk, the record
 # decoding and the allocation (Enrichment and GeoResult are immutable, so rows can share

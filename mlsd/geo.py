@@ -44,7 +44,7 @@ from maxminddb.errors import InvalidDatabaseError
 
 from mlsd import access, logs
 from mlsd.config import GeoipConfig
-from mlsd.csvlog import NOT_AVAILABLE
+from mlsd.rows import NOT_AVAILABLE
 
 COUNTRY: Final = "country"
 ASN: Final = "asn"

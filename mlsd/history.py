@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from mlsd.config import Config
-from mlsd.csvlog import COLUMNS, DELIMITER, HEADER
 from mlsd.csvwindow import SECONDS, SLACK, count_newlines, find_offset, parse_date, resync
 from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
+from mlsd.rows import COLUMNS, DELIMITER, HEADER
 from mlsd.safefs import PRIVATE_DIR, make_dir, nofollow_opener, read_file
 from mlsd.schedule import report_window
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 from mlsd.memo import Memo
+from mlsd.rows import AuthFailure
 
 __all__ = [
     "NEEDLES",
@@ -28,33 +29,6 @@ __all__ = [
     "parse_stamp",
     "success_lines",
 ]
-
-
-class AuthFailure(NamedTuple):
-    """A failed authentication: one client, one attempt (or N, when Dovecot folds them).
-
-    A NamedTuple, not a frozen dataclass: just as immutable, and built in a third of the
-    time, which matters at one per attack line (see the parse benchmarks).
-    """
-
-    time: datetime
-    """When it was logged, timezone-aware."""
-    server: str
-    """The syslog host field; empty when the log has none (Dovecot's own log file)."""
-    service: str
-    """smtp, submission, smtps, submissions, imap, pop3, managesieve, …"""
-    mechanism: str
-    """SASL mechanism in upper case (PLAIN, LOGIN, CRAM-MD5…); empty when not logged."""
-    hostname: str
-    """Client hostname as the server logged it (`unknown` included); empty when not logged."""
-    ip: str
-    """Client IP, validated and in canonical form (IPv6 compressed)."""
-    user: str | None
-    """The username the client tried; None when the line does not say."""
-    reason: str
-    """The server's reason text, as logged."""
-    attempts: int = 1
-    """Failed attempts this line stands for (Dovecot logs `auth failed, 3 attempts` once)."""
 
 
 class Skip(enum.Enum):

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from mlsd.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment, RowFormat
+from mlsd.csvlog import CsvJournal, RowFormat
 from mlsd.errors import StateError
 from mlsd.follow import Batch
-from mlsd.parse import AuthFailure, Skip, parse_block, success_lines
+from mlsd.parse import Skip, parse_block, success_lines
+from mlsd.rows import HEADER, AuthFailure, Enrichment
 from mlsd.untrusted import raw_line
 
 log = logging.getLogger("mlsd.pipeline")

@@ -51,12 +51,13 @@ import aiodns.error
 
 from mlsd import logs
 from mlsd.config import DnsConfig
-from mlsd.csvlog import NOT_AVAILABLE
+from mlsd.rows import NOT_AVAILABLE, ReverseStatus
 
-OK: Final = "OK"
-NONE: Final = "NONE"
-TIMEOUT: Final = "TIMEOUT"
-ERROR: Final = "ERROR"
+# The statuses a lookup answers (their one definition is mlsd.rows.ReverseStatus).
+OK: Final = ReverseStatus.OK
+NONE: Final = ReverseStatus.NONE
+TIMEOUT: Final = ReverseStatus.TIMEOUT
+ERROR: Final = ReverseStatus.ERROR
 FAILURE_REPORT_INTERVAL: Final = 600.0
 """Seconds between two warnings about failing lookups."""
 SUSPEND_AFTER: Final = 10

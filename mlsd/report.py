@@ -46,10 +46,11 @@ from typing import Any, Final, TypeVar
 from mlsd import __version__
 from mlsd.config import Config
 from mlsd.coverage import DayCounts, FirstStart
-from mlsd.csvlog import DELIMITER, HEADER, clean_field, encode_rows
+from mlsd.csvlog import clean_field
 from mlsd.csvwindow import BLOCK, window
 from mlsd.history import DaySummary, attempts_of, csv_rows, history
 from mlsd.mailname import mail_hostname
+from mlsd.rows import DELIMITER, HEADER, ReverseStatus, encode_rows
 from mlsd.safefs import nofollow_opener
 from mlsd.schedule import report_window
 from mlsd.untrusted import html as untrusted_html
@@ -71,11 +72,11 @@ _BAR_COLOUR: Final = "#3b82f6"
 _LINE: Final = "rgba(128,128,128,.45)"
 K = TypeVar("K", str, tuple[str, str], tuple[str, str, str, str])
 COMPARISON: Final = "Against yesterday and the previous 7 days"
-_RDNS: Final = {
-    "OK": "a name (Postfix resolved the client)",
-    "NONE": "no name (Postfix logged unknown)",
-    "N/A": "not in the log line (Dovecot)",
-    "OFF": "not looked up ([dns] reverse = off)",
+_RDNS: Final[dict[str, str]] = {
+    ReverseStatus.OK: "a name (Postfix resolved the client)",
+    ReverseStatus.NONE: "no name (Postfix logged unknown)",
+    ReverseStatus.NOT_AVAILABLE: "not in the log line (Dovecot)",
+    ReverseStatus.OFF: "not looked up ([dns] reverse = off)",
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd import csvwindow, schedule
-from mlsd.checkpoint import CHECKPOINT_NAME, LOCK_NAME, Checkpoint
+from mlsd.checkpoint import CHECKPOINT_NAME, Checkpoint
 from mlsd.config import Config
 from mlsd.coverage import DayCounts, Ledger
 from mlsd.errors import StateError
@@ -29,6 +29,7 @@ from mlsd.geo import Geo
 from mlsd.mailer import Outbox
 from mlsd.safefs import read_file
 from mlsd.sender import STATE_NAME, read_last_queued, tagged_day
+from mlsd.statedir import LOCK_NAME
 from mlsd.untrusted import terminal
 
 STALLED_AFTER: Final = 60.0

@@ -14,18 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.csvlog import (
-    COLUMNS,
-    HEADER,
-    CsvJournal,
-    clean_field,
-    encode_rows,
-    format_date,
-    postfix_reverse,
-    row_fields,
-)
+from mlsd.csvlog import CsvJournal, clean_field, format_date, postfix_reverse, row_fields
 from mlsd.errors import StateError
-from mlsd.parse import AuthFailure
+from mlsd.rows import COLUMNS, HEADER, AuthFailure, encode_rows
 
 MLS_HEADER = "server;date;ip;user;hostname;reverse_dns_status;country_code;asn;aso"
 

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.csvlog import CsvJournal, encode_rows, postfix_reverse, row_fields
+from mlsd.csvlog import CsvJournal, postfix_reverse, row_fields
 from mlsd.csvwindow import count_rows, rows_between, window
-from mlsd.parse import AuthFailure
+from mlsd.rows import AuthFailure, encode_rows
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2026, 11, 20, tzinfo=UTC)

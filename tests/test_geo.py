@@ -14,8 +14,8 @@ from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
 from mlsd.config import GeoipConfig
-from mlsd.csvlog import NOT_AVAILABLE
 from mlsd.geo import Geo, GeoResult, asn_text, schema_of
+from mlsd.rows import NOT_AVAILABLE
 
 DATA = Path(__file__).parent / "data" / "geoip"
 COUNTRY_DB = DATA / "GeoLite2-Country-Test.mmdb"

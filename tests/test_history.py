@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from mlsd import history
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.csvlog import HEADER, encode_rows
 from mlsd.csvwindow import count_rows, rows_between
 from mlsd.history import DaySummary
+from mlsd.rows import HEADER, encode_rows
 from mlsd.schedule import report_window
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -30,9 +30,10 @@ from hypothesis import strategies as st
 
 from mlsd import logs, report
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.csvlog import COLUMNS, CsvJournal, RowFormat, postfix_reverse
-from mlsd.parse import AuthFailure, Skip, parse_line
+from mlsd.csvlog import CsvJournal, RowFormat, postfix_reverse
+from mlsd.parse import Skip, parse_line
 from mlsd.pipeline import SkipLog
+from mlsd.rows import COLUMNS, AuthFailure
 from mlsd.untrusted import raw_line
 from tests.followkit import ENV, Env
 

@@ -14,12 +14,12 @@ from mlsd.parse import (
     NEEDLES,
     SUCCESS_NEEDLES,
     SUCCESSES,
-    AuthFailure,
     Skip,
     candidate_lines,
     classic_stamp,
     parse_line,
 )
+from mlsd.rows import AuthFailure
 
 REF = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PF = b"Nov 25 04:38:00 mail postfix/smtpd[1]: warning: "

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.parse import AuthFailure, Skip, parse_block, parse_line
+from mlsd.parse import Skip, parse_block, parse_line
+from mlsd.rows import AuthFailure
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.csvlog import COLUMNS, RowFormat, no_reverse, postfix_reverse
+from mlsd.csvlog import RowFormat, no_reverse, postfix_reverse
 from mlsd.csvwindow import parse_date
-from mlsd.parse import NEEDLES, AuthFailure, Skip, parse_block, parse_line
+from mlsd.parse import NEEDLES, Skip, parse_block, parse_line
+from mlsd.rows import COLUMNS, AuthFailure
 from tests.followkit import ENV, Env, Writer
 
 ZONES: list[tzinfo] = [

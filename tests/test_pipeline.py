@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlsd.checkpoint import CheckpointStore, GenerationId
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment
+from mlsd.csvlog import CsvJournal
 from mlsd.follow import Batch
-from mlsd.parse import AuthFailure, Skip
+from mlsd.parse import Skip
 from mlsd.pipeline import Pipeline
+from mlsd.rows import HEADER, AuthFailure, Enrichment
 from tests.followkit import NOISE, lines
 
 GEN = GenerationId(dev=1, ino=2, head_len=0, head_sha256="")

@@ -28,10 +28,10 @@ import pytest
 from mlsd import __version__, history, report
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
 from mlsd.coverage import FirstStart
-from mlsd.csvlog import HEADER, CsvJournal, Enrichment, encode_rows, row_fields
+from mlsd.csvlog import CsvJournal, row_fields
 from mlsd.csvwindow import rows_between
 from mlsd.errors import ConfigError
-from mlsd.parse import AuthFailure
+from mlsd.rows import HEADER, AuthFailure, Enrichment, encode_rows
 from mlsd.schedule import report_window
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.csvlog import COLUMNS
+from mlsd.rows import COLUMNS
 from tests.e2e.attack import Attacker
 from tests.e2e.mailserver import (
     MYHOSTNAME,
