@@ -72,7 +72,7 @@ install:
 	rm -rf '$(DESTDIR)$(APPDIR)'
 	$(PYTHON) -m venv '$(DESTDIR)$(APPDIR)'
 	'$(DESTDIR)$(APPDIR)/bin/python' -m pip install --quiet --disable-pip-version-check .
-	'$(DESTDIR)$(APPDIR)/bin/python' -c 'import mlsd.service, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog'
+	'$(DESTDIR)$(APPDIR)/bin/python' -c 'import mlsd.app.service, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog'
 	if [ -n '$(DESTDIR)' ]; then \
 	  grep -rlI --null -F '$(DESTDIR)$(APPDIR)' '$(DESTDIR)$(APPDIR)/bin' '$(DESTDIR)$(APPDIR)/pyvenv.cfg' \
 	    | xargs -0 -r sed -i 's#$(DESTDIR)$(APPDIR)#$(APPDIR)#g'; \

@@ -1,9 +1,10 @@
 """Benchmarks of enrichment: the pipeline in-process with and without GeoIP, a dead resolver.
 
 - `pipeline-plain`, `pipeline-enriched`: what `mlsd scan` does inside, without process
-  start and lock: `mlsd.follow.Follower` batches → `mlsd.pipeline.Pipeline.commit` (parse,
-  rows, CSV append, fdatasync, checkpoint), with `csvlog.postfix_reverse` vs an
-  `mlsd.enrich.Enricher` over both GeoIP test databases (`reverse = postfix`). Measures
+  start and lock: `Follower` batches (mlsd.ingest.sources.file.follow) →
+  `Pipeline.commit` (mlsd.ingest.pipeline: parse, rows, CSV append, fdatasync, checkpoint),
+  with `postfix_reverse` vs an `Enricher` (mlsd.enrich.enricher) over both GeoIP
+  test databases (`reverse = postfix`). Measures
   the enricher whatever `mlsd scan` wires up; runs interleaved, reports the ratio.
 - `dead-resolver`: `reverse = lookup` against a UDP socket on 127.0.0.1 that takes every
   query and never answers, over a log with 1,000 distinct attacking IPs: in-process (the
@@ -63,10 +64,10 @@ def run_pipeline(
     `lookup`: an Enricher whose `prefetch(events)` must be awaited before each commit
     (`reverse = lookup`); the loop then runs in asyncio like the daemon's.
     """
-    from mlsd.checkpoint import CheckpointStore  # noqa: PLC0415 - a broken mlsd → error row
-    from mlsd.csvlog import CsvJournal  # noqa: PLC0415
-    from mlsd.follow import Follower  # noqa: PLC0415
-    from mlsd.pipeline import Pipeline  # noqa: PLC0415
+    from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415 - a broken mlsd → error row
+    from mlsd.ingest.csvlog import CsvJournal  # noqa: PLC0415
+    from mlsd.ingest.pipeline import Pipeline  # noqa: PLC0415
+    from mlsd.ingest.sources.file.follow import Follower  # noqa: PLC0415
 
     state = work / "state"
     state.mkdir(parents=True)
@@ -114,8 +115,8 @@ def run_pipeline(
 def _geo_enricher(reverse: str = "postfix", servers: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """(Enricher, Geo) over both test databases; (None, None) when they are absent."""
     from mlsd.config import Config, DnsConfig, GeoipConfig  # noqa: PLC0415
-    from mlsd.enrich import Enricher  # noqa: PLC0415
-    from mlsd.geo import Geo  # noqa: PLC0415
+    from mlsd.enrich.enricher import Enricher  # noqa: PLC0415
+    from mlsd.enrich.geo import Geo  # noqa: PLC0415
 
     dbs = geoip_dbs()
     if dbs is None:
@@ -156,7 +157,7 @@ def _pipeline_metrics(ctx: Context, runs: list[PipelineRun]) -> Metrics:
 @benchmark("pipeline-plain", "Follower batches → Pipeline.commit in-process, postfix_reverse")
 def pipeline_plain(ctx: Context) -> Metrics:
     """The scan path without process start: reading, parsing, rows, fdatasync, checkpoint."""
-    from mlsd.csvlog import postfix_reverse  # noqa: PLC0415
+    from mlsd.enrich.postfix import postfix_reverse  # noqa: PLC0415
 
     runs = []
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,7 @@ def pipeline_plain(ctx: Context) -> Metrics:
 )
 def pipeline_enriched(ctx: Context) -> Metrics:
     """Interleaved plain and enriched runs, so that load hits both alike; the ratio."""
-    from mlsd.csvlog import postfix_reverse  # noqa: PLC0415
+    from mlsd.enrich.postfix import postfix_reverse  # noqa: PLC0415
 
     if geoip_dbs() is None:
         return {"error": "no GeoIP test databases found"}
@@ -223,7 +224,7 @@ GEO_HITS = ("81.2.69.142", "89.160.20.112", "1.128.0.1", "2001:218::1", "216.160
 def _geo_lookup_cost(ctx: Context) -> tuple[float, float]:
     """Microseconds per `Geo.lookup` (both databases, no memo): over the log's distinct
     attacker IPs (mostly not in the test databases), and over GEO_HITS (found)."""
-    from mlsd.parse import candidate_lines, parse_line  # noqa: PLC0415
+    from mlsd.ingest.parse import candidate_lines, parse_line  # noqa: PLC0415
     from mlsd.rows import AuthFailure  # noqa: PLC0415
 
     ips: dict[str, None] = {}

@@ -88,11 +88,11 @@ def write_csv(path: Path) -> None:
     tmp.replace(path)
 
 
-@benchmark("report-1m", "report.build for the last day of a 1M-row, 30-day CSV: cold and warm")
+@benchmark("report-1m", "compose.build for the last day of a 1M-row, 30-day CSV: cold and warm")
 def report_1m(ctx: Context) -> Metrics:
     """Cold: no per-day summary cache. Warm: the cache the cold run left."""
-    from mlsd import report  # noqa: PLC0415 - a broken mlsd must give an error row only
     from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig  # noqa: PLC0415
+    from mlsd.report import compose  # noqa: PLC0415 - a broken mlsd must give an error row only
 
     ctx.out.mkdir(parents=True, exist_ok=True)
     csv_path = ctx.out / f"report-{ROWS}-s{SEED}-v1.csv"
@@ -111,10 +111,10 @@ def report_1m(ctx: Context) -> Metrics:
         for _ in range(max(1, ctx.repeat)):
             shutil.rmtree(days_dir, ignore_errors=True)
             t0 = time.perf_counter()
-            built = report.build(cfg, day, hostname="bench")
+            built = compose.build(cfg, day, hostname="bench")
             cold_times.append(time.perf_counter() - t0)
         warm, warm_runs, built = best_of(
-            ctx.repeat, lambda: report.build(cfg, day, hostname="bench")
+            ctx.repeat, lambda: compose.build(cfg, day, hostname="bench")
         )
         cached = len(list(days_dir.glob("????-??-??.json")))
     best_cold = min(cold_times)

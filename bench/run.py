@@ -115,12 +115,12 @@ def floor_grep(ctx: Context) -> Metrics:
     }
 
 
-@benchmark("parse-inprocess", "mlsd.parse.parse_line on every line, in this process")
+@benchmark("parse-inprocess", "mlsd.ingest.parse.parse_line on every line, in this process")
 def parse_inprocess(ctx: Context) -> Metrics:
     """The parser alone: no CSV, no enrichment, no process start."""
     # Imported here, not at the top: a broken or half-written mlsd must give an error row
     # for this benchmark, not stop the floors from running.
-    from mlsd.parse import parse_line  # noqa: PLC0415
+    from mlsd.ingest.parse import parse_line  # noqa: PLC0415
 
     ref = datetime(2026, 11, 26, tzinfo=UTC)
     tz = UTC
@@ -147,7 +147,7 @@ def parse_inprocess(ctx: Context) -> Metrics:
     }
 
 
-@benchmark("parse-blocks", "mlsd parse's own block loop (mlsd.cli), no CSV, in this process")
+@benchmark("parse-blocks", "mlsd parse's own block loop (mlsd.app.cli), no CSV, in this process")
 def parse_blocks(ctx: Context) -> Metrics:
     """The parser as `mlsd parse` drives it: 1 MiB blocks, the anchored prefilter, then
     only candidate lines; events built, no CSV written.
@@ -155,7 +155,7 @@ def parse_blocks(ctx: Context) -> Metrics:
     Sits between parse-inprocess (a Python call per line) and parse-cli (plus start-up
     and CSV output), so the three together say where the CLI's time goes.
     """
-    from mlsd.cli import _parse_one  # noqa: PLC0415 - see parse_inprocess
+    from mlsd.app.cli import _parse_one  # noqa: PLC0415 - see parse_inprocess
 
     def loop() -> Any:
         with open(os.devnull, "wb") as null:
@@ -172,11 +172,11 @@ def parse_blocks(ctx: Context) -> Metrics:
     }
 
 
-@benchmark("parse-main", "`mlsd parse --format csv` through mlsd.cli.main, in this process")
+@benchmark("parse-main", "`mlsd parse --format csv` through mlsd.app.cli.main, in this process")
 def parse_main(ctx: Context) -> Metrics:
     """The command's own work, without an interpreter start or imports on its clock: the
     like-for-like comparison with floor-python (parse-cli's is floor-python-cli)."""
-    from mlsd.cli import main  # noqa: PLC0415 - see parse_inprocess
+    from mlsd.app.cli import main  # noqa: PLC0415 - see parse_inprocess
 
     def once() -> int:
         saved = sys.stdout, sys.stderr
@@ -189,7 +189,7 @@ def parse_main(ctx: Context) -> Metrics:
 
     best, runs, code = best_of(ctx.repeat, once)
     if code != 0:
-        return {"error": f"mlsd.cli.main exited {code}"}
+        return {"error": f"mlsd.app.cli.main exited {code}"}
     return throughput(ctx, best, runs)
 
 

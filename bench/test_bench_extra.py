@@ -17,8 +17,8 @@ import bench_follow as bf
 import pytest
 
 from mlsd.config import load
-from mlsd.csvlog import postfix_reverse
-from mlsd.parse import parse_line
+from mlsd.enrich.postfix import postfix_reverse
+from mlsd.ingest.parse import parse_line
 from mlsd.rows import AuthFailure
 
 REF = datetime(2026, 11, 26, tzinfo=UTC)

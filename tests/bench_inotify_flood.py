@@ -45,7 +45,7 @@ def _cpu(pid: int) -> float:
 
 
 def main() -> None:
-    """Print one line of numbers for the mlsd that `python -m mlsd.cli` imports."""
+    """Print one line of numbers for the mlsd that `python -m mlsd` imports."""
     with tempfile.TemporaryDirectory() as tmp:
         env = Env(Path(tmp))
         w = Writer(env.log)
@@ -55,7 +55,7 @@ def main() -> None:
             boot = (
                 "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path "
                 f"if 'Editable' not in type(f).__name__]; sys.path.insert(0, {src!r}); "
-                "runpy.run_module('mlsd.cli', run_name='__main__', alter_sys=True)"
+                "runpy.run_module('mlsd', run_name='__main__', alter_sys=True)"
             )
             env.cmd = lambda *args: [sys.executable, "-c", boot, *args, "-c", str(env.conf)]  # type: ignore[method-assign]
         proc = env.start()

@@ -13,7 +13,7 @@ At the end the CSV must hold every line exactly once, except lines covered by a 
 truth (the line really was unreadable at that moment, really fell into a copytruncate
 window, ...). A row that was never written, or twice, always fails.
 
-Two drivers: `InProcess` wires `daemon.open_session`/`step` in this process, with an
+Two drivers: `InProcess` wires `session.open_session`/`step` in this process, with an
 injected clock and crashes injected into the checkpoint save and the CSV append (fast:
 hundreds of actions per seed); `Subprocess` runs `mlsd run` for real and `kill -9`s it.
 
@@ -48,11 +48,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mlsd import config, daemon
-from mlsd.checkpoint import CheckpointStore, StateLock
-from mlsd.csvlog import CsvJournal
-from mlsd.enrich import Enricher
-from mlsd.follow import Follower
+from mlsd import config
+from mlsd.enrich.enricher import Enricher
+from mlsd.ingest import session
+from mlsd.ingest.checkpoint import CheckpointStore, StateLock
+from mlsd.ingest.csvlog import CsvJournal
+from mlsd.ingest.sources.file.follow import Follower
 from tests.followkit import NOISE, STARTED, Env, auth_line, kill9
 
 SEQ = re.compile(rb"sasl_username=seq(\d{6})$")
@@ -830,9 +831,9 @@ class InProcess:
         with (
             _patched(CheckpointStore, "save", save),
             _patched(CsvJournal, "append", append),
-            _patched(daemon, "Follower", follower),
-            _patched(daemon, "CsvJournal", journal),
-            _patched(daemon, "StateLock", lock),
+            _patched(session, "Follower", follower),
+            _patched(session, "CsvJournal", journal),
+            _patched(session, "StateLock", lock),
         ):
             yield
 
@@ -861,7 +862,7 @@ class InProcess:
 
         self._owned.clear()
         try:
-            self.session = daemon.open_session(self.cfg, self.enricher)
+            self.session = session.open_session(self.cfg, self.enricher)
         except SimulatedCrash as exc:
             self._die(f"start crashed {exc}")
             return
@@ -875,7 +876,7 @@ class InProcess:
         done = 0
         for _ in range(n):
             try:
-                size = self.loop.run_until_complete(daemon.step(self.session))
+                size = self.loop.run_until_complete(session.step(self.session))
             except SimulatedCrash as exc:
                 self._die(f"crashed {exc}")
                 break
@@ -902,7 +903,7 @@ class InProcess:
     def stop(self) -> None:
         """A clean stop (SIGTERM)."""
 
-        daemon.close_session(self.session)
+        session.close_session(self.session)
         self.session = None
         self.world.note("stop")
 
@@ -913,7 +914,7 @@ class InProcess:
         if not self.running:
             self.start()
         for _ in range(100_000):
-            if self.loop.run_until_complete(daemon.step(self.session)) is None:
+            if self.loop.run_until_complete(session.step(self.session)) is None:
                 break
         self.stop()
         self.loop.close()

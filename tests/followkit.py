@@ -125,7 +125,7 @@ class Env:
 
     def cmd(self, *args: str) -> list[str]:
         """The argv for `mlsd ARGS -c CONF`."""
-        return [sys.executable, "-m", "mlsd.cli", *args, "-c", str(self.conf)]
+        return [sys.executable, "-m", "mlsd", *args, "-c", str(self.conf)]
 
     def scan(self, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `mlsd scan` to completion."""

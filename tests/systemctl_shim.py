@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         seen = errlog.stat().st_size if errlog.exists() else 0
         with open(errlog, "ab") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mlsd.cli", "run", "-c", conf],
+                [sys.executable, "-m", "mlsd", "run", "-c", conf],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

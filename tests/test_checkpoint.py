@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
-from mlsd.checkpoint import Checkpoint, CheckpointStore, GenerationId, StateLock
 from mlsd.errors import ConfigError, StateError
+from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, GenerationId, StateLock
 from tests.followkit import Env, Writer, users
 
 

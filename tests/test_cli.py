@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from mlsd import __version__
-from mlsd.cli import build_parser, main  # imported before fork: the dropped child cannot read /root
+from mlsd.app.cli import (  # imported before fork: the dropped child cannot read /root
+    build_parser,
+    main,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 MLS_LOG = CORPUS / "maillogsentinel" / "sample_sasl.log"
@@ -28,7 +31,7 @@ def mlsd(
     *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", *args],
+        [sys.executable, "-m", "mlsd", *args],
         input=stdin,
         capture_output=True,
         timeout=60,
@@ -214,7 +217,7 @@ def test_parse_is_the_same_whatever_the_block_size(
     monkeypatch.setenv("TZ", "UTC")
     assert 0 == main(["parse", str(log)])
     whole = capsysbinary.readouterr()
-    monkeypatch.setattr("mlsd.cli._CHUNK", chunk)
+    monkeypatch.setattr("mlsd.app.cli._CHUNK", chunk)
     assert 0 == main(["parse", str(log)])
     assert whole == capsysbinary.readouterr()
     # 139 sample rows, the lab capture's 32, and the unterminated copy of the first line.

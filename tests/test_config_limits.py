@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def check_config(conf: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "check-config", "-c", str(conf)],
+        [sys.executable, "-m", "mlsd", "check-config", "-c", str(conf)],
         capture_output=True,
         timeout=60,
         env={**os.environ, "TZ": "UTC"},

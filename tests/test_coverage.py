@@ -6,7 +6,7 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from mlsd.coverage import DayCounts, FirstStart, Ledger
+from mlsd.watched import DayCounts, FirstStart, Ledger
 
 D = date(2026, 11, 25)
 

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.csvlog import CsvJournal, clean_field, format_date, postfix_reverse, row_fields
+from mlsd.enrich.postfix import postfix_reverse
 from mlsd.errors import StateError
+from mlsd.ingest.csvlog import CsvJournal, clean_field, format_date, row_fields
 from mlsd.rows import COLUMNS, HEADER, AuthFailure, encode_rows
 
 MLS_HEADER = "server;date;ip;user;hostname;reverse_dns_status;country_code;asn;aso"

@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.csvlog import CsvJournal, postfix_reverse, row_fields
-from mlsd.csvwindow import count_rows, rows_between, window
+from mlsd.enrich.postfix import postfix_reverse
+from mlsd.ingest.csvlog import CsvJournal, row_fields
+from mlsd.report.window import count_rows, rows_between, window
 from mlsd.rows import AuthFailure, encode_rows
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -14,10 +14,10 @@ import pytest
 import structlog
 
 from mlsd.config import Config, DnsConfig, GeoipConfig
-from mlsd.csvlog import row_fields
-from mlsd.enrich import Enricher
-from mlsd.geo import Geo
-from mlsd.rdns import NONE, OK, TIMEOUT, UNKNOWN_HOST, Reverse
+from mlsd.enrich.enricher import Enricher
+from mlsd.enrich.geo import Geo
+from mlsd.enrich.rdns import NONE, OK, TIMEOUT, UNKNOWN_HOST, Reverse
+from mlsd.ingest.csvlog import row_fields
 from mlsd.rows import NOT_AVAILABLE, AuthFailure, Enrichment
 from tests.dnskit import DnsServer, ptr_name
 from tests.test_geo import ASN_DB, COUNTRY_DB, maxmind_country, write_mmdb

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, fingerprint
-from mlsd.follow import Follower
-from mlsd.generations import candidate
+from mlsd.ingest.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    FirstStart,
+    GenerationId,
+    fingerprint,
+)
+from mlsd.ingest.sources.file.follow import Follower
+from mlsd.ingest.sources.file.generations import candidate
 from tests.followkit import STARTED, Env, Writer, kill9, lines, users, wait_for
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.checkpoint import Checkpoint
-from mlsd.follow import Follower
-from mlsd.generations import Generation, candidate
+from mlsd.ingest.checkpoint import Checkpoint
+from mlsd.ingest.sources.file.follow import Follower
+from mlsd.ingest.sources.file.generations import Generation, candidate
 from tests.followkit import Writer, lines
 
 

@@ -22,8 +22,8 @@ import pytest
 
 from mlsd import config
 from mlsd.errors import ConfigError
-from mlsd.follow import Follower
-from mlsd.generations import candidate, rotated_siblings
+from mlsd.ingest.sources.file.follow import Follower
+from mlsd.ingest.sources.file.generations import candidate, rotated_siblings
 from tests.followkit import Env, Writer, lines, users
 
 # (logrotate options, rotations while down: two only where the name changes each second)

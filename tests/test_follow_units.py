@@ -6,8 +6,8 @@ import gzip
 import os
 from pathlib import Path
 
-from mlsd.checkpoint import GenerationId, fingerprint
-from mlsd.generations import DAMAGED_GZIP, candidate, matches, rotated_siblings
+from mlsd.ingest.checkpoint import GenerationId, fingerprint
+from mlsd.ingest.sources.file.generations import DAMAGED_GZIP, candidate, matches, rotated_siblings
 
 
 def _write(path: Path, text: str, mtime: float | None = None) -> None:

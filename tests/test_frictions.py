@@ -25,9 +25,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd import cli, config, logs, report, service
+from mlsd import config, logs
+from mlsd.app import cli, service
 from mlsd.errors import ConfigError
-from mlsd.mailname import mail_hostname
+from mlsd.report import compose
+from mlsd.report.mailname import mail_hostname
 from tests.followkit import ENV, Env, Writer, now_line, wait_for
 from tests.test_access import GID, SETPRIV, UID
 from tests.test_report import E, build, make_cfg, table, write_csv
@@ -225,7 +227,7 @@ def test_report_day_minus_one_is_yesterday_in_the_report_zone(tmp_path: Path) ->
     )
     yesterday = datetime.now(ZoneInfo("Pacific/Kiritimati")).date() - timedelta(days=1)
     for word in ("-1", "yesterday"):
-        res = run([sys.executable, "-m", "mlsd.cli", "report", "--day", word, "-c", str(conf)])
+        res = run([sys.executable, "-m", "mlsd", "report", "--day", word, "-c", str(conf)])
         assert 0 == res.returncode, res.stderr
         assert f", {yesterday}" in res.stdout.splitlines()[0]
 
@@ -286,7 +288,7 @@ def test_parse_summary_counts_lines_events_and_reasons(tmp_path: Path) -> None:
         b"Nov 25 05:00:02 mx postfix/smtpd[1]: warning: unknown[999.0.2.7]: SASL LOGIN "
         b"authentication failed: UGFzc3dvcmQ6, sasl_username=b"  # no newline: still a line
     )
-    res = run([sys.executable, "-m", "mlsd.cli", "parse", str(log)])
+    res = run([sys.executable, "-m", "mlsd", "parse", str(log)])
     assert 0 == res.returncode, res.stderr
     assert f"mlsd: {log}: 3 lines read, 1 events; not recorded: 1 (1 invalid IP)\n" == res.stderr
 
@@ -327,8 +329,8 @@ def test_the_report_message_takes_its_sender_domain_from_mailname(
     cfg = make_cfg(tmp_path)
     write_csv(cfg.paths.csv, [E("2026-11-24 10:00:00", "203.0.113.5")])
     built = build(cfg)
-    monkeypatch.setattr(report, "mail_hostname", lambda short: f"{short}.example.org")
-    msg, sender, _ = report.to_message(built, cfg, now=datetime.now(UTC), hostname="vm")
+    monkeypatch.setattr(compose, "mail_hostname", lambda short: f"{short}.example.org")
+    msg, sender, _ = compose.to_message(built, cfg, now=datetime.now(UTC), hostname="vm")
     assert "mlsd@vm.example.org" == sender
     assert b"From: mlsd@vm.example.org\r\n" in msg
     assert re.search(rb"Message-ID: <[^>]+@vm\.example\.org>", msg)

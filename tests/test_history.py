@@ -24,12 +24,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlsd import history
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.csvwindow import count_rows, rows_between
-from mlsd.history import DaySummary
+from mlsd.report import history
+from mlsd.report.history import DaySummary
+from mlsd.report.schedule import report_window
+from mlsd.report.window import count_rows, rows_between
 from mlsd.rows import HEADER, encode_rows
-from mlsd.schedule import report_window
 
 PARIS = ZoneInfo("Europe/Paris")
 USERS = ["admin", "info", "b;c", 'q"x', "2026-10-24T10:00:00+02:00", "=cmd", "", "ünï"]

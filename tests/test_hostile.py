@@ -28,11 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlsd import logs, report
+from mlsd import logs
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.csvlog import CsvJournal, RowFormat, postfix_reverse
-from mlsd.parse import Skip, parse_line
-from mlsd.pipeline import SkipLog
+from mlsd.enrich.postfix import postfix_reverse
+from mlsd.ingest.csvlog import CsvJournal, RowFormat
+from mlsd.ingest.parse import Skip, parse_line
+from mlsd.ingest.pipeline import SkipLog
+from mlsd.report import compose
 from mlsd.rows import COLUMNS, AuthFailure
 from mlsd.untrusted import raw_line
 from tests.followkit import ENV, Env
@@ -109,7 +111,7 @@ def test_case_verdict_and_csv_cells(case: dict[str, Any]) -> None:
 
 def mlsd(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", *args],
+        [sys.executable, "-m", "mlsd", *args],
         capture_output=True,
         timeout=60,
         env={**os.environ, "TZ": "UTC"},
@@ -219,7 +221,7 @@ def test_report_surfaces_are_inert(tmp_path: Path) -> None:
     journal.open()
     journal.append(csv_bytes(recorded()))
     journal.close()
-    rep = report.build(cfg, DAY, hostname="mail\x1b]0;x\x07", now=REF)
+    rep = compose.build(cfg, DAY, hostname="mail\x1b]0;x\x07", now=REF)
     assert_inert(rep.subject.encode(), "subject")
     assert_inert(rep.text.encode(), "text")
     assert_inert(rep.html.encode(), "html")
@@ -242,7 +244,7 @@ def test_report_recleans_an_edited_csv(tmp_path: Path) -> None:
         b"unknown;NONE;FR;AS1;Org\xe2\x80\xa8x;smtp;LOGIN;1\n"
     )
     journal.close()
-    rep = report.build(cfg, DAY, hostname="mail", now=REF)
+    rep = compose.build(cfg, DAY, hostname="mail", now=REF)
     assert rep.attachment is not None
     assert_inert(rep.attachment[1], "attachment")
     assert_no_live_formula(rep.attachment[1], "attachment")

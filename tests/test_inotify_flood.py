@@ -16,9 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from mlsd import config, daemon
-from mlsd.enrich import Enricher
-from mlsd.geo import Geo
+from mlsd import config
+from mlsd.enrich.enricher import Enricher
+from mlsd.enrich.geo import Geo
+from mlsd.ingest import session
 from tests.followkit import Env, Writer, now_line
 
 BURST = 4000
@@ -36,9 +37,9 @@ async def _follow_through_bursts(env: Env) -> dict[str, Any]:
     cfg = config.load(env.conf)
     geo = Geo(cfg.geoip)
     enricher = Enricher(cfg, geo)
-    s = daemon.open_session(cfg, enricher)
+    s = session.open_session(cfg, enricher)
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.follow_forever(s, stop))
+    task = asyncio.create_task(session.follow_forever(s, stop))
     calls: Counter[str] = Counter()
 
     def profile(frame: FrameType, event: str, arg: object) -> None:
@@ -76,7 +77,7 @@ async def _follow_through_bursts(env: Env) -> dict[str, Any]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-        daemon.close_session(s)
+        session.close_session(s)
         await enricher.close()
         geo.close()
 

@@ -50,8 +50,8 @@ def test_make_install_stages_everything_and_keeps_an_existing_config(tmp_path: P
     # The staged interpreter runs the installed package with its dependencies.
     res = subprocess.run(
         [str(app / "bin/python"), "-c",
-         "import mlsd.service, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog, sys;"
-         "from mlsd.cli import main; sys.exit(main(['--version']))"],
+         "import mlsd.app.service, pyinotify, maxminddb, aiosmtplib, sdnotify, structlog, sys;"
+         "from mlsd.app.cli import main; sys.exit(main(['--version']))"],
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr

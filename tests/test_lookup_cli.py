@@ -15,9 +15,9 @@ from tests.test_geo import ASN_DB, COUNTRY_DB, IPINFO_RECORDS, write_mmdb
 
 
 def mlsd(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m mlsd.cli ARGS` (bounded wait), text output."""
+    """Run `python -m mlsd ARGS` (bounded wait), text output."""
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", *args],
+        [sys.executable, "-m", "mlsd", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlsd.config import Secret, SmtpConfig
-from mlsd.mailer import Outbox, deliver_due
+from mlsd.report.smtp import Outbox, deliver_due
 from tests import smtpkit
 
 # aiosmtpd warns when AUTH is required without STARTTLS; our implicit-TLS server is TLS.

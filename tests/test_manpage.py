@@ -4,7 +4,7 @@ The page is hand-written roff (man(7) macros). These tests read its source (a sm
 roff-to-text reduction: font escapes dropped, `\\-` made `-`, macro arguments joined as the
 macros join them) and check it against what the code says:
 
-- every command and option of `mlsd.cli.build_parser()` is documented, in the command's own
+- every command and option of `mlsd.app.cli.build_parser()` is documented, in the command's own
   `.SS` under COMMANDS (the common ones under OPTIONS), and the other way round: the page
   documents no command or option the parser does not have;
 - every section and key of `mlsd.config.sections()` is a `.SS [section]` / `.TP` entry under
@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from mlsd import cli, config
-from mlsd.parse import Skip
+from mlsd import config
+from mlsd.app import cli
+from mlsd.ingest.parse import Skip
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "mlsd.8"
@@ -462,7 +463,7 @@ def test_files(page: dict[str, Part]) -> None:
 
 def _environment_read_by_code() -> set[str]:
     names: set[str] = set()
-    for path in (ROOT / "mlsd").glob("*.py"):
+    for path in (ROOT / "mlsd").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         names |= set(re.findall(r"\benv(?:iron)?\.get\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
         names |= set(re.findall(r"\benv(?:iron)?\[\s*\"([A-Z][A-Z0-9_]*)\"\s*\]", text))

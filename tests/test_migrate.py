@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
+from mlsd.app.migrate import Migration, migrate
 from mlsd.errors import ConfigError
-from mlsd.migrate import Migration, migrate
 
 SHIPPED = Path(__file__).parent / "data" / "maillogsentinel.conf"
 TARGET = Path("/etc/mlsd/mlsd.conf")

@@ -24,11 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from mlsd import config, schedule, status
-from mlsd.coverage import DayCounts, Ledger
-from mlsd.mailer import Outbox
-from mlsd.parse import Skip
-from mlsd.pipeline import SkipLog
+from mlsd import config
+from mlsd.app import status
+from mlsd.ingest.parse import Skip
+from mlsd.ingest.pipeline import SkipLog
+from mlsd.report import schedule
+from mlsd.report.smtp import Outbox
+from mlsd.watched import DayCounts, Ledger
 from tests.followkit import ENV, Env, Writer, now_line, wait_for
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -59,7 +61,7 @@ def mlsd(env: Env, *args: str, stdin: str | None = None) -> subprocess.Completed
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`mlsd ARGS` as a subprocess, for commands that need no test installation."""
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", *args],
+        [sys.executable, "-m", "mlsd", *args],
         capture_output=True, text=True, timeout=60, env=ENV, check=False,
     )  # fmt: skip
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.parse import (
+from mlsd.ingest.parse import (
     NEEDLES,
     SUCCESS_NEEDLES,
     SUCCESSES,

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.parse import Skip, parse_block, parse_line
+from mlsd.ingest.parse import Skip, parse_block, parse_line
 from mlsd.rows import AuthFailure
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -116,7 +116,7 @@ def test_explain_says_why_each_real_world_form_is_or_is_not_a_row() -> None:
     repetitions multiplied in), skips with their reason (server-side, mechanism)."""
     log = CORPUS / "realworld" / "forms.log"
     res = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "parse", "--explain", str(log)],
+        [sys.executable, "-m", "mlsd", "parse", "--explain", str(log)],
         capture_output=True,
         text=True,
         check=True,

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.csvlog import RowFormat, no_reverse, postfix_reverse
-from mlsd.csvwindow import parse_date
-from mlsd.parse import NEEDLES, Skip, parse_block, parse_line
+from mlsd.enrich.postfix import no_reverse, postfix_reverse
+from mlsd.ingest.csvlog import RowFormat
+from mlsd.ingest.parse import NEEDLES, Skip, parse_block, parse_line
+from mlsd.report.window import parse_date
 from mlsd.rows import COLUMNS, AuthFailure
 from tests.followkit import ENV, Env, Writer
 
@@ -340,7 +341,7 @@ def test_explain_names_the_reason(tmp_path: Path) -> None:
     """`mlsd parse --explain` says why the line is not recorded; plain `parse` counts it."""
     log = tmp_path / "mail.log"
     log.write_bytes(_line(b"9999-12-31T23:59:59-12:00") + b"\n")
-    cmd = [sys.executable, "-m", "mlsd.cli", "parse"]
+    cmd = [sys.executable, "-m", "mlsd", "parse"]
     res = subprocess.run(
         [*cmd, "--explain", str(log)], capture_output=True, text=True, check=True, env=ENV
     )

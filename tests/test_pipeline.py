@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlsd.checkpoint import CheckpointStore, GenerationId
-from mlsd.csvlog import CsvJournal
-from mlsd.follow import Batch
-from mlsd.parse import Skip
-from mlsd.pipeline import Pipeline
+from mlsd.ingest.checkpoint import CheckpointStore, GenerationId
+from mlsd.ingest.csvlog import CsvJournal
+from mlsd.ingest.parse import Skip
+from mlsd.ingest.pipeline import Pipeline
+from mlsd.ingest.sources.file.follow import Batch
 from mlsd.rows import HEADER, AuthFailure, Enrichment
 from tests.followkit import NOISE, lines
 

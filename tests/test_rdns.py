@@ -13,8 +13,7 @@ import structlog
 
 from mlsd import config
 from mlsd.config import DnsConfig
-from mlsd.errors import ConfigError
-from mlsd.rdns import (
+from mlsd.enrich.rdns import (
     ERROR,
     NONE,
     OK,
@@ -26,6 +25,7 @@ from mlsd.rdns import (
     ReverseResolver,
     TtlCache,
 )
+from mlsd.errors import ConfigError
 from tests.dnskit import DnsServer, ptr_name
 
 # Short enough to keep the suite quick, long enough for loopback under a loaded CI machine.

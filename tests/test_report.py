@@ -25,14 +25,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd import __version__, history, report
+from mlsd import __version__
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
-from mlsd.coverage import FirstStart
-from mlsd.csvlog import CsvJournal, row_fields
-from mlsd.csvwindow import rows_between
 from mlsd.errors import ConfigError
+from mlsd.ingest.csvlog import CsvJournal, row_fields
+from mlsd.report import compose, history
+from mlsd.report.schedule import report_window
+from mlsd.report.window import rows_between
 from mlsd.rows import HEADER, AuthFailure, Enrichment, encode_rows
-from mlsd.schedule import report_window
+from mlsd.watched import FirstStart
 
 PARIS = ZoneInfo("Europe/Paris")
 DAY = date(2026, 11, 24)
@@ -97,10 +98,10 @@ def make_cfg(tmp_path: Path, **report_keys: object) -> Config:
     )
 
 
-def build(cfg: Config, day: date = DAY, **kw: object) -> report.Report:
+def build(cfg: Config, day: date = DAY, **kw: object) -> compose.Report:
     kw.setdefault("hostname", HOST)
     kw.setdefault("now", NOW)
-    return report.build(cfg, day, **kw)  # type: ignore[arg-type]
+    return compose.build(cfg, day, **kw)  # type: ignore[arg-type]
 
 
 def flat(text: str) -> str:
@@ -214,7 +215,7 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("3", "N/A", "not in the log line (Dovecot)"),
         ("1", "OK", "a name (Postfix resolved the client)"),
     ],
-    report.COMPARISON: [
+    compose.COMPARISON: [
         ("10", "2026-11-24"),
         ("5", "yesterday", "+100%"),
         ("5", "median of the previous 7 days", "+100%"),
@@ -231,7 +232,7 @@ def test_every_section_counts_exactly(day_cfg: Config, title: str) -> None:
 
 def test_totals_subject_header_and_histogram(day_cfg: Config) -> None:
     """Subject, header lines, totals, new-attacker sentence and hour-by-hour counts."""
-    r = build(day_cfg, coverage=report.Coverage(lines_read=12345, server_errors=2, gaps=0),
+    r = build(day_cfg, coverage=compose.Coverage(lines_read=12345, server_errors=2, gaps=0),
               geoip_dates=["country_db=/x.mmdb state=loaded built=2026-11-20"])  # fmt: skip
     assert (10, 8) == (r.failures, r.events)
     assert f"[mlsd] {HOST} 2026-11-24: 10 failed logins, +100% vs 7-day median 5" == r.subject
@@ -265,7 +266,7 @@ def test_unknown_coverage_says_so_never_zero(day_cfg: Config) -> None:
     text = build(day_cfg).text
     assert 3 == text.count("not known (report built outside the daemon)")
     assert "GeoIP databases     not known" in text
-    partly = build(day_cfg, coverage=report.Coverage(lines_read=5)).text
+    partly = build(day_cfg, coverage=compose.Coverage(lines_read=5)).text
     assert "Lines read          5" in partly
     assert 2 == partly.count("not known (no daemon counters for this day)")
 
@@ -286,7 +287,7 @@ def test_first_start_on_the_day_makes_it_partial(day_cfg: Config, how: str, expe
     """mlsd's first start during the day: the header says from when it watched (in the
     report's zone: 13:32 UTC is 14:32 in Paris), in the text and in the HTML."""
     started = FirstStart(datetime(2026, 11, 24, 13, 32, 10, tzinfo=UTC), how)
-    r = build(day_cfg, coverage=report.Coverage(lines_read=3, first_start=started))
+    r = build(day_cfg, coverage=compose.Coverage(lines_read=3, first_start=started))
     assert f"Coverage            {expected}" in flat_lines(r.text)
     assert expected in " ".join(Page.of(r.html).text.split())
 
@@ -294,7 +295,7 @@ def test_first_start_on_the_day_makes_it_partial(day_cfg: Config, how: str, expe
 def test_first_start_on_another_day_is_not_mentioned(day_cfg: Config) -> None:
     """A first start the day before (or a report of a later day): a whole day, no note."""
     before = FirstStart(datetime(2026, 11, 23, 22, 59, tzinfo=UTC), "beginning")  # 23:59 CET
-    for cov in (report.Coverage(first_start=before), report.Coverage()):
+    for cov in (compose.Coverage(first_start=before), compose.Coverage()):
         r = build(day_cfg, coverage=cov)
         assert "partial" not in r.text and "partial" not in r.html
         assert "Coverage  " not in r.text
@@ -336,7 +337,7 @@ def test_text_width_and_harmless_attacker_fields(tmp_path: Path) -> None:
     write_csv(cfg.paths.csv, events)
     r = build(cfg)
     for line in r.text.splitlines():
-        assert report.width(line) <= 78, line
+        assert compose.width(line) <= 78, line
         assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e]", line), line
     assert "\\x1b[31m<script>" in r.text  # visible, inert
     assert long_v6 in r.text  # an IP is never cut
@@ -376,7 +377,7 @@ def test_masked_usernames(day_cfg: Config) -> None:
     assert ("6", "3", "a***") == table(r.text, "Top usernames")[0]
     assert "admin" not in r.text and ">admin<" not in r.html
     assert {"a***", "i***", "t***"} == {row[3] for row in attachment_rows(r)}
-    assert "a***@example.org" == report.mask("alice@example.org")
+    assert "a***@example.org" == compose.mask("alice@example.org")
 
 
 def test_empty_day_says_so_plainly(tmp_path: Path) -> None:
@@ -455,7 +456,7 @@ def test_until_cuts_the_day_so_far(day_cfg: Config) -> None:
         ("5", "2026-11-24 so far"),
         ("5", "yesterday"),
         ("5", "median of the previous 7 days"),
-    ] == table(r.text, report.COMPARISON)
+    ] == table(r.text, compose.COMPARISON)
     assert "(9.2 h, the day so far; zone Europe/Paris)" in flat(r.text)
     assert 10 == len(table(r.text, "Hour by hour"))
 
@@ -474,7 +475,7 @@ def test_until_cuts_the_day_so_far(day_cfg: Config) -> None:
 )
 def test_networks(ip: str, expected: str) -> None:
     """/24 and /48 as ipaddress writes them; anything else is shown as it is."""
-    assert expected == report.network(ip)
+    assert expected == compose.network(ip)
 
 
 def test_networks_equal_ipaddress_on_random_prefixes() -> None:
@@ -482,13 +483,13 @@ def test_networks_equal_ipaddress_on_random_prefixes() -> None:
     rng = random.Random(6)
     for _ in range(2000):
         ip = str(ipaddress.IPv6Address(rng.getrandbits(128) & ~((1 << rng.randrange(128)) - 1)))
-        assert str(ipaddress.ip_network((ip, 48), strict=False)) == report.network(ip)
+        assert str(ipaddress.ip_network((ip, 48), strict=False)) == compose.network(ip)
 
 
 # ---- the attachment
 
 
-def attachment_rows(r: report.Report) -> list[list[str]]:
+def attachment_rows(r: compose.Report) -> list[list[str]]:
     assert r.attachment is not None
     name, data, _ = r.attachment
     if name.endswith(".gz"):
@@ -545,7 +546,7 @@ def test_message_structure_and_headers(day_cfg: Config) -> None:
     """multipart/mixed > (multipart/alternative > text/plain + text/html) + attachment,
     with Date, Message-ID, From (default mlsd@host), To, and the envelope."""
     r = build(day_cfg)
-    raw, sender, rcpts = report.to_message(r, day_cfg, now=NOW, hostname=HOST)
+    raw, sender, rcpts = compose.to_message(r, day_cfg, now=NOW, hostname=HOST)
     assert (f"mlsd@{HOST}", ["admin@example.org"]) == (sender, rcpts)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert "multipart/mixed" == msg.get_content_type()
@@ -578,7 +579,7 @@ def test_message_without_attachment_and_with_a_sender(day_cfg: Config) -> None:
         report=replace(day_cfg.report, attach="none", sender="reports@example.org",
                        to=("a@example.org", "b@example.org")),
     )  # fmt: skip
-    raw, sender, rcpts = report.to_message(build(cfg), cfg, now=NOW, hostname=HOST)
+    raw, sender, rcpts = compose.to_message(build(cfg), cfg, now=NOW, hostname=HOST)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert ("reports@example.org", ["a@example.org", "b@example.org"]) == (sender, rcpts)
     assert "a@example.org, b@example.org" == msg["To"]
@@ -619,7 +620,7 @@ def test_cache_present_is_used(day_cfg: Config) -> None:
     assert ("20", "yesterday", "-50%") == table(build(day_cfg).text, EXPECTED_CMP)[1]
 
 
-EXPECTED_CMP = report.COMPARISON
+EXPECTED_CMP = compose.COMPARISON
 
 
 @pytest.mark.parametrize("how", ["garbage", "other-csv", "regrown", "zone", "version"])
@@ -660,7 +661,7 @@ def test_build_leaves_the_garbage_collector_as_it_was(
     """Paused during a build, the cyclic collector is back as it was after, also when the
     build fails."""
     seen: list[bool] = []
-    real = history.history  # what report.history is until the monkeypatch below
+    real = history.history  # what compose.history is until the monkeypatch below
 
     def spy(cfg: Config, day: date, tz: tzinfo) -> dict[date, history.DaySummary | None]:
         seen.append(gc.isenabled())
@@ -668,7 +669,7 @@ def test_build_leaves_the_garbage_collector_as_it_was(
             raise OSError("the CSV went away")
         return real(cfg, day, tz)
 
-    monkeypatch.setattr(report, "history", spy)
+    monkeypatch.setattr(compose, "history", spy)
     was = gc.isenabled()
     try:
         (gc.enable if enabled else gc.disable)()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.coverage import Ledger
+from mlsd.watched import Ledger
 from tests import smtpkit
 from tests.followkit import ENV
 
@@ -26,7 +26,7 @@ DAY = "2026-09-28"
 
 def _mlsd(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", *args, "-c", str(conf)],
+        [sys.executable, "-m", "mlsd", *args, "-c", str(conf)],
         capture_output=True, text=True, timeout=120, check=False, env=ENV,
     )  # fmt: skip
 

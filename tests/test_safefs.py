@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mlsd.errors import StateError
-from mlsd.mailer import Outbox
+from mlsd.report.smtp import Outbox
 from mlsd.safefs import check_dir, make_dir
 from tests import smtpkit
 from tests.followkit import ENV, Env, Writer, now_line, wait_for

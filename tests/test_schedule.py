@@ -7,7 +7,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.schedule import due_day, missed_days, next_report_at, report_window, wall_time
+from mlsd.report.schedule import (
+    due_day,
+    missed_days,
+    next_report_at,
+    report_window,
+    wall_time,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -21,9 +21,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd import config, schedule
-from mlsd.mailer import BACKOFF_FIRST, Outbox
-from mlsd.sender import RETRY_BUILD, STATE_NAME, Rendered, ReportSender
+from mlsd import config
+from mlsd.report import schedule
+from mlsd.report.outbox import RETRY_BUILD, STATE_NAME, Rendered, ReportSender
+from mlsd.report.smtp import BACKOFF_FIRST, Outbox
 from tests import smtpkit
 
 SENDER, TO = "mlsd@mail.example", ("admin@example.org", "sec@example.org")

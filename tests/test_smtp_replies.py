@@ -21,7 +21,7 @@ import pytest
 
 from mlsd import config, logs
 from mlsd.config import Config
-from mlsd.sender import Rendered, ReportSender
+from mlsd.report.outbox import Rendered, ReportSender
 from tests import smtpkit
 from tests.followkit import ENV, Env
 

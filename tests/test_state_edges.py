@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlsd.durable import replace_atomically
-from mlsd.mailer import Outbox
+from mlsd.report.smtp import Outbox
 from tests.followkit import ENV, Env
 
 CORPUS_LOG = Path(__file__).parent / "corpus" / "maillogsentinel" / "sample_sasl.log"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.systemd import Notifier, ascii_status, watchdog_interval
+from mlsd.app.systemd import Notifier, ascii_status, watchdog_interval
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mlsd import logs, report, untrusted
-from mlsd.csvlog import clean_field, printable
-from mlsd.systemd import ascii_status
+from mlsd import logs, untrusted
+from mlsd.app.systemd import ascii_status
+from mlsd.ingest.csvlog import clean_field, printable
+from mlsd.report import compose
 from tests.test_geo import IPINFO_RECORDS, write_mmdb
 
 # Characters issue 17 names (finding 4), and the ones the log escape used to miss.
@@ -37,7 +38,7 @@ def test_one_class_on_every_surface(ch: str, journal: io.StringIO) -> None:
     assert expected == clean_field(value, 256)
     assert expected == printable(value.encode())
     assert expected == untrusted.terminal(value)
-    assert expected == report.plain(value)
+    assert expected == compose.plain(value)
     assert expected == untrusted.html(value)
     assert "a?b" == ascii_status(value)
     logs.get("t").info("e", user=value)
@@ -98,7 +99,7 @@ def test_lookup_output_is_inert_with_a_hostile_database(tmp_path: Path) -> None:
     conf = tmp_path / "mlsd.conf"
     conf.write_text(f"[geoip]\ncountry_db = {db}\nasn_db = {db}\n[dns]\nreverse = off\n")
     done = subprocess.run(
-        [sys.executable, "-m", "mlsd.cli", "lookup", "-c", str(conf), "198.51.100.9"],
+        [sys.executable, "-m", "mlsd", "lookup", "-c", str(conf), "198.51.100.9"],
         capture_output=True,
         timeout=60,
         check=False,

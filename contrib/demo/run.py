@@ -171,7 +171,7 @@ def main() -> int:
     feeder = threading.Thread(target=feed, args=(log, stop), daemon=True) if demo else None
     if feeder is not None:
         feeder.start()
-    cmd = [sys.executable, "-m", "mlsd.cli", "run", "-c", str(conf)]
+    cmd = [sys.executable, "-m", "mlsd", "run", "-c", str(conf)]
     # mlsd in a process group of its own: a signal to ours (Ctrl-C in the terminal,
     # `timeout 15 make run`) reaches it once, from the forwarding below, not twice (the
     # group's copy and the forwarded one, which mlsd would take for an operator insisting).

@@ -25,7 +25,6 @@ from mlsd.rows import (
     HEADER,
     AuthFailure,
     Enrichment,
-    ReverseStatus,
     encode_rows,
 )
 from mlsd.safefs import make_dir, open_nofollow
@@ -38,30 +37,6 @@ DIR_MODE: Final = 0o750
 # stay for the modules and tests that import them from here.
 printable = raw_line
 clean_field = csv_cell
-
-
-def postfix_reverse(event: AuthFailure) -> Enrichment:
-    """Reverse DNS as Postfix already resolved it (`host[IP]`; `unknown` = no name).
-
-    OK: Postfix logged a name. NONE: Postfix found none (`unknown`). N/A: the line carries
-    no hostname at all (Dovecot's login lines).
-    """
-    if not event.hostname:
-        return _NO_HOSTNAME
-    if event.hostname == "unknown":
-        return _UNKNOWN
-    return Enrichment(event.hostname, ReverseStatus.OK)
-
-
-def no_reverse(event: AuthFailure) -> Enrichment:
-    """`[dns] reverse = off`: no hostname in the rows."""
-    del event
-    return _OFF
-
-
-_NO_HOSTNAME: Final = Enrichment(hostname="", reverse_dns_status=ReverseStatus.NOT_AVAILABLE)
-_UNKNOWN: Final = Enrichment(hostname="unknown", reverse_dns_status=ReverseStatus.NONE)
-_OFF: Final = Enrichment(hostname="", reverse_dns_status=ReverseStatus.OFF)
 
 
 def format_date(event: AuthFailure, tz: tzinfo, date_format: str) -> str:

@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mlsd import __version__, config
-from mlsd.csvlog import RowFormat, no_reverse, postfix_reverse
+from mlsd.app.logfiles import open_log
+from mlsd.enrich.postfix import no_reverse, postfix_reverse
 from mlsd.errors import ConfigError, InputError, MlsdError, StateError
-from mlsd.logfiles import open_log
-from mlsd.parse import Skip, is_success, parse_block, parse_line
+from mlsd.ingest.csvlog import RowFormat
+from mlsd.ingest.parse import Skip, is_success, parse_block, parse_line
 from mlsd.rows import HEADER, AuthFailure
 from mlsd.untrusted import raw_line, terminal
 
 if TYPE_CHECKING:
-    from mlsd.geo import DbInfo
+    from mlsd.enrich.geo import DbInfo
 
 # Modules that only some commands need (asyncio, structlog, pyinotify, maxminddb, aiodns;
 # json and traceback too) are imported where used: `mlsd parse` and `--version` start in
@@ -280,9 +281,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     """`mlsd scan`: catch up to the end of the live log, commit, exit 0."""
     import asyncio  # noqa: PLC0415
 
-    from mlsd import access, daemon, logs  # noqa: PLC0415 - see the note on imports at the top
-    from mlsd.enrich import Enricher  # noqa: PLC0415
-    from mlsd.geo import Geo  # noqa: PLC0415
+    from mlsd import access, logs  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.enrich.enricher import Enricher  # noqa: PLC0415
+    from mlsd.enrich.geo import Geo  # noqa: PLC0415
+    from mlsd.ingest import session  # noqa: PLC0415 - see the note on imports at the top
 
     cfg = _load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format)
@@ -298,12 +300,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     async def scan() -> None:
         enricher = Enricher(cfg, Geo(cfg.geoip))
         try:
-            first = daemon.LIVE_ONLY if args.live_only else daemon.BACKLOG
-            session = daemon.open_session(cfg, enricher, first_start=first)
+            first = session.LIVE_ONLY if args.live_only else session.BACKLOG
+            opened = session.open_session(cfg, enricher, first_start=first)
             try:
-                await daemon.scan(session)
+                await session.scan(opened)
             finally:
-                daemon.close_session(session)
+                session.close_session(opened)
         finally:
             await enricher.close()
 
@@ -316,7 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - see the note on imports at the top
 
     from mlsd import logs  # noqa: PLC0415
-    from mlsd.service import Service  # noqa: PLC0415
+    from mlsd.app.service import Service  # noqa: PLC0415
 
     cfg = _load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format)
@@ -363,10 +365,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - see the note on imports at the top
     import socket  # noqa: PLC0415
 
-    from mlsd import logs, report  # noqa: PLC0415
-    from mlsd.coverage import Ledger  # noqa: PLC0415
-    from mlsd.geo import Geo  # noqa: PLC0415
-    from mlsd.mailer import Entry, send_once  # noqa: PLC0415
+    from mlsd import logs  # noqa: PLC0415
+    from mlsd.enrich.geo import Geo  # noqa: PLC0415
+    from mlsd.report import compose  # noqa: PLC0415
+    from mlsd.report.smtp import Entry, send_once  # noqa: PLC0415
+    from mlsd.watched import Ledger  # noqa: PLC0415
 
     cfg = _load_config(args, required=True)
     logs.configure("WARNING", "auto", sys.stderr)
@@ -385,14 +388,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # The daemon's own counters for the day, when it has written them.
     ledger = Ledger(cfg.paths.state_dir)
-    coverage = report.Coverage.of(ledger.get(day), ledger.first_start(day))
+    coverage = compose.Coverage.of(ledger.get(day), ledger.first_start(day))
     geo = Geo(cfg.geoip)
     try:
         dates = [db.summary() for db in geo.describe()]
     finally:
         geo.close()
     host = socket.gethostname()
-    built = report.build(
+    built = compose.build(
         cfg,
         day,
         until=now if day == today else None,
@@ -410,7 +413,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not cfg.report.to:
         sys.stderr.write(f"mlsd: {cfg.source_file}: [report] to: no recipients to send to\n")
         return EXIT_USAGE
-    message, sender, recipients = report.to_message(built, cfg, now=now, hostname=host)
+    message, sender, recipients = compose.to_message(built, cfg, now=now, hostname=host)
     entry = Entry(id="cli", sender=sender, recipients=tuple(recipients), created=now.timestamp())
     outcome = asyncio.run(send_once(message, entry, cfg.smtp))
     for rcpt in outcome.delivered:
@@ -428,8 +431,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - see the note on imports at the top
 
     from mlsd import logs  # noqa: PLC0415
-    from mlsd.geo import Geo  # noqa: PLC0415
-    from mlsd.rdns import ReverseResolver  # noqa: PLC0415
+    from mlsd.enrich.geo import Geo  # noqa: PLC0415
+    from mlsd.enrich.rdns import ReverseResolver  # noqa: PLC0415
 
     ips: list[str] = []
     for raw in args.ips:
@@ -479,7 +482,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`mlsd status`: health from the state files; exit 0 healthy, 1 not."""
-    from mlsd import logs, status  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd import logs  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.app import status  # noqa: PLC0415 - see the note on imports at the top
 
     # A config with a typo must not hide whether the daemon, still on its previous config,
     # is healthy: what of it is valid is used (defaults for the rest), the error is shown
@@ -505,7 +509,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     """`mlsd reset` / `mlsd purge`: archive, never delete; refused while mlsd runs."""
     import time  # noqa: PLC0415
 
-    from mlsd import archive  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.app import archive  # noqa: PLC0415 - see the note on imports at the top
 
     cfg = _load_config(args, required=True)
     what = "purge" if args.purge else "reset"
@@ -558,7 +562,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 def cmd_migrate_config(args: argparse.Namespace) -> int:
     """`mlsd migrate-config FILE`: an equivalent mlsd config, and what has none."""
-    from mlsd.migrate import migrate  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.app.migrate import migrate  # noqa: PLC0415 - see the note on imports at the top
 
     try:
         text = args.source.read_text(encoding="utf-8")

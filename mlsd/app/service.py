@@ -1,6 +1,6 @@
 """`mlsd run` as a service: start-up, serve, shutdown, and what systemd is told on the way.
 
-Start-up: lock and recovery (mlsd.daemon.open_session), the GeoIP databases and the
+Start-up: lock and recovery (mlsd.ingest.session.open_session), the GeoIP databases and the
 resolver, the follower task with its inotify watches, the report task; then READY=1.
 Catch-up may still be running at READY: STATUS= says how far behind reading is. A log
 mlsd may not read does not hold READY back: STATUS= and an error line say why, and
@@ -39,16 +39,18 @@ from dataclasses import fields, replace
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import access, config, daemon, history, logs, report
+from mlsd import access, config, logs
+from mlsd.app.isolate import run_limited
+from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
-from mlsd.coverage import DayCounts, Ledger
-from mlsd.enrich import Enricher
+from mlsd.enrich.enricher import Enricher
+from mlsd.enrich.geo import Geo
 from mlsd.errors import ConfigError, StateError
-from mlsd.geo import Geo
-from mlsd.isolate import run_limited
-from mlsd.parse import Skip
-from mlsd.sender import Rendered, ReportSender
-from mlsd.systemd import Notifier, watchdog_interval
+from mlsd.ingest import session
+from mlsd.ingest.parse import Skip
+from mlsd.report import compose, history
+from mlsd.report.outbox import Rendered, ReportSender
+from mlsd.watched import DayCounts, Ledger
 
 log = logging.getLogger("mlsd.service")
 
@@ -151,7 +153,7 @@ class Service:
         self.geo = Geo(self.cfg.geoip)
         self.enricher = Enricher(self.cfg, self.geo)
         try:
-            self.session = daemon.open_session(self.cfg, self.enricher)
+            self.session = session.open_session(self.cfg, self.enricher)
         except BaseException:
             await self.enricher.close()
             raise
@@ -165,11 +167,11 @@ class Service:
             # Refuses an outbox others can write to (StateError): close what is open.
             self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
         except BaseException:
-            daemon.close_session(self.session)
+            session.close_session(self.session)
             await self.enricher.close()
             raise
         self._describe_report()
-        follow = asyncio.create_task(daemon.follow_forever(self.session, self._stop_follow))
+        follow = asyncio.create_task(session.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
@@ -250,7 +252,7 @@ class Service:
                     await asyncio.wait_for(task, max(0.1, deadline - time.monotonic()))
         self._account()
         self.ledger.save()
-        daemon.close_session(self.session)
+        session.close_session(self.session)
         await self.enricher.close()
         return code
 
@@ -319,9 +321,9 @@ class Service:
 
     async def _produce(self, day: date, until: datetime | None) -> Rendered:
         # Everything read so far is committed first, so that the day is complete.
-        await daemon.drain(self.session)
+        await session.drain(self.session)
         self._account()
-        coverage = report.Coverage.of(self.ledger.get(day), self.ledger.first_start(day))
+        coverage = compose.Coverage.of(self.ledger.get(day), self.ledger.first_start(day))
         dates = [db.summary() for db in self.geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
@@ -329,7 +331,7 @@ class Service:
         # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
         async with self._report_lock:
             built = await run_limited(
-                report.build_portable,
+                compose.build_portable,
                 cfg,
                 day,
                 until=until,
@@ -341,7 +343,7 @@ class Service:
             )
         # A thread too: the sender's domain may ask postconf and the resolver (mlsd.mailname).
         message, sender, recipients = await asyncio.to_thread(
-            report.to_message, built, cfg, now=datetime.now(UTC), hostname=host
+            compose.to_message, built, cfg, now=datetime.now(UTC), hostname=host
         )
         return Rendered(
             day=day,

@@ -19,18 +19,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from mlsd import csvwindow, schedule
-from mlsd.checkpoint import CHECKPOINT_NAME, Checkpoint
 from mlsd.config import Config
-from mlsd.coverage import DayCounts, Ledger
+from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
-from mlsd.generations import Candidate, candidate, matches, rotated_siblings
-from mlsd.geo import Geo
-from mlsd.mailer import Outbox
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint
+from mlsd.ingest.sources.file.generations import Candidate, candidate, matches, rotated_siblings
+from mlsd.report import schedule, window
+from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
+from mlsd.report.smtp import Outbox
 from mlsd.safefs import read_file
-from mlsd.sender import STATE_NAME, read_last_queued, tagged_day
 from mlsd.statedir import LOCK_NAME
 from mlsd.untrusted import terminal
+from mlsd.watched import DayCounts, Ledger
 
 STALLED_AFTER: Final = 60.0
 """Seconds the checkpoint may stand still while there is log left to read."""
@@ -260,9 +260,9 @@ def _events(st: Status, cfg: Config, now: datetime) -> None:
         return
     tz = cfg.report_tz()
     try:
-        last = csvwindow.last_row_time(path, cfg.log_tz())
+        last = window.last_row_time(path, cfg.log_tz())
         start, _ = schedule.report_window(now.astimezone(tz).date(), tz)
-        st.events_today = sum(1 for _ in csvwindow.window(path, start, now, cfg.log_tz()))
+        st.events_today = sum(1 for _ in window.window(path, start, now, cfg.log_tz()))
     except OSError as exc:
         st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
         return

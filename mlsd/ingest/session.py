@@ -24,13 +24,13 @@ import pyinotify
 
 from mlsd import __version__
 from mlsd.access import readable
-from mlsd.checkpoint import CheckpointStore, StateLock
 from mlsd.config import Config
-from mlsd.csvlog import CsvJournal
-from mlsd.enrich import Enricher
+from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
-from mlsd.follow import Follower
-from mlsd.pipeline import Pipeline
+from mlsd.ingest.checkpoint import CheckpointStore, StateLock
+from mlsd.ingest.csvlog import CsvJournal
+from mlsd.ingest.pipeline import Pipeline
+from mlsd.ingest.sources.file.follow import Follower
 
 log = logging.getLogger("mlsd.daemon")
 

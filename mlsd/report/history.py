@@ -45,12 +45,19 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from mlsd.config import Config
-from mlsd.csvwindow import SECONDS, SLACK, count_newlines, find_offset, parse_date, resync
 from mlsd.durable import replace_atomically
 from mlsd.errors import StateError
+from mlsd.report.schedule import report_window
+from mlsd.report.window import (
+    SECONDS,
+    SLACK,
+    count_newlines,
+    find_offset,
+    parse_date,
+    resync,
+)
 from mlsd.rows import COLUMNS, DELIMITER, HEADER
 from mlsd.safefs import PRIVATE_DIR, make_dir, nofollow_opener, read_file
-from mlsd.schedule import report_window
 
 HISTORY_DAYS: Final = 30
 CACHE_VERSION: Final = 2  # 2: the IPs as one text, each ended by a newline

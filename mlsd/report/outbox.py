@@ -36,9 +36,9 @@ from typing import Final, TextIO
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
 from mlsd.errors import MlsdError, StateError
-from mlsd.mailer import Entry, Outbox, deliver_due
+from mlsd.report.schedule import missed_days, next_report_at
+from mlsd.report.smtp import Entry, Outbox, deliver_due
 from mlsd.safefs import SHARED_DIR, make_dir, read_file
-from mlsd.schedule import missed_days, next_report_at
 
 STATE_NAME: Final = "report.json"
 TAG_PREFIX: Final = "report:"

@@ -17,9 +17,9 @@ from typing import Final
 
 from mlsd import logs
 from mlsd.config import Config
-from mlsd.csvlog import postfix_reverse
-from mlsd.geo import Geo, GeoResult
-from mlsd.rdns import Reverse, ReverseLookup, ReverseResolver
+from mlsd.enrich.geo import Geo, GeoResult
+from mlsd.enrich.postfix import postfix_reverse
+from mlsd.enrich.rdns import Reverse, ReverseLookup, ReverseResolver
 from mlsd.rows import NOT_AVAILABLE, AuthFailure, Enrichment, ReverseStatus
 
 OFF: Final = ReverseStatus.OFF

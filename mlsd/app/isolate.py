@@ -29,7 +29,7 @@ log = logging.getLogger("mlsd.isolate")
 
 T = TypeVar("T")
 MIB: Final = 1 << 20
-_PRELOAD: Final = ["mlsd.report", "mlsd.history"]
+_PRELOAD: Final = ["mlsd.report.compose", "mlsd.report.history"]
 """Imported once in the fork server, so that a child starts in milliseconds."""
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from mlsd.checkpoint import PREFIX_LEN, GenerationId, fingerprint
-from mlsd.parse import MAX_CANDIDATE_LINE
+from mlsd.ingest.checkpoint import PREFIX_LEN, GenerationId, fingerprint
+from mlsd.ingest.parse import MAX_CANDIDATE_LINE
 
 log = logging.getLogger("mlsd.follow")
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mlsd.checkpoint import CHECKPOINT_NAME, StateLock
 from mlsd.config import Config
-from mlsd.coverage import NAME as COVERAGE_NAME
 from mlsd.durable import fsync_dir
 from mlsd.errors import StateError
-from mlsd.sender import STATE_NAME
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, StateLock
+from mlsd.report.outbox import STATE_NAME
+from mlsd.watched import NAME as COVERAGE_NAME
 
 ARCHIVE_MODE: Final = 0o700
 """The archive holds attack data (IPs, usernames): for root and mlsd's user only."""

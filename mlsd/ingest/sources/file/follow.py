@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from mlsd.checkpoint import Checkpoint, FirstStart, GenerationId, Policy, fingerprint
-from mlsd.generations import (
+from mlsd.ingest.checkpoint import Checkpoint, FirstStart, GenerationId, Policy, fingerprint
+from mlsd.ingest.sources.file.generations import (
     CHUNK,
     HEAD_MAX,
     LINE_MAX,

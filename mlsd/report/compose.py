@@ -45,16 +45,15 @@ from typing import Any, Final, TypeVar
 
 from mlsd import __version__
 from mlsd.config import Config
-from mlsd.coverage import DayCounts, FirstStart
-from mlsd.csvlog import clean_field
-from mlsd.csvwindow import BLOCK, window
-from mlsd.history import DaySummary, attempts_of, csv_rows, history
-from mlsd.mailname import mail_hostname
+from mlsd.report.history import DaySummary, attempts_of, csv_rows, history
+from mlsd.report.mailname import mail_hostname
+from mlsd.report.schedule import report_window
+from mlsd.report.window import BLOCK, window
 from mlsd.rows import DELIMITER, HEADER, ReverseStatus, encode_rows
 from mlsd.safefs import nofollow_opener
-from mlsd.schedule import report_window
+from mlsd.untrusted import csv_cell, is_safe, terminal
 from mlsd.untrusted import html as untrusted_html
-from mlsd.untrusted import is_safe, terminal
+from mlsd.watched import DayCounts, FirstStart
 
 WIDTH: Final = 78
 """Longest line of the plain-text part, in terminal columns."""
@@ -851,7 +850,7 @@ def _day_csv(lines: list[str], cap: int, masked: bool) -> bytes:
             cells = next(csv.reader([line], delimiter=DELIMITER))
             if masked and len(cells) > 3 and cells[3]:
                 cells[3] = mask(cells[3])
-            out.append(encode_rows([[clean_field(c, cap) for c in cells]]).decode().rstrip("\n"))
+            out.append(encode_rows([[csv_cell(c, cap) for c in cells]]).decode().rstrip("\n"))
         else:
             out.append(line)
     return HEADER + ("\n".join(out) + "\n").encode()

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from mlsd.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
-from mlsd.csvlog import CsvJournal, RowFormat
 from mlsd.errors import StateError
-from mlsd.follow import Batch
-from mlsd.parse import Skip, parse_block, success_lines
+from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
+from mlsd.ingest.csvlog import CsvJournal, RowFormat
+from mlsd.ingest.parse import Skip, parse_block, success_lines
+from mlsd.ingest.sources.file.follow import Batch
 from mlsd.rows import HEADER, AuthFailure, Enrichment
 from mlsd.untrusted import raw_line
 
