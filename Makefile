@@ -37,6 +37,8 @@ COVDIR := $(CURDIR)/.coverage-data
 unit: venv
 	install -d -m 1777 '$(COVDIR)'
 	COVERAGE_FILE='$(COVDIR)/coverage' $(BIN)/pytest --cov=mlsd --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	@# The figure per role: the contract modules at the top, then ingest, enrich, report, app.
+	COVERAGE_FILE='$(COVDIR)/coverage' $(BIN)/python -m tests.coverage_roles
 
 test: lint typecheck unit
 
