@@ -247,3 +247,35 @@ def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(
     assert 1 == len(gaps), gaps
     assert f"{middle} (" in gaps[0] and f"unread_from=0 lost_bytes={size} " in gaps[0]
     assert "deleted by logrotate before mlsd read it" in gaps[0]
+
+
+def test_lines_written_after_a_truncate_to_a_file_renamed_since_are_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos seed 129: copytruncate with the copy compressed by xz (unreadable), more
+    lines written to the truncated file, then a `create` rotation renamed it before mlsd
+    looked. The lines only in the .xz are a gap; the lines written after the truncate,
+    now in the renamed file, are read. Before, the reader jumped to the new live file and
+    lost them unsaid."""
+    log = tmp_path / "mail.log"
+    w = Writer(log)
+    w.seq(range(5))
+    f = Follower(log, grace=0.01)
+    f.start(None, start_at="beginning", import_rotated=False)
+    assert [0, 1, 2, 3, 4] == _seqs(_drain(f))
+    w.seq(range(5, 8))
+    (tmp_path / "mail.log.2.xz").write_bytes(lzma.compress(log.read_bytes()))
+    os.truncate(log, 0)
+    w.seq(range(100, 120))  # longer than what was read: the size alone tells nothing
+    log.rename(tmp_path / "mail.log.1")
+    w.write(b"")  # the writer still holds the renamed file
+    w.seq(range(120, 122))
+    w.path = log
+    w.reopen()
+    w.seq(range(200, 203))
+    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+        got = _seqs(_drain(f))
+    assert [*range(100, 122), *range(200, 203)] == got
+    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    assert 1 == len(gaps), gaps
+    assert "truncated in place" in gaps[0] and "compressed with xz" in gaps[0]

@@ -141,6 +141,7 @@ def test_cut_torn_last_line_of_a_sealed_generation() -> None:
     out (it is a prefix of a line: `user=seq00` of `user=seq0042`); a live one waits."""
     p = cut(b"a\nuser=seq00", discard=False, last=True)
     assert (b"a\n", 12, 10) == (p.data, p.size, p.torn)
+    assert p.discard  # the offset sits inside that line: a late rest of it is skipped too
     p = cut(b"a\nuser=seq00", discard=False, last=False)
     assert (b"a\n", 2, 0) == (p.data, p.size, p.torn)
     p = cut(b"a\nb\n", discard=False, last=True)

@@ -474,7 +474,6 @@ class Follower:
             if matches(c, gen) and not c.packed and (c.dev, c.ino) != (cur.dev, cur.ino)
         ]
         self.rotations += 1
-        live = candidate(self.logpath)
         if copies:
             copy = copies[-1]
             end = max(cur.offset, copy.size)
@@ -504,10 +503,9 @@ class Follower:
             else "truncated in place and no copy found"
         )
         self._gap(cur.label(), cur.offset, None, why)
-        cur.close()
-        self.cur = None
-        if live is not None:
-            self._open(live, 0)
+        # Not the live file's start: logrotate may have renamed this file (create) since it
+        # truncated it, and lines were written to it in between (chaos seed 129 lost them).
+        cur.restart()
 
     def _copied_while_empty(self, cur: Generation) -> bool | None:
         """copytruncate of a generation that was empty when we opened it: it has no head

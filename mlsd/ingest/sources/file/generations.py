@@ -290,7 +290,8 @@ class Piece:
     too_long: int = 0
     """Over-long lines begun in this piece (each counted once, where it begins)."""
     discard: bool = False
-    """After this piece the offset is inside an over-long line: skip to its newline."""
+    """After this piece the offset is inside a line not to be parsed (over-long, or torn
+    at the end of a sealed generation): skip to its newline."""
     torn: int = 0
     """Bytes of an unterminated last line of a sealed generation, moved past unread."""
 
@@ -343,7 +344,11 @@ def cut(buf: bytes, *, discard: bool, last: bool) -> Piece:
     if tail >= LINE_MAX:
         return Piece(body, len(buf), too_long + 1, not last)
     if last and tail:
-        return Piece(body, len(buf), too_long, False, torn=tail)
+        # `discard`: the offset now sits inside that line. Should its writer still finish
+        # it (a late write through an old descriptor), the rest is skipped, not parsed as a
+        # line of its own; and the byte before the offset is rightly not a newline (a
+        # restart or a truncation check must not take that for a rewrite in place).
+        return Piece(body, len(buf), too_long, True, torn=tail)
     return Piece(body, end, too_long, False)
 
 
@@ -402,6 +407,16 @@ class Generation:
             head = os.pread(self.fd, HEAD_MAX, 0)
             if head.startswith(self.head):  # else truncated just now: still_same() will say
                 self.head = head
+
+    def restart(self) -> None:
+        """Truncated in place with no readable copy of what we had not read: what the file
+        holds now was written after the truncate, so it is read from its start, through
+        the descriptor we hold, under whatever name (or none) the file has by now."""
+        self.offset = 0
+        self.discard = False
+        self.head = os.pread(self.fd, HEAD_MAX, 0)
+        self.seen_size = 0
+        self.opened_at = time.time()
 
     def ident(self) -> GenerationId:
         """The identity to checkpoint."""
