@@ -25,11 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.report import history
-from mlsd.report.history import DaySummary
+from mlsd.report import daycache, dayscan, history
+from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
 from mlsd.report.window import count_rows, rows_between
-from mlsd.rows import HEADER, encode_rows
+from mlsd.rows import HEADER, Column, encode_rows
 
 PARIS = ZoneInfo("Europe/Paris")
 USERS = ["admin", "info", "b;c", 'q"x', "2026-10-24T10:00:00+02:00", "=cmd", "", "ünï"]
@@ -122,7 +122,7 @@ def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int |
     windows = [report_window(day - timedelta(days=k), PARIS) for k in range(days, 0, -1)]
     fd = os.open(cfg.paths.csv, os.O_RDONLY)
     try:
-        return history._scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
+        return dayscan.scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
     finally:
         os.close(fd)
 
@@ -131,14 +131,14 @@ def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int |
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     """Whether each chunk was read in bulk (True) or left to the line-by-line reading."""
     calls: list[bool] = []
-    read = history._Bulk.read
+    read = dayscan._Bulk.read
 
-    def counted(self: history._Bulk, chunk: bytes, nxt: int) -> object:
+    def counted(self: dayscan._Bulk, chunk: bytes, nxt: int) -> object:
         got = read(self, chunk, nxt)
         calls.append(got is not None)
         return got
 
-    monkeypatch.setattr(history._Bulk, "read", counted)
+    monkeypatch.setattr(dayscan._Bulk, "read", counted)
     yield calls
 
 
@@ -157,7 +157,7 @@ def test_scan_reads_what_rows_between_reads(
     start, day = SPANS[seed % 2]
     cfg = make_cfg(tmp_path)
     write(cfg.paths.csv, rng, start, 7, 6000, damage=0.2)
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     past = history.history(cfg, day, PARIS)
     seen = 0
     for d, summary in past.items():
@@ -183,11 +183,11 @@ def test_bulk_and_line_by_line_agree(
     start, day = SPANS[seed % 2]
     cfg = make_cfg(tmp_path)
     write(cfg.paths.csv, rng, start, 7, 6000, damage=0.05 * seed)
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     both = scan(cfg, day)
     assert any(bulk_calls)
-    monkeypatch.setattr(history._Bulk, "read", lambda self, chunk, nxt: None)
-    monkeypatch.setattr(history._Bulk, "parts", lambda self, chunk: [(0, chunk)])
+    monkeypatch.setattr(dayscan._Bulk, "read", lambda self, chunk, nxt: None)
+    monkeypatch.setattr(dayscan._Bulk, "parts", lambda self, chunk: [(0, chunk)])
     assert both == scan(cfg, day)
     assert sum(1 for _, closed in both if closed is not None) >= 5
 
@@ -205,7 +205,7 @@ def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> No
     times = [t for t in times if not quiet[0] <= t < quiet[1]]
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
     summaries = scan(cfg, date(2026, 11, 24), days=14)  # as history() does: from the CSV's start
-    chunks = -(-(cfg.paths.csv.stat().st_size - len(HEADER)) // history.CHUNK)
+    chunks = -(-(cfg.paths.csv.stat().st_size - len(HEADER)) // dayscan.CHUNK)
     assert all(bulk_calls)
     assert len(bulk_calls) >= chunks + 13  # the 13 midnights inside the CSV
     assert [s.rows for s, _ in summaries] == [4320] * 5 + [4320 - 6 * 180 - 165] + [4320] * 8
@@ -222,7 +222,7 @@ def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> No
 @given(st.sets(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=20))
 def test_decoded_as_one_text_equals_one_by_one(ips: set[bytes]) -> None:
     """Decoding a day's IPs joined is decoding each, bad UTF-8 included."""
-    assert history._decoded(ips) == frozenset(ip.decode("utf-8", "replace") for ip in ips)
+    assert dayscan._decoded(ips) == frozenset(ip.decode("utf-8", "replace") for ip in ips)
 
 
 @pytest.mark.parametrize("chunk", [2048, 1 << 16])
@@ -237,7 +237,7 @@ def test_a_csv_written_in_a_fixed_offset(
     times = [start + timedelta(seconds=k * 30) for k in range(6 * 86400 // 30)]
     fixed = timezone(timedelta(hours=1))
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t, zone=fixed) for t in times))
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     day = date(2026, 4, 1)
     past = history.history(cfg, day, PARIS)
     assert past[date(2026, 3, 29)] is not None
@@ -263,7 +263,7 @@ def test_rows_later_than_slack_are_not_counted(
     at = times.index(datetime(2026, 11, 22, 7, tzinfo=PARIS))
     times[at:at] = late
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     past = history.history(cfg, date(2026, 11, 24), PARIS)
     assert past[date(2026, 11, 21)].rows == 2880  # type: ignore[union-attr]
     for d, summary in past.items():
@@ -281,7 +281,7 @@ def test_day_cache_keeps_any_set_of_ips(ips: frozenset[str]) -> None:
         csv_path.write_bytes(HEADER + b"x" * 300)
         fd = os.open(csv_path, os.O_RDONLY)
         try:
-            cache = history._DayCache(Path(tmp) / "days", fd, os.fstat(fd), "Europe/Paris")
+            cache = daycache.DayCache(Path(tmp) / "days", fd, os.fstat(fd), "Europe/Paris")
             day = date(2026, 11, 23)
             start, end = report_window(day, PARIS)
             cache.store(day, start, end, DaySummary(3, 4, ips), 200)
@@ -354,3 +354,11 @@ def test_csv_rows_without_a_writable_state_dir(tmp_path: Path) -> None:
     assert not cfg.paths.state_dir.exists()
     (tmp_path / "none").mkdir()
     assert 0 == history.csv_rows(make_cfg(tmp_path / "none"))  # no CSV at all
+
+
+def test_the_fast_readers_know_the_column_order() -> None:
+    """The bulk and line-by-line readers (and window's) rely on where the server, the date,
+    the IP and the attempts are (mlsd.report.dayscan): a new column goes elsewhere, or they
+    change with it."""
+    assert (Column.SERVER, Column.DATE, Column.IP) == (0, 1, 2)
+    assert Column.ATTEMPTS == len(Column) - 1

@@ -9,7 +9,6 @@ byte offset can be resynchronised by skipping to the next newline.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Final
 
-from mlsd.rows import COLUMNS, DELIMITER, HEADER
+from mlsd.rows import COLUMNS, DELIMITER, HEADER, QUOTE, Column, decode_row
 from mlsd.safefs import nofollow_opener
 
 # How far out of order rows may be (a rotated file caught up after newer lines).
@@ -99,8 +98,8 @@ def _line_at(fh: io.BufferedReader, offset: int) -> tuple[int, bytes]:
 
 
 def _time_of(line: bytes, tz: tzinfo) -> datetime | None:
-    fields = line.decode("utf-8", "replace").split(DELIMITER, 2)
-    return parse_date(fields[1], tz) if len(fields) > 1 else None
+    fields = line.decode("utf-8", "replace").split(DELIMITER, Column.DATE + 1)
+    return parse_date(fields[Column.DATE], tz) if len(fields) > Column.DATE else None
 
 
 def find_offset(path: Path, start: datetime, tz: tzinfo) -> int:
@@ -160,6 +159,8 @@ class Rows:
         size = BLOCK
         epoch = self._stamps.epoch
         minutes = self._stamps.minutes
+        # Locals, and the column a plain int: read once per row.
+        date_at, quote, ncols = int(Column.DATE), QUOTE, _NCOLS
         while block := os.pread(self._fd, size, self.pos):
             end = block.rfind(b"\n") + 1
             if end == 0:
@@ -170,15 +171,17 @@ class Rows:
             self.pos += end
             # A block cut after a newline never splits a UTF-8 sequence: decode it whole.
             for line in block[:end].decode("utf-8", "replace").split("\n")[:-1]:
-                # Only a field holding `"` or `;` is quoted; the csv module is for those lines.
-                fields = (
-                    next(csv.reader([line], delimiter=DELIMITER))
-                    if '"' in line
-                    else line.split(DELIMITER)
-                )
-                if len(fields) < _NCOLS:
-                    continue
-                stamp = fields[1]
+                # rows.decode_row, its plain-line case inlined: this runs once per row.
+                if quote in line:
+                    decoded = decode_row(line)
+                    if decoded is None:
+                        continue
+                    fields = decoded
+                else:
+                    fields = line.split(DELIMITER)
+                    if len(fields) < ncols:
+                        continue
+                stamp = fields[date_at]
                 # Stamps.epoch, inlined for the common case: this runs once per row.
                 if len(stamp) == 25 and stamp[16] == ":":
                     minute = minutes.get(stamp[:16] + stamp[19:])
