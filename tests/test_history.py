@@ -1,10 +1,11 @@
-"""The history scan (mlsd.history) reads exactly the rows rows_between reads.
+"""The history scan (mlsd.report.dayscan) reads exactly the rows the report reads of a day.
 
 The cold scan has two readers: a bulk one for chunks whose rows are plainly one day's, and
-a line-by-line one for everything else. Each is checked against csvwindow.rows_between, and
-against the other, on CSVs written by csvlog and then damaged on purpose: out of order,
-quoted and date-like attacker cells, other servers, missing and extra fields, bad seconds,
-odd attempts, other zones and formats, invalid UTF-8 and garbage.
+a line-by-line one for everything else. Each is checked against the report's own reading of
+its day (mlsd.report.window.window), and against the other, on CSVs written by csvlog and
+then damaged on purpose: out of order, quoted and date-like attacker cells, other servers,
+missing and extra fields, bad seconds, odd attempts, other zones and formats, invalid UTF-8
+and garbage.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
 from mlsd.report import daycache, dayscan, history
 from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
-from mlsd.report.window import count_rows, rows_between
+from mlsd.report.window import window
 from mlsd.rows import HEADER, Column, encode_rows
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -112,10 +113,28 @@ def write(
     path.write_bytes(HEADER + b"".join(x + b"\n" for x in lines))
 
 
+def attempts(cell: str) -> int:
+    """The `attempts` cell as the report counts it: a number, or 1 when it is not one."""
+    try:
+        return int(cell)
+    except ValueError:
+        return 1
+
+
 def reference(cfg: Config, d: date) -> tuple[int, int, frozenset[str]]:
+    """Day d as the report reads its own day: rows, failed attempts, IPs."""
     start, end = report_window(d, PARIS)
-    rows = list(rows_between(cfg.paths.csv, start, end, cfg.log_tz()))
-    return len(rows), sum(r.attempts for r in rows), frozenset(r.ip for r in rows)
+    rows = [cells for _, cells in window(cfg.paths.csv, start, end, cfg.log_tz())]
+    return (
+        len(rows),
+        sum(attempts(cells[Column.ATTEMPTS]) for cells in rows),
+        frozenset(cells[Column.IP] for cells in rows),
+    )
+
+
+def newlines_less_header(path: Path) -> int:
+    """The CSV's rows as the report's "CSV size and row count" gives them, counted plainly."""
+    return max(path.read_bytes().count(b"\n") - 1, 0) if path.exists() else 0
 
 
 def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int | None]]:
@@ -149,10 +168,11 @@ SPANS = [(datetime(2026, 10, 21, 18, tzinfo=PARIS), date(2026, 10, 29)),
 
 @pytest.mark.parametrize("chunk", [300, 2048])
 @pytest.mark.parametrize("seed", range(6))
-def test_scan_reads_what_rows_between_reads(
+def test_scan_reads_what_the_report_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], seed: int, chunk: int
 ) -> None:
-    """Both readers together, on a damaged CSV, give each day exactly rows_between's rows."""
+    """Both readers together, on a damaged CSV, give each day exactly the rows the report
+    reads when that day is its own."""
     rng = random.Random(seed)
     start, day = SPANS[seed % 2]
     cfg = make_cfg(tmp_path)
@@ -253,8 +273,8 @@ def test_rows_later_than_slack_are_not_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], chunk: int
 ) -> None:
     """A day's rows appended after the next day's 06:00 (a rotated log caught up too late)
-    count for no day, whichever reader meets them: the day had closed, as for rows_between.
-    (Later than that, even rows_between's binary search could be misled.)"""
+    count for no day, whichever reader meets them: the day had closed, as for the report's
+    own reading. (Later than that, even its binary search could be misled.)"""
     rng = random.Random(4)
     cfg = make_cfg(tmp_path)
     start = datetime(2026, 11, 20, tzinfo=PARIS)
@@ -300,11 +320,11 @@ def rows_csv(cfg: Config, rng: random.Random, n: int, start: datetime) -> None:
 
 def test_csv_rows_reads_only_what_was_appended(tmp_path: Path) -> None:
     """The count is remembered with its offset: the next count reads from there. (Proof:
-    a newline slipped into the counted part in place is not seen; count_rows sees it.)"""
+    a newline slipped into the counted part in place is not seen; a plain count sees it.)"""
     rng = random.Random(5)
     cfg = make_cfg(tmp_path)
     rows_csv(cfg, rng, 3000, datetime(2026, 11, 20, tzinfo=PARIS))
-    assert 3000 == history.csv_rows(cfg) == count_rows(cfg.paths.csv)
+    assert 3000 == history.csv_rows(cfg) == newlines_less_header(cfg.paths.csv)
     entry = json.loads((cfg.paths.state_dir / "days" / "rows.json").read_text())
     assert cfg.paths.csv.stat().st_size == entry["offset"]
     assert 0o600 == stat.S_IMODE((cfg.paths.state_dir / "days" / "rows.json").stat().st_mode)
@@ -313,7 +333,7 @@ def test_csv_rows_reads_only_what_was_appended(tmp_path: Path) -> None:
         fh.write(b"\n")
     rows_csv(cfg, rng, 500, datetime(2026, 11, 21, tzinfo=PARIS))
     assert 3500 == history.csv_rows(cfg)
-    assert 3501 == count_rows(cfg.paths.csv)
+    assert 3501 == newlines_less_header(cfg.paths.csv)
 
 
 @pytest.mark.parametrize("how", ["garbage", "other-csv", "regrown", "cut"])
@@ -341,7 +361,7 @@ def test_csv_rows_recounts_when_the_entry_does_not_match(tmp_path: Path, how: st
     else:  # same inode, shorter than the entry's offset
         with cfg.paths.csv.open("r+b") as fh:
             fh.truncate(len(data) // 2)
-    assert count_rows(cfg.paths.csv) == history.csv_rows(cfg)
+    assert newlines_less_header(cfg.paths.csv) == history.csv_rows(cfg)
 
 
 def test_csv_rows_without_a_writable_state_dir(tmp_path: Path) -> None:

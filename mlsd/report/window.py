@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Final
@@ -31,24 +30,6 @@ _NCOLS: Final = len(COLUMNS)
 SECONDS: Final = frozenset(f"{n:02d}" for n in range(60))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Row:
-    """One CSV row, as the report needs it."""
-
-    time: datetime
-    server: str
-    ip: str
-    user: str
-    hostname: str
-    reverse_dns_status: str
-    country_code: str
-    asn: str
-    aso: str
-    service: str
-    mechanism: str
-    attempts: int
-
-
 def parse_date(text: str, tz: tzinfo) -> datetime | None:
     """The `date` column in either format (`iso`, or `maillogsentinel` in `tz`)."""
     try:
@@ -58,32 +39,6 @@ def parse_date(text: str, tz: tzinfo) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)
-
-
-def _row(fields: list[str], tz: tzinfo) -> Row | None:
-    if len(fields) < len(COLUMNS):
-        return None
-    when = parse_date(fields[1], tz)
-    if when is None:
-        return None
-    try:
-        attempts = int(fields[11])
-    except ValueError:
-        attempts = 1
-    return Row(
-        time=when,
-        server=fields[0],
-        ip=fields[2],
-        user=fields[3],
-        hostname=fields[4],
-        reverse_dns_status=fields[5],
-        country_code=fields[6],
-        asn=fields[7],
-        aso=fields[8],
-        service=fields[9],
-        mechanism=fields[10],
-        attempts=attempts,
-    )
 
 
 def _line_at(fh: io.BufferedReader, offset: int) -> tuple[int, bytes]:
@@ -222,26 +177,6 @@ def window(
                 if lines is not None:
                     lines.append(line)
                 yield t, fields
-    finally:
-        os.close(fd)
-
-
-def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iterator[Row]:
-    """Rows with start <= time < end, reading only around the window, as `Row`s."""
-    for _, fields in window(path, start, end, tz):
-        row = _row(fields, tz)
-        if row is not None:
-            yield row
-
-
-def count_rows(path: Path) -> int:
-    """Rows in the CSV (its header excluded), counted in blocks."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return 0
-    try:
-        return max(count_newlines(fd, 0)[1] - 1, 0)
     finally:
         os.close(fd)
 
