@@ -15,8 +15,6 @@ from mlsd.untrusted import html as untrusted_html
 _BAR_COLOUR: Final = "#3b82f6"
 """A mid-tone blue, readable on a white and on a black background alike."""
 _LINE: Final = "rgba(128,128,128,.45)"
-
-
 _CELL = "padding:2px 10px 2px 0;vertical-align:top;"
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;"
 
