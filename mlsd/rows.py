@@ -4,6 +4,9 @@ The only module that knows the column order. The ingest side (parse → enrich �
 and the report side (window, history, compose) meet here and nowhere else: a new column is
 added here, and every reader finds it by name. The first nine columns are MailLogSentinel's,
 in its order, so its users' scripts keep working.
+
+Both directions live here: `encode_rows` writes rows, `decode_row` reads one back (the
+report's readers inline its plain-line case where they run once per row, and say so).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ COLUMNS: Final = tuple(c.name.lower() for c in Column)
 """The header's names, in order: server;date;ip;user;hostname;reverse_dns_status;…"""
 DELIMITER: Final = ";"
 HEADER: Final = (DELIMITER.join(COLUMNS) + "\n").encode()
+QUOTE: Final = '"'
+"""Only a line holding it has a quoted cell (see `decode_row`)."""
+SKELETON: Final = (DELIMITER * (len(COLUMNS) - 1)).encode()
+"""What is left of a plain row (no quoted cell) once every byte but the delimiters is
+dropped: a byte-level check that a line has exactly the columns, and none quoted."""
 NOT_AVAILABLE: Final = "N/A"
 
 
@@ -127,3 +135,30 @@ def _quoted(row: Sequence[str]) -> str:
         row
     )
     return buf.getvalue()[:-1]
+
+
+def split_cells(line: str) -> list[str]:
+    """A line's cells as the csv module reads them (quotes undone, a line end dropped; no
+    cell for an empty line)."""
+    return next(csv.reader([line], delimiter=DELIMITER), [])
+
+
+def decode_row(line: str) -> list[str] | None:
+    """A line's cells in COLUMNS order (more are tolerated: the first ones are the row's),
+    or None when it is not a row: fewer cells than columns.
+
+    Only a line holding a quote needs the csv module; any other is split on the delimiter,
+    which is what csvlog wrote between its cells.
+    """
+    cells = split_cells(line) if QUOTE in line else line.split(DELIMITER)
+    return cells if len(cells) >= len(COLUMNS) else None
+
+
+def attempts_of(cell: str) -> int:
+    """The `attempts` cell as a number: 1 when it is not one (a damaged or edited row)."""
+    if cell == "1":
+        return 1
+    try:
+        return int(cell)
+    except ValueError:
+        return 1

@@ -45,8 +45,6 @@ OVERSIZE: Final[dict[str, int]] = {
     "mlsd/ingest/session.py": 459,
     "mlsd/ingest/sources/file/follow.py": 588,
     "mlsd/ingest/sources/file/generations.py": 469,
-    "mlsd/report/compose.py": 1069,
-    "mlsd/report/history.py": 556,
 }
 
 

@@ -12,8 +12,10 @@ import pytest
 
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.ingest.csvlog import CsvJournal, row_fields
-from mlsd.report.window import count_rows, rows_between, window
-from mlsd.rows import AuthFailure, encode_rows
+from mlsd.report.history import csv_rows
+from mlsd.report.window import parse_date, window
+from mlsd.rows import HEADER, AuthFailure, Column, encode_rows
+from tests.test_history import make_cfg
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -48,7 +50,7 @@ def test_window_equals_full_scan(tmp_path: Path, seed: int) -> None:
         start = T0 + timedelta(hours=rng.uniform(0, 240))
         end = start + timedelta(hours=rng.choice([1, 23, 24, 25]))
         expected = Counter(f"seq{i:06d}" for i, t in enumerate(times) if start <= t < end)
-        actual = Counter(r.user for r in rows_between(path, start, end, PARIS))
+        actual = Counter(cells[Column.USER] for _, cells in window(path, start, end, PARIS))
         assert expected == actual
 
 
@@ -58,7 +60,7 @@ def test_maillogsentinel_date_format_is_read_too(tmp_path: Path) -> None:
     path = tmp_path / "mlsd.csv"
     write_csv(path, times, "maillogsentinel")
     start, end = T0 + timedelta(hours=10), T0 + timedelta(hours=11)
-    assert 60 == sum(1 for _ in rows_between(path, start, end, PARIS))
+    assert 60 == sum(1 for _ in window(path, start, end, PARIS))
 
 
 @pytest.mark.parametrize("bad_first", [False, True])
@@ -77,22 +79,26 @@ def test_a_date_with_impossible_seconds_is_not_a_row(tmp_path: Path, bad_first: 
     for k, stamp in enumerate(bad):
         lines[first_row + k + (0 if bad_first else 2)] = lines[first_row].replace(good, stamp)
     path.write_bytes(b"\n".join(lines))
-    # window() is what the report counts from; rows_between() parses each date again.
+    # window() is what the report counts from; each date parsed in full finds the same two.
     expected = [int(t.timestamp()) for t in (times[3:] if bad_first else times[:2])]
     assert expected == [t for t, _ in window(path, T0, T0 + timedelta(days=1), PARIS)]
-    assert 2 == len(list(rows_between(path, T0, T0 + timedelta(days=1), PARIS)))
+    dates = [line.split(b";")[Column.DATE].decode() for line in lines[first_row:] if line]
+    assert 5 == len(dates)
+    assert expected == [int(w.timestamp()) for d in dates if (w := parse_date(d, PARIS))]
 
 
 def test_empty_and_missing_csv(tmp_path: Path) -> None:
     """No CSV or a header-only CSV: no rows, count 0."""
-    path = tmp_path / "mlsd.csv"
-    assert ([], 0) == (list(rows_between(path, T0, T0 + timedelta(days=1), UTC)), count_rows(path))
+    cfg = make_cfg(tmp_path)
+    path = cfg.paths.csv
+    assert ([], 0) == (list(window(path, T0, T0 + timedelta(days=1), UTC)), csv_rows(cfg))
     write_csv(path, [])
-    assert ([], 0) == (list(rows_between(path, T0, T0 + timedelta(days=1), UTC)), count_rows(path))
+    assert HEADER == path.read_bytes()
+    assert ([], 0) == (list(window(path, T0, T0 + timedelta(days=1), UTC)), csv_rows(cfg))
 
 
-def test_count_rows(tmp_path: Path) -> None:
-    """count_rows counts data rows, not the header."""
-    path = tmp_path / "mlsd.csv"
-    write_csv(path, [T0] * 1234)
-    assert 1234 == count_rows(path)
+def test_the_row_count_leaves_out_the_header(tmp_path: Path) -> None:
+    """The report's row count counts data rows, not the header."""
+    cfg = make_cfg(tmp_path)
+    write_csv(cfg.paths.csv, [T0] * 1234)
+    assert 1234 == csv_rows(cfg)

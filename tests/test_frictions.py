@@ -28,7 +28,7 @@ import pytest
 from mlsd import config, logs
 from mlsd.app import cli, service
 from mlsd.errors import ConfigError
-from mlsd.report import compose
+from mlsd.report import message
 from mlsd.report.mailname import mail_hostname
 from tests.followkit import ENV, Env, Writer, now_line, wait_for
 from tests.test_access import GID, SETPRIV, UID
@@ -329,8 +329,8 @@ def test_the_report_message_takes_its_sender_domain_from_mailname(
     cfg = make_cfg(tmp_path)
     write_csv(cfg.paths.csv, [E("2026-11-24 10:00:00", "203.0.113.5")])
     built = build(cfg)
-    monkeypatch.setattr(compose, "mail_hostname", lambda short: f"{short}.example.org")
-    msg, sender, _ = compose.to_message(built, cfg, now=datetime.now(UTC), hostname="vm")
+    monkeypatch.setattr(message, "mail_hostname", lambda short: f"{short}.example.org")
+    msg, sender, _ = message.to_message(built, cfg, now=datetime.now(UTC), hostname="vm")
     assert "mlsd@vm.example.org" == sender
     assert b"From: mlsd@vm.example.org\r\n" in msg
     assert re.search(rb"Message-ID: <[^>]+@vm\.example\.org>", msg)

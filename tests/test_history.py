@@ -1,10 +1,11 @@
-"""The history scan (mlsd.history) reads exactly the rows rows_between reads.
+"""The history scan (mlsd.report.dayscan) reads exactly the rows the report reads of a day.
 
 The cold scan has two readers: a bulk one for chunks whose rows are plainly one day's, and
-a line-by-line one for everything else. Each is checked against csvwindow.rows_between, and
-against the other, on CSVs written by csvlog and then damaged on purpose: out of order,
-quoted and date-like attacker cells, other servers, missing and extra fields, bad seconds,
-odd attempts, other zones and formats, invalid UTF-8 and garbage.
+a line-by-line one for everything else. Each is checked against the report's own reading of
+its day (mlsd.report.window.window), and against the other, on CSVs written by csvlog and
+then damaged on purpose: out of order, quoted and date-like attacker cells, other servers,
+missing and extra fields, bad seconds, odd attempts, other zones and formats, invalid UTF-8
+and garbage.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
-from mlsd.report import history
-from mlsd.report.history import DaySummary
+from mlsd.report import daycache, dayscan, history
+from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
-from mlsd.report.window import count_rows, rows_between
-from mlsd.rows import HEADER, encode_rows
+from mlsd.report.window import window
+from mlsd.rows import HEADER, Column, encode_rows
 
 PARIS = ZoneInfo("Europe/Paris")
 USERS = ["admin", "info", "b;c", 'q"x', "2026-10-24T10:00:00+02:00", "=cmd", "", "ünï"]
@@ -112,17 +113,35 @@ def write(
     path.write_bytes(HEADER + b"".join(x + b"\n" for x in lines))
 
 
+def attempts(cell: str) -> int:
+    """The `attempts` cell as the report counts it: a number, or 1 when it is not one."""
+    try:
+        return int(cell)
+    except ValueError:
+        return 1
+
+
 def reference(cfg: Config, d: date) -> tuple[int, int, frozenset[str]]:
+    """Day d as the report reads its own day: rows, failed attempts, IPs."""
     start, end = report_window(d, PARIS)
-    rows = list(rows_between(cfg.paths.csv, start, end, cfg.log_tz()))
-    return len(rows), sum(r.attempts for r in rows), frozenset(r.ip for r in rows)
+    rows = [cells for _, cells in window(cfg.paths.csv, start, end, cfg.log_tz())]
+    return (
+        len(rows),
+        sum(attempts(cells[Column.ATTEMPTS]) for cells in rows),
+        frozenset(cells[Column.IP] for cells in rows),
+    )
+
+
+def newlines_less_header(path: Path) -> int:
+    """The CSV's rows as the report's "CSV size and row count" gives them, counted plainly."""
+    return max(path.read_bytes().count(b"\n") - 1, 0) if path.exists() else 0
 
 
 def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int | None]]:
     windows = [report_window(day - timedelta(days=k), PARIS) for k in range(days, 0, -1)]
     fd = os.open(cfg.paths.csv, os.O_RDONLY)
     try:
-        return history._scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
+        return dayscan.scan_days(cfg.paths.csv, fd, windows, cfg.log_tz())
     finally:
         os.close(fd)
 
@@ -131,14 +150,14 @@ def scan(cfg: Config, day: date, days: int = 30) -> list[tuple[DaySummary, int |
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     """Whether each chunk was read in bulk (True) or left to the line-by-line reading."""
     calls: list[bool] = []
-    read = history._Bulk.read
+    read = dayscan._Bulk.read
 
-    def counted(self: history._Bulk, chunk: bytes, nxt: int) -> object:
+    def counted(self: dayscan._Bulk, chunk: bytes, nxt: int) -> object:
         got = read(self, chunk, nxt)
         calls.append(got is not None)
         return got
 
-    monkeypatch.setattr(history._Bulk, "read", counted)
+    monkeypatch.setattr(dayscan._Bulk, "read", counted)
     yield calls
 
 
@@ -149,15 +168,16 @@ SPANS = [(datetime(2026, 10, 21, 18, tzinfo=PARIS), date(2026, 10, 29)),
 
 @pytest.mark.parametrize("chunk", [300, 2048])
 @pytest.mark.parametrize("seed", range(6))
-def test_scan_reads_what_rows_between_reads(
+def test_scan_reads_what_the_report_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], seed: int, chunk: int
 ) -> None:
-    """Both readers together, on a damaged CSV, give each day exactly rows_between's rows."""
+    """Both readers together, on a damaged CSV, give each day exactly the rows the report
+    reads when that day is its own."""
     rng = random.Random(seed)
     start, day = SPANS[seed % 2]
     cfg = make_cfg(tmp_path)
     write(cfg.paths.csv, rng, start, 7, 6000, damage=0.2)
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     past = history.history(cfg, day, PARIS)
     seen = 0
     for d, summary in past.items():
@@ -183,11 +203,11 @@ def test_bulk_and_line_by_line_agree(
     start, day = SPANS[seed % 2]
     cfg = make_cfg(tmp_path)
     write(cfg.paths.csv, rng, start, 7, 6000, damage=0.05 * seed)
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     both = scan(cfg, day)
     assert any(bulk_calls)
-    monkeypatch.setattr(history._Bulk, "read", lambda self, chunk, nxt: None)
-    monkeypatch.setattr(history._Bulk, "parts", lambda self, chunk: [(0, chunk)])
+    monkeypatch.setattr(dayscan._Bulk, "read", lambda self, chunk, nxt: None)
+    monkeypatch.setattr(dayscan._Bulk, "parts", lambda self, chunk: [(0, chunk)])
     assert both == scan(cfg, day)
     assert sum(1 for _, closed in both if closed is not None) >= 5
 
@@ -205,7 +225,7 @@ def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> No
     times = [t for t in times if not quiet[0] <= t < quiet[1]]
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
     summaries = scan(cfg, date(2026, 11, 24), days=14)  # as history() does: from the CSV's start
-    chunks = -(-(cfg.paths.csv.stat().st_size - len(HEADER)) // history.CHUNK)
+    chunks = -(-(cfg.paths.csv.stat().st_size - len(HEADER)) // dayscan.CHUNK)
     assert all(bulk_calls)
     assert len(bulk_calls) >= chunks + 13  # the 13 midnights inside the CSV
     assert [s.rows for s, _ in summaries] == [4320] * 5 + [4320 - 6 * 180 - 165] + [4320] * 8
@@ -222,7 +242,7 @@ def test_plain_csv_is_read_in_bulk(tmp_path: Path, bulk_calls: list[bool]) -> No
 @given(st.sets(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=20))
 def test_decoded_as_one_text_equals_one_by_one(ips: set[bytes]) -> None:
     """Decoding a day's IPs joined is decoding each, bad UTF-8 included."""
-    assert history._decoded(ips) == frozenset(ip.decode("utf-8", "replace") for ip in ips)
+    assert dayscan._decoded(ips) == frozenset(ip.decode("utf-8", "replace") for ip in ips)
 
 
 @pytest.mark.parametrize("chunk", [2048, 1 << 16])
@@ -237,7 +257,7 @@ def test_a_csv_written_in_a_fixed_offset(
     times = [start + timedelta(seconds=k * 30) for k in range(6 * 86400 // 30)]
     fixed = timezone(timedelta(hours=1))
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t, zone=fixed) for t in times))
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     day = date(2026, 4, 1)
     past = history.history(cfg, day, PARIS)
     assert past[date(2026, 3, 29)] is not None
@@ -253,8 +273,8 @@ def test_rows_later_than_slack_are_not_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_calls: list[bool], chunk: int
 ) -> None:
     """A day's rows appended after the next day's 06:00 (a rotated log caught up too late)
-    count for no day, whichever reader meets them: the day had closed, as for rows_between.
-    (Later than that, even rows_between's binary search could be misled.)"""
+    count for no day, whichever reader meets them: the day had closed, as for the report's
+    own reading. (Later than that, even its binary search could be misled.)"""
     rng = random.Random(4)
     cfg = make_cfg(tmp_path)
     start = datetime(2026, 11, 20, tzinfo=PARIS)
@@ -263,7 +283,7 @@ def test_rows_later_than_slack_are_not_counted(
     at = times.index(datetime(2026, 11, 22, 7, tzinfo=PARIS))
     times[at:at] = late
     cfg.paths.csv.write_bytes(HEADER + encode_rows(row(rng, t) for t in times))
-    monkeypatch.setattr(history, "CHUNK", chunk)
+    monkeypatch.setattr(dayscan, "CHUNK", chunk)
     past = history.history(cfg, date(2026, 11, 24), PARIS)
     assert past[date(2026, 11, 21)].rows == 2880  # type: ignore[union-attr]
     for d, summary in past.items():
@@ -281,7 +301,7 @@ def test_day_cache_keeps_any_set_of_ips(ips: frozenset[str]) -> None:
         csv_path.write_bytes(HEADER + b"x" * 300)
         fd = os.open(csv_path, os.O_RDONLY)
         try:
-            cache = history._DayCache(Path(tmp) / "days", fd, os.fstat(fd), "Europe/Paris")
+            cache = daycache.DayCache(Path(tmp) / "days", fd, os.fstat(fd), "Europe/Paris")
             day = date(2026, 11, 23)
             start, end = report_window(day, PARIS)
             cache.store(day, start, end, DaySummary(3, 4, ips), 200)
@@ -300,11 +320,11 @@ def rows_csv(cfg: Config, rng: random.Random, n: int, start: datetime) -> None:
 
 def test_csv_rows_reads_only_what_was_appended(tmp_path: Path) -> None:
     """The count is remembered with its offset: the next count reads from there. (Proof:
-    a newline slipped into the counted part in place is not seen; count_rows sees it.)"""
+    a newline slipped into the counted part in place is not seen; a plain count sees it.)"""
     rng = random.Random(5)
     cfg = make_cfg(tmp_path)
     rows_csv(cfg, rng, 3000, datetime(2026, 11, 20, tzinfo=PARIS))
-    assert 3000 == history.csv_rows(cfg) == count_rows(cfg.paths.csv)
+    assert 3000 == history.csv_rows(cfg) == newlines_less_header(cfg.paths.csv)
     entry = json.loads((cfg.paths.state_dir / "days" / "rows.json").read_text())
     assert cfg.paths.csv.stat().st_size == entry["offset"]
     assert 0o600 == stat.S_IMODE((cfg.paths.state_dir / "days" / "rows.json").stat().st_mode)
@@ -313,7 +333,7 @@ def test_csv_rows_reads_only_what_was_appended(tmp_path: Path) -> None:
         fh.write(b"\n")
     rows_csv(cfg, rng, 500, datetime(2026, 11, 21, tzinfo=PARIS))
     assert 3500 == history.csv_rows(cfg)
-    assert 3501 == count_rows(cfg.paths.csv)
+    assert 3501 == newlines_less_header(cfg.paths.csv)
 
 
 @pytest.mark.parametrize("how", ["garbage", "other-csv", "regrown", "cut"])
@@ -341,7 +361,7 @@ def test_csv_rows_recounts_when_the_entry_does_not_match(tmp_path: Path, how: st
     else:  # same inode, shorter than the entry's offset
         with cfg.paths.csv.open("r+b") as fh:
             fh.truncate(len(data) // 2)
-    assert count_rows(cfg.paths.csv) == history.csv_rows(cfg)
+    assert newlines_less_header(cfg.paths.csv) == history.csv_rows(cfg)
 
 
 def test_csv_rows_without_a_writable_state_dir(tmp_path: Path) -> None:
@@ -354,3 +374,11 @@ def test_csv_rows_without_a_writable_state_dir(tmp_path: Path) -> None:
     assert not cfg.paths.state_dir.exists()
     (tmp_path / "none").mkdir()
     assert 0 == history.csv_rows(make_cfg(tmp_path / "none"))  # no CSV at all
+
+
+def test_the_fast_readers_know_the_column_order() -> None:
+    """The bulk and line-by-line readers (and window's) rely on where the server, the date,
+    the IP and the attempts are (mlsd.report.dayscan): a new column goes elsewhere, or they
+    change with it."""
+    assert (Column.SERVER, Column.DATE, Column.IP) == (0, 1, 2)
+    assert Column.ATTEMPTS == len(Column) - 1

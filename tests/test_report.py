@@ -29,9 +29,9 @@ from mlsd import __version__
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
 from mlsd.errors import ConfigError
 from mlsd.ingest.csvlog import CsvJournal, row_fields
-from mlsd.report import compose, history
+from mlsd.report import compose, display, history, message, sections, tally
+from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
-from mlsd.report.window import rows_between
 from mlsd.rows import HEADER, AuthFailure, Enrichment, encode_rows
 from mlsd.watched import FirstStart
 
@@ -215,7 +215,7 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("3", "N/A", "not in the log line (Dovecot)"),
         ("1", "OK", "a name (Postfix resolved the client)"),
     ],
-    compose.COMPARISON: [
+    sections.COMPARISON: [
         ("10", "2026-11-24"),
         ("5", "yesterday", "+100%"),
         ("5", "median of the previous 7 days", "+100%"),
@@ -337,7 +337,7 @@ def test_text_width_and_harmless_attacker_fields(tmp_path: Path) -> None:
     write_csv(cfg.paths.csv, events)
     r = build(cfg)
     for line in r.text.splitlines():
-        assert compose.width(line) <= 78, line
+        assert display.width(line) <= 78, line
         assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e]", line), line
     assert "\\x1b[31m<script>" in r.text  # visible, inert
     assert long_v6 in r.text  # an IP is never cut
@@ -377,7 +377,7 @@ def test_masked_usernames(day_cfg: Config) -> None:
     assert ("6", "3", "a***") == table(r.text, "Top usernames")[0]
     assert "admin" not in r.text and ">admin<" not in r.html
     assert {"a***", "i***", "t***"} == {row[3] for row in attachment_rows(r)}
-    assert "a***@example.org" == compose.mask("alice@example.org")
+    assert "a***@example.org" == display.mask("alice@example.org")
 
 
 def test_empty_day_says_so_plainly(tmp_path: Path) -> None:
@@ -456,7 +456,7 @@ def test_until_cuts_the_day_so_far(day_cfg: Config) -> None:
         ("5", "2026-11-24 so far"),
         ("5", "yesterday"),
         ("5", "median of the previous 7 days"),
-    ] == table(r.text, compose.COMPARISON)
+    ] == table(r.text, sections.COMPARISON)
     assert "(9.2 h, the day so far; zone Europe/Paris)" in flat(r.text)
     assert 10 == len(table(r.text, "Hour by hour"))
 
@@ -475,7 +475,7 @@ def test_until_cuts_the_day_so_far(day_cfg: Config) -> None:
 )
 def test_networks(ip: str, expected: str) -> None:
     """/24 and /48 as ipaddress writes them; anything else is shown as it is."""
-    assert expected == compose.network(ip)
+    assert expected == tally.network(ip)
 
 
 def test_networks_equal_ipaddress_on_random_prefixes() -> None:
@@ -483,7 +483,7 @@ def test_networks_equal_ipaddress_on_random_prefixes() -> None:
     rng = random.Random(6)
     for _ in range(2000):
         ip = str(ipaddress.IPv6Address(rng.getrandbits(128) & ~((1 << rng.randrange(128)) - 1)))
-        assert str(ipaddress.ip_network((ip, 48), strict=False)) == compose.network(ip)
+        assert str(ipaddress.ip_network((ip, 48), strict=False)) == tally.network(ip)
 
 
 # ---- the attachment
@@ -546,7 +546,7 @@ def test_message_structure_and_headers(day_cfg: Config) -> None:
     """multipart/mixed > (multipart/alternative > text/plain + text/html) + attachment,
     with Date, Message-ID, From (default mlsd@host), To, and the envelope."""
     r = build(day_cfg)
-    raw, sender, rcpts = compose.to_message(r, day_cfg, now=NOW, hostname=HOST)
+    raw, sender, rcpts = message.to_message(r, day_cfg, now=NOW, hostname=HOST)
     assert (f"mlsd@{HOST}", ["admin@example.org"]) == (sender, rcpts)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert "multipart/mixed" == msg.get_content_type()
@@ -579,7 +579,7 @@ def test_message_without_attachment_and_with_a_sender(day_cfg: Config) -> None:
         report=replace(day_cfg.report, attach="none", sender="reports@example.org",
                        to=("a@example.org", "b@example.org")),
     )  # fmt: skip
-    raw, sender, rcpts = compose.to_message(build(cfg), cfg, now=NOW, hostname=HOST)
+    raw, sender, rcpts = message.to_message(build(cfg), cfg, now=NOW, hostname=HOST)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert ("reports@example.org", ["a@example.org", "b@example.org"]) == (sender, rcpts)
     assert "a@example.org, b@example.org" == msg["To"]
@@ -620,7 +620,7 @@ def test_cache_present_is_used(day_cfg: Config) -> None:
     assert ("20", "yesterday", "-50%") == table(build(day_cfg).text, EXPECTED_CMP)[1]
 
 
-EXPECTED_CMP = compose.COMPARISON
+EXPECTED_CMP = sections.COMPARISON
 
 
 @pytest.mark.parametrize("how", ["garbage", "other-csv", "regrown", "zone", "version"])
@@ -663,7 +663,7 @@ def test_build_leaves_the_garbage_collector_as_it_was(
     seen: list[bool] = []
     real = history.history  # what compose.history is until the monkeypatch below
 
-    def spy(cfg: Config, day: date, tz: tzinfo) -> dict[date, history.DaySummary | None]:
+    def spy(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]:
         seen.append(gc.isenabled())
         if len(seen) > 1:
             raise OSError("the CSV went away")
@@ -691,9 +691,9 @@ def test_cache_not_writable_still_builds(day_cfg: Config) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_fast_reading_equals_rows_between(tmp_path: Path, seed: int) -> None:
+def test_fast_reading_equals_the_events_written(tmp_path: Path, seed: int) -> None:
     """Over random rows spanning 12 days, some out of order within SLACK and some quoted,
-    each history day's summary and the day's totals equal a plain rows_between read."""
+    each history day's summary and the day's totals are those of the events written."""
     rng = random.Random(seed)
     cfg = make_cfg(tmp_path)
     t0 = datetime(2026, 11, 12, tzinfo=PARIS)
@@ -707,29 +707,32 @@ def test_fast_reading_equals_rows_between(tmp_path: Path, seed: int) -> None:
         for t in times
     ]  # fmt: skip
     write_csv(cfg.paths.csv, events)
+
+    def written(d: date) -> list[E]:
+        # Every event is within SLACK of its place in the file: each counts for its day.
+        start, end = report_window(d, PARIS)
+        return [e for e in events if start <= e.when() < end]
+
     day = date(2026, 11, 24)
     past = history.history(cfg, day, PARIS)
-    log_tz = cfg.log_tz()
     for d, summary in past.items():
-        start, end = report_window(d, PARIS)
-        rows = list(rows_between(cfg.paths.csv, start, end, log_tz))
-        if end <= min(e.when() for e in events):
+        if report_window(d, PARIS)[1] <= min(e.when() for e in events):
             assert summary is None
             continue
         assert summary is not None
-        assert (len(rows), sum(r.attempts for r in rows), {r.ip for r in rows}) == (
+        rows = written(d)
+        assert (len(rows), sum(e.attempts for e in rows), {e.ip for e in rows}) == (
             summary.rows, summary.failures, set(summary.ips),
         )  # fmt: skip
     again = history.history(cfg, day, PARIS)  # from the cache this time
     assert past == again
     for d in (date(2026, 11, 20), day):
-        start, end = report_window(d, PARIS)
-        rows = list(rows_between(cfg.paths.csv, start, end, log_tz))
+        rows = written(d)
         r = build(cfg, d)
-        assert (len(rows), sum(x.attempts for x in rows)) == (r.events, r.failures)
+        assert (len(rows), sum(e.attempts for e in rows)) == (r.events, r.failures)
         by_user: Counter[str] = Counter()
-        for x in rows:
-            by_user[x.user or "(none)"] += x.attempts
+        for e in rows:
+            by_user[e.user or "(none)"] += e.attempts
         assert by_user == {row[2]: int(row[0]) for row in table(r.text, "Top usernames")}
 
 

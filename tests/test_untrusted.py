@@ -13,7 +13,7 @@ import pytest
 from mlsd import logs, untrusted
 from mlsd.app.systemd import ascii_status
 from mlsd.ingest.csvlog import clean_field, printable
-from mlsd.report import compose
+from mlsd.report import display
 from tests.test_geo import IPINFO_RECORDS, write_mmdb
 
 # Characters issue 17 names (finding 4), and the ones the log escape used to miss.
@@ -38,7 +38,7 @@ def test_one_class_on_every_surface(ch: str, journal: io.StringIO) -> None:
     assert expected == clean_field(value, 256)
     assert expected == printable(value.encode())
     assert expected == untrusted.terminal(value)
-    assert expected == compose.plain(value)
+    assert expected == display.plain(value)
     assert expected == untrusted.html(value)
     assert "a?b" == ascii_status(value)
     logs.get("t").info("e", user=value)

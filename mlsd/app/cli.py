@@ -367,7 +367,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from mlsd import logs  # noqa: PLC0415
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
-    from mlsd.report import compose  # noqa: PLC0415
+    from mlsd.report import compose, message  # noqa: PLC0415
     from mlsd.report.smtp import Entry, send_once  # noqa: PLC0415
     from mlsd.watched import Ledger  # noqa: PLC0415
 
@@ -413,9 +413,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not cfg.report.to:
         sys.stderr.write(f"mlsd: {cfg.source_file}: [report] to: no recipients to send to\n")
         return EXIT_USAGE
-    message, sender, recipients = compose.to_message(built, cfg, now=now, hostname=host)
+    mail, sender, recipients = message.to_message(built, cfg, now=now, hostname=host)
     entry = Entry(id="cli", sender=sender, recipients=tuple(recipients), created=now.timestamp())
-    outcome = asyncio.run(send_once(message, entry, cfg.smtp))
+    outcome = asyncio.run(send_once(mail, entry, cfg.smtp))
     for rcpt in outcome.delivered:
         sys.stderr.write(f"mlsd: report of {day} delivered to {rcpt}\n")
     for rcpt, why in {**outcome.transient, **outcome.permanent}.items():

@@ -48,7 +48,7 @@ from mlsd.enrich.geo import Geo
 from mlsd.errors import ConfigError, StateError
 from mlsd.ingest import session
 from mlsd.ingest.parse import Skip
-from mlsd.report import compose, history
+from mlsd.report import compose, history, message
 from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.watched import DayCounts, Ledger
 
@@ -342,8 +342,8 @@ class Service:
                 what=f"report of {day}",
             )
         # A thread too: the sender's domain may ask postconf and the resolver (mlsd.mailname).
-        message, sender, recipients = await asyncio.to_thread(
-            compose.to_message, built, cfg, now=datetime.now(UTC), hostname=host
+        mail, sender, recipients = await asyncio.to_thread(
+            message.to_message, built, cfg, now=datetime.now(UTC), hostname=host
         )
         return Rendered(
             day=day,
@@ -352,7 +352,7 @@ class Service:
             text=built.text,
             html=built.html,
             events=built.events,
-            message=message,
+            message=mail,
             sender=sender,
             recipients=tuple(recipients),
         )

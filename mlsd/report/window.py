@@ -9,16 +9,14 @@ byte offset can be resynchronised by skipping to the next newline.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Final
 
-from mlsd.rows import COLUMNS, DELIMITER, HEADER
+from mlsd.rows import COLUMNS, DELIMITER, HEADER, QUOTE, Column, decode_row
 from mlsd.safefs import nofollow_opener
 
 # How far out of order rows may be (a rotated file caught up after newer lines).
@@ -32,24 +30,6 @@ _NCOLS: Final = len(COLUMNS)
 SECONDS: Final = frozenset(f"{n:02d}" for n in range(60))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Row:
-    """One CSV row, as the report needs it."""
-
-    time: datetime
-    server: str
-    ip: str
-    user: str
-    hostname: str
-    reverse_dns_status: str
-    country_code: str
-    asn: str
-    aso: str
-    service: str
-    mechanism: str
-    attempts: int
-
-
 def parse_date(text: str, tz: tzinfo) -> datetime | None:
     """The `date` column in either format (`iso`, or `maillogsentinel` in `tz`)."""
     try:
@@ -59,32 +39,6 @@ def parse_date(text: str, tz: tzinfo) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)
-
-
-def _row(fields: list[str], tz: tzinfo) -> Row | None:
-    if len(fields) < len(COLUMNS):
-        return None
-    when = parse_date(fields[1], tz)
-    if when is None:
-        return None
-    try:
-        attempts = int(fields[11])
-    except ValueError:
-        attempts = 1
-    return Row(
-        time=when,
-        server=fields[0],
-        ip=fields[2],
-        user=fields[3],
-        hostname=fields[4],
-        reverse_dns_status=fields[5],
-        country_code=fields[6],
-        asn=fields[7],
-        aso=fields[8],
-        service=fields[9],
-        mechanism=fields[10],
-        attempts=attempts,
-    )
 
 
 def _line_at(fh: io.BufferedReader, offset: int) -> tuple[int, bytes]:
@@ -99,8 +53,8 @@ def _line_at(fh: io.BufferedReader, offset: int) -> tuple[int, bytes]:
 
 
 def _time_of(line: bytes, tz: tzinfo) -> datetime | None:
-    fields = line.decode("utf-8", "replace").split(DELIMITER, 2)
-    return parse_date(fields[1], tz) if len(fields) > 1 else None
+    fields = line.decode("utf-8", "replace").split(DELIMITER, Column.DATE + 1)
+    return parse_date(fields[Column.DATE], tz) if len(fields) > Column.DATE else None
 
 
 def find_offset(path: Path, start: datetime, tz: tzinfo) -> int:
@@ -160,6 +114,8 @@ class Rows:
         size = BLOCK
         epoch = self._stamps.epoch
         minutes = self._stamps.minutes
+        # Locals, and the column a plain int: read once per row.
+        date_at, quote, ncols = int(Column.DATE), QUOTE, _NCOLS
         while block := os.pread(self._fd, size, self.pos):
             end = block.rfind(b"\n") + 1
             if end == 0:
@@ -170,15 +126,17 @@ class Rows:
             self.pos += end
             # A block cut after a newline never splits a UTF-8 sequence: decode it whole.
             for line in block[:end].decode("utf-8", "replace").split("\n")[:-1]:
-                # Only a field holding `"` or `;` is quoted; the csv module is for those lines.
-                fields = (
-                    next(csv.reader([line], delimiter=DELIMITER))
-                    if '"' in line
-                    else line.split(DELIMITER)
-                )
-                if len(fields) < _NCOLS:
-                    continue
-                stamp = fields[1]
+                # rows.decode_row, its plain-line case inlined: this runs once per row.
+                if quote in line:
+                    decoded = decode_row(line)
+                    if decoded is None:
+                        continue
+                    fields = decoded
+                else:
+                    fields = line.split(DELIMITER)
+                    if len(fields) < ncols:
+                        continue
+                stamp = fields[date_at]
                 # Stamps.epoch, inlined for the common case: this runs once per row.
                 if len(stamp) == 25 and stamp[16] == ":":
                     minute = minutes.get(stamp[:16] + stamp[19:])
@@ -219,26 +177,6 @@ def window(
                 if lines is not None:
                     lines.append(line)
                 yield t, fields
-    finally:
-        os.close(fd)
-
-
-def rows_between(path: Path, start: datetime, end: datetime, tz: tzinfo) -> Iterator[Row]:
-    """Rows with start <= time < end, reading only around the window, as `Row`s."""
-    for _, fields in window(path, start, end, tz):
-        row = _row(fields, tz)
-        if row is not None:
-            yield row
-
-
-def count_rows(path: Path) -> int:
-    """Rows in the CSV (its header excluded), counted in blocks."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return 0
-    try:
-        return max(count_newlines(fd, 0)[1] - 1, 0)
     finally:
         os.close(fd)
 

@@ -1,0 +1,46 @@
+"""A built report as the mail that carries it: the RFC 5322 message, its envelope sender
+and its recipients."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+
+from mlsd.config import Config
+from mlsd.report.compose import Report
+from mlsd.report.mailname import mail_hostname
+
+
+def to_message(
+    report: Report, cfg: Config, *, now: datetime, hostname: str
+) -> tuple[bytes, str, list[str]]:
+    """The RFC 5322 message (multipart/mixed > multipart/alternative + attachment), the
+    envelope sender and the recipients."""
+    # The short name makes an address no remote MTA accepts: Postfix's myhostname or the
+    # FQDN (mlsd.mailname), the short name only when there is nothing better.
+    mail_host = mail_hostname(hostname)
+    sender = cfg.report.sender or f"mlsd@{mail_host}"
+    recipients = list(cfg.report.to)
+    msg = EmailMessage(policy=SMTP)
+    msg["Subject"] = report.subject
+    msg["From"] = sender
+    if recipients:
+        msg["To"] = ", ".join(recipients)
+    msg["Date"] = format_datetime(now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC))
+    msg["Message-ID"] = make_msgid("mlsd-report", domain=mail_host)
+    # RFC 3834: an automatic message; vacation responders must not answer it.
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(report.text, subtype="plain", charset="utf-8")
+    msg.add_alternative(report.html, subtype="html", charset="utf-8")
+    # Always mixed, even without an attachment, so that readers see one stable structure.
+    msg.make_mixed()
+    if report.attachment is not None:
+        name, data, mime = report.attachment
+        maintype, subtype = mime.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    # Headers are written unfolded up to RFC 5322's hard limit: Python's folder would move a
+    # subject that is a little over 78 characters whole onto a continuation line, which
+    # reads back with a leading space. Bodies were encoded to 76-column lines above.
+    return msg.as_bytes(policy=SMTP.clone(max_line_length=998)), sender, recipients
