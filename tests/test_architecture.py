@@ -43,8 +43,8 @@ OVERSIZE: Final[dict[str, int]] = {
     "mlsd/enrich/geo.py": 483,
     "mlsd/ingest/parse.py": 628,
     "mlsd/ingest/session.py": 459,
-    "mlsd/ingest/sources/file/follow.py": 588,
-    "mlsd/ingest/sources/file/generations.py": 469,
+    "mlsd/ingest/sources/file/follow.py": 586,
+    "mlsd/ingest/sources/file/generations.py": 484,
 }
 
 
