@@ -140,7 +140,13 @@ def _quoted(row: Sequence[str]) -> str:
 def split_cells(line: str) -> list[str]:
     """A line's cells as the csv module reads them (quotes undone, a line end dropped; no
     cell for an empty line)."""
-    return next(csv.reader([line], delimiter=DELIMITER), [])
+    try:
+        return next(csv.reader([line], delimiter=DELIMITER), [])
+    except csv.Error:
+        # A carriage return inside an unquoted cell: csvlog never writes one, but a
+        # hand-edited file can hold it, and no line may stop a report. Split on the
+        # delimiter: the cells are cleaned wherever they are shown.
+        return line.rstrip("\r\n").split(DELIMITER)
 
 
 def decode_row(line: str) -> list[str] | None:
