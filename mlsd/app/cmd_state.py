@@ -18,7 +18,8 @@ from mlsd.errors import MlsdError
 def status(args: argparse.Namespace) -> int:
     """`mlsd status`: health from the state files; exit 0 healthy, 1 not."""
     from mlsd import logs  # noqa: PLC0415 - see the note on imports at the top
-    from mlsd.app import status  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.app.status import gather  # noqa: PLC0415
+    from mlsd.app.status_render import render  # noqa: PLC0415
 
     # A config with a typo must not hide whether the daemon, still on its previous config,
     # is healthy: what of it is valid is used (defaults for the rest), the error is shown
@@ -26,7 +27,7 @@ def status(args: argparse.Namespace) -> int:
     cfg, errors = config.salvage(args.config or config.DEFAULT_PATH)
     # Status says itself what it finds wrong (a missing database…): no log lines as well.
     logs.configure("ERROR", "auto", sys.stderr)
-    found = status.gather(cfg, datetime.now(UTC))
+    found = gather(cfg, datetime.now(UTC))
     found.warnings[:0] = [
         f"configuration error: {error} (the next start or reload will fail; shown with "
         "the default in its place)"
@@ -34,7 +35,7 @@ def status(args: argparse.Namespace) -> int:
     ]
     for error in errors:
         sys.stderr.write(f"mlsd: {error}\n")
-    sys.stdout.write(found.to_json() if args.json else status.render(found))
+    sys.stdout.write(found.to_json() if args.json else render(found))
     if errors:
         return EXIT_USAGE
     return EXIT_OK if found.healthy else EXIT_FAILURE
