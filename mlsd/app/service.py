@@ -23,6 +23,9 @@ shutdown still ends with its summary line.
 
 STOPPING=1 goes first, not last: systemd documents it as "beginning its shutdown", and
 a manager that knows the service is stopping does not take a slow stop for a hang.
+
+A reload's configuration is read and handed out by mlsd.app.reload, the reports the
+sender asks for are built by mlsd.app.report_jobs: this module decides when.
 """
 
 from __future__ import annotations
@@ -32,15 +35,14 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import time
-from dataclasses import fields, replace
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import access, config, logs
-from mlsd.app.isolate import run_limited
+from mlsd import access
+from mlsd.app import reload, report_jobs
+from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
@@ -48,8 +50,7 @@ from mlsd.enrich.geo import Geo
 from mlsd.errors import ConfigError, StateError
 from mlsd.ingest import session
 from mlsd.ingest.parse import Skip
-from mlsd.report import compose, history
-from mlsd.report.outbox import Rendered, ReportSender
+from mlsd.report.outbox import ReportSender
 from mlsd.watched import DayCounts, Ledger
 
 log = logging.getLogger("mlsd.service")
@@ -64,8 +65,6 @@ reads them; a kill -9 loses at most this much of them). The first write is at th
 status refresh, so a running daemon's counters exist within seconds of its start."""
 REPEAT_WINDOW: Final = 1.0
 """Seconds within which the same stop signal again is the first one delivered twice."""
-_LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
-"""[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
 
 ROOT_WARNING: Final = (
     "running as root: mlsd only needs to read the mail log and write its CSV and state, "
@@ -90,7 +89,6 @@ class Service:
         self._last_status = ""
         self._stop_follow = asyncio.Event()
         self._ledger_saved = -LEDGER_EVERY  # the first refresh writes them
-        self._report_lock = asyncio.Lock()
         self._log_problem: access.Access | None = None
         """Why the log cannot be read, while it cannot (a missing log is not a problem)."""
 
@@ -164,13 +162,16 @@ class Service:
                 self.ledger.note_first_start(
                     self._today(), datetime.now(UTC), self.session.first_start
                 )
+            self.reports = ReportJobs(self.cfg, self.session, self.geo, self.ledger, self._account)
             # Refuses an outbox others can write to (StateError): close what is open.
-            self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
+            self.sender = ReportSender(
+                self.cfg, self.reports.produce, first_day=self.ledger.first_day()
+            )
         except BaseException:
             session.close_session(self.session)
             await self.enricher.close()
             raise
-        self._describe_report()
+        report_jobs.describe(self.cfg, self.sender)
         follow = asyncio.create_task(session.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
@@ -182,7 +183,7 @@ class Service:
         # itself once the permission is fixed (the follower's reconcile tick looks again).
         self._check_log()
         self.notifier.ready(self._status())
-        warm = asyncio.create_task(self._warm_report_cache())
+        warm = asyncio.create_task(self.reports.warm(self._today()))
         code = 1
         try:
             code = await self._serve(follow)
@@ -267,121 +268,34 @@ class Service:
     async def _reload(self) -> None:
         self.notifier.reloading()
         path = self.cfg.source_file
-        assert path is not None  # noqa: S101 - `run` always has a config file
         log.info("signal SIGHUP: reloading config=%s", path)
         try:
-            new = config.load(path)
+            got = reload.reread(self.cfg)
         except ConfigError as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
             log.error("%s", self._reload_error)
             self.notifier.ready(self._status())
             return
-        refused = [
-            key for key in _LIVE_ONLY if getattr(new.paths, key) != getattr(self.cfg.paths, key)
-        ]
-        if refused:
-            new = replace(new, paths=self.cfg.paths)
-        changed = [
-            f.name for f in fields(Config) if getattr(new, f.name) != getattr(self.cfg, f.name)
-        ]
-        changed = [name for name in changed if name != "source_file"]
         try:
-            await self._apply(new)
+            await reload.apply(got.config, self.session, self.sender, self.reports)
         except Exception as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
             log.exception("%s", self._reload_error)
             self.notifier.ready(self._status())
             return
+        self.cfg = got.config
         self._reload_error = ""
-        log.info("reloaded config=%s changed=%s", path, ",".join(changed) or "nothing")
-        if refused:
+        log.info("reloaded config=%s changed=%s", path, ",".join(got.changed) or "nothing")
+        if got.refused:
             self._reload_error = "not applied until a restart: " + ", ".join(
-                f"[paths] {k}" for k in refused
+                f"[paths] {k}" for k in got.refused
             )
             log.warning(
                 "%s changed: the checkpoint and the CSV are bound to them, so this needs a "
                 "restart (systemctl restart mlsd); the rest of the new config is applied",
-                ", ".join(f"[paths] {k}" for k in refused),
+                ", ".join(f"[paths] {k}" for k in got.refused),
             )
         self.notifier.ready(self._status())
-
-    async def _apply(self, new: Config) -> None:
-        logs.configure(new.log.level, new.log.format)
-        await self.enricher.reload(new)
-        p = self.session.pipeline
-        p.tz = new.log_tz()
-        p.date_format = new.csv.date_format
-        p.cap = new.csv.max_field_length
-        self.session.follower.grace = new.follow.rotate_grace
-        self.session.cfg = new
-        self.sender.reconfigure(new)
-        self.cfg = new
-
-    # ---- the report
-
-    async def _produce(self, day: date, until: datetime | None) -> Rendered:
-        # Everything read so far is committed first, so that the day is complete.
-        await session.drain(self.session)
-        self._account()
-        coverage = compose.Coverage.of(self.ledger.get(day), self.ledger.first_start(day))
-        dates = [db.summary() for db in self.geo.describe()]
-        host = socket.gethostname()
-        cfg = self.cfg
-        # A child process: its memory grows with the day's distinct names and IPs, which an
-        # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
-        async with self._report_lock:
-            built = await run_limited(
-                compose.build_portable,
-                cfg,
-                day,
-                until=until,
-                coverage=coverage,
-                geoip_dates=dates,
-                hostname=host,
-                limit_mib=cfg.report.max_memory,
-                what=f"report of {day}",
-            )
-        # A thread too: the sender's domain may ask postconf and the resolver (mlsd.mailname).
-        message, sender, recipients = await asyncio.to_thread(
-            compose.to_message, built, cfg, now=datetime.now(UTC), hostname=host
-        )
-        return Rendered(
-            day=day,
-            partial=until is not None,
-            subject=built.subject,
-            text=built.text,
-            html=built.html,
-            events=built.events,
-            message=message,
-            sender=sender,
-            recipients=tuple(recipients),
-        )
-
-    async def _warm_report_cache(self) -> None:
-        # The report compares its day with the 30 before it. Summarising those days once,
-        # now and in a thread, keeps the first report after a start from reading them all.
-        try:
-            async with self._report_lock:
-                await run_limited(
-                    history.warm,
-                    self.cfg,
-                    self._today(),
-                    limit_mib=self.cfg.report.max_memory,
-                    what="report history",
-                )
-        except Exception:
-            log.warning("report history not summarised in advance", exc_info=True)
-
-    def _describe_report(self) -> None:
-        r = self.cfg.report
-        where = ",".join(r.to) if r.to else f"{self.sender.reports_dir} (no [report] to)"
-        log.info(
-            "daily report at %s %s to=%s last_sent=%s",
-            r.time.strftime("%H:%M"),
-            r.timezone or "system zone",
-            where,
-            self.sender.last_queued or "never",
-        )
 
     # ---- the log's permissions
 
