@@ -9,11 +9,11 @@ a time: the history warm-up and a report would otherwise summarise the same days
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
+from mlsd import logs
 from mlsd.app.isolate import run_limited
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
@@ -22,7 +22,7 @@ from mlsd.report import compose, history
 from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.watched import Ledger
 
-log = logging.getLogger("mlsd.service")
+log = logs.get("mlsd.service")
 
 
 class ReportJobs:
@@ -104,10 +104,11 @@ def describe(cfg: Config, sender: ReportSender) -> None:
     """The start-up line that says when the daily report goes, and where."""
     r = cfg.report
     where = ",".join(r.to) if r.to else f"{sender.reports_dir} (no [report] to)"
+    last = sender.last_queued
     log.info(
-        "daily report at %s %s to=%s last_sent=%s",
-        r.time.strftime("%H:%M"),
-        r.timezone or "system zone",
-        where,
-        sender.last_queued or "never",
+        "daily report at",
+        time=r.time.strftime("%H:%M"),
+        timezone=r.timezone or "system zone",
+        to=where,
+        last_sent=last.isoformat() if last else "never",
     )

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -40,7 +39,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import access
+from mlsd import access, logs
 from mlsd.app import reload, report_jobs
 from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
@@ -53,7 +52,7 @@ from mlsd.ingest.parse import Skip
 from mlsd.report.outbox import ReportSender
 from mlsd.watched import DayCounts, Ledger
 
-log = logging.getLogger("mlsd.service")
+log = logs.get("mlsd.service")
 
 STOP_BOUND: Final = 20.0
 """Seconds shutdown may take before it is abandoned (the unit's TimeoutStopSec is 30)."""
@@ -103,9 +102,9 @@ class Service:
                 # The first request delivered twice (the process group and a forwarder):
                 # not the operator insisting.
                 log.info(
-                    "signal %s again within %.0f s: the same request, still stopping",
-                    signal.Signals(signum).name,
-                    REPEAT_WINDOW,
+                    "signal again: the same request, still stopping",
+                    signal=signal.Signals(signum).name,
+                    within_s=REPEAT_WINDOW,
                 )
                 return
             if self._stop_signal is not None:
@@ -145,7 +144,7 @@ class Service:
             log.warning(ROOT_WARNING)
         problems = access.state_problems(self.cfg.paths.state_dir, self.cfg.paths.csv)
         for extra in problems[1:]:
-            log.error("%s", extra)
+            log.error(extra)
         if problems:
             raise StateError(problems[0])
         self.geo = Geo(self.cfg.geoip)
@@ -206,13 +205,16 @@ class Service:
                 exc = follow.exception()
                 # A failed write or an unreadable state: stopping is the only safe answer
                 # (mlsd.pipeline says why); systemd's Restart=on-failure takes it from there.
-                log.error("following stopped: %s", exc or "the follower ended")
+                log.error(
+                    "following stopped",
+                    error=str(exc) if exc is not None else "the follower ended",
+                )
                 self.notifier.status(f"failed: {exc}")
                 return 1
             if self._stop_signal is not None:
                 log.info(
-                    "signal %s: stopping after the current batch",
-                    signal.Signals(self._stop_signal).name,
+                    "stopping after the current batch",
+                    signal=signal.Signals(self._stop_signal).name,
                 )
                 return 0
             if self._reload_wanted:
@@ -241,7 +243,7 @@ class Service:
         try:
             await asyncio.wait_for(asyncio.shield(follow), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
-            log.error("shutdown: the follower did not stop within %.0f s", STOP_BOUND)
+            log.error("shutdown: the follower did not stop in time", within_s=STOP_BOUND)
             follow.cancel()
             code = 1
         except Exception:  # noqa: S110 - already logged by _serve, and the exit code says so
@@ -267,33 +269,33 @@ class Service:
 
     async def _reload(self) -> None:
         self.notifier.reloading()
-        path = self.cfg.source_file
-        log.info("signal SIGHUP: reloading config=%s", path)
+        path = str(self.cfg.source_file)
+        log.info("signal SIGHUP: reloading", config=path)
         try:
             got = reload.reread(self.cfg)
         except ConfigError as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
-            log.error("%s", self._reload_error)
+            log.error("reload failed, previous config kept", error=str(exc))
             self.notifier.ready(self._status())
             return
         try:
             await reload.apply(got.config, self.session, self.sender, self.reports)
         except Exception as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
-            log.exception("%s", self._reload_error)
+            log.exception("reload failed, previous config kept", error=str(exc))
             self.notifier.ready(self._status())
             return
         self.cfg = got.config
         self._reload_error = ""
-        log.info("reloaded config=%s changed=%s", path, ",".join(got.changed) or "nothing")
+        log.info("reloaded", config=path, changed=",".join(got.changed) or "nothing")
         if got.refused:
             self._reload_error = "not applied until a restart: " + ", ".join(
                 f"[paths] {k}" for k in got.refused
             )
             log.warning(
-                "%s changed: the checkpoint and the CSV are bound to them, so this needs a "
-                "restart (systemctl restart mlsd); the rest of the new config is applied",
-                ", ".join(f"[paths] {k}" for k in got.refused),
+                "[paths] changed: the checkpoint and the CSV are bound to them, so this needs "
+                "a restart (systemctl restart mlsd); the rest of the new config is applied",
+                keys=",".join(got.refused),
             )
         self.notifier.ready(self._status())
 
@@ -309,7 +311,7 @@ class Service:
             return
         self._log_problem = problem
         if problem is None:
-            log.info("log file readable again source=%s", path)
+            log.info("log file readable again", source=str(path))
             return
         detail = access.sentence(problem, "[paths] mail_log")
         if self._reading_live():
@@ -318,7 +320,10 @@ class Service:
                 "but could not open it again after a restart or a rotation"
             )
         log.error(
-            "cannot read the log file source=%s reason=%r: %s", path, problem.verdict.value, detail
+            "cannot read the log file",
+            source=str(path),
+            reason=problem.verdict.value,
+            detail=detail,
         )
 
     def _reading_live(self) -> bool:
