@@ -147,7 +147,9 @@ def parse_inprocess(ctx: Context) -> Metrics:
     }
 
 
-@benchmark("parse-blocks", "mlsd parse's own block loop (mlsd.app.cli), no CSV, in this process")
+@benchmark(
+    "parse-blocks", "mlsd parse's own block loop (mlsd.app.cmd_parse), no CSV, in this process"
+)
 def parse_blocks(ctx: Context) -> Metrics:
     """The parser as `mlsd parse` drives it: 1 MiB blocks, the anchored prefilter, then
     only candidate lines; events built, no CSV written.
@@ -155,11 +157,11 @@ def parse_blocks(ctx: Context) -> Metrics:
     Sits between parse-inprocess (a Python call per line) and parse-cli (plus start-up
     and CSV output), so the three together say where the CLI's time goes.
     """
-    from mlsd.app.cli import _parse_one  # noqa: PLC0415 - see parse_inprocess
+    from mlsd.app.cmd_parse import parse_one  # noqa: PLC0415 - see parse_inprocess
 
     def loop() -> Any:
         with open(os.devnull, "wb") as null:
-            return _parse_one(str(ctx.log), null, lambda events: b"", UTC)
+            return parse_one(str(ctx.log), null, lambda events: b"", UTC)
 
     best, runs, stats = best_of(ctx.repeat, loop)
     events = stats["events"]

@@ -37,9 +37,6 @@ MAX_LINES: Final = 400
 OVERSIZE: Final[dict[str, int]] = {
     "mlsd/access.py": 454,
     "mlsd/config.py": 742,
-    "mlsd/app/cli.py": 820,
-    "mlsd/app/service.py": 480,
-    "mlsd/app/status.py": 418,
     "mlsd/enrich/geo.py": 483,
     "mlsd/ingest/parse.py": 628,
     "mlsd/ingest/session.py": 459,

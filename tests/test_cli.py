@@ -217,7 +217,7 @@ def test_parse_is_the_same_whatever_the_block_size(
     monkeypatch.setenv("TZ", "UTC")
     assert 0 == main(["parse", str(log)])
     whole = capsysbinary.readouterr()
-    monkeypatch.setattr("mlsd.app.cli._CHUNK", chunk)
+    monkeypatch.setattr("mlsd.app.cmd_parse._CHUNK", chunk)
     assert 0 == main(["parse", str(log)])
     assert whole == capsysbinary.readouterr()
     # 139 sample rows, the lab capture's 32, and the unterminated copy of the first line.

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
-from mlsd.app import cli
+from mlsd.app import cli, cmd_common
 from mlsd.ingest.parse import Skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,7 +451,7 @@ def test_exit_status(page: dict[str, Part]) -> None:
     assert part.tags[:3] == ["0", "1", "2"]
     for signal in ("SIGINT", "SIGTERM"):
         assert signal in part.text
-    assert (cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE) == (0, 1, 2)
+    assert (cmd_common.EXIT_OK, cmd_common.EXIT_FAILURE, cmd_common.EXIT_USAGE) == (0, 1, 2)
 
 
 def test_files(page: dict[str, Part]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,3 +82,24 @@ def test_a_day_beyond_max_memory_fails_its_report_not_the_daemon(env: Env) -> No
     assert not list((env.state / "reports").glob("*-so-far.txt"))
     assert Counter(env.rows())["after"] == 1
     assert os.path.exists(env.csv)
+
+
+def test_a_limit_the_kernel_refuses_is_said_in_mlsd_log_format() -> None:
+    """prlimit refused (a syscall filter, a container): the child, in a fork server that
+    never set logging up, still says so as an mlsd log line, and the job runs unlimited."""
+    code = (
+        "import errno, multiprocessing, resource\n"
+        "from mlsd.app import isolate\n"
+        "def refuse(*_): raise OSError(errno.EPERM, 'Operation not permitted')\n"
+        "resource.prlimit = refuse\n"
+        "got, sent = multiprocessing.Pipe(duplex=False)\n"
+        "isolate._child(sent, 1 << 30, len, ('abc',), {})\n"
+        "print(got.recv())\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (0, "('ok', 3)\n") == (res.returncode, res.stdout), res.stderr
+    line = res.stderr.strip()
+    assert "[warning" in line and "memory limit not applied" in line, line
+    assert "[mlsd.isolate]" in line and "Operation not permitted" in line, line

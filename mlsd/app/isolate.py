@@ -15,7 +15,6 @@ a held state; the fork server is a fresh, single-threaded process that forks eac
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 import resource
 import signal
@@ -23,9 +22,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Final, TypeVar
 
+from mlsd import logs
 from mlsd.errors import MlsdError
 
-log = logging.getLogger("mlsd.isolate")
+log = logs.get("mlsd.isolate")
 
 T = TypeVar("T")
 MIB: Final = 1 << 20
@@ -59,10 +59,13 @@ def _child(
             # holds setrlimit) and allows prlimit64 (in @system-service).
             resource.prlimit(0, resource.RLIMIT_AS, (limit, limit))
         except OSError as exc:
+            # The fork server is a fresh interpreter that never set logging up: to stderr,
+            # the daemon's, as journal lines under systemd (JOURNAL_STREAM is inherited).
+            logs.configure("WARNING")
             log.warning(
-                "memory limit not applied error=%s: the report runs without it "
+                "memory limit not applied: the report runs without it "
                 "(the unit's MemoryMax= is then the only bound)",
-                exc.strerror,
+                error=exc.strerror,
             )
     message: tuple[str, object]
     try:

@@ -43,10 +43,3 @@ def open_log(name: str) -> tuple[BinaryIO, datetime]:
     if raw.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=raw, mode="rb"), mtime  # type: ignore[return-value]
     return raw, mtime
-
-
-def is_gzip_error(exc: BaseException) -> bool:
-    """Whether a read failed because a gzip stream is corrupt or cut short."""
-    return isinstance(exc, gzip.BadGzipFile | EOFError | io.UnsupportedOperation) or (
-        exc.__class__.__name__ == "error" and exc.__class__.__module__ == "zlib"
-    )

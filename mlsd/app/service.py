@@ -23,24 +23,25 @@ shutdown still ends with its summary line.
 
 STOPPING=1 goes first, not last: systemd documents it as "beginning its shutdown", and
 a manager that knows the service is stopping does not take a slow stop for a hang.
+
+A reload's configuration is read and handed out by mlsd.app.reload, the reports the
+sender asks for are built by mlsd.app.report_jobs: this module decides when.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
-import socket
 import sys
 import time
-from dataclasses import fields, replace
 from datetime import UTC, date, datetime
 from typing import Final
 
-from mlsd import access, config, logs
-from mlsd.app.isolate import run_limited
+from mlsd import access, logs
+from mlsd.app import reload, report_jobs
+from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
@@ -48,11 +49,10 @@ from mlsd.enrich.geo import Geo
 from mlsd.errors import ConfigError, StateError
 from mlsd.ingest import session
 from mlsd.ingest.parse import Skip
-from mlsd.report import compose, history, message
-from mlsd.report.outbox import Rendered, ReportSender
+from mlsd.report.outbox import ReportSender
 from mlsd.watched import DayCounts, Ledger
 
-log = logging.getLogger("mlsd.service")
+log = logs.get("mlsd.service")
 
 STOP_BOUND: Final = 20.0
 """Seconds shutdown may take before it is abandoned (the unit's TimeoutStopSec is 30)."""
@@ -64,8 +64,6 @@ reads them; a kill -9 loses at most this much of them). The first write is at th
 status refresh, so a running daemon's counters exist within seconds of its start."""
 REPEAT_WINDOW: Final = 1.0
 """Seconds within which the same stop signal again is the first one delivered twice."""
-_LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
-"""[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
 
 ROOT_WARNING: Final = (
     "running as root: mlsd only needs to read the mail log and write its CSV and state, "
@@ -90,7 +88,6 @@ class Service:
         self._last_status = ""
         self._stop_follow = asyncio.Event()
         self._ledger_saved = -LEDGER_EVERY  # the first refresh writes them
-        self._report_lock = asyncio.Lock()
         self._log_problem: access.Access | None = None
         """Why the log cannot be read, while it cannot (a missing log is not a problem)."""
 
@@ -105,9 +102,9 @@ class Service:
                 # The first request delivered twice (the process group and a forwarder):
                 # not the operator insisting.
                 log.info(
-                    "signal %s again within %.0f s: the same request, still stopping",
-                    signal.Signals(signum).name,
-                    REPEAT_WINDOW,
+                    "signal again: the same request, still stopping",
+                    signal=signal.Signals(signum).name,
+                    within_s=REPEAT_WINDOW,
                 )
                 return
             if self._stop_signal is not None:
@@ -147,7 +144,7 @@ class Service:
             log.warning(ROOT_WARNING)
         problems = access.state_problems(self.cfg.paths.state_dir, self.cfg.paths.csv)
         for extra in problems[1:]:
-            log.error("%s", extra)
+            log.error(extra)
         if problems:
             raise StateError(problems[0])
         self.geo = Geo(self.cfg.geoip)
@@ -164,13 +161,16 @@ class Service:
                 self.ledger.note_first_start(
                     self._today(), datetime.now(UTC), self.session.first_start
                 )
+            self.reports = ReportJobs(self.cfg, self.session, self.geo, self.ledger, self._account)
             # Refuses an outbox others can write to (StateError): close what is open.
-            self.sender = ReportSender(self.cfg, self._produce, first_day=self.ledger.first_day())
+            self.sender = ReportSender(
+                self.cfg, self.reports.produce, first_day=self.ledger.first_day()
+            )
         except BaseException:
             session.close_session(self.session)
             await self.enricher.close()
             raise
-        self._describe_report()
+        report_jobs.describe(self.cfg, self.sender)
         follow = asyncio.create_task(session.follow_forever(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
@@ -182,7 +182,7 @@ class Service:
         # itself once the permission is fixed (the follower's reconcile tick looks again).
         self._check_log()
         self.notifier.ready(self._status())
-        warm = asyncio.create_task(self._warm_report_cache())
+        warm = asyncio.create_task(self.reports.warm(self._today()))
         code = 1
         try:
             code = await self._serve(follow)
@@ -205,13 +205,16 @@ class Service:
                 exc = follow.exception()
                 # A failed write or an unreadable state: stopping is the only safe answer
                 # (mlsd.pipeline says why); systemd's Restart=on-failure takes it from there.
-                log.error("following stopped: %s", exc or "the follower ended")
+                log.error(
+                    "following stopped",
+                    error=str(exc) if exc is not None else "the follower ended",
+                )
                 self.notifier.status(f"failed: {exc}")
                 return 1
             if self._stop_signal is not None:
                 log.info(
-                    "signal %s: stopping after the current batch",
-                    signal.Signals(self._stop_signal).name,
+                    "stopping after the current batch",
+                    signal=signal.Signals(self._stop_signal).name,
                 )
                 return 0
             if self._reload_wanted:
@@ -240,7 +243,7 @@ class Service:
         try:
             await asyncio.wait_for(asyncio.shield(follow), max(0.1, deadline - time.monotonic()))
         except TimeoutError:
-            log.error("shutdown: the follower did not stop within %.0f s", STOP_BOUND)
+            log.error("shutdown: the follower did not stop in time", within_s=STOP_BOUND)
             follow.cancel()
             code = 1
         except Exception:  # noqa: S110 - already logged by _serve, and the exit code says so
@@ -266,122 +269,35 @@ class Service:
 
     async def _reload(self) -> None:
         self.notifier.reloading()
-        path = self.cfg.source_file
-        assert path is not None  # noqa: S101 - `run` always has a config file
-        log.info("signal SIGHUP: reloading config=%s", path)
+        path = str(self.cfg.source_file)
+        log.info("signal SIGHUP: reloading", config=path)
         try:
-            new = config.load(path)
+            got = reload.reread(self.cfg)
         except ConfigError as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
-            log.error("%s", self._reload_error)
+            log.error("reload failed, previous config kept", error=str(exc))
             self.notifier.ready(self._status())
             return
-        refused = [
-            key for key in _LIVE_ONLY if getattr(new.paths, key) != getattr(self.cfg.paths, key)
-        ]
-        if refused:
-            new = replace(new, paths=self.cfg.paths)
-        changed = [
-            f.name for f in fields(Config) if getattr(new, f.name) != getattr(self.cfg, f.name)
-        ]
-        changed = [name for name in changed if name != "source_file"]
         try:
-            await self._apply(new)
+            await reload.apply(got.config, self.session, self.sender, self.reports)
         except Exception as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
-            log.exception("%s", self._reload_error)
+            log.exception("reload failed, previous config kept", error=str(exc))
             self.notifier.ready(self._status())
             return
+        self.cfg = got.config
         self._reload_error = ""
-        log.info("reloaded config=%s changed=%s", path, ",".join(changed) or "nothing")
-        if refused:
+        log.info("reloaded", config=path, changed=",".join(got.changed) or "nothing")
+        if got.refused:
             self._reload_error = "not applied until a restart: " + ", ".join(
-                f"[paths] {k}" for k in refused
+                f"[paths] {k}" for k in got.refused
             )
             log.warning(
-                "%s changed: the checkpoint and the CSV are bound to them, so this needs a "
-                "restart (systemctl restart mlsd); the rest of the new config is applied",
-                ", ".join(f"[paths] {k}" for k in refused),
+                "[paths] changed: the checkpoint and the CSV are bound to them, so this needs "
+                "a restart (systemctl restart mlsd); the rest of the new config is applied",
+                keys=",".join(got.refused),
             )
         self.notifier.ready(self._status())
-
-    async def _apply(self, new: Config) -> None:
-        logs.configure(new.log.level, new.log.format)
-        await self.enricher.reload(new)
-        p = self.session.pipeline
-        p.tz = new.log_tz()
-        p.date_format = new.csv.date_format
-        p.cap = new.csv.max_field_length
-        self.session.follower.grace = new.follow.rotate_grace
-        self.session.cfg = new
-        self.sender.reconfigure(new)
-        self.cfg = new
-
-    # ---- the report
-
-    async def _produce(self, day: date, until: datetime | None) -> Rendered:
-        # Everything read so far is committed first, so that the day is complete.
-        await session.drain(self.session)
-        self._account()
-        coverage = compose.Coverage.of(self.ledger.get(day), self.ledger.first_start(day))
-        dates = [db.summary() for db in self.geo.describe()]
-        host = socket.gethostname()
-        cfg = self.cfg
-        # A child process: its memory grows with the day's distinct names and IPs, which an
-        # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
-        async with self._report_lock:
-            built = await run_limited(
-                compose.build_portable,
-                cfg,
-                day,
-                until=until,
-                coverage=coverage,
-                geoip_dates=dates,
-                hostname=host,
-                limit_mib=cfg.report.max_memory,
-                what=f"report of {day}",
-            )
-        # A thread too: the sender's domain may ask postconf and the resolver (mlsd.mailname).
-        mail, sender, recipients = await asyncio.to_thread(
-            message.to_message, built, cfg, now=datetime.now(UTC), hostname=host
-        )
-        return Rendered(
-            day=day,
-            partial=until is not None,
-            subject=built.subject,
-            text=built.text,
-            html=built.html,
-            events=built.events,
-            message=mail,
-            sender=sender,
-            recipients=tuple(recipients),
-        )
-
-    async def _warm_report_cache(self) -> None:
-        # The report compares its day with the 30 before it. Summarising those days once,
-        # now and in a thread, keeps the first report after a start from reading them all.
-        try:
-            async with self._report_lock:
-                await run_limited(
-                    history.warm,
-                    self.cfg,
-                    self._today(),
-                    limit_mib=self.cfg.report.max_memory,
-                    what="report history",
-                )
-        except Exception:
-            log.warning("report history not summarised in advance", exc_info=True)
-
-    def _describe_report(self) -> None:
-        r = self.cfg.report
-        where = ",".join(r.to) if r.to else f"{self.sender.reports_dir} (no [report] to)"
-        log.info(
-            "daily report at %s %s to=%s last_sent=%s",
-            r.time.strftime("%H:%M"),
-            r.timezone or "system zone",
-            where,
-            self.sender.last_queued or "never",
-        )
 
     # ---- the log's permissions
 
@@ -395,7 +311,7 @@ class Service:
             return
         self._log_problem = problem
         if problem is None:
-            log.info("log file readable again source=%s", path)
+            log.info("log file readable again", source=str(path))
             return
         detail = access.sentence(problem, "[paths] mail_log")
         if self._reading_live():
@@ -404,7 +320,10 @@ class Service:
                 "but could not open it again after a restart or a rotation"
             )
         log.error(
-            "cannot read the log file source=%s reason=%r: %s", path, problem.verdict.value, detail
+            "cannot read the log file",
+            source=str(path),
+            reason=problem.verdict.value,
+            detail=detail,
         )
 
     def _reading_live(self) -> bool:

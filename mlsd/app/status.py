@@ -8,6 +8,8 @@ report.json and the outbox (reports), coverage.json (gaps), the GeoIP files.
 
 A *problem* makes the exit status 1 (something needs the operator now); a *warning* is
 worth knowing but does not (a stale GeoIP file, a gap logrotate caused last night).
+
+This module finds and judges; mlsd.app.status_render shows the result on a terminal.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
 from mlsd.report.smtp import Outbox
 from mlsd.safefs import read_file
 from mlsd.statedir import LOCK_NAME
-from mlsd.untrusted import terminal
 from mlsd.watched import DayCounts, Ledger
 
 STALLED_AFTER: Final = 60.0
@@ -371,48 +372,3 @@ def _geoip(st: Status, cfg: Config, now: datetime) -> None:
             st.warnings.append(
                 f"{db.role} database {db.path} was built {built}: is geoipupdate running?"
             )
-
-
-def render(st: Status) -> str:
-    """The terminal form, most important first."""
-    lines = [f"mlsd: {'healthy' if st.healthy else 'NOT HEALTHY'}  (config {st.config})"]
-    if st.running is None:
-        lines.append(f"  daemon        cannot tell: {st.running_unknown}")
-    else:
-        lines.append(
-            f"  daemon        running, pid {st.pid}, since {st.since}"
-            if st.running
-            else "  daemon        not running"
-        )
-    pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
-    behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
-    lines.append(f"  log           {st.log}: {pos}{behind}")
-    if st.committed_at:
-        lines.append(f"  last commit   {st.committed_at}")
-    lines.append(f"  csv           {st.csv}")
-    lines.append(f"  last event    {st.last_event or 'none'}")
-    lines.append(f"  events today  {st.events_today}")
-    last = st.report_last_queued
-    lines.append(
-        f"  last report   {last}, {st.report_last_state}" if last else "  last report   none yet"
-    )
-    lines.append(f"  next report   {st.report_next_due}")
-    lines.append(
-        f"  outbox        {st.outbox_waiting} waiting, {st.outbox_failed} failed"
-        + (f" (last error: {st.outbox_last_error})" if st.outbox_last_error else "")
-    )
-    gaps = (
-        "not known (no coverage.json yet)"
-        if st.gaps_today is None
-        else (f"{st.gaps_today} today, {st.gaps_7_days} in 7 days")
-    )
-    lines.append(f"  gaps          {gaps}")
-    for db in st.geoip:
-        what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]
-        lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")
-    lines += [f"problem: {p}" for p in st.problems]
-    lines += [f"warning: {w}" for w in st.warnings]
-    # Each line holds text from outside (an SMTP reply kept in the outbox, paths, the last
-    # event): escaped by the attacker-text policy, so none can move the cursor, retitle
-    # the terminal or start a line of its own.
-    return "\n".join(map(terminal, lines)) + "\n"

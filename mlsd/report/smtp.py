@@ -33,7 +33,6 @@ from mlsd.durable import fsync_dir, replace_atomically
 from mlsd.safefs import SHARED_DIR, check_dir, make_dir, read_file
 from mlsd.untrusted import terminal
 
-log_name: Final = "mlsd.mailer"
 BACKOFF_FIRST: Final = 60.0
 BACKOFF_MAX: Final = 3600.0
 

@@ -1,0 +1,54 @@
+"""`mlsd status` on a terminal: a Status (mlsd.app.status) as lines, most important first.
+
+Every line holds text from outside mlsd, so every line goes through the attacker-text policy.
+"""
+
+from __future__ import annotations
+
+from mlsd.app.status import Status
+from mlsd.untrusted import terminal
+
+
+def render(st: Status) -> str:
+    """The terminal form, most important first."""
+    lines = [f"mlsd: {'healthy' if st.healthy else 'NOT HEALTHY'}  (config {st.config})"]
+    if st.running is None:
+        lines.append(f"  daemon        cannot tell: {st.running_unknown}")
+    else:
+        lines.append(
+            f"  daemon        running, pid {st.pid}, since {st.since}"
+            if st.running
+            else "  daemon        not running"
+        )
+    pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
+    behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
+    lines.append(f"  log           {st.log}: {pos}{behind}")
+    if st.committed_at:
+        lines.append(f"  last commit   {st.committed_at}")
+    lines.append(f"  csv           {st.csv}")
+    lines.append(f"  last event    {st.last_event or 'none'}")
+    lines.append(f"  events today  {st.events_today}")
+    last = st.report_last_queued
+    lines.append(
+        f"  last report   {last}, {st.report_last_state}" if last else "  last report   none yet"
+    )
+    lines.append(f"  next report   {st.report_next_due}")
+    lines.append(
+        f"  outbox        {st.outbox_waiting} waiting, {st.outbox_failed} failed"
+        + (f" (last error: {st.outbox_last_error})" if st.outbox_last_error else "")
+    )
+    gaps = (
+        "not known (no coverage.json yet)"
+        if st.gaps_today is None
+        else (f"{st.gaps_today} today, {st.gaps_7_days} in 7 days")
+    )
+    lines.append(f"  gaps          {gaps}")
+    for db in st.geoip:
+        what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]
+        lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")
+    lines += [f"problem: {p}" for p in st.problems]
+    lines += [f"warning: {w}" for w in st.warnings]
+    # Each line holds text from outside (an SMTP reply kept in the outbox, paths, the last
+    # event): escaped by the attacker-text policy, so none can move the cursor, retitle
+    # the terminal or start a line of its own.
+    return "\n".join(map(terminal, lines)) + "\n"
