@@ -221,6 +221,18 @@ def _files(env: Env) -> list[Path]:
     return [env.csv, env.state / "checkpoint.json"]
 
 
+def _committed(env: Env) -> bool:
+    """Whether the checkpoint covers the whole CSV and the whole log."""
+    try:
+        cp = json.loads((env.state / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(
+        cp.get("csv_length") == env.csv.stat().st_size
+        and cp.get("offset") == env.log.stat().st_size
+    )
+
+
 def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     _sent_yesterday(env)
     w = Writer(env.log)
@@ -228,6 +240,9 @@ def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     proc = env.start()
     env.wait_rows(Counter(f"a{i}" for i in range(3)))
     wait_for((env.state / "report.json").exists)  # the due report, built in a child
+    # Rows are visible before the checkpoint that commits them is written: wait for it,
+    # so that what is compared below is what reset could have moved, not the commit.
+    wait_for(lambda: _committed(env))
     before = {p: digest(p) for p in _files(env)}
 
     res = mlsd(env, "reset", "--yes")

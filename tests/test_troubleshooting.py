@@ -216,7 +216,7 @@ def test_every_command_of_the_guide_runs(site: Site) -> None:
     assert one("postconf maillog_file").out.strip() == "maillog_file = /var/log/mail.log"
     # The direct send and SIGUSR1's report both reached the SMTP server.
     assert one("sudo mlsd report --send").rc == 0
-    wait_for(lambda: len(site.sink.messages) >= 2)
+    wait_for(lambda: len(site.sink.messages) >= 2, timeout=90)  # a report built in a child
     assert "GB" in one("mlsd lookup 81.2.69.142").out
     explain = one("sudo mlsd parse --explain").out
     assert "recorded ip=81.2.69.140" in explain and "skipped (successful login)" in explain
