@@ -36,7 +36,6 @@ MAX_LINES: Final = 400
 # after the move into roles).
 # A ceiling may only go down; splitting a module removes its line.
 OVERSIZE: Final[dict[str, int]] = {
-    "mlsd/access.py": 454,
     "mlsd/app/cli.py": 820,
     "mlsd/app/service.py": 480,
     "mlsd/app/status.py": 418,
