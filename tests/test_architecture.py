@@ -39,7 +39,6 @@ OVERSIZE: Final[dict[str, int]] = {
     "mlsd/app/cli.py": 820,
     "mlsd/app/service.py": 480,
     "mlsd/app/status.py": 418,
-    "mlsd/enrich/geo.py": 483,
     "mlsd/ingest/parse.py": 628,
     "mlsd/ingest/session.py": 459,
     "mlsd/ingest/sources/file/follow.py": 588,
