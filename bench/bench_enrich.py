@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench_follow import (
     _bar,
@@ -39,6 +39,9 @@ from bench_follow import (
     write_config,
 )
 from registry import MLSD, Context, Metrics, benchmark, check
+
+if TYPE_CHECKING:
+    from mlsd.config import ReverseMode
 
 REF = datetime(2026, 11, 26, tzinfo=UTC)
 """Reference time for year inference, as parse-inprocess uses."""
@@ -112,7 +115,9 @@ def run_pipeline(
     return PipelineRun(seconds, c.events, c.lines, c.batches, times)
 
 
-def _geo_enricher(reverse: str = "postfix", servers: tuple[str, ...] = ()) -> tuple[Any, Any]:
+def _geo_enricher(
+    reverse: ReverseMode = "postfix", servers: tuple[str, ...] = ()
+) -> tuple[Any, Any]:
     """(Enricher, Geo) over both test databases; (None, None) when they are absent."""
     from mlsd.config import Config, DnsConfig, GeoipConfig  # noqa: PLC0415
     from mlsd.enrich.enricher import Enricher  # noqa: PLC0415

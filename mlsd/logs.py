@@ -16,11 +16,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final, TextIO
+from typing import Any, Final, Literal, TextIO
 
 import structlog
 
-from mlsd.config import Secret
+from mlsd.config import LogFormat, LogLevel, Secret
 from mlsd.untrusted import log_value
 
 _PRIORITY: Final = {
@@ -32,6 +32,9 @@ _PRIORITY: Final = {
 }
 _SECRET_KEYS: Final = frozenset({"password", "secret", "passwd", "token", "auth_password"})
 _NEEDS_QUOTES = re.compile(r"[\s\"=]")
+
+Format = LogFormat | Literal["console_plain"]
+"""[log] format, or what `auto` picks off a terminal: the console format without colours."""
 
 
 def under_journald(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
@@ -81,7 +84,9 @@ class JournalRenderer:
         return " ".join(parts).replace("\n", "\\n")
 
 
-def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> str:
+def configure(
+    level: LogLevel = "INFO", fmt: Format = "auto", stream: TextIO | None = None
+) -> Format:
     """Set up structlog and stdlib logging; returns the format chosen (journal/console/json).
 
     Safe to call again (SIGHUP): handlers are replaced, not stacked.

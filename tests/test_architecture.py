@@ -17,7 +17,8 @@ from typing import Final
 PACKAGE: Final = Path(__file__).resolve().parent.parent / "mlsd"
 ROLES: Final = ("ingest", "enrich", "report", "app")
 
-# Which roles each part may import (the top-level contract modules are "base").
+# Which roles each part may import (the top-level contract modules are "base", and so are
+# the modules of a contract package such as `mlsd.config`: only the four roles are roles).
 ALLOWED: Final[dict[str, frozenset[str]]] = {
     "base": frozenset({"base"}),
     "ingest": frozenset({"base", "ingest", "enrich"}),
@@ -35,9 +36,6 @@ MAX_LINES: Final = 400
 # after the move into roles).
 # A ceiling may only go down; splitting a module removes its line.
 OVERSIZE: Final[dict[str, int]] = {
-    "mlsd/access.py": 454,
-    "mlsd/config.py": 742,
-    "mlsd/enrich/geo.py": 483,
     "mlsd/ingest/parse.py": 628,
     "mlsd/ingest/session.py": 459,
     "mlsd/ingest/sources/file/follow.py": 586,
@@ -118,6 +116,10 @@ def test_the_rule_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert _role_of_import("mlsd.report.compose") == "report"
     assert "report" not in ALLOWED["ingest"]
     assert _role("mlsd.rows") == "base"
+    # A contract split into a package stays a contract, inside and seen from outside.
+    assert _role("mlsd.config.reader") == "base"
+    assert _role_of_import("mlsd.config.schema") == "base"
+    assert _role_of_import("mlsd.config") == "base"
 
 
 def test_modules_stay_small() -> None:

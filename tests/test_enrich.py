@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from mlsd.config import Config, DnsConfig, GeoipConfig
+from mlsd.config import Config, DnsConfig, GeoipConfig, ReverseMode
 from mlsd.enrich.enricher import Enricher
 from mlsd.enrich.geo import Geo
 from mlsd.enrich.rdns import NONE, OK, TIMEOUT, UNKNOWN_HOST, Reverse
@@ -39,7 +39,7 @@ def event(ip: str = "89.160.20.112", hostname: str = "unknown") -> AuthFailure:
     )
 
 
-def config(reverse: str, geoip: GeoipConfig = GEO, **dns: Any) -> Config:
+def config(reverse: ReverseMode, geoip: GeoipConfig = GEO, **dns: Any) -> Config:
     """A Config with this `[dns] reverse` mode."""
     return Config(geoip=geoip, dns=DnsConfig(reverse=reverse, **dns))
 

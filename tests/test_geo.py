@@ -14,7 +14,8 @@ from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
 from mlsd.config import GeoipConfig
-from mlsd.enrich.geo import Geo, GeoResult, asn_text, schema_of
+from mlsd.enrich.geo import Geo, GeoResult
+from mlsd.enrich.mmdb import asn_text, schema_of
 from mlsd.rows import NOT_AVAILABLE
 
 DATA = Path(__file__).parent / "data" / "geoip"

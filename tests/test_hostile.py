@@ -171,7 +171,7 @@ _OWN_COLOURS = re.compile("\x1b\\[[0-9;]*m")
 
 
 @pytest.mark.parametrize("fmt", ["journal", "json", "console_plain", "console"])
-def test_log_lines_are_inert_in_every_format(fmt: str, log_stream: io.StringIO) -> None:
+def test_log_lines_are_inert_in_every_format(fmt: logs.Format, log_stream: io.StringIO) -> None:
     """Every field of every case, logged through structlog and through stdlib logging (as
     the daemon's modules do), and each skipped line through the pipeline's SkipLog: one
     inert line per record (on a terminal, once the renderer's own colours are removed)."""

@@ -71,7 +71,7 @@ def test_attacker_text_cannot_inject_lines_or_escapes(journal_stream: TextIO) ->
 
 
 @pytest.mark.parametrize("fmt", ["journal", "json", "console"])
-def test_secrets_never_reach_the_log(journal_stream: TextIO, fmt: str) -> None:
+def test_secrets_never_reach_the_log(journal_stream: TextIO, fmt: logs.Format) -> None:
     """Neither the password nor its base64 (as in AUTH PLAIN) appears, whatever the format."""
     logs.configure("DEBUG", fmt, journal_stream)
     log = logs.get("mlsd.test")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.config import Secret, SmtpConfig
+from mlsd.config import Secret, Security, SmtpConfig
 from mlsd.report.smtp import Outbox, deliver_due
 from tests import smtpkit
 
@@ -48,7 +48,7 @@ def sink() -> Iterator[smtpkit.Sink]:
 
 @pytest.mark.parametrize(("mode", "auth"), [("none", False), ("starttls", True), ("tls", True)])
 def test_delivered_once_over_each_security_mode(
-    outbox: Outbox, sink: smtpkit.Sink, cert: tuple[Path, Path], mode: str, auth: bool
+    outbox: Outbox, sink: smtpkit.Sink, cert: tuple[Path, Path], mode: Security, auth: bool
 ) -> None:
     """Plain, STARTTLS and implicit TLS (with AUTH) deliver the message once, outbox empty."""
     server = smtpkit.start(sink, mode=mode, cert=cert, auth=auth)
