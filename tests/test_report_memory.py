@@ -103,3 +103,21 @@ def test_a_limit_the_kernel_refuses_is_said_in_mlsd_log_format() -> None:
     line = res.stderr.strip()
     assert "[warning" in line and "memory limit not applied" in line, line
     assert "[mlsd.isolate]" in line and "Operation not permitted" in line, line
+
+
+def test_a_child_whose_daemon_is_gone_ends_quietly() -> None:
+    """The daemon was killed while a report was being built: the child's result has no one
+    to go to. It ends without a traceback, which in the journal read like a crash (seen
+    after the chaos suite's kill -9)."""
+    code = (
+        "import multiprocessing\n"
+        "from mlsd.app import isolate\n"
+        "got, sent = multiprocessing.Pipe(duplex=False)\n"
+        "got.close()\n"
+        "isolate._child(sent, 0, len, ('abc',), {})\n"
+        "print('ended')\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (0, "ended\n", "") == (res.returncode, res.stdout, res.stderr)

@@ -75,9 +75,14 @@ def _child(
     except BaseException as exc:
         message = ("error", f"{exc.__class__.__name__}: {exc}")
     try:
-        conn.send(message)
-    except MemoryError:  # the result itself did not fit in what was left
-        conn.send(("memory", None))
+        try:
+            conn.send(message)
+        except MemoryError:  # the result itself did not fit in what was left
+            conn.send(("memory", None))
+    except (BrokenPipeError, ConnectionResetError):
+        # The daemon is gone (stopped, or killed) and nobody waits for the result: a
+        # traceback on its stderr would only look like a crash of the next one.
+        pass
     conn.close()
 
 
