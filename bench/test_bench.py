@@ -102,7 +102,7 @@ def test_pools_are_the_promised_sizes() -> None:
 
 
 def test_the_parser_agrees_with_the_generator(tmp_path: Path) -> None:
-    parse = pytest.importorskip("mlsd.parse")
+    parse = pytest.importorskip("mlsd.ingest.grammar")
     path = tmp_path / "x.log"
     counts = gen_log.generate(path, 20_000, 11, "mixed")
     ref = datetime(2026, 11, 26, tzinfo=UTC)

@@ -37,11 +37,10 @@ MAX_LINES: Final = 400
 OVERSIZE: Final[dict[str, int]] = {
     "mlsd/access.py": 454,
     "mlsd/config.py": 742,
-    "mlsd/app/cli.py": 820,
+    "mlsd/app/cli.py": 821,  # +1: the parser split in two imports (issue 16)
     "mlsd/app/service.py": 480,
     "mlsd/app/status.py": 418,
     "mlsd/enrich/geo.py": 483,
-    "mlsd/ingest/parse.py": 628,
     "mlsd/ingest/session.py": 459,
     "mlsd/ingest/sources/file/follow.py": 588,
     "mlsd/ingest/sources/file/generations.py": 469,

@@ -26,7 +26,7 @@ import pytest
 
 from mlsd import config
 from mlsd.app import status
-from mlsd.ingest.parse import Skip
+from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SkipLog
 from mlsd.report import schedule
 from mlsd.report.smtp import Outbox

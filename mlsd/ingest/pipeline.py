@@ -19,7 +19,8 @@ from datetime import datetime, tzinfo
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
 from mlsd.ingest.csvlog import CsvJournal, RowFormat
-from mlsd.ingest.parse import Skip, parse_block, success_lines
+from mlsd.ingest.grammar import Skip, parse_block
+from mlsd.ingest.prefilter import success_lines
 from mlsd.ingest.sources.file.follow import Batch
 from mlsd.rows import HEADER, AuthFailure, Enrichment
 from mlsd.untrusted import raw_line

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from mlsd.ingest.checkpoint import PREFIX_LEN, GenerationId, fingerprint
-from mlsd.ingest.parse import MAX_CANDIDATE_LINE
+from mlsd.ingest.grammar import MAX_CANDIDATE_LINE
 
 log = logging.getLogger("mlsd.follow")
 
