@@ -41,9 +41,6 @@ OVERSIZE: Final[dict[str, int]] = {
     "mlsd/app/service.py": 480,
     "mlsd/app/status.py": 418,
     "mlsd/enrich/geo.py": 483,
-    "mlsd/ingest/session.py": 459,
-    "mlsd/ingest/sources/file/follow.py": 588,
-    "mlsd/ingest/sources/file/generations.py": 469,
     "mlsd/report/compose.py": 1069,
     "mlsd/report/history.py": 556,
 }

@@ -18,7 +18,8 @@ import pytest
 
 from mlsd.ingest.checkpoint import Checkpoint
 from mlsd.ingest.sources.file.follow import Follower
-from mlsd.ingest.sources.file.generations import Generation, candidate
+from mlsd.ingest.sources.file.generations import candidate
+from mlsd.ingest.sources.file.reading import Generation
 from tests.followkit import Writer, lines
 
 

@@ -23,7 +23,7 @@ import pytest
 from mlsd.ingest.checkpoint import Checkpoint
 from mlsd.ingest.grammar import MAX_CANDIDATE_LINE
 from mlsd.ingest.sources.file.follow import Batch, Follower
-from mlsd.ingest.sources.file.generations import CHUNK, LINE_MAX, cut
+from mlsd.ingest.sources.file.reading import CHUNK, LINE_MAX, cut
 from tests.followkit import ENV, STARTED, Env, Writer, lines, users, wait_for
 
 
