@@ -307,13 +307,7 @@ class Service:
 
     async def _apply(self, new: Config) -> None:
         logs.configure(new.log.level, new.log.format)
-        await self.enricher.reload(new)
-        p = self.session.pipeline
-        p.tz = new.log_tz()
-        p.date_format = new.csv.date_format
-        p.cap = new.csv.max_field_length
-        self.session.follower.grace = new.follow.rotate_grace
-        self.session.cfg = new
+        await self.session.apply_reload(new)
         self.sender.reconfigure(new)
         self.cfg = new
 

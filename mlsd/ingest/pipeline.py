@@ -114,6 +114,12 @@ class Pipeline:
         self.generation_mtime: float | None = None
         """The committed generation's last-write time (Checkpoint.generation_mtime)."""
 
+    def reconfigure(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
+        """A reload's zone for stamps without one and row format (between two batches)."""
+        self.tz = tz
+        self.date_format = date_format
+        self.cap = cap
+
     def open(self, cp: Checkpoint | None) -> None:
         """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
         if cp is not None and cp.source != self.source:

@@ -73,6 +73,18 @@ class Session:
         """How many times inotify's queue overflowed while following."""
         return 0 if self.inotify is None else self.inotify.overflows
 
+    async def apply_reload(self, cfg: Config) -> None:
+        """SIGHUP: the new config's enrichment, row format and rotation grace, all together
+        and between two batches: a batch is read, parsed, enriched and committed under one
+        config, never half under the old one (see `step`). `[paths]` stay as they are."""
+        async with self.commit_lock:
+            await self.enricher.reload(cfg)
+            self.pipeline.reconfigure(
+                tz=cfg.log_tz(), date_format=cfg.csv.date_format, cap=cfg.csv.max_field_length
+            )
+            self.follower.grace = cfg.follow.rotate_grace
+            self.cfg = cfg
+
 
 def open_session(
     cfg: Config, enricher: Enricher, *, first_start: FirstStart | None = None
@@ -166,7 +178,11 @@ def close_session(s: Session) -> None:
 
 
 async def step(s: Session) -> int | None:
-    """Read, enrich and commit one batch: its size in bytes, None when nothing was ready."""
+    """Read, enrich and commit one batch: its size in bytes, None when nothing was ready.
+
+    The batch's one owner: under `commit_lock` from the read to the checkpoint, so that
+    neither a report's catch-up nor a reload (`Session.apply_reload`) lands in its middle.
+    """
     async with s.commit_lock:
         batch = s.follower.next_batch()
         if batch is None:
