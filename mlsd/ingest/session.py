@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 import pyinotify
 
-from mlsd import __version__
+from mlsd import __version__, logs
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
@@ -26,7 +25,7 @@ from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
 from mlsd.ingest.sources.file.watch import InotifyWake, Watches, snapshot
 
-log = logging.getLogger("mlsd.daemon")
+log = logs.get("mlsd.daemon")
 
 COMMIT_GAP: Final = 0.02
 """Seconds between two commits of the live loop, at least: at most 50 fsync rounds a
@@ -141,13 +140,12 @@ def open_session(
         elif how == "gap" and cur is not None and pinned:
             pipeline.mark(cur.ident(), cur.offset, mtime=cur.stat().st_mtime)
         log.info(
-            "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
-            __version__,
-            cfg.source_file,
-            cfg.paths.mail_log,
-            how,
-            cur.label() if cur else "none",
-            cur.offset if cur else 0,
+            f"mlsd {__version__} started",
+            config=str(cfg.source_file),
+            source=str(cfg.paths.mail_log),
+            resume=how,
+            generation=cur.label() if cur else "none",
+            offset=cur.offset if cur else 0,
         )
     except BaseException:
         lock.release()
@@ -162,15 +160,14 @@ def close_session(s: Session) -> None:
     cur = s.follower.cur
     skipped = ",".join(f"{k.name.lower()}:{n}" for k, n in sorted(c.skipped.items(), key=str))
     log.info(
-        "stopped lines_read=%d events_written=%d skipped=%s gaps=%d rotations=%d "
-        "generation=%s position=%d",
-        c.lines,
-        c.events,
-        skipped or "0",
-        s.follower.gaps,
-        s.follower.rotations,
-        cur.label() if cur else "none",
-        cur.offset if cur else 0,
+        "stopped",
+        lines_read=c.lines,
+        events_written=c.events,
+        skipped=skipped or "0",
+        gaps=s.follower.gaps,
+        rotations=s.follower.rotations,
+        generation=cur.label() if cur else "none",
+        position=cur.offset if cur else 0,
     )
     s.follower.close()
     s.pipeline.close()
@@ -194,11 +191,11 @@ async def step(s: Session) -> int | None:
             await s.enricher.prefetch(events)
         rows = s.pipeline.commit(batch, events)
     log.debug(
-        "batch committed rows=%d bytes=%d inode=%d offset=%d",
-        rows,
-        len(batch.data),
-        batch.position.ino,
-        batch.offset,
+        "batch committed",
+        rows=rows,
+        bytes=len(batch.data),
+        inode=batch.position.ino,
+        offset=batch.offset,
     )
     return batch.consumed
 
@@ -248,12 +245,12 @@ async def scan(s: Session) -> list[Imported]:
         await asyncio.sleep(max(0.0, wake_at - time.time()))
     out = list(read.values())
     for got in out:
-        log.info("scan read generation=%s lines=%d rows=%d", got.generation, got.lines, got.rows)
+        log.info("scan read", generation=got.generation, lines=got.lines, rows=got.rows)
     log.info(
-        "scan done files=%d lines=%d rows=%d",
-        len(out),
-        sum(g.lines for g in out),
-        sum(g.rows for g in out),
+        "scan done",
+        files=len(out),
+        lines=sum(g.lines for g in out),
+        rows=sum(g.rows for g in out),
     )
     return out
 

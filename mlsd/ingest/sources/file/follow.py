@@ -15,7 +15,6 @@ and the gaps, mlsd.ingest.sources.file.lineage's.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlsd import logs
 from mlsd.ingest.checkpoint import Checkpoint, FirstStart, GenerationId
 from mlsd.ingest.sources.file.generations import (
     HEAD_MAX,
@@ -37,7 +37,7 @@ from mlsd.ingest.sources.file.lineage import MTIME_SLACK, Lineage, named
 from mlsd.ingest.sources.file.reading import LINE_MAX, Generation, Piece
 from mlsd.ingest.sources.file.start import Placement
 
-log = logging.getLogger("mlsd.follow")
+log = logs.get("mlsd.follow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +119,11 @@ class Follower:
         problem = f"{self.logpath} is a {kind}, not a regular file"
         if problem != self.problem:
             log.error(
-                "log file is not a regular file source=%s type=%r; mlsd follows a log file "
-                "(offsets, rotation): point [paths] mail_log at the file your syslog daemon "
-                "writes",
-                self.logpath,
-                kind,
+                "log file is not a regular file",
+                source=str(self.logpath),
+                type=kind,
+                fix="mlsd follows a log file (offsets, rotation): point [paths] mail_log at "
+                "the file your syslog daemon writes",
             )
         self.problem = problem
 
@@ -139,11 +139,11 @@ class Follower:
                 if live is None:
                     self._say_nonregular()
                     if not self._waiting_said and self.problem is None:
-                        log.warning("waiting for the log file source=%s", self.logpath)
+                        log.warning("waiting for the log file", source=str(self.logpath))
                         self._waiting_said = True
                     return None
                 self.problem = None
-                log.info("log file appeared source=%s", self.logpath)
+                log.info("log file appeared", source=str(self.logpath))
                 if not self._open(live, 0):
                     return None
                 continue
@@ -188,7 +188,7 @@ class Follower:
                 self.lineage.gap(
                     f"{c.path} ({c.dev}:{c.ino})", 0, c.size, packed_reason(c.packed or "")
                 )
-            log.info("rotation sealed=%s offset=%d next=%s", cur.label(), cur.offset, succ.path)
+            log.info("rotation", sealed=cur.label(), offset=cur.offset, next=str(succ.path))
             self.lineage.sealed(cur)
             cur.close()
         self.wake_at = self._clock()  # the safety bound was hit: come back at once
@@ -200,7 +200,7 @@ class Follower:
             self.cur = Generation(cand, offset, discard=discard)
         except OSError as exc:
             # logrotate may delete a file between our listing and our open (compression).
-            log.info("generation vanished path=%s error=%r; looking again", cand.path, str(exc))
+            log.info("generation vanished, looking again", path=str(cand.path), error=str(exc))
             self.wake_at = self._clock() + 0.1
             return False
         return True
@@ -217,12 +217,11 @@ class Follower:
         cur.advance(piece)
         if piece.too_long:
             log.info(
-                "line too long skipped generation=%s before=%d count=%d (lines of %d bytes "
-                "or more are not read)",
-                cur.label(),
-                cur.offset,
-                piece.too_long,
-                LINE_MAX,
+                "line too long skipped",
+                generation=cur.label(),
+                before=cur.offset,
+                count=piece.too_long,
+                limit_bytes=LINE_MAX,  # lines this long or longer are not read
             )
         mtime = cur.stat().st_mtime
         ref = datetime.now(UTC) if is_live else datetime.fromtimestamp(mtime, UTC)
@@ -264,10 +263,10 @@ class Follower:
                     cur.label(), end, cur.seen_size - end, "written between copy and truncate"
                 )
             log.info(
-                "rotation copytruncate generation=%s offset=%d copy=%s",
-                cur.label(),
-                cur.offset,
-                copy.path,
+                "rotation copytruncate",
+                generation=cur.label(),
+                offset=cur.offset,
+                copy=str(copy.path),
             )
             cur.close()
             self.cur = None
@@ -313,9 +312,11 @@ class Follower:
                 self.wake_at = self._clock() + 0.1
                 return None
             log.info(
-                "rotation copytruncate generation=%s offset=0 copy=%s (empty when opened)",
-                cur.label(),
-                c.path,
+                "rotation copytruncate",
+                generation=cur.label(),
+                offset=0,
+                copy=str(c.path),
+                opened="empty",
             )
             self.rotations += 1
             cur.close()

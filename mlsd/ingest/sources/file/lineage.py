@@ -8,12 +8,12 @@ themselves: where lines were lost, how many bytes, and why.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mlsd import logs
 from mlsd.ingest.checkpoint import GenerationId, fingerprint
 from mlsd.ingest.sources.file.generations import (
     Candidate,
@@ -26,7 +26,7 @@ from mlsd.ingest.sources.file.generations import (
 )
 from mlsd.ingest.sources.file.reading import Generation
 
-log = logging.getLogger("mlsd.follow")
+log = logs.get("mlsd.follow")
 
 MTIME_SLACK: Final = 0.05
 """Seconds: file times come from the kernel's coarse clock, which may lag `time.time()` by
@@ -73,11 +73,11 @@ class Lineage:
         if lost:
             self.gap_bytes += lost
         log.warning(
-            "gap generation=%s unread_from=%d lost_bytes=%s reason=%r",
-            what,
-            offset,
-            "unknown" if lost is None else lost,
-            why,
+            "gap",
+            generation=what,
+            unread_from=offset,
+            lost_bytes="unknown" if lost is None else lost,
+            reason=why,
         )
 
     def sealed(self, cur: Generation) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import logging
 import os
 import stat
 import time
@@ -18,11 +17,12 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
+from mlsd import logs
 from mlsd.ingest.checkpoint import GenerationId
 from mlsd.ingest.grammar import MAX_CANDIDATE_LINE
 from mlsd.ingest.sources.file.generations import HEAD_MAX, OPEN_FLAGS, Candidate, identity
 
-log = logging.getLogger("mlsd.follow")
+log = logs.get("mlsd.follow")
 
 CHUNK: Final = 4 << 20
 LINE_MAX: Final = MAX_CANDIDATE_LINE
@@ -143,7 +143,7 @@ class Generation:
                 left -= got
         except (OSError, EOFError, zlib.error) as exc:
             self.broken = True
-            log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
+            log.warning("gzip read failed", generation=self.label(), error=str(exc))
 
     def advance(self, piece: Piece) -> None:
         """Move past a piece handed out; a young file's head grows with it (to 1 KiB)."""
@@ -208,7 +208,7 @@ class Generation:
             except (OSError, EOFError, zlib.error) as exc:
                 # A damaged or cut-short .gz: what decompressed is kept, the rest is a gap.
                 self.broken = True
-                log.warning("gzip read failed generation=%s error=%r", self.label(), str(exc))
+                log.warning("gzip read failed", generation=self.label(), error=str(exc))
         # A .gz is sealed: at its end an unterminated last line is torn. Where it breaks,
         # a partial line is left unread, so that the damage gap starts at it.
         return cut(self._pending, discard=self.discard, last=self._eof and not self.broken)

@@ -8,11 +8,11 @@ commit, the recorded one is carried out instead of deciding again.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
 
+from mlsd import logs
 from mlsd.ingest.checkpoint import Checkpoint, FirstStart, Policy
 from mlsd.ingest.sources.file.generations import (
     OPEN_FLAGS,
@@ -25,7 +25,7 @@ from mlsd.ingest.sources.file.generations import (
 from mlsd.ingest.sources.file.lineage import MTIME_SLACK, Lineage, named
 from mlsd.ingest.sources.file.reading import CHUNK, Generation
 
-log = logging.getLogger("mlsd.follow")
+log = logs.get("mlsd.follow")
 
 
 class Placement:
@@ -59,7 +59,7 @@ class Placement:
             found.sort(key=lambda c: ((c.dev, c.ino) == (gen.dev, gen.ino), c.size >= cp.offset))
             self.cur = Generation(found[-1], cp.offset, discard=discard)
             self.lineage.expect(sibs[sibs.index(found[-1]) + 1 :])
-            log.info("catch-up generation=%s offset=%d", self.cur.label(), cp.offset)
+            log.info("catch-up", generation=self.cur.label(), offset=cp.offset)
             return "checkpoint (rotated)"
         damaged = [c for c in sibs if c.packed and matches(c, gen)]
         if damaged:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
-import logging
 import os
 import struct
 import termios
@@ -19,10 +18,11 @@ from typing import Any, Final
 
 import pyinotify
 
+from mlsd import logs
 from mlsd.access import readable
 from mlsd.ingest.sources.file.follow import Follower
 
-log = logging.getLogger("mlsd.daemon")
+log = logs.get("mlsd.daemon")
 
 # IN_ATTRIB on the directory: a chmod or chgrp of the log. An unreadable log cannot get
 # a watch of its own (inotify needs read access), so this is what wakes us at once when
@@ -118,7 +118,7 @@ class Watches:
             try:
                 self.wm.add_watch(str(d), _DIR_MASK, quiet=False)
             except pyinotify.WatchManagerError as exc:
-                log.debug("directory not watched path=%s error=%r", d, str(exc))
+                log.debug("directory not watched", path=str(d), error=str(exc))
             else:
                 self._dirs_watched.add(d)
 
