@@ -229,7 +229,8 @@ GEO_HITS = ("81.2.69.142", "89.160.20.112", "1.128.0.1", "2001:218::1", "216.160
 def _geo_lookup_cost(ctx: Context) -> tuple[float, float]:
     """Microseconds per `Geo.lookup` (both databases, no memo): over the log's distinct
     attacker IPs (mostly not in the test databases), and over GEO_HITS (found)."""
-    from mlsd.ingest.parse import candidate_lines, parse_line  # noqa: PLC0415
+    from mlsd.ingest.grammar import parse_line  # noqa: PLC0415
+    from mlsd.ingest.prefilter import candidate_lines  # noqa: PLC0415
     from mlsd.rows import AuthFailure  # noqa: PLC0415
 
     ips: dict[str, None] = {}

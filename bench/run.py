@@ -115,12 +115,12 @@ def floor_grep(ctx: Context) -> Metrics:
     }
 
 
-@benchmark("parse-inprocess", "mlsd.ingest.parse.parse_line on every line, in this process")
+@benchmark("parse-inprocess", "mlsd.ingest.grammar.parse_line on every line, in this process")
 def parse_inprocess(ctx: Context) -> Metrics:
     """The parser alone: no CSV, no enrichment, no process start."""
     # Imported here, not at the top: a broken or half-written mlsd must give an error row
     # for this benchmark, not stop the floors from running.
-    from mlsd.ingest.parse import parse_line  # noqa: PLC0415
+    from mlsd.ingest.grammar import parse_line  # noqa: PLC0415
 
     ref = datetime(2026, 11, 26, tzinfo=UTC)
     tz = UTC

@@ -102,7 +102,7 @@ def test_pools_are_the_promised_sizes() -> None:
 
 
 def test_the_parser_agrees_with_the_generator(tmp_path: Path) -> None:
-    from mlsd.ingest import parse  # noqa: PLC0415 - the package, not the generator, under test
+    from mlsd.ingest import grammar as parse  # noqa: PLC0415 - the package, not the generator, under test
 
     path = tmp_path / "x.log"
     counts = gen_log.generate(path, 20_000, 11, "mixed")

@@ -18,7 +18,7 @@ import pytest
 
 from mlsd.config import load
 from mlsd.enrich.postfix import postfix_reverse
-from mlsd.ingest.parse import parse_line
+from mlsd.ingest.grammar import parse_line
 from mlsd.rows import AuthFailure
 
 REF = datetime(2026, 11, 26, tzinfo=UTC)

@@ -16,9 +16,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
 from typing import Any, Final, Literal, TextIO
 
 import structlog
+from structlog.dev import Column, KeyValueColumnFormatter
 
 from mlsd.config import LogFormat, LogLevel, Secret
 from mlsd.untrusted import log_value
@@ -116,7 +118,7 @@ def configure(
         pre.append(structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False))
         # Colours only on a terminal, even for an explicit `format = console`: in a file
         # or a pipe the escapes are noise (and `less` shows them as ESC[…).
-        renderer = structlog.dev.ConsoleRenderer(colors=fmt == "console" and _isatty(stream))
+        renderer = _console(colors=fmt == "console" and _isatty(stream))
     pre.append(sanitize)
 
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -143,6 +145,24 @@ def configure(
         cache_logger_on_first_use=False,
     )
     return "console" if fmt == "console_plain" else fmt
+
+
+def _console(*, colors: bool) -> structlog.dev.ConsoleRenderer:
+    """structlog's console format in the journal's line shape: the event, then its fields in
+    the order the call gives them and quoted as the journal quotes them, the logger last
+    (`logger=…`). So `gap generation=… unread_from=… reason="…"` reads (and greps) the
+    same on a terminal, in a file and in the journal."""
+    renderer = structlog.dev.ConsoleRenderer(colors=colors, sort_keys=False, pad_event_to=0)
+    columns = []
+    for column in renderer.columns:
+        if column.key in ("logger", "logger_name"):
+            continue  # its column sits between the event and the fields: a field instead
+        fmt = column.formatter
+        if not column.key and isinstance(fmt, KeyValueColumnFormatter):
+            fmt = replace(fmt, value_repr=_kv)  # the fields' column: quoted as in the journal
+        columns.append(Column(column.key, fmt))
+    renderer.columns = columns
+    return renderer
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -21,19 +21,19 @@ row, so it is written atomically but without the checkpoint's ceremony.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final
 
+from mlsd import logs
 from mlsd.durable import replace_atomically
 from mlsd.safefs import read_file
 
 NAME: Final = "coverage.json"
 KEEP_DAYS: Final = 60
 
-log = logging.getLogger("mlsd.coverage")
+log = logs.get("mlsd.coverage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +103,11 @@ class Ledger:
             # Never the exception's text for a parse error: it could quote the file.
             error = exc.strerror if isinstance(exc, OSError) else "not mlsd's coverage data"
             log.warning(
-                "coverage file unreadable path=%s error=%s: the report will say "
-                "'not known' for lines read, server errors and gaps until it is rebuilt",
-                self.path,
-                error,
+                "coverage file unreadable",
+                path=str(self.path),
+                error=error,
+                effect="the report will say 'not known' for lines read, server errors and "
+                "gaps until it is rebuilt",
             )
             return {}
 
@@ -159,4 +160,4 @@ class Ledger:
             replace_atomically(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
             self.changed = False
         except OSError as exc:
-            log.warning("coverage file not written path=%s error=%s", self.path, exc)
+            log.warning("coverage file not written", path=str(self.path), error=str(exc))

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import logging
 import lzma
 import os
 import random
@@ -41,12 +40,14 @@ import time
 import traceback
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import structlog
 
 from mlsd import config
 from mlsd.enrich.enricher import Enricher
@@ -54,7 +55,7 @@ from mlsd.ingest import session
 from mlsd.ingest.checkpoint import CheckpointStore, StateLock
 from mlsd.ingest.csvlog import CsvJournal
 from mlsd.ingest.sources.file.follow import Follower
-from tests.followkit import NOISE, STARTED, Env, auth_line, kill9
+from tests.followkit import NOISE, STARTED, Env, auth_line, journal_text, kill9
 
 SEQ = re.compile(rb"sasl_username=seq(\d{6})$")
 USER = re.compile(r"seq(\d{6})")
@@ -62,7 +63,7 @@ GAP = re.compile(
     r"gap generation=(?P<gen>.*?) unread_from=(?P<off>\d+) "
     r"lost_bytes=(?P<lost>\d+|unknown) reason=(?P<q>['\"])(?P<why>.*?)(?P=q)"
 )
-DEVINO = re.compile(r"(\d+):(\d+)\)?$")
+DEVINO = re.compile(r"(\d+):(\d+)\)?\"?$")  # the generation quoted when it holds a space
 GRACE_INPROC = 600.0
 """In-process grace: the injected clock decides when a renamed file counts as quiet."""
 
@@ -745,17 +746,19 @@ def _patched(obj: object, name: str, value: object) -> Iterator[None]:
         setattr(obj, name, old)
 
 
-class _GapLog(logging.Handler):
-    """Collects mlsd's gap lines, with the ground truth at the moment each is logged."""
+class _GapLog:
+    """Collects mlsd's warnings and errors, and its gap lines with the ground truth at the
+    moment each is logged: a structlog processor (see `logged` in followkit)."""
 
     def __init__(self, world: World) -> None:
-        super().__init__(logging.WARNING)
         self.world = world
         self.lines: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        self.lines.append(f"{record.levelname} {record.name}: {text}")
+    def __call__(self, _: Any, level: str, event: MutableMapping[str, Any]) -> NoReturn:
+        if level in ("debug", "info"):
+            raise structlog.DropEvent
+        text = journal_text(level, event)
+        self.lines.append(f"{level.upper()} {text}")
         if text.startswith("gap "):
             w = self.world
             views = w.truth.observe()
@@ -763,6 +766,7 @@ class _GapLog(logging.Handler):
             gap = parse_gap(text, w.writer.next, w.truth.readable(views), damaged)
             if gap is not None:
                 w.gaps.append(gap)
+        raise structlog.DropEvent
 
 
 class InProcess:
@@ -925,25 +929,23 @@ def run_in_process(seed: int, root: Path, actions: int = 160) -> Verdict:
     world = World(root, seed, grace=GRACE_INPROC)
     rng = world.rng
     gaplog = _GapLog(world)
-    follow_log = logging.getLogger("mlsd")
-    follow_log.addHandler(gaplog)
-    try:
-        mlsd = InProcess(world)
-        world.before_rotate = mlsd.before_rotate
-        with mlsd.faults():
-            if rng.random() < 0.4:
-                mlsd.arm()  # a crash during the very first start
-            for _ in range(actions):
-                _in_process_action(world, mlsd, rng)
-            if world.stale:
-                world.reopen()
-            mlsd.finish()
-    except Exception as exc:
-        world.note("harness error:\n" + traceback.format_exc())
-        return Verdict(seed, 0, [f"stopped by {exc!r}"], world.trace, world.gaps, Counter())
-    finally:
-        follow_log.removeHandler(gaplog)
-        world.writer.close()
+    with structlog.testing.capture_logs(processors=[gaplog]):
+        try:
+            mlsd = InProcess(world)
+            world.before_rotate = mlsd.before_rotate
+            with mlsd.faults():
+                if rng.random() < 0.4:
+                    mlsd.arm()  # a crash during the very first start
+                for _ in range(actions):
+                    _in_process_action(world, mlsd, rng)
+                if world.stale:
+                    world.reopen()
+                mlsd.finish()
+        except Exception as exc:
+            world.note("harness error:\n" + traceback.format_exc())
+            return Verdict(seed, 0, [f"stopped by {exc!r}"], world.trace, world.gaps, Counter())
+        finally:
+            world.writer.close()
     return judge(world, csv_users(world.env.csv), "\n".join(gaplog.lines))
 
 

@@ -15,9 +15,15 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NamedTuple
+
+import structlog
+
+from mlsd import logs
 
 LOGROTATE = "/usr/sbin/logrotate"
 # Plain console logs whatever the test runner's environment says.
@@ -48,6 +54,34 @@ def now_line(user: str, ip: str = "192.0.2.7") -> bytes:
         f"{stamp} mx postfix/smtpd[4242]: warning: unknown[{ip}]: SASL LOGIN authentication "
         f"failed: UGFzc3dvcmQ6, sasl_username={user}\n"
     ).encode()
+
+
+class Said(NamedTuple):
+    """One log line mlsd said in this process."""
+
+    level: str
+    """`info`, `warning`, `error`, …"""
+    text: str
+    """As the journal shows it, without its `<N>` priority: `gap generation=… reason="…"`."""
+
+
+def journal_text(level: str, event: MutableMapping[str, Any]) -> str:
+    """A structlog event as the journal shows it, without its `<N>` priority."""
+    return logs.JournalRenderer()(None, level, dict(event)).split(">", 1)[1]
+
+
+@contextmanager
+def logged() -> Iterator[list[Said]]:
+    """Every line mlsd's loggers say inside the block, whatever the level and however (or
+    whether) logging is configured in this process."""
+    said: list[Said] = []
+
+    def keep(_: Any, level: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        said.append(Said(level, journal_text(level, event)))
+        raise structlog.DropEvent
+
+    with structlog.testing.capture_logs(processors=[keep]):
+        yield said
 
 
 NOISE = b"Nov 25 05:00:00 srv postfix/smtpd[4242]: connect from unknown[192.0.2.1]\n"

@@ -35,12 +35,7 @@ MAX_LINES: Final = 400
 # Modules still over MAX_LINES, each with its ceiling (its length when the limit came in,
 # after the move into roles).
 # A ceiling may only go down; splitting a module removes its line.
-OVERSIZE: Final[dict[str, int]] = {
-    "mlsd/ingest/parse.py": 628,
-    "mlsd/ingest/session.py": 459,
-    "mlsd/ingest/sources/file/follow.py": 586,
-    "mlsd/ingest/sources/file/generations.py": 484,
-}
+OVERSIZE: Final[dict[str, int]] = {}
 
 
 def _modules() -> list[Path]:

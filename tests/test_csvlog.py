@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.errors import StateError
-from mlsd.ingest.csvlog import CsvJournal, clean_field, format_date, row_fields
+from mlsd.ingest.csvlog import CsvJournal, RowFormat, clean_field, format_date
 from mlsd.rows import COLUMNS, HEADER, AuthFailure, encode_rows
 
 MLS_HEADER = "server;date;ip;user;hostname;reverse_dns_status;country_code;asn;aso"
@@ -38,7 +38,8 @@ def event(**kw: object) -> AuthFailure:
 
 
 def row(ev: AuthFailure, date_format: str = "iso", tz: object = UTC) -> list[str]:
-    return row_fields(ev, postfix_reverse(ev), tz=tz, date_format=date_format, cap=256)  # type: ignore[arg-type]
+    fmt = RowFormat(tz=tz, date_format=date_format, cap=256)  # type: ignore[arg-type]
+    return fmt.fields(ev, postfix_reverse(ev))
 
 
 def test_header_starts_with_maillogsentinel_columns() -> None:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mlsd.enrich.postfix import postfix_reverse
-from mlsd.ingest.csvlog import CsvJournal, row_fields
+from mlsd.ingest.csvlog import CsvJournal, RowFormat
 from mlsd.report.history import csv_rows
 from mlsd.report.window import parse_date, window
 from mlsd.rows import HEADER, AuthFailure, Column, encode_rows
@@ -24,13 +24,14 @@ T0 = datetime(2026, 11, 20, tzinfo=UTC)
 def write_csv(path: Path, times: list[datetime], date_format: str = "iso") -> None:
     journal = CsvJournal(path)
     journal.open()
+    fmt = RowFormat(tz=PARIS, date_format=date_format, cap=256)
     rows = []
     for i, when in enumerate(times):
         ev = AuthFailure(
             time=when, server="mail", service="smtp", mechanism="LOGIN", hostname="unknown",
             ip=f"192.0.2.{i % 250}", user=f"seq{i:06d}", reason="x",
         )  # fmt: skip
-        rows.append(row_fields(ev, postfix_reverse(ev), tz=PARIS, date_format=date_format, cap=256))
+        rows.append(fmt.fields(ev, postfix_reverse(ev)))
     journal.append(encode_rows(rows))
     journal.close()
 

@@ -17,7 +17,7 @@ from mlsd.config import Config, DnsConfig, GeoipConfig, ReverseMode
 from mlsd.enrich.enricher import Enricher
 from mlsd.enrich.geo import Geo
 from mlsd.enrich.rdns import NONE, OK, TIMEOUT, UNKNOWN_HOST, Reverse
-from mlsd.ingest.csvlog import row_fields
+from mlsd.ingest.csvlog import RowFormat
 from mlsd.rows import NOT_AVAILABLE, AuthFailure, Enrichment
 from tests.dnskit import DnsServer, ptr_name
 from tests.test_geo import ASN_DB, COUNTRY_DB, maxmind_country, write_mmdb
@@ -58,6 +58,13 @@ class FakeResolver:
         batch = list(dict.fromkeys(ips))
         self.asked.append(batch)
         return {ip: self.answers.get(ip, Reverse(UNKNOWN_HOST, NONE)) for ip in batch}
+
+
+async def _enriched(enricher: Enricher, events: list[AuthFailure]) -> list[Enrichment]:
+    """A batch as the daemon enriches it: `prefetch` (session.step), then one call per row
+    (Pipeline.commit)."""
+    await enricher.prefetch(events)
+    return [enricher(ev) for ev in events]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +115,7 @@ def test_lookup_mode_batch_path() -> None:
     enricher = Enricher(config("lookup"), Geo(GEO), fake)
     assert enricher.needs_lookup
     batch = [event(), event("1.128.0.1", "mail.example.org"), event()]
-    got = asyncio.run(enricher.enrich_many(batch))
+    got = asyncio.run(_enriched(enricher, batch))
     assert [["89.160.20.112", "1.128.0.1"]] == fake.asked
     assert [("a.example", OK), (UNKNOWN_HOST, NONE), ("a.example", OK)] == [
         (e.hostname, e.reverse_dns_status) for e in got
@@ -163,7 +170,7 @@ def test_lookup_mode_against_a_real_dns_server(dns: DnsServer) -> None:
     async def scenario() -> list[Enrichment]:
         try:
             return await asyncio.wait_for(
-                enricher.enrich_many([event(), event("1.128.0.1")]), timeout=10
+                _enriched(enricher, [event(), event("1.128.0.1")]), timeout=10
             )
         finally:
             await enricher.close()
@@ -203,8 +210,8 @@ def test_reload_switches_mode_and_databases(tmp_path: Path) -> None:
 
 
 def test_enrichment_feeds_the_csv_row() -> None:
-    """The enricher's output is what row_fields takes: the MailLogSentinel columns filled."""
+    """The enricher's output is what a row takes: the MailLogSentinel columns filled."""
     enrich = Enricher(config("postfix"), Geo(GEO))
     ev = event(hostname="mail.example.org")
-    row = row_fields(ev, enrich(ev), tz=UTC, date_format="iso", cap=256)
+    row = RowFormat(tz=UTC, date_format="iso", cap=256).fields(ev, enrich(ev))
     assert ["mail.example.org", "OK", "SE", "AS29518", "Bredband2 AB"] == row[4:9]

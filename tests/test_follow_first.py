@@ -66,7 +66,7 @@ def test_no_log_at_first_start_then_kill9_and_rotation(env: Env, options: tuple[
     w.seq(range(10, 20))
     proc = env.start()
     env.wait_rows(users(range(20)))
-    assert "resume=first start of beginning resumed" in env.stderr(proc)
+    assert 'resume="first start of beginning resumed"' in env.stderr(proc)
     assert env.stop(proc) == 0
     assert "gap generation=" not in env.all_stderr()
 

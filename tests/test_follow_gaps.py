@@ -7,19 +7,17 @@ laid out as logrotate leaves them, with file times set explicitly.
 from __future__ import annotations
 
 import gzip
-import logging
 import lzma
 import os
 import time
 import zlib
 from pathlib import Path
 
-import pytest
-
 from mlsd.ingest.checkpoint import Checkpoint
 from mlsd.ingest.sources.file.follow import Follower
-from mlsd.ingest.sources.file.generations import Generation, candidate
-from tests.followkit import Writer, lines
+from mlsd.ingest.sources.file.generations import candidate
+from mlsd.ingest.sources.file.reading import Generation
+from tests.followkit import Writer, lines, logged
 
 
 def _drain(f: Follower) -> bytes:
@@ -45,9 +43,7 @@ def _seqs(data: bytes) -> list[int]:
     return [int(w[17:23]) for w in data.split() if w.startswith(b"sasl_username=seq")]
 
 
-def test_gone_generation_beside_a_cut_short_gz_of_another_is_not_found(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_gone_generation_beside_a_cut_short_gz_of_another_is_not_found(tmp_path: Path) -> None:
     """The checkpointed generation was deleted while mlsd was down; the oldest generation
     written after it is a .gz cut short (it decompresses to a few hundred bytes, not the
     1 KiB head), then a plain one. The lost generation's gap says "not found", the cut
@@ -86,10 +82,10 @@ def test_gone_generation_beside_a_cut_short_gz_of_another_is_not_found(
         generation_mtime=t,
     )
     f = Follower(log, grace=0.01)
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         assert "gap" == f.start(cp, start_at="beginning", import_rotated=False)
         got = _seqs(_drain(f))
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 2 == len(gaps), gaps
     assert f"{gen.ino} unread_from={offset}" in gaps[0]
     assert "not found among the rotated files" in gaps[0]
@@ -97,9 +93,7 @@ def test_gone_generation_beside_a_cut_short_gz_of_another_is_not_found(
     assert [*range(200, 205), *range(300, 305)] == got
 
 
-def test_gone_generation_cut_short_as_gz_is_a_damaged_gap(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_gone_generation_cut_short_as_gz_is_a_damaged_gap(tmp_path: Path) -> None:
     """The checkpointed generation (young: its head is its first two lines) survives only
     as a .gz cut short before 1 KiB but after that head: its gap names that .gz as damaged
     (its head says it is the one), and the generation after it is read."""
@@ -135,18 +129,16 @@ def test_gone_generation_cut_short_as_gz_is_a_damaged_gap(
         generation_mtime=t - 1,
     )
     f = Follower(log, grace=0.01)
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         assert "gap" == f.start(cp, start_at="beginning", import_rotated=False)
         got = _seqs(_drain(f))
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert "damaged or cut-short gzip file" in gaps[0] and "mail.log.2.gz" in gaps[0]
     assert [*range(200, 205), *range(300, 302)] == got
 
 
-def test_copytruncate_to_xz_of_a_generation_opened_empty_is_a_gap(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_copytruncate_to_xz_of_a_generation_opened_empty_is_a_gap(tmp_path: Path) -> None:
     """The follower opened the live log while it was empty; before it read anything, lines
     were written and logrotate copytruncated them into a copy compressed with xz. The
     live file then holds new lines: those are read, and the lines only in the .xz are a
@@ -161,9 +153,9 @@ def test_copytruncate_to_xz_of_a_generation_opened_empty_is_a_gap(
     (tmp_path / "mail.log.1.xz").write_bytes(lzma.compress(log.read_bytes()))
     os.truncate(log, 0)
     w.seq(range(10, 13))
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         got = _seqs(_drain(f))
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert "unread_from=0" in gaps[0] and "truncated in place" in gaps[0]
     assert "compressed with xz" in gaps[0] and "mail.log.1.xz" in gaps[0]
@@ -216,9 +208,7 @@ def test_sealed_generation_is_not_read_again_after_an_empty_one(tmp_path: Path) 
     assert [*range(10), *range(100, 103)] == _seqs(got)
 
 
-def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(tmp_path: Path) -> None:
     """Chaos seed 180 (real process): mlsd imports three rotated generations; while it
     reads the oldest, two rotations with `rotate 2` delete it and the next one. Before,
     the reader moved from its deleted generation to the oldest one left, and the lines of
@@ -232,7 +222,7 @@ def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(
     Writer(log).seq(range(300, 303))
     os.utime(log, (t + 3, t + 3))
     f = Follower(log, grace=0.01)
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         f.start(None, start_at="beginning", import_rotated=True)
         batch = f.next_batch()
         assert batch is not None and [0, 1, 2, 3, 4] == _seqs(batch.data)
@@ -243,14 +233,14 @@ def test_generation_deleted_unread_while_reading_an_older_one_is_a_gap(
         newest.rename(tmp_path / "mail.log.2")
         got = _seqs(_drain(f))
     assert [*range(200, 205), *range(300, 303)] == got
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert f"{middle} (" in gaps[0] and f"unread_from=0 lost_bytes={size} " in gaps[0]
     assert "deleted by logrotate before mlsd read it" in gaps[0]
 
 
 def test_lines_written_after_a_truncate_to_a_file_renamed_since_are_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     """Chaos seed 129: copytruncate with the copy compressed by xz (unreadable), more
     lines written to the truncated file, then a `create` rotation renamed it before mlsd
@@ -273,9 +263,9 @@ def test_lines_written_after_a_truncate_to_a_file_renamed_since_are_read(
     w.path = log
     w.reopen()
     w.seq(range(200, 203))
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         got = _seqs(_drain(f))
     assert [*range(100, 122), *range(200, 203)] == got
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert "truncated in place" in gaps[0] and "compressed with xz" in gaps[0]

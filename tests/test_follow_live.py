@@ -328,5 +328,5 @@ def test_copytruncate_loss_is_reported(env: Env) -> None:
     w.seq(range(6, 10))
     env.wait_rows(users([*range(5), *range(6, 10)]))
     err = env.stderr(proc)
-    assert f"lost_bytes={len(half)} reason='written between copy and truncate'" in err
+    assert f'lost_bytes={len(half)} reason="written between copy and truncate"' in err
     assert env.stop(proc) == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import logging
 import lzma
 import os
 import signal
@@ -24,7 +23,7 @@ from mlsd import config
 from mlsd.errors import ConfigError
 from mlsd.ingest.sources.file.follow import Follower
 from mlsd.ingest.sources.file.generations import candidate, rotated_siblings
-from tests.followkit import Env, Writer, lines, users
+from tests.followkit import Env, Writer, lines, logged, users
 
 # (logrotate options, rotations while down: two only where the name changes each second)
 NAMINGS = {
@@ -211,9 +210,7 @@ def test_real_logrotate_names_are_what_the_families_cover(tmp_path: Path) -> Non
     assert [made[0]] == [c.path.name for c in rotated_siblings(env.log)]
 
 
-def test_import_rotated_says_what_it_cannot_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_import_rotated_says_what_it_cannot_read(tmp_path: Path) -> None:
     """First start with import_rotated: an xz generation older than the readable ones is a
     gap with its reason (chaos seed 0: it was skipped without a word), the rest is read."""
     log = tmp_path / "mail.log"
@@ -224,14 +221,14 @@ def test_import_rotated_says_what_it_cannot_read(
         os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))
     Writer(log).seq(range(15, 20))
     f = Follower(log, grace=0.01)
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         f.start(None, start_at="beginning", import_rotated=True)
         data = b""
         while (batch := f.next_batch()) is not None or f.wake_at is not None:
             data += batch.data if batch is not None else b""
             if batch is None:
                 time.sleep(0.02)
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert "mail.log.3.xz" in gaps[0] and "compressed with xz" in gaps[0]
     assert users(range(5, 20)) == Counter(
@@ -239,7 +236,7 @@ def test_import_rotated_says_what_it_cannot_read(
     )
 
 
-def test_gz_damaged_in_its_head_is_a_gap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_gz_damaged_in_its_head_is_a_gap(tmp_path: Path) -> None:
     """A rotated .gz cut so short that its head does not decompress sits between the
     generation being read and the live log: a gap naming it (chaos F6: it was invisible)."""
     log = tmp_path / "mail.log"
@@ -258,14 +255,14 @@ def test_gz_damaged_in_its_head_is_a_gap(tmp_path: Path, caplog: pytest.LogCaptu
     os.utime(tmp_path / "mail.log.2", (old, old))
     os.utime(damaged, (old + 1, old + 1))
     data = b""
-    with caplog.at_level(logging.WARNING, logger="mlsd.follow"):
+    with logged() as said:
         for _ in range(100):
             batch = f.next_batch()
             if batch is None and f.wake_at is None:
                 break
             data += batch.data if batch is not None else b""
             time.sleep(0.02 if batch is None else 0)
-    gaps = [r.getMessage() for r in caplog.records if "gap generation=" in r.getMessage()]
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
     assert 1 == len(gaps), gaps
     assert "mail.log.1.gz" in gaps[0] and "damaged or cut-short gzip file" in gaps[0]
     assert users([*range(5, 7), *range(10, 15)]) == Counter(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import subprocess
 import time
@@ -18,13 +17,11 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from mlsd.ingest.checkpoint import Checkpoint
-from mlsd.ingest.parse import MAX_CANDIDATE_LINE
+from mlsd.ingest.grammar import MAX_CANDIDATE_LINE
 from mlsd.ingest.sources.file.follow import Batch, Follower
-from mlsd.ingest.sources.file.generations import CHUNK, LINE_MAX, cut
-from tests.followkit import ENV, STARTED, Env, Writer, lines, users, wait_for
+from mlsd.ingest.sources.file.reading import CHUNK, LINE_MAX, cut
+from tests.followkit import ENV, STARTED, Env, Writer, lines, logged, users, wait_for
 
 
 def _seqs(data: bytes) -> list[int]:
@@ -91,17 +88,17 @@ def test_fifo_as_rotated_sibling_does_not_block_scan(tmp_path: Path) -> None:
     assert users(range(10)) == env.rows()
 
 
-def test_device_as_mail_log_is_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_device_as_mail_log_is_an_error(tmp_path: Path) -> None:
     """A symlink to a character device: an error naming the file and its type (once), not
     "waiting for the log file"."""
     log = tmp_path / "mail.log"
     log.symlink_to("/dev/null")
     f = Follower(log)
-    with caplog.at_level(logging.INFO, logger="mlsd.follow"):
+    with logged() as said:
         f.start(None, start_at="beginning", import_rotated=False)
         assert f.next_batch() is None
         assert f.next_batch() is None
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    errors = [s.text for s in said if s.level == "error"]
     assert 1 == len(errors), errors
     assert "not a regular file" in errors[0] and "character device" in errors[0]
     assert str(log) in errors[0]

@@ -11,7 +11,7 @@ import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 
-from mlsd.ingest.parse import Skip, parse_block, parse_line
+from mlsd.ingest.grammar import Skip, parse_block, parse_line
 from tests.followkit import ENV, Env, Writer, now_line
 
 FUTURE = (

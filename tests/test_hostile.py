@@ -32,7 +32,7 @@ from mlsd import logs
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.ingest.csvlog import CsvJournal, RowFormat
-from mlsd.ingest.parse import Skip, parse_line
+from mlsd.ingest.grammar import Skip, parse_line
 from mlsd.ingest.pipeline import SkipLog
 from mlsd.report import compose
 from mlsd.rows import COLUMNS, AuthFailure

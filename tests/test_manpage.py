@@ -31,7 +31,7 @@ import pytest
 
 from mlsd import config
 from mlsd.app import cli, cmd_common
-from mlsd.ingest.parse import Skip
+from mlsd.ingest.grammar import Skip
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "mlsd.8"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import os
 import pty
 import re
@@ -26,12 +25,12 @@ import pytest
 
 from mlsd import config
 from mlsd.app import status
-from mlsd.ingest.parse import Skip
+from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SkipLog
 from mlsd.report import schedule
 from mlsd.report.smtp import Outbox
 from mlsd.watched import DayCounts, Ledger
-from tests.followkit import ENV, Env, Writer, now_line, wait_for
+from tests.followkit import ENV, Env, Writer, logged, now_line, wait_for
 
 CORPUS = Path(__file__).parent / "corpus"
 DATA = Path(__file__).parent / "data"
@@ -394,19 +393,17 @@ def test_explain_escapes_attacker_bytes(tmp_path: Path) -> None:
     assert second.startswith("2: skipped (invalid IP): ")
 
 
-def test_skiplog_rate_limit_counts_what_it_does_not_show(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_skiplog_rate_limit_counts_what_it_does_not_show() -> None:
     clock = [100.0]
     skip = SkipLog(per_second=10, clock=lambda: clock[0])
     lines = [(Skip.UNKNOWN_FORMAT, b"garbage auth failed %d\n" % i) for i in range(25)]
-    with caplog.at_level(logging.DEBUG, logger="mlsd.pipeline"):
+    with logged() as said:
         skip.emit(lines)
         clock[0] = 101.2
         skip.emit(lines[:3])
         skip.flush()
-    shown = [r.getMessage() for r in caplog.records if "reason=" in r.getMessage()]
-    summaries = [r.getMessage() for r in caplog.records if "more lines not shown" in r.getMessage()]
+    shown = [s.text for s in said if "reason=" in s.text]
+    summaries = [s.text for s in said if "more lines not shown" in s.text]
     assert len(shown) == 13  # 10 in the first second, 3 in the next
     assert summaries == ["not recorded: 15 more lines not shown (at most 10 a second)"]
 

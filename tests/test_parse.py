@@ -10,15 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsd.ingest.parse import (
-    NEEDLES,
-    SUCCESS_NEEDLES,
-    SUCCESSES,
-    Skip,
-    candidate_lines,
-    classic_stamp,
-    parse_line,
-)
+from mlsd.ingest.grammar import Skip, parse_line
+from mlsd.ingest.prefilter import NEEDLES, SUCCESS_NEEDLES, SUCCESSES, candidate_lines
+from mlsd.ingest.stamps import classic_stamp
 from mlsd.rows import AuthFailure
 
 REF = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.ingest.parse import Skip, parse_block, parse_line
+from mlsd.ingest.grammar import Skip, parse_block, parse_line
 from mlsd.rows import AuthFailure
 
 CORPUS = Path(__file__).parent / "corpus"

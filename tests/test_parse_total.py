@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from mlsd.enrich.postfix import no_reverse, postfix_reverse
 from mlsd.ingest.csvlog import RowFormat
-from mlsd.ingest.parse import NEEDLES, Skip, parse_block, parse_line
+from mlsd.ingest.grammar import Skip, parse_block, parse_line
+from mlsd.ingest.prefilter import NEEDLES
 from mlsd.report.window import parse_date
 from mlsd.rows import COLUMNS, AuthFailure
 from tests.followkit import ENV, Env, Writer

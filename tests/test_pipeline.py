@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlsd.ingest.checkpoint import CheckpointStore, GenerationId
 from mlsd.ingest.csvlog import CsvJournal
-from mlsd.ingest.parse import Skip
+from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Batch
 from mlsd.rows import HEADER, AuthFailure, Enrichment

@@ -28,7 +28,7 @@ import pytest
 from mlsd import __version__
 from mlsd.config import Config, PathsConfig, ReportConfig, SourceConfig, loads
 from mlsd.errors import ConfigError
-from mlsd.ingest.csvlog import CsvJournal, row_fields
+from mlsd.ingest.csvlog import CsvJournal, RowFormat
 from mlsd.report import compose, display, history, message, sections, tally
 from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
@@ -73,7 +73,7 @@ def fields(e: E, date_format: str = "iso") -> list[str]:
     extra = Enrichment(
         hostname=e.host, reverse_dns_status=status, country_code=e.cc, asn=e.asn, aso=e.aso
     )
-    return row_fields(ev, extra, tz=PARIS, date_format=date_format, cap=256)
+    return RowFormat(tz=PARIS, date_format=date_format, cap=256).fields(ev, extra)
 
 
 def write_csv(path: Path, events: list[E], date_format: str = "iso") -> None:

@@ -60,7 +60,8 @@ def test_scan_on_a_fresh_state_imports_the_rotated_generations(
     _rotated_history(env)
     res = env.scan()
     assert users(range(35)) == env.rows()
-    read = re.findall(r"scan read generation=(\S+) \(\d+:\d+\) lines=(\d+) rows=(\d+)", res.stderr)
+    said = r'scan read generation="(\S+) \(\d+:\d+\)" lines=(\d+) rows=(\d+)'
+    read = re.findall(said, res.stderr)
     logdir = str(env.logdir)
     assert [
         (f"{logdir}/mail.log.3.gz", "20", "10"),

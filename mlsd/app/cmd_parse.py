@@ -19,7 +19,8 @@ from mlsd.app.logfiles import open_log
 from mlsd.enrich.postfix import no_reverse, postfix_reverse
 from mlsd.errors import InputError
 from mlsd.ingest.csvlog import RowFormat
-from mlsd.ingest.parse import Skip, is_success, parse_block, parse_line
+from mlsd.ingest.grammar import Skip, parse_block, parse_line
+from mlsd.ingest.prefilter import is_success
 from mlsd.rows import HEADER, AuthFailure
 from mlsd.untrusted import raw_line, terminal
 

@@ -51,12 +51,7 @@ async def apply(
 ) -> None:
     """Hand `new` to every running part; raises if one of them refuses it."""
     logs.configure(new.log.level, new.log.format)
-    await opened.enricher.reload(new)
-    p = opened.pipeline
-    p.tz = new.log_tz()
-    p.date_format = new.csv.date_format
-    p.cap = new.csv.max_field_length
-    opened.follower.grace = new.follow.rotate_grace
-    opened.cfg = new
+    # The ingest side takes it between two batches, all its values together.
+    await opened.apply_reload(new)
     sender.reconfigure(new)
     jobs.cfg = new

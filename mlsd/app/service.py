@@ -48,7 +48,7 @@ from mlsd.enrich.enricher import Enricher
 from mlsd.enrich.geo import Geo
 from mlsd.errors import ConfigError, StateError
 from mlsd.ingest import session
-from mlsd.ingest.parse import Skip
+from mlsd.ingest.grammar import Skip
 from mlsd.report.outbox import ReportSender
 from mlsd.watched import DayCounts, Ledger
 

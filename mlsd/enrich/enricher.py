@@ -5,14 +5,14 @@ so the per-event path never branches on the configuration:
 
 - `postfix` and `off`: `enricher(event)` is a plain synchronous call, microseconds.
 - `lookup`: the batch's IPs are first resolved together, `await enricher.prefetch(events)`
-  (bounded by `[dns] timeout` overall), then `enricher(event)` reads those answers; or
-  `await enricher.enrich_many(events)` does both. In `lookup` mode every row gets mlsd's own
-  answer, also when Postfix logged a name, so that the column means one thing.
+  (bounded by `[dns] timeout` overall), then `enricher(event)` reads those answers. In
+  `lookup` mode every row gets mlsd's own answer, also when Postfix logged a name, so that
+  the column means one thing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from mlsd import logs
@@ -51,7 +51,7 @@ class Enricher:
 
     @property
     def needs_lookup(self) -> bool:
-        """True in `lookup` mode: call `prefetch` (or `enrich_many`) for each batch."""
+        """True in `lookup` mode: call `prefetch` for each batch."""
         return self._resolver is not None
 
     def __call__(self, event: AuthFailure) -> Enrichment:
@@ -84,11 +84,6 @@ class Enricher:
         if self._resolver is None:
             return
         self._answers = await self._resolver.resolve_many(ev.ip for ev in events)
-
-    async def enrich_many(self, events: Sequence[AuthFailure]) -> list[Enrichment]:
-        """The batch's enrichments, in order; waits at most `[dns] timeout`."""
-        await self.prefetch(events)
-        return [self(ev) for ev in events]
 
     def maybe_reload(self) -> bool:
         """Pick up a replaced database file (one stat per path); call once per batch."""

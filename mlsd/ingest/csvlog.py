@@ -154,13 +154,6 @@ class RowFormat:
         return encode_rows([fields(ev, enrich(ev)) for ev in events])
 
 
-def row_fields(
-    event: AuthFailure, extra: Enrichment, *, tz: tzinfo, date_format: str, cap: int
-) -> list[str]:
-    """One row's cells (RowFormat.fields, for a single row)."""
-    return RowFormat(tz=tz, date_format=date_format, cap=cap).fields(event, extra)
-
-
 @functools.lru_cache(maxsize=8)
 def _cleaner(cap: int) -> Memo[str, str]:
     return Memo(functools.partial(clean_field, cap=cap))
@@ -221,10 +214,6 @@ class CsvJournal:
     def sync(self) -> None:
         """Make the appended rows durable (fdatasync). A failure here is fatal upstream."""
         os.fdatasync(self._fd)
-
-    def size(self) -> int:
-        """The file's current length in bytes."""
-        return os.fstat(self._fd).st_size
 
     def stat(self) -> os.stat_result:
         """fstat of the open CSV: its identity (st_dev, st_ino) and length for the checkpoint."""

@@ -8,7 +8,6 @@ the data, so the only safe answer is to stop and say so.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -16,15 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from mlsd import logs
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
 from mlsd.ingest.csvlog import CsvJournal, RowFormat
-from mlsd.ingest.parse import Skip, parse_block, success_lines
+from mlsd.ingest.grammar import Skip, parse_block
+from mlsd.ingest.prefilter import success_lines
 from mlsd.ingest.sources.file.follow import Batch
 from mlsd.rows import HEADER, AuthFailure, Enrichment
 from mlsd.untrusted import raw_line
 
-log = logging.getLogger("mlsd.pipeline")
+log = logs.get("mlsd.pipeline")
+# structlog hands records to this stdlib logger, which filters them by level (mlsd.logs):
+# asked once per batch whether the lines not recorded are worth collecting for `log`.
+_level = logging.getLogger("mlsd.pipeline")
 
 Enrich = Callable[[AuthFailure], Enrichment]
 
@@ -62,7 +66,7 @@ class SkipLog:
                 self._second, self._shown = second, 0
             if self._shown < self.per_second:
                 self._shown += 1
-                log.debug("not recorded reason=%s line=%s", json.dumps(reason.value), _quoted(line))
+                log.debug("not recorded", reason=reason.value, line=raw_line(line, 300))
             else:
                 self.suppressed += 1
 
@@ -70,15 +74,10 @@ class SkipLog:
         """Say how many lines the rate limit kept out of the log."""
         if self.suppressed:
             log.debug(
-                "not recorded: %d more lines not shown (at most %d a second)",
-                self.suppressed,
-                self.per_second,
+                f"not recorded: {self.suppressed} more lines not shown "
+                f"(at most {self.per_second} a second)"
             )
             self.suppressed = 0
-
-
-def _quoted(line: bytes) -> str:
-    return json.dumps(raw_line(line, 300), ensure_ascii=False)
 
 
 class Pipeline:
@@ -113,6 +112,12 @@ class Pipeline:
         self.generation_mtime: float | None = None
         """The committed generation's last-write time (Checkpoint.generation_mtime)."""
 
+    def reconfigure(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
+        """A reload's zone for stamps without one and row format (between two batches)."""
+        self.tz = tz
+        self.date_format = date_format
+        self.cap = cap
+
     def open(self, cp: Checkpoint | None) -> None:
         """Open the CSV and reconcile it with the checkpoint (cut back, or refuse loudly)."""
         if cp is not None and cp.source != self.source:
@@ -141,9 +146,9 @@ class Pipeline:
         if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
             if size == len(HEADER):
                 log.warning(
-                    "csv is new path=%s (the checkpointed one was moved away); "
-                    "continuing from the checkpoint",
-                    self.journal.path,
+                    "csv is new, continuing from the checkpoint",
+                    path=str(self.journal.path),
+                    reason="the checkpointed one was moved away",
                 )
                 self._save(cp.generation, cp.offset)
                 return
@@ -156,10 +161,10 @@ class Pipeline:
             # Rows of a batch whose checkpoint never landed: the log gives them again.
             self.journal.truncate(cp.csv_length)
             log.warning(
-                "csv cut back path=%s from=%d to=%d (uncommitted rows; they are read again)",
-                self.journal.path,
-                size,
-                cp.csv_length,
+                "csv cut back",
+                path=str(self.journal.path),
+                **{"from": size, "to": cp.csv_length},  # `from` is a keyword
+                reason="uncommitted rows; they are read again",
             )
         elif size < cp.csv_length:
             raise StateError(
@@ -172,7 +177,7 @@ class Pipeline:
         """The batch's events (skips counted); for an enrichment that must see them first."""
         # Batch data ends without a newline only for a sealed file's last line.
         skipped = self.counters.skipped
-        if not log.isEnabledFor(logging.DEBUG):
+        if not _level.isEnabledFor(logging.DEBUG):
             return parse_block(batch.data, batch.ref, self.tz, skipped, final=True)
         rejected: list[tuple[Skip, bytes]] = []
         events = parse_block(batch.data, batch.ref, self.tz, skipped, final=True, rejected=rejected)

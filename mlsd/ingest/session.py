@@ -1,29 +1,21 @@
-"""Wiring for `mlsd run` and `mlsd scan`: lock, recovery, the follow loop, inotify.
+"""Wiring for `mlsd run` and `mlsd scan`: lock, recovery, one batch at a time, the follow loop.
 
 The service lifecycle around it (signals, sd_notify, watchdog, reload, report) lives in
-mlsd.service. The loop here stops when its `stop` event is set, between batches, so a stop
-never leaves half a batch behind.
+mlsd.app.service; the inotify watches in mlsd.ingest.sources.file.watch. The loop here stops
+when its `stop` event is set, between batches, so a stop never leaves half a batch behind.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
-import fcntl
-import logging
-import os
-import struct
-import termios
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import pyinotify
 
-from mlsd import __version__
-from mlsd.access import readable
+from mlsd import __version__, logs
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
@@ -31,28 +23,15 @@ from mlsd.ingest.checkpoint import CheckpointStore, StateLock
 from mlsd.ingest.csvlog import CsvJournal
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
+from mlsd.ingest.sources.file.watch import InotifyWake, Watches, snapshot
 
-log = logging.getLogger("mlsd.daemon")
+log = logs.get("mlsd.daemon")
 
 COMMIT_GAP: Final = 0.02
 """Seconds between two commits of the live loop, at least: at most 50 fsync rounds a
 second whatever the write pattern, for at most 20 ms more delay to a row."""
 FULL_BATCH: Final = 1 << 20
 """A batch this big means reading is behind: no gap before the next one."""
-
-# IN_ATTRIB on the directory: a chmod or chgrp of the log. An unreadable log cannot get
-# a watch of its own (inotify needs read access), so this is what wakes us at once when
-# the operator fixes its permissions.
-_DIR_MASK: Final = (
-    pyinotify.IN_CREATE
-    | pyinotify.IN_MOVED_TO
-    | pyinotify.IN_MOVED_FROM
-    | pyinotify.IN_DELETE
-    | pyinotify.IN_ATTRIB
-)
-_FILE_MASK: Final = (
-    pyinotify.IN_MODIFY | pyinotify.IN_ATTRIB | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF
-)
 
 
 class FirstStart(NamedTuple):
@@ -79,7 +58,6 @@ class Session:
     pipeline: Pipeline
     follower: Follower
     enricher: Enricher
-    overflows: int = 0
     first_start: str | None = None
     """How a first start (no checkpointed generation) placed the reader (`resume=`), or
     None when reading went on from a checkpoint: the day's report says mlsd started then."""
@@ -88,6 +66,23 @@ class Session:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
+
+    @property
+    def overflows(self) -> int:
+        """How many times inotify's queue overflowed while following."""
+        return 0 if self.inotify is None else self.inotify.overflows
+
+    async def apply_reload(self, cfg: Config) -> None:
+        """SIGHUP: the new config's enrichment, row format and rotation grace, all together
+        and between two batches: a batch is read, parsed, enriched and committed under one
+        config, never half under the old one (see `step`). `[paths]` stay as they are."""
+        async with self.commit_lock:
+            await self.enricher.reload(cfg)
+            self.pipeline.reconfigure(
+                tz=cfg.log_tz(), date_format=cfg.csv.date_format, cap=cfg.csv.max_field_length
+            )
+            self.follower.grace = cfg.follow.rotate_grace
+            self.cfg = cfg
 
 
 def open_session(
@@ -145,13 +140,12 @@ def open_session(
         elif how == "gap" and cur is not None and pinned:
             pipeline.mark(cur.ident(), cur.offset, mtime=cur.stat().st_mtime)
         log.info(
-            "mlsd %s started config=%s source=%s resume=%s generation=%s offset=%s",
-            __version__,
-            cfg.source_file,
-            cfg.paths.mail_log,
-            how,
-            cur.label() if cur else "none",
-            cur.offset if cur else 0,
+            f"mlsd {__version__} started",
+            config=str(cfg.source_file),
+            source=str(cfg.paths.mail_log),
+            resume=how,
+            generation=cur.label() if cur else "none",
+            offset=cur.offset if cur else 0,
         )
     except BaseException:
         lock.release()
@@ -166,15 +160,14 @@ def close_session(s: Session) -> None:
     cur = s.follower.cur
     skipped = ",".join(f"{k.name.lower()}:{n}" for k, n in sorted(c.skipped.items(), key=str))
     log.info(
-        "stopped lines_read=%d events_written=%d skipped=%s gaps=%d rotations=%d "
-        "generation=%s position=%d",
-        c.lines,
-        c.events,
-        skipped or "0",
-        s.follower.gaps,
-        s.follower.rotations,
-        cur.label() if cur else "none",
-        cur.offset if cur else 0,
+        "stopped",
+        lines_read=c.lines,
+        events_written=c.events,
+        skipped=skipped or "0",
+        gaps=s.follower.gaps,
+        rotations=s.follower.rotations,
+        generation=cur.label() if cur else "none",
+        position=cur.offset if cur else 0,
     )
     s.follower.close()
     s.pipeline.close()
@@ -182,7 +175,11 @@ def close_session(s: Session) -> None:
 
 
 async def step(s: Session) -> int | None:
-    """Read, enrich and commit one batch: its size in bytes, None when nothing was ready."""
+    """Read, enrich and commit one batch: its size in bytes, None when nothing was ready.
+
+    The batch's one owner: under `commit_lock` from the read to the checkpoint, so that
+    neither a report's catch-up nor a reload (`Session.apply_reload`) lands in its middle.
+    """
     async with s.commit_lock:
         batch = s.follower.next_batch()
         if batch is None:
@@ -194,11 +191,11 @@ async def step(s: Session) -> int | None:
             await s.enricher.prefetch(events)
         rows = s.pipeline.commit(batch, events)
     log.debug(
-        "batch committed rows=%d bytes=%d inode=%d offset=%d",
-        rows,
-        len(batch.data),
-        batch.position.ino,
-        batch.offset,
+        "batch committed",
+        rows=rows,
+        bytes=len(batch.data),
+        inode=batch.position.ino,
+        offset=batch.offset,
     )
     return batch.consumed
 
@@ -248,150 +245,14 @@ async def scan(s: Session) -> list[Imported]:
         await asyncio.sleep(max(0.0, wake_at - time.time()))
     out = list(read.values())
     for got in out:
-        log.info("scan read generation=%s lines=%d rows=%d", got.generation, got.lines, got.rows)
+        log.info("scan read", generation=got.generation, lines=got.lines, rows=got.rows)
     log.info(
-        "scan done files=%d lines=%d rows=%d",
-        len(out),
-        sum(g.lines for g in out),
-        sum(g.rows for g in out),
+        "scan done",
+        files=len(out),
+        lines=sum(g.lines for g in out),
+        rows=sum(g.rows for g in out),
     )
     return out
-
-
-OVERFLOW_RECORD: Final = struct.pack("iIII", -1, pyinotify.IN_Q_OVERFLOW, 0, 0)
-"""The record the kernel queues when it dropped events (wd -1, no name)."""
-
-
-class InotifyWake:
-    """Reads the inotify descriptor in bulk: every read only wakes the loop.
-
-    Events are hints (the file system is the truth), so their content is not needed: one
-    `read` takes the whole queue, however many events it holds, and sets `wake`. No Python
-    work is done per event, so a flood (a local user touching the log directory, a fast
-    writer) costs one read per wake-up, not a parse and a dispatch per event; pyinotify's
-    own reader did both and pinned a core (issue 17). The only thing looked for is the
-    overflow record (one `bytes.find`): lost events force a rescan, which every wake-up
-    does anyway, and are counted and logged.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, fd: int, wake: asyncio.Event, session: Session
-    ) -> None:
-        self._loop = loop
-        self.fd = fd
-        self._wake = wake
-        self._session = session
-        self._armed = False
-        self.reads = 0
-        """How many times the descriptor was read (for tests: one per wake-up, not per event)."""
-
-    def arm(self) -> None:
-        """Wait for the next event. Until then, events wait in the kernel's queue: a flood
-        then costs one read per round of the follow loop, not one per loop iteration."""
-        if not self._armed:
-            self._loop.add_reader(self.fd, self)
-            self._armed = True
-
-    def disarm(self) -> None:
-        """Stop reading the descriptor (done at the first read after `arm`)."""
-        if self._armed:
-            self._loop.remove_reader(self.fd)
-            self._armed = False
-
-    def __call__(self) -> None:
-        """The loop's reader callback: drain the queue, wake the follower."""
-        self.disarm()
-        pending = array.array("i", [0])
-        fcntl.ioctl(self.fd, termios.FIONREAD, pending, True)
-        if pending[0] <= 0:
-            return
-        try:
-            data = os.read(self.fd, pending[0])
-        except (BlockingIOError, InterruptedError):
-            return
-        self.reads += 1
-        if OVERFLOW_RECORD in data:
-            self._session.overflows += 1
-            log.warning("inotify queue overflow: events were lost, rescanning the files")
-        self._wake.set()
-
-
-class _Watches:
-    """The directory watch(es), and file watches on the open generation and the live file.
-
-    The live file is watched even while an older generation is being finished, so that
-    its first writes wake us when the old one may be sealed.
-    """
-
-    def __init__(self, wm: Any, logpath: Path) -> None:
-        self.wm = wm
-        self.logpath = logpath
-        self._dirs = {logpath.parent, Path(os.path.realpath(logpath)).parent}
-        self._dirs_watched: set[Path] = set()
-        self._watch_dirs()
-        self._files: dict[tuple[int, int], int] = {}
-
-    def _watch_dirs(self) -> None:
-        # A directory mlsd may not read cannot be watched; once its permissions are
-        # fixed, the watch is added here on the next pass (until then: the reconcile tick).
-        for d in self._dirs - self._dirs_watched:
-            try:
-                self.wm.add_watch(str(d), _DIR_MASK, quiet=False)
-            except pyinotify.WatchManagerError as exc:
-                log.debug("directory not watched path=%s error=%r", d, str(exc))
-            else:
-                self._dirs_watched.add(d)
-
-    def follow(self, follower: Follower) -> None:
-        """Point the file watches at the current generation and the live file."""
-        self._watch_dirs()
-        want: dict[tuple[int, int], Path] = {}
-        cur = follower.cur
-        if cur is not None:
-            want[(cur.dev, cur.ino)] = cur.path
-        try:
-            st = os.stat(self.logpath)
-            if readable(self.logpath):  # else inotify refuses, and says so at every pass
-                want.setdefault((st.st_dev, st.st_ino), self.logpath)
-        except OSError:
-            pass
-        for ident in list(self._files):
-            if ident not in want:
-                wd = self._files.pop(ident)
-                try:
-                    self.wm.rm_watch(wd, quiet=False)
-                except pyinotify.WatchManagerError:
-                    # The kernel dropped it already (the file is gone). Its IN_IGNORED is
-                    # not parsed (see InotifyWake), so forget the watch here.
-                    self.wm.del_watch(wd)
-        for ident, path in want.items():
-            if ident not in self._files:
-                got = self.wm.add_watch(str(path), _FILE_MASK, quiet=True)
-                wd = next(iter(got.values()), -1) if got else -1
-                if wd >= 0:
-                    self._files[ident] = wd
-
-
-def _snapshot(s: Session) -> tuple[object, ...]:
-    """What the reconcile timer compares: a `stat` of the path and of the open file."""
-    try:
-        st = os.stat(s.cfg.paths.mail_log)
-        # Readability too: a chmod that lets us read the log changes neither size nor
-        # mtime, and must not wait for the next write to be noticed.
-        live: tuple[object, ...] = (
-            st.st_ino,
-            st.st_size,
-            st.st_mtime_ns,
-            readable(s.cfg.paths.mail_log),
-        )
-    except OSError:
-        live = ()
-    cur = s.follower.cur
-    mine: tuple[object, ...] = ()
-    if cur is not None:
-        fst = cur.stat()
-        mine = (fst.st_size, fst.st_mtime_ns, cur.offset)
-    return (live, mine)
 
 
 async def follow_forever(s: Session, stop: asyncio.Event) -> None:
@@ -399,8 +260,8 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     wm = pyinotify.WatchManager()
-    watches = _Watches(wm, s.cfg.paths.mail_log)
-    s.inotify = inotify = InotifyWake(loop, wm.get_fd(), wake, s)
+    watches = Watches(wm, s.cfg.paths.mail_log)
+    s.inotify = inotify = InotifyWake(loop, wm.get_fd(), wake)
     committed_at = -COMMIT_GAP
     woke_at = -COMMIT_GAP
     try:
@@ -448,6 +309,11 @@ async def follow_forever(s: Session, stop: asyncio.Event) -> None:
     finally:
         inotify.disarm()
         wm.close()
+
+
+def _snapshot(s: Session) -> tuple[object, ...]:
+    # s.cfg, not a copy taken at the start: a reload replaces it.
+    return snapshot(s.cfg.paths.mail_log, s.follower)
 
 
 async def _first(*events: asyncio.Event) -> None:

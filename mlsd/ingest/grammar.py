@@ -1,5 +1,10 @@
 """One raw log line (bytes) → an authentication failure, a counted non-attack, or nothing.
 
+The line grammar: the header every known line starts with (stamp, host, program), then
+Postfix's and Dovecot's failure messages, field by field; why a line that looked like a
+failure is not recorded (Skip). Finding the few lines worth parsing in a block is
+mlsd.ingest.prefilter's job; reading the stamp is mlsd.ingest.stamps'.
+
 Pure: no I/O, no clock. The reference time used to infer the year of classic syslog stamps
 is passed in by the caller (the file's mtime for a rotated file, "now" for the live one).
 Nothing in here raises, whatever the bytes: every field of a line is chosen by whoever
@@ -9,26 +14,19 @@ writes to the log, and a parser that can be crashed is a parser that can be blin
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import re
 from collections import Counter
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, NamedTuple
+from datetime import datetime, tzinfo
+from typing import Any
 
+from mlsd.ingest.prefilter import DOVECOT_NEEDLES, FAILURES, RARE_NEEDLES, candidate_lines
+from mlsd.ingest.stamps import EARLIEST, LATEST, Clock, clock_for, plausible_until
+from mlsd.ingest.stamps import when as _when
 from mlsd.memo import Memo
 from mlsd.rows import AuthFailure
 
-__all__ = [
-    "NEEDLES",
-    "AuthFailure",
-    "Skip",
-    "candidate_lines",
-    "parse_block",
-    "parse_line",
-    "parse_stamp",
-    "success_lines",
-]
+__all__ = ["AuthFailure", "Result", "Skip", "parse_block", "parse_line"]
 
 
 class Skip(enum.Enum):
@@ -116,96 +114,7 @@ _DOVECOT_RIP = re.compile(rb", rip=([0-9A-Fa-f:.]{2,64})")
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_OCTET + rb"(?:\." + _OCTET + rb"){3}")
 
-_MONTHS = {
-    name.encode(): i
-    for i, name in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
-    )
-}
-
 _POSTFIX_SERVICE_DEFAULT = "smtp"
-# TAI64 labels count from 2**62; daemontools adds the 10 s TAI-UTC offset of 1970.
-_TAI64_EPOCH = 2**62 + 10
-_ONE_DAY = timedelta(days=1)
-_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
-
-
-# Every line the parser can turn into a result contains one of these. None contains
-# another, so a line is found by the needle(s) it holds and by nothing else.
-NEEDLES: tuple[bytes, ...] = (
-    b"authentication failed",
-    b"auth failed",
-    # Dovecot 2.4's wording of 2.3's `(proxy dest auth failed)`: the next hop refused.
-    b"proxy dest authentication failure",
-    # Dovecot's login processes, when the auth service failed (Skip.SERVER_ERROR).
-    b"auth service reported temporary failure",
-    b"auth process communication failure",
-)
-# The needles that make a line Dovecot's rather than Postfix's, and the rarer ones.
-DOVECOT_NEEDLES: tuple[bytes, ...] = NEEDLES[1:]
-_RARE_NEEDLES = NEEDLES[2:]
-# Successful logins: Postfix's `client=…, sasl_method=PLAIN, sasl_username=u` and Dovecot's
-# `imap-login: Login: user=<u>` (with or without `Info: `).
-SUCCESS_NEEDLES: tuple[bytes, ...] = (b"sasl_username=", b"Login: user=<")
-
-
-class _Search(NamedTuple):
-    """Needles found through one anchor that all of them contain: one pass over a block
-    instead of one per needle (each pass costs as much as a third of a bare read loop)."""
-
-    anchor: bytes
-    needles: tuple[tuple[bytes, int], ...]
-    """Each needle with the offset of the anchor inside it."""
-
-
-def _search(anchor: bytes, needles: tuple[bytes, ...]) -> _Search:
-    for needle in needles:
-        if anchor not in needle or b"\n" in needle:
-            raise ValueError(f"{anchor!r} must be in {needle!r}, and no needle holds a newline")
-    return _Search(anchor, tuple((n, n.index(anchor)) for n in needles))
-
-
-FAILURES = _search(b" fail", NEEDLES)
-SUCCESSES = _search(b"user", SUCCESS_NEEDLES)
-
-
-def candidate_lines(buf: bytes, search: _Search = FAILURES, start: int = 0) -> list[bytes]:
-    """The lines of `buf` (complete, `\n`-terminated) that contain a needle, in order.
-
-    `start` must be 0 or just after a `\n`: a caller that handled the first line itself
-    (one that began in the previous block) passes where the next one starts.
-
-    ~97 % of a mail log is normal traffic. Searching a whole block with `bytes.find`
-    runs at memory speed; a Python loop over every line would cost a bytecode round
-    per line. Each returned line includes its `\n`. Bytes after the last `\n` are
-    never returned: a partial line is the caller's to keep until it is complete.
-    """
-    end = buf.rfind(b"\n") + 1
-    anchor, needles = search
-    find, rfind, startswith = buf.find, buf.rfind, buf.startswith
-    out = []
-    i = find(anchor, start, end)
-    while i >= 0:
-        for needle, at in needles:
-            # A needle has no newline, so one that holds this anchor is on the anchor's line.
-            if i - at >= start and startswith(needle, i - at):
-                stop = find(b"\n", i, end) + 1
-                out.append(buf[rfind(b"\n", 0, i) + 1 : stop])
-                i = find(anchor, stop, end)  # the rest of this line is already taken
-                break
-        else:
-            i = find(anchor, i + 1, end)
-    return out
-
-
-def success_lines(buf: bytes) -> list[bytes]:
-    """The complete lines of `buf` that log a successful login (see Skip.SUCCESS)."""
-    return [line for line in candidate_lines(buf, SUCCESSES) if is_success(line)]
-
-
-def is_success(line: bytes) -> bool:
-    """Whether one line logs a successful login (a failure line quoting one is a failure)."""
-    return any(n in line for n in SUCCESS_NEEDLES) and not any(n in line for n in NEEDLES)
 
 
 def parse_block(
@@ -228,8 +137,8 @@ def parse_block(
     lines = candidate_lines(buf, FAILURES, start)
     if final and buf and not buf.endswith(b"\n"):
         lines.append(buf[buf.rfind(b"\n") + 1 :])
-    clock = _clock(ref, tz)
-    limit = _plausible_until(ref)
+    clock = clock_for(ref, tz)
+    limit = plausible_until(ref)
     events: list[AuthFailure] = []
     for line in lines:
         result = _parse(line, clock)
@@ -252,29 +161,20 @@ def parse_line(line: bytes, ref: datetime, tz: tzinfo) -> Result:
     that carry no offset. Returns an AuthFailure, a Skip saying why a line that looked
     like one is not recorded, or None for every other line.
     """
-    result = _parse(line, _clock(ref, tz))
-    if isinstance(result, AuthFailure) and result.time > _plausible_until(ref):
+    result = _parse(line, clock_for(ref, tz))
+    if isinstance(result, AuthFailure) and result.time > plausible_until(ref):
         return Skip.IMPLAUSIBLE_TIME
     return result
 
 
-def _plausible_until(ref: datetime) -> datetime:
-    """The latest stamp recorded against `ref`: a day after it (clock skew, time zones), or
-    datetime's last instant for a reference in its last day (a file's mtime can be)."""
-    try:
-        return ref + _ONE_DAY
-    except OverflowError:
-        return _LAST_INSTANT
-
-
-def _parse(line: bytes, clock: _Clock) -> Result:
+def _parse(line: bytes, clock: Clock) -> Result:
     # The prefilter: ~97 % of a mail log is normal traffic and must cost one or two
     # substring searches, nothing more.
     if b"authentication failed" in line:
         kind = 1
     elif b"auth failed" in line:
         kind = 2
-    elif any(n in line for n in _RARE_NEEDLES):
+    elif any(n in line for n in RARE_NEEDLES):
         kind = 2  # Dovecot's rarer forms, searched for last
     else:
         return None
@@ -284,7 +184,7 @@ def _parse(line: bytes, clock: _Clock) -> Result:
         return Skip.UNKNOWN_FORMAT
 
 
-def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
+def _parse_candidate(line: bytes, clock: Clock, kind: int) -> Result:
     if len(line) > MAX_CANDIDATE_LINE:
         return Skip.TOO_LONG
     line = line.rstrip(b"\r\n")
@@ -313,7 +213,7 @@ def _parse_candidate(line: bytes, clock: _Clock, kind: int) -> Result:
     return _message(stamp, msg, clock, kind)
 
 
-def _message(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+def _message(stamp: _Groups, msg: bytes, clock: Clock, kind: int) -> Result:
     # `msg`: what follows the header's `prog[pid]: `.
     prog = stamp[_PROG]
     if kind == 1:
@@ -339,7 +239,7 @@ def _message(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
     return _dovecot(stamp, login[1], msg[login.end() :], clock)
 
 
-def _repeated(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
+def _repeated(stamp: _Groups, msg: bytes, clock: Clock, kind: int) -> Result:
     # rsyslog's $RepeatedMsgReduction (on in Ubuntu's rsyslog.conf) folds identical
     # messages into `message repeated N times: [<the message, cut at 800 bytes>]`, the
     # message with its leading space. N failures of one client: one row, N attempts
@@ -354,7 +254,7 @@ def _repeated(stamp: _Groups, msg: bytes, clock: _Clock, kind: int) -> Result:
     return result
 
 
-def _postfix(groups: _Groups, clock: _Clock) -> Result:
+def _postfix(groups: _Groups, clock: Clock) -> Result:
     # The header's groups, then _POSTFIX_FAIL's.
     host, raw_ip, mech, rest = groups[_PROG + 1 :]
     rest = (rest or b"").lstrip(b" ")
@@ -388,7 +288,7 @@ def _postfix(groups: _Groups, clock: _Clock) -> Result:
     )
 
 
-def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: _Clock) -> Result:
+def _dovecot(stamp: _Groups, proto: bytes, body: bytes, clock: Clock) -> Result:
     # `body`: what follows `imap-login: [Info: ]`.
     failed = _DOVECOT_FAILED.search(body)
     if failed is None:
@@ -476,153 +376,12 @@ _SERVICES = Memo(_service)
 _MECHANISMS: Memo[bytes, str] = Memo(lambda raw: _text(raw).upper())
 
 
-class _Clock:
-    """What one parse resolves stamps against: the reference time, the zone of classic
-    stamps, and the minutes already resolved (lines come minutes apart at most: year
-    inference and the zone are worked out once per minute, then seconds are added)."""
-
-    __slots__ = ("minutes", "ref", "tz")
-
-    def __init__(self, ref: datetime, tz: tzinfo) -> None:
-        self.ref = ref
-        self.tz = tz
-        self.minutes: Memo[bytes, datetime | None] = Memo(self._minute, limit=4096)
-
-    def _minute(self, raw: bytes) -> datetime | None:
-        # `Mmm dd HH:MM` → that minute's start, _STRADDLES, or None (no such time).
-        # Adding seconds to an aware datetime is wall-clock arithmetic on the same tzinfo
-        # (fold 0), so base + s is exactly datetime(…, s, tzinfo=tz): DST stays tz's job.
-        month, day, h, mi = _minute_fields(raw)
-        first = _classic(month, day, (h, mi, 0), self.ref, self.tz)
-        if first is None or _year_of_day(month, day, self.ref, self.tz) is not None:
-            return first  # no such time, or the whole day has one year: the usual case
-        last = _classic(month, day, (h, mi, 59), self.ref, self.tz)
-        return first if last is not None and first.year == last.year else _STRADDLES
-
-
-def _minute_fields(raw: bytes) -> tuple[int, int, int, int]:
-    # `Mmm dd HH:MM` (as _HEADER matched it) → month (0 if unknown), day, hour, minute.
-    mon, day, hm = raw.split()
-    h, mi = hm.split(b":")
-    return _MONTHS.get(mon, 0), int(day), int(h), int(mi)
-
-
-@functools.lru_cache(maxsize=16)
-def _clock(ref: datetime, tz: tzinfo) -> _Clock:
-    # One per (ref, tz): the daemon's live file, each rotated file's mtime, a CLI run.
-    return _Clock(ref, tz)
-
-
-def _stamp(groups: _Groups, clock: _Clock) -> datetime | Skip:
+def _stamp(groups: _Groups, clock: Clock) -> datetime | Skip:
     when = _when(groups, clock)
     if when is None:
         return Skip.BAD_TIMESTAMP
-    # Every stage after this one converts the time to some zone (the CSV's, UTC for
-    # STATUS=, the report's): only instants that every zone can show go on. One compare
+    # Only instants that every zone can show go on (see stamps.EARLIEST). One compare
     # for the years no offset can push out of range, the exact test for the two others.
-    if 1 < when.year < 9999 or _EARLIEST <= when <= _LATEST:
+    if 1 < when.year < 9999 or EARLIEST <= when <= LATEST:
         return when
     return Skip.OUT_OF_RANGE
-
-
-def _when(groups: _Groups, clock: _Clock) -> datetime | None:
-    minute = groups[0]
-    if minute is not None:
-        base = clock.minutes[minute]
-        s = int(groups[1])
-        if base is None or s > 59:
-            return None
-        if base is _STRADDLES:  # the year limit falls inside this minute: decide per second
-            month, day, h, mi = _minute_fields(minute)
-            return _classic(month, day, (h, mi, s), clock.ref, clock.tz)
-        return base + _SECONDS[s]
-    if groups[2] is not None:
-        return parse_stamp(groups[2].decode(), clock.tz)
-    return _tai64(groups[3])
-
-
-# The instants every zone can show: a UTC offset is less than a day, so an instant at
-# least a day from datetime's limits converts to any zone (comparing aware datetimes
-# subtracts offsets as timedeltas, which cannot overflow).
-_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
-_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
-
-
-_SECONDS = tuple(timedelta(seconds=s) for s in range(60))
-# What _Clock.minutes holds for the one minute in which the inferred year changes.
-_STRADDLES = datetime(1, 1, 1, tzinfo=UTC)
-
-
-def classic_stamp(month: int, day: int, hms: str, ref: datetime, tz: tzinfo) -> datetime | None:
-    """Resolve a year-less `Mmm dd HH:MM:SS` stamp against `ref`.
-
-    The year is the one that puts the stamp nearest to `ref` without being more than a day
-    after it: a log is written before it is read, and a day of slack absorbs clock skew
-    and zone differences. So a December line read in January is last year's, and a line
-    in an old rotated file, read with that file's mtime as `ref`, lands in the right year.
-    """
-    h, mi, s = (int(x) for x in hms.split(":"))
-    return _classic(month, day, (h, mi, s), ref, tz)
-
-
-def _classic(
-    month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
-) -> datetime | None:
-    if not 1 <= month <= 12:
-        return None
-    year = _year_of_day(month, day, ref, tz)
-    if year is None:  # the day straddles the limit (or does not exist): decide by the time
-        return _pick_year(month, day, hms, ref, tz)
-    try:
-        return datetime(year, month, day, *hms, tzinfo=tz)
-    except ValueError:  # hour 24, second 61, …
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _year_of_day(month: int, day: int, ref: datetime, tz: tzinfo) -> int | None:
-    # Memoised per day: every line of a day shares its year unless the day straddles
-    # ref + 1 day, in which case the time of day decides (None: ask _pick_year).
-    first = _pick_year(month, day, (0, 0, 0), ref, tz)
-    last = _pick_year(month, day, (23, 59, 59), ref, tz)
-    if first is None or last is None or first.year != last.year:
-        return None
-    return first.year
-
-
-def _pick_year(
-    month: int, day: int, hms: tuple[int, int, int], ref: datetime, tz: tzinfo
-) -> datetime | None:
-    h, mi, s = hms
-    limit = _plausible_until(ref)
-    for year in (ref.year + 1, ref.year, ref.year - 1):
-        try:
-            cand = datetime(year, month, day, h, mi, s, tzinfo=tz)
-        except ValueError:  # Feb 29 in a common year, hour 24, …
-            continue
-        if cand <= limit:
-            return cand
-    return None
-
-
-def parse_stamp(text: str, tz: tzinfo) -> datetime | None:
-    """Parse an RFC 3339 / ISO 8601 stamp; one without an offset is in `tz`."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=tz)
-    return when
-
-
-def _tai64(label: bytes) -> datetime | None:
-    # daemontools/multilog `@4000000…` TAI64N stamps: 8 bytes of seconds, 4 of nanoseconds.
-    secs = int(label[:16], 16) - _TAI64_EPOCH
-    nanos = int(label[16:], 16)
-    if nanos >= 1_000_000_000:  # not a TAI64N label: the fraction is less than a second
-        return None
-    try:
-        return datetime.fromtimestamp(secs, UTC) + timedelta(microseconds=nanos // 1000)
-    except (OverflowError, OSError, ValueError):
-        return None
