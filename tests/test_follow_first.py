@@ -8,6 +8,7 @@ of the generation that was live at the first start.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -25,7 +26,7 @@ from mlsd.ingest.checkpoint import (
 )
 from mlsd.ingest.sources.file.follow import Follower
 from mlsd.ingest.sources.file.generations import candidate
-from tests.followkit import STARTED, Env, Writer, kill9, lines, users, wait_for
+from tests.followkit import STARTED, Env, Writer, kill9, lines, logged, users, wait_for
 
 
 def _drain(f: Follower) -> bytes:
@@ -207,6 +208,12 @@ def test_first_start_record_round_trip(tmp_path: Path) -> None:
     )
     store.save(cp)
     assert cp == store.load()
+    listed = (GenerationId(dev=1, ino=2, head_len=3, head_sha256=fingerprint(b"abc")),)
+    rotated = FirstStart(policy="import_rotated", decided_at=4.25, rotated=listed)
+    store.save(dataclasses.replace(cp, first_start=rotated))
+    loaded = store.load()
+    assert loaded is not None and loaded.first_start == rotated
+    store.save(cp)
     text = store.path.read_text().replace('"end"', '"middle"')
     store.path.write_text(text)
     with pytest.raises(Exception, match="first-start policy"):
@@ -332,3 +339,42 @@ def test_gone_generation_pinned_late_is_followed_by_what_came_after_it(tmp_path:
     f = Follower(log, grace=0.01)
     assert "gap" == f.start(cp, start_at="beginning", import_rotated=False)
     assert list(range(5, 15)) == _seqs(_drain(f))
+
+
+def test_import_rotated_restart_says_a_generation_deleted_before_it_was_read(
+    tmp_path: Path,
+) -> None:
+    """Chaos seed 180 (a real `mlsd run`): `import_rotated`, the oldest rotated file empty
+    (so no generation is pinned, only the decision), `kill -9` before the first commit,
+    then logrotate deleted a generation that held lines. The restart carries the decision
+    out on what is left, and now names the deleted one as a gap instead of saying nothing."""
+    log = tmp_path / "mail.log"
+    oldest, full = tmp_path / "mail.log.2", tmp_path / "mail.log.1"
+    t = time.time() - 100
+    oldest.write_bytes(b"")
+    full.write_bytes(lines(range(5)))
+    Writer(log).seq(range(10, 13))
+    for i, p in enumerate((oldest, full, log)):
+        os.utime(p, (t + i, t + i))
+    f = Follower(log, grace=0.01)
+    f.start(None, start_at="beginning", import_rotated=True)
+    assert f.first is not None and len(f.first.rotated) == 1
+    cp = Checkpoint(
+        source=str(log),
+        generation=None,
+        offset=0,
+        csv_dev=0,
+        csv_ino=0,
+        csv_length=0,
+        committed_at=t,
+        first_start=f.first,
+    )
+    f.close()
+    ino = full.stat().st_ino
+    full.unlink()  # rotate N exceeded while mlsd was down
+    again = Follower(log, grace=0.01)
+    with logged() as said:
+        assert again.start(cp, start_at="end", import_rotated=False).startswith("first start")
+    gaps = [s.text for s in said if s.text.startswith("gap generation=")]
+    assert 1 == len(gaps), gaps
+    assert f":{ino} unread_from=0" in gaps[0] and "deleted by logrotate" in gaps[0]

@@ -85,6 +85,9 @@ class FirstStart:
     dev: int | None = None
     ino: int | None = None
     """The live file at the decision, if there was one."""
+    rotated: tuple[GenerationId, ...] = ()
+    """`import_rotated`: the rotated generations with content at the decision. One gone
+    by a restart before the first commit was deleted before mlsd read it: a gap, said."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +135,10 @@ class Checkpoint:
             raw_gen = data.pop("generation")
             gen = None if raw_gen is None else GenerationId(**raw_gen)
             raw_first = data.pop("first_start", None)
-            first = None if raw_first is None else FirstStart(**raw_first)
+            first = None
+            if raw_first is not None:
+                listed = tuple(GenerationId(**g) for g in raw_first.pop("rotated", ()))
+                first = FirstStart(**raw_first, rotated=listed)
             cp = cls(generation=gen, first_start=first, **data)
             ints = [cp.offset, cp.csv_dev, cp.csv_ino, cp.csv_length]
             if gen is not None:
@@ -143,6 +149,8 @@ class Checkpoint:
                 if not isinstance(first.decided_at, int | float):
                     raise TypeError("decision time is not a number")
                 ints += [v for v in (first.dev, first.ino) if v is not None]
+                for g in first.rotated:
+                    ints += [g.dev, g.ino, g.head_len]
             if not all(isinstance(v, int) and v >= 0 for v in ints):
                 raise TypeError("negative or non-integer position")
             if not isinstance(cp.discard_line, bool):

@@ -8,6 +8,7 @@ commit, the recorded one is carried out instead of deciding again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from mlsd.ingest.sources.file.generations import (
     Candidate,
     another,
     candidate,
+    ident_of,
     matches,
     packed_reason,
 )
@@ -115,6 +117,10 @@ class Placement:
         )
         if import_rotated:
             old = self.lineage.siblings()
+            # What there is to import, by content: a restart before the first commit can
+            # then tell which of them logrotate deleted in between (see _resume_first).
+            listed = tuple(ident_of(c) for c in old if c.head and not c.packed)
+            self.first = dataclasses.replace(self.first, rotated=listed)
             if any(not c.packed for c in old):
                 # Those older than the first readable one are gaps (packed), said now.
                 self._place_first_of(old, None)
@@ -151,6 +157,14 @@ class Placement:
         self.first = first
         how = f"first start of {first.policy} resumed"
         if first.policy == "import_rotated":
+            sibs = self.lineage.siblings()
+            for gen in first.rotated:
+                # Gone unread: neither there by content nor left in a form that cannot be
+                # read (that one is a gap of its own, said below).
+                if not any(matches(c, gen) or (c.packed and not another(c, gen)) for c in sibs):
+                    self.lineage.gap(
+                        f"{gen.dev}:{gen.ino}", 0, None, "deleted by logrotate before mlsd read it"
+                    )
             self._first_start("beginning", True)
             self.first = first
             return how
