@@ -321,12 +321,14 @@ def test_copytruncate_loss_is_reported(env: Env) -> None:
     w.seq(range(5))
     env.wait_rows(users(range(5)))
     shutil.copy(env.log, env.logdir / "mail.log.1")  # logrotate's copy
-    half = lines([5])[:40]
-    w.write(half)  # written after the copy: seen by mlsd (a partial line), not in the copy
-    time.sleep(0.5)
+    half = lines([6])[:40]
+    # Written after the copy, in one write: line 5 and the start of line 6. Once row 5 is
+    # in, mlsd has read past it and seen the partial line too (no sleep to guess at).
+    w.write(lines([5]) + half)
+    env.wait_rows(users(range(6)))
     os.truncate(env.log, 0)  # logrotate's truncate
-    w.seq(range(6, 10))
-    env.wait_rows(users([*range(5), *range(6, 10)]))
+    w.seq(range(7, 10))
+    env.wait_rows(users([*range(6), *range(7, 10)]))
     err = env.stderr(proc)
     assert f'lost_bytes={len(half)} reason="written between copy and truncate"' in err
     assert env.stop(proc) == 0

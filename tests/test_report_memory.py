@@ -102,7 +102,7 @@ def test_a_limit_the_kernel_refuses_is_said_in_mlsd_log_format() -> None:
     assert (0, "('ok', 3)\n") == (res.returncode, res.stdout), res.stderr
     line = res.stderr.strip()
     assert "[warning" in line and "memory limit not applied" in line, line
-    assert "[mlsd.isolate]" in line and "Operation not permitted" in line, line
+    assert "logger=mlsd.isolate" in line and "Operation not permitted" in line, line
 
 
 def test_a_child_whose_daemon_is_gone_ends_quietly() -> None:

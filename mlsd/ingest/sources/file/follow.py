@@ -269,7 +269,12 @@ class Follower:
             )
             cur.close()
             self.cur = None
-            if not self._open(copy, cur.offset, discard=cur.discard):
+            # Read past the copy's end (lines written after the copy, before the truncate):
+            # the copy has nothing more for us, and opening it beyond its end would look
+            # like another truncate and read it again from its start. (A .gz copy's size
+            # is not its length: there, reading on from the offset finds the end.)
+            at = cur.offset if copy.gz else min(cur.offset, copy.size)
+            if not self._open(copy, at, discard=cur.discard and at == cur.offset):
                 self.lineage.gap(
                     cur.label(), cur.offset, None, "the copy vanished before it was read"
                 )
