@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mlsd.errors import ConfigError
+from mlsd.journalmatch import DEFAULT_MATCH, parse_terms
 from mlsd.untrusted import is_safe, terminal
 
 DEFAULT_PATH: Final = Path("/etc/mlsd/mlsd.conf")
@@ -62,10 +63,16 @@ class PathsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceConfig:
-    """How to read the log's timestamps."""
+    """Where the mail log comes from, and how to read its timestamps."""
 
     timezone: str = ""
     """Zone of stamps without an offset (classic syslog, postlogd); empty = the system's."""
+    kind: str = "file"
+    """`type` in the file: `file` ([paths] mail_log) or `journal` (the systemd journal)."""
+    journal_directory: Path | None = None
+    """A directory of journal files to read; None = the system journal."""
+    journal_match: tuple[str, ...] = DEFAULT_MATCH
+    """Which journal entries are mail (see mlsd.journalmatch)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,7 +348,15 @@ _SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], A
         PathsConfig,
         {"mail_log": ("mail_log", _path), "csv": ("csv", _path), "state_dir": ("state_dir", _path)},
     ),
-    "source": (SourceConfig, {"timezone": ("timezone", _zone)}),
+    "source": (
+        SourceConfig,
+        {
+            "timezone": ("timezone", _zone),
+            "type": ("kind", _choice("file", "journal")),
+            "journal_directory": ("journal_directory", _opt_path),
+            "journal_match": ("journal_match", parse_terms),
+        },
+    ),
     "csv": (
         CsvConfig,
         {
@@ -420,6 +435,7 @@ _PATH_KEYS: Final = {
     ("smtp", "password_file"),
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
+    ("source", "journal_directory"),
 }
 
 
@@ -567,6 +583,15 @@ def loads(text: str, path: Path) -> Config:
             path=path,
             section="follow",
             key="rotated_dir",
+        )
+    jdir = parts.get("source", SourceConfig()).journal_directory
+    if jdir is not None and jdir.exists() and not jdir.is_dir():
+        raise ConfigError(
+            f"{path}: [source] journal_directory = {str(jdir)!r}: expected a directory of "
+            "journal files, or empty for the system journal (this is not a directory)",
+            path=path,
+            section="source",
+            key="journal_directory",
         )
     smtp: SmtpConfig = parts.get("smtp", SmtpConfig())
     if smtp.password is not None and smtp.password_file is not None:
