@@ -41,7 +41,7 @@ OVERSIZE: Final[dict[str, int]] = {
     "mlsd/app/service.py": 480,
     "mlsd/app/status.py": 418,
     "mlsd/enrich/geo.py": 483,
-    "mlsd/ingest/parse.py": 628,
+    "mlsd/ingest/parse.py": 663,
     "mlsd/ingest/session.py": 459,
     "mlsd/ingest/sources/file/follow.py": 588,
     "mlsd/ingest/sources/file/generations.py": 469,

@@ -26,6 +26,7 @@ __all__ = [
     "candidate_lines",
     "parse_block",
     "parse_line",
+    "parse_message",
     "parse_stamp",
     "success_lines",
 ]
@@ -626,3 +627,37 @@ def _tai64(label: bytes) -> datetime | None:
         return datetime.fromtimestamp(secs, UTC) + timedelta(microseconds=nanos // 1000)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+# What the grammar resolves when a message comes with its own time (parse_message): any
+# valid stamp, replaced by that time in the result.
+_GIVEN_TIME = (None, None, b"1970-01-01T00:00:00+00:00", None)
+
+
+def parse_message(
+    program: bytes, host: bytes, message: bytes, when: datetime | None, ref: datetime
+) -> Result:
+    """A message whose program, host and time come beside it (a journal entry's fields),
+    through the same grammar as the message part of a log line: the same forms, the same
+    skips. `when` is the exact time (None: not one a datetime can hold); `ref` the time
+    it is read (a time more than a day after it is implausible)."""
+    if b"authentication failed" in message:
+        kind = 1
+    elif b"auth failed" in message or any(n in message for n in _RARE_NEEDLES):
+        kind = 2
+    else:
+        return None
+    if len(message) > MAX_CANDIDATE_LINE:
+        return Skip.TOO_LONG
+    try:
+        stamp = (*_GIVEN_TIME, host or None, program)
+        result = _message(stamp, message.rstrip(b"\r\n"), _clock(ref, UTC), kind)
+    except Exception:  # pragma: no cover - the contract is "never raises"
+        return Skip.UNKNOWN_FORMAT
+    if not isinstance(result, AuthFailure):
+        return result
+    if when is None or not _EARLIEST <= when <= _LATEST:
+        return Skip.OUT_OF_RANGE
+    if when > _plausible_until(ref):
+        return Skip.IMPLAUSIBLE_TIME
+    return result._replace(time=when)
