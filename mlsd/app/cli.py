@@ -268,7 +268,11 @@ def _file_warnings(cfg: config.Config) -> list[str]:
 
     who = access.Who.shipped_unit() if os.geteuid() == 0 else None
     found = access.probe_read(cfg.paths.mail_log, who)
-    out = [] if found.ok else [access.sentence(found, "[paths] mail_log")]
+    out = (
+        []
+        if found.ok or cfg.source.kind != "file"
+        else [access.sentence(found, "[paths] mail_log")]
+    )
     for key, path in (("country_db", cfg.geoip.country_db), ("asn_db", cfg.geoip.asn_db)):
         db = access.probe_read(path, who)
         if db.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
@@ -291,7 +295,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # Refused before anything is touched: exit 0 having read nothing would say "all read".
     # A log that does not exist yet is not an error (the follower says it waits for it).
     found = access.probe_read(cfg.paths.mail_log)
-    if found.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
+    if cfg.source.kind == "file" and found.verdict not in (
+        access.Verdict.OK,
+        access.Verdict.MISSING,
+    ):
         raise InputError(access.sentence(found, "[paths] mail_log") + "; nothing was read")
     problems = access.state_problems(cfg.paths.state_dir, cfg.paths.csv)
     if problems:

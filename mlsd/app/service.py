@@ -388,6 +388,8 @@ class Service:
     def _check_log(self) -> None:
         """Probe the live log; say once, as an error, when it becomes unreadable, and when
         it is readable again. A log that does not exist yet is the follower's to report."""
+        if self.session.journal is not None:
+            return  # the journal's reader says what it cannot read
         path = self.cfg.paths.mail_log
         found = access.probe_read(path)
         problem = None if found.verdict in (access.Verdict.OK, access.Verdict.MISSING) else found
@@ -429,7 +431,7 @@ class Service:
                 lines=c.lines,
                 events=c.events,
                 server_errors=c.skipped[Skip.SERVER_ERROR],
-                gaps=self.session.follower.gaps,
+                gaps=self.session.gaps,
             ),
         )
 
@@ -453,7 +455,9 @@ class Service:
         # Most important first: STATUS= is cut at 200 characters.
         parts = [self._reload_error] if self._reload_error else []
         behind = self._behind()
-        if self._log_problem is not None:
+        if self.session.journal is not None:
+            parts.insert(0, self.session.journal.status())
+        elif self._log_problem is not None:
             # First: STATUS= is cut at 200 characters, and this is why nothing is recorded
             # (or, through a descriptor opened before a chmod, why a restart would not be).
             why = access.short(self._log_problem)
