@@ -109,6 +109,9 @@ class JournalFeed:
     def place(self, cp: Checkpoint | None, start_at: str) -> str:
         """Where reading starts: after the checkpointed cursor, or by the first-start policy
         (`start_at`: the journal's beginning or end). Returns how, for the start-up line."""
+        if start_at != "end" or (cp is not None and cp.cursor is not None):
+            # Before READY=1: STATUS= then says at once if the journal cannot be read.
+            self.probe()
         if cp is not None and cp.cursor is not None:
             return "checkpoint"
         if cp is not None and cp.first_start is not None:
@@ -130,6 +133,20 @@ class JournalFeed:
         """The first start at the end: checkpoint the cursor of the journal's last entry
         (a restart then goes on from it, and decides nothing again). False when journalctl
         could not say; the decision is then taken at the next try."""
+        last = self.probe()
+        if last is None:
+            return False
+        for line in last.splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                self.pipeline.cursor = json.loads(line)["__CURSOR"]
+        self.pipeline.mark(None, 0, first_start=FirstStart(policy="end", decided_at=time.time()))
+        self.decide_end = False
+        log.info("journal first start at its end cursor=%s", self.pipeline.cursor or "none")
+        return True
+
+    def probe(self) -> bytes | None:
+        """Ask journalctl for the journal's last entry: what it wrote, or None when it cannot
+        read the journal (said as an error, and kept for STATUS= until it can)."""
         args = argv(self.matcher, self.directory, follow=False, last=True)
         try:
             done = subprocess.run(
@@ -137,7 +154,7 @@ class JournalFeed:
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._say_problem(f"cannot run {args[0]}: {exc}")
-            return False
+            return None
         said = done.stderr.decode("utf-8", "backslashreplace")
         problem = next(
             (p for p in (access_problem(x, self.directory) for x in said.splitlines()) if p),
@@ -145,14 +162,8 @@ class JournalFeed:
         )
         if problem is not None or done.returncode:
             self._say_problem(problem or f"journalctl ended with status {done.returncode}")
-            return False
-        for line in done.stdout.splitlines():
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                self.pipeline.cursor = json.loads(line)["__CURSOR"]
-        self.pipeline.mark(None, 0, first_start=FirstStart(policy="end", decided_at=time.time()))
-        self.decide_end = False
-        log.info("journal first start at its end cursor=%s", self.pipeline.cursor or "none")
-        return True
+            return None
+        return done.stdout
 
     async def _start(self, *, follow: bool = False, last: bool = False) -> JournalCtl:
         cursor = None if last else self.pipeline.cursor

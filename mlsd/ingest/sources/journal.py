@@ -135,7 +135,8 @@ def access_problem(line: str, directory: Path | None) -> str | None:
         if directory is not None:
             return (
                 f"journalctl cannot read the journal files in {directory} ({line.strip()}): "
-                "make the directory and its files readable by the user mlsd runs as"
+                "make the directory and its files readable by the user mlsd runs as (e.g. "
+                "by group systemd-journal, with that user in it)"
             )
         return (
             f"journalctl cannot read the system journal ({line.strip()}): add the user mlsd "
@@ -162,6 +163,8 @@ class JournalCtl:
     """Its last lines on stderr (for the log when it exits)."""
     on_problem: Callable[[str], None] | None = None
     """Told at once when journalctl says it cannot read (it may go on, reading less)."""
+    eof: bool = False
+    """Its output has ended."""
     _watch: asyncio.Task[None] | None = None
 
     @classmethod
@@ -201,10 +204,17 @@ class JournalCtl:
     async def read(self) -> bytes:
         """The next bytes of its output (b"" at its end)."""
         assert self.proc.stdout is not None  # noqa: S101 - a pipe, see start()
-        return await self.proc.stdout.read(CHUNK)
+        data = await self.proc.stdout.read(CHUNK)
+        self.eof = not data
+        return data
 
     async def finish(self, *, kill: bool) -> str:
         """Wait for it to exit (ending it first with `kill`); how it ended, for the log."""
+        if self.eof:
+            # It closed its output: it is exiting. Signalling it now would make Popen poll
+            # and reap it behind asyncio's child watcher, which then loses its status.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 5)
         if kill and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
