@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.followkit import Env, users
+from tests.followkit import ENV, Env, users
 from tests.journalkit import Converted, JournalEnv, convert, corpus_lines, needs_journal
 
 pytestmark = needs_journal
@@ -172,3 +173,21 @@ def test_a_checkpoint_for_another_source_is_refused(tmp_path: Path) -> None:
     res = jenv.scan(check=False)
     assert res.returncode != 0
     assert f"the checkpoint is for {env.log}, not journal:{jenv.journal.dir}" in res.stderr
+
+
+def test_status_of_a_journal_source(tmp_path: Path) -> None:
+    """`mlsd status` names the journal, not a mail.log it never reads (nor its absence)."""
+    env = JournalEnv(tmp_path)
+    env.journal.seq(range(2))
+    env.scan()
+    res = subprocess.run(
+        env.cmd("status", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+    st = json.loads(res.stdout)
+    assert st["log"] == f"journal:{env.journal.dir}"
+    assert not [p for p in st["problems"] if "mail.log" in p], st["problems"]

@@ -16,7 +16,10 @@ from mlsd.ingest.sources.journal import (
     access_problem,
     argv,
     cursor_time,
+    entry_of,
+    entry_time,
     field_bytes,
+    last_cursor,
     realtime,
     same_entry,
 )
@@ -229,3 +232,20 @@ def test_checkpoint_cursor_must_be_a_cursor(tmp_path: Path, bad: object) -> None
     """It is handed to journalctl as an argument: nothing but a cursor's form passes."""
     with pytest.raises(StateError, match="cursor is not a journal cursor"):
         Checkpoint.from_json(_cp(cursor=bad), tmp_path)
+
+
+def test_output_lines_that_are_not_entries_stop_nothing() -> None:
+    """journalctl writes one JSON object with a cursor per line; anything else is passed
+    over, and the batch's cursor is its last entry's."""
+    good = b'{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1700000000000000"}\n'
+    assert entry_of(good) == {"__CURSOR": "s=1;i=2", "__REALTIME_TIMESTAMP": "1700000000000000"}
+    for bad in (b"-- No entries --", b"[1]", b'{"__CURSOR":5}', b"{", b"\xff"):
+        assert entry_of(bad) is None
+    assert last_cursor(good + b"-- odd --\n", 0) == "s=1;i=2"
+    assert last_cursor(b"-- odd --\n" + good, 0) == "s=1;i=2"
+    assert last_cursor(good + b"-- odd --\n", len(good)) is None
+    assert last_cursor(b"", 0) is None
+    entry = entry_of(good)
+    assert entry is not None
+    assert entry_time(entry) == realtime(1_700_000_000_000_000)
+    assert entry_time({"__CURSOR": "x", "__REALTIME_TIMESTAMP": "soon"}) is None

@@ -22,7 +22,7 @@ from typing import Final
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
-from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint, journal_source
 from mlsd.ingest.sources.file.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.report import schedule, window
 from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
@@ -132,7 +132,9 @@ def _ago(ts: float, now: float) -> str:
 
 def gather(cfg: Config, now: datetime) -> Status:
     """Read every state file and judge: the whole of `mlsd status`."""
-    st = Status(config=str(cfg.source_file), log=str(cfg.paths.mail_log), csv=str(cfg.paths.csv))
+    journal = journal_source(cfg.source.journal_directory)
+    log = journal if cfg.source.kind == "journal" else str(cfg.paths.mail_log)
+    st = Status(config=str(cfg.source_file), log=log, csv=str(cfg.paths.csv))
     state_dir = cfg.paths.state_dir
     st.report_next_due = (
         schedule.next_report_at(now, cfg.report.time, cfg.report_tz())
@@ -197,6 +199,8 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         return
     st.committed_at = _iso(cp.committed_at)
     st.offset = cp.offset
+    if cfg.source.kind == "journal":
+        return  # positions in the journal: not measured here yet (issue 18)
     live = candidate(cfg.paths.mail_log)
     if live is None:
         st.problems.append(f"{cfg.paths.mail_log}: the log does not exist or cannot be read")

@@ -177,6 +177,12 @@ class Checkpoint:
         return cp
 
 
+def journal_source(directory: Path | None) -> str:
+    """What a checkpoint's `source` says for a journal source: the directory of journal
+    files, or the system journal (a checkpoint for another source is refused)."""
+    return f"journal:{directory}" if directory is not None else "journal:system"
+
+
 class CheckpointStore:
     """Reads and atomically replaces `checkpoint.json` in the state directory."""
 

@@ -37,9 +37,11 @@ from mlsd.ingest.sources.journal import (
     access_problem,
     argv,
     cursor_time,
+    entry_of,
+    entry_time,
     field_bytes,
     journalctl_env,
-    realtime,
+    last_cursor,
     same_entry,
 )
 from mlsd.journalmatch import Matcher
@@ -57,12 +59,6 @@ read nothing, back to the minimum after one that did."""
 # The entries that are read whole even without a needle in sight: a MESSAGE that is not
 # UTF-8 (an array of byte values) or too long for journalctl to show (null).
 _OPAQUE: Final = (b'"MESSAGE":[', b'"MESSAGE":null')
-
-
-def source_name(cfg: Config) -> str:
-    """What the checkpoint's `source` says for this journal (another one is refused)."""
-    d = cfg.source.journal_directory
-    return f"journal:{d}" if d is not None else "journal:system"
 
 
 class JournalFeed:
@@ -109,17 +105,17 @@ class JournalFeed:
     def place(self, cp: Checkpoint | None, start_at: str) -> str:
         """Where reading starts: after the checkpointed cursor, or by the first-start policy
         (`start_at`: the journal's beginning or end). Returns how, for the start-up line."""
-        if start_at != "end" or (cp is not None and cp.cursor is not None):
+        if cp is not None and (cp.cursor is not None or cp.first_start is not None):
             # Before READY=1: STATUS= then says at once if the journal cannot be read.
             self.probe()
-        if cp is not None and cp.cursor is not None:
-            return "checkpoint"
-        if cp is not None and cp.first_start is not None:
+            if cp.cursor is not None:
+                return "checkpoint"
             # No cursor was committed, so nothing was read: an `end` decision would have
             # checkpointed the cursor it found, so the journal had no entry then, and all
             # it holds now came after the decision.
-            return f"first start of {cp.first_start.policy} resumed"
+            return f"first start of {cp.first_start.policy if cp.first_start else ''} resumed"
         if start_at != "end":
+            self.probe()
             self.pipeline.mark(
                 None, 0, first_start=FirstStart(policy="beginning", decided_at=time.time())
             )
@@ -257,10 +253,9 @@ class JournalFeed:
         if self._expect is not None:
             start = self._check_first(block)
         entries = block.count(b"\n", start)
-        if not entries:
+        cursor = last_cursor(block, start)
+        if cursor is None:
             return 0
-        last = block[block.rfind(b"\n", 0, len(block) - 1) + 1 :]
-        cursor = json.loads(last)["__CURSOR"]
         async with self.lock:
             events = self._parse(block, start)
             self.enricher.maybe_reload()
@@ -276,12 +271,12 @@ class JournalFeed:
         expect, self._expect = self._expect, None
         assert expect is not None  # noqa: S101 - checked by the caller
         end = block.find(b"\n") + 1
-        first = json.loads(block[:end])
-        if same_entry(first["__CURSOR"], expect):
+        first = entry_of(block[:end])
+        if first is not None and same_entry(first["__CURSOR"], expect):
             return end
         self.gaps += 1
         since = cursor_time(expect)
-        until = realtime(int(first["__REALTIME_TIMESTAMP"]))
+        until = None if first is None else entry_time(first)
         log.warning(
             "gap journal unread_from=%s unread_until=%s reason=%r",
             _iso(since),
@@ -307,7 +302,10 @@ class JournalFeed:
         rejected: list[tuple[Skip, bytes]] = []
         events: list[AuthFailure] = []
         for line in lines:
-            entry: Any = json.loads(line)
+            entry = entry_of(line)
+            if entry is None:
+                skipped[Skip.UNKNOWN_FORMAT] += 1
+                continue
             if not self.matcher(entry):
                 continue
             message = field_bytes(entry.get("MESSAGE"))
@@ -315,7 +313,7 @@ class JournalFeed:
                 if "MESSAGE" in entry:  # null: longer than journalctl shows
                     skipped[Skip.TOO_LONG] += 1
                 continue
-            when = realtime(int(entry["__REALTIME_TIMESTAMP"]))
+            when = entry_time(entry)
             result = parse_message(
                 field_bytes(entry.get("SYSLOG_IDENTIFIER")) or b"",
                 field_bytes(entry.get("_HOSTNAME")) or b"",

@@ -27,9 +27,9 @@ from mlsd.access import readable
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
-from mlsd.ingest.checkpoint import CheckpointStore, StateLock
+from mlsd.ingest.checkpoint import CheckpointStore, StateLock, journal_source
 from mlsd.ingest.csvlog import CsvJournal
-from mlsd.ingest.journalfeed import JournalFeed, source_name
+from mlsd.ingest.journalfeed import JournalFeed
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
 
@@ -113,7 +113,9 @@ def open_session(
         cp = store.load()
         journal = cfg.source.kind == "journal"
         pipeline = Pipeline(
-            source=source_name(cfg) if journal else str(cfg.paths.mail_log),
+            source=(
+                journal_source(cfg.source.journal_directory) if journal else str(cfg.paths.mail_log)
+            ),
             journal=CsvJournal(cfg.paths.csv),
             store=store,
             enrich=enricher,

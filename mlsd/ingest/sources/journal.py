@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from mlsd.journalmatch import Matcher
 
@@ -85,6 +86,39 @@ def realtime(us: int) -> datetime | None:
         return _EPOCH + timedelta(microseconds=us)
     except OverflowError:
         return None
+
+
+def entry_of(line: bytes) -> dict[str, Any] | None:
+    """One line of journalctl's output as a JSON object with a cursor, or None: it writes
+    nothing else, but a parser that can be stopped by one odd line is not used here."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("__CURSOR"), str):
+        return None
+    return entry
+
+
+def entry_time(entry: dict[str, Any]) -> datetime | None:
+    """An entry's `__REALTIME_TIMESTAMP` as a datetime (None: missing, or beyond one)."""
+    try:
+        return realtime(int(entry["__REALTIME_TIMESTAMP"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def last_cursor(block: bytes, start: int) -> str | None:
+    """The cursor of the last entry of `block` (complete lines) from `start`."""
+    end = len(block) - 1
+    while end > start:
+        begin = block.rfind(b"\n", start, end) + 1 or start
+        entry = entry_of(block[begin:end])
+        if entry is not None:
+            cursor: str = entry["__CURSOR"]
+            return cursor
+        end = begin - 1
+    return None
 
 
 def field_bytes(value: object) -> bytes | None:
