@@ -185,3 +185,23 @@ def test_run_says_it_cannot_read_the_journal_and_reads_it_once_fixed(nobody: Nob
         assert nobody.stop(proc) == 0
     finally:
         ns.close()
+
+
+def test_a_reload_keeps_the_source_and_says_so(tmp_path: Path) -> None:
+    """SIGHUP with another [source] journal_match: the running reader keeps its own (a
+    restart applies it), the log says so, and reading goes on."""
+    env = JournalEnv(tmp_path)
+    feed = env.journal.live()
+    feed.seq(range(3))
+    proc = env.start()
+    env.wait_rows(users(range(3)))
+    env.match = "SYSLOG_IDENTIFIER=dovecot"  # would select none of these entries
+    env.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "[source] journal_match changed" in env.stderr(proc))
+    assert "needs a restart (systemctl restart mlsd)" in env.stderr(proc)
+    feed.seq(range(3, 6))
+    env.wait_rows(users(range(6)))
+    assert env.stop(proc) == 0
+    feed.close()
+    env.cleanup()

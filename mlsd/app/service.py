@@ -66,6 +66,12 @@ REPEAT_WINDOW: Final = 1.0
 """Seconds within which the same stop signal again is the first one delivered twice."""
 _LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
 """[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
+_SOURCE_KEYS: Final = {
+    "kind": "type",
+    "journal_directory": "journal_directory",
+    "journal_match": "journal_match",
+}
+"""[source] keys a reload cannot change (attribute → key): the reader was started with them."""
 
 ROOT_WARNING: Final = (
     "running as root: mlsd only needs to read the mail log and write its CSV and state, "
@@ -281,6 +287,11 @@ class Service:
         ]
         if refused:
             new = replace(new, paths=self.cfg.paths)
+        # The source being read is bound to the checkpoint and the running reader too.
+        source = [k for k in _SOURCE_KEYS if getattr(new.source, k) != getattr(self.cfg.source, k)]
+        if source:
+            kept = {k: getattr(self.cfg.source, k) for k in _SOURCE_KEYS}
+            new = replace(new, source=replace(new.source, **kept))
         changed = [
             f.name for f in fields(Config) if getattr(new, f.name) != getattr(self.cfg, f.name)
         ]
@@ -302,6 +313,18 @@ class Service:
                 "%s changed: the checkpoint and the CSV are bound to them, so this needs a "
                 "restart (systemctl restart mlsd); the rest of the new config is applied",
                 ", ".join(f"[paths] {k}" for k in refused),
+            )
+        if source:
+            names = ", ".join(f"[source] {_SOURCE_KEYS[k]}" for k in source)
+            self._reload_error = (
+                f"{self._reload_error}, {names}"
+                if refused
+                else f"not applied until a restart: {names}"
+            )
+            log.warning(
+                "%s changed: the source being read needs a restart (systemctl restart mlsd); "
+                "the rest of the new config is applied",
+                names,
             )
         self.notifier.ready(self._status())
 
