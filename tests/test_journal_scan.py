@@ -12,7 +12,9 @@ import json
 import re
 import subprocess
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,18 +178,35 @@ def test_a_checkpoint_for_another_source_is_refused(tmp_path: Path) -> None:
 
 
 def test_status_of_a_journal_source(tmp_path: Path) -> None:
-    """`mlsd status` names the journal, not a mail.log it never reads (nor its absence)."""
+    """`mlsd status` names the journal (not a mail.log it never reads, nor its absence),
+    the time of the last entry read, and how far behind the journal's last entry it is."""
     env = JournalEnv(tmp_path)
     env.journal.seq(range(2))
     env.scan()
-    res = subprocess.run(
-        env.cmd("status", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-        check=False,
-    )
-    st = json.loads(res.stdout)
+
+    def status() -> dict[str, Any]:
+        res = subprocess.run(
+            env.cmd("status", "--json"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ENV,
+            check=False,
+        )
+        out: dict[str, Any] = json.loads(res.stdout)
+        return out
+
+    st = status()
     assert st["log"] == f"journal:{env.journal.dir}"
     assert not [p for p in st["problems"] if "mail.log" in p], st["problems"]
+    last = datetime.fromtimestamp((env.journal.base + 1_000_000 + 1) / 1e6, UTC)
+    assert st["read_until"] == last.astimezone().isoformat(" ", "seconds")
+    assert st["behind_seconds"] == 0
+    env.journal.seq([60])  # a minute after the last one read
+    st = status()
+    assert st["behind_seconds"] == pytest.approx(59, abs=1)
+    text = subprocess.run(
+        env.cmd("status"), capture_output=True, text=True, timeout=60, env=ENV, check=False
+    ).stdout
+    assert f"journal:{env.journal.dir}: read up to the entry of " in text
+    assert ", 59 s behind" in text

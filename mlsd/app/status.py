@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from mlsd.app import journalstatus
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
@@ -58,6 +59,10 @@ class Status:
     """The file that holds the checkpointed generation (the live log or a rotated one)."""
     offset: int | None = None
     behind_bytes: int | None = None
+    read_until: str | None = None
+    """A journal source: the time of the last entry read."""
+    behind_seconds: float | None = None
+    """A journal source: how much later the journal's last entry is."""
     committed_at: str | None = None
     csv: str = ""
     last_event: str | None = None
@@ -200,7 +205,8 @@ def _position(st: Status, cfg: Config, now: float) -> None:
     st.committed_at = _iso(cp.committed_at)
     st.offset = cp.offset
     if cfg.source.kind == "journal":
-        return  # positions in the journal: not measured here yet (issue 18)
+        _journal(st, cfg, cp, now)
+        return
     live = candidate(cfg.paths.mail_log)
     if live is None:
         st.problems.append(f"{cfg.paths.mail_log}: the log does not exist or cannot be read")
@@ -231,6 +237,18 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         st.problems.append(
             f"reading is {st.behind_bytes} bytes behind the end of the log and has not "
             f"moved for {_ago(cp.committed_at, now)}: see journalctl -u mlsd"
+        )
+
+
+def _journal(st: Status, cfg: Config, cp: Checkpoint, now: float) -> None:
+    pos = journalstatus.position(cfg, cp.cursor)
+    st.offset, st.read_until, st.behind_seconds = None, _iso(pos.read_until), pos.behind_seconds
+    if pos.problem is not None:
+        st.warnings.append(f"how far behind the journal mlsd is cannot be told: {pos.problem}")
+    if st.running and pos.behind_seconds and now - cp.committed_at > STALLED_AFTER:
+        st.problems.append(
+            f"reading is {pos.behind_seconds:.0f} s of entries behind the journal's end and "
+            f"has not moved for {_ago(cp.committed_at, now)}: see journalctl -u mlsd"
         )
 
 
@@ -390,6 +408,9 @@ def render(st: Status) -> str:
         )
     pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
     behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
+    if st.read_until is not None or st.behind_seconds is not None:
+        pos = f"read up to the entry of {st.read_until or 'none yet'}"
+        behind = "" if st.behind_seconds is None else f", {st.behind_seconds:.0f} s behind"
     lines.append(f"  log           {st.log}: {pos}{behind}")
     if st.committed_at:
         lines.append(f"  last commit   {st.committed_at}")

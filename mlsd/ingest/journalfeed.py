@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import subprocess
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -34,14 +33,13 @@ from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.journal import (
     CHUNK,
     JournalCtl,
-    access_problem,
     argv,
     cursor_time,
     entry_of,
     entry_time,
     field_bytes,
-    journalctl_env,
     last_cursor,
+    last_entry,
     same_entry,
 )
 from mlsd.journalmatch import Matcher
@@ -143,23 +141,11 @@ class JournalFeed:
     def probe(self) -> bytes | None:
         """Ask journalctl for the journal's last entry: what it wrote, or None when it cannot
         read the journal (said as an error, and kept for STATUS= until it can)."""
-        args = argv(self.matcher, self.directory, follow=False, last=True)
-        try:
-            done = subprocess.run(
-                args, capture_output=True, timeout=60, check=False, env=journalctl_env()
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self._say_problem(f"cannot run {args[0]}: {exc}")
+        out, problem = last_entry(self.matcher, self.directory)
+        if problem is not None:
+            self._say_problem(problem)
             return None
-        said = done.stderr.decode("utf-8", "backslashreplace")
-        problem = next(
-            (p for p in (access_problem(x, self.directory) for x in said.splitlines()) if p),
-            None,
-        )
-        if problem is not None or done.returncode:
-            self._say_problem(problem or f"journalctl ended with status {done.returncode}")
-            return None
-        return done.stdout
+        return out
 
     async def _start(self, *, follow: bool = False, last: bool = False) -> JournalCtl:
         cursor = None if last else self.pipeline.cursor

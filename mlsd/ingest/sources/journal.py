@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -183,6 +184,24 @@ def access_problem(line: str, directory: Path | None) -> str | None:
             "newer systemd than this journalctl; read it with a journalctl at least as new"
         )
     return None
+
+
+def last_entry(matcher: Matcher, directory: Path | None) -> tuple[bytes, str | None]:
+    """Run journalctl for the journal's last entry: what it wrote (b"" for an empty
+    journal), and why it cannot read the journal (cause and fix), if it cannot."""
+    args = argv(matcher, directory, follow=False, last=True)
+    try:
+        done = subprocess.run(
+            args, capture_output=True, timeout=60, check=False, env=journalctl_env()
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return b"", f"cannot run {args[0]}: {exc}"
+    said = done.stderr.decode("utf-8", "backslashreplace").splitlines()
+    problem = next((p for p in (access_problem(x, directory) for x in said) if p), None)
+    if problem is None and done.returncode:
+        last = f": {said[-1][:300]!r}" if said else ""
+        problem = f"journalctl ended with status {done.returncode}{last}"
+    return done.stdout, problem
 
 
 @dataclass
