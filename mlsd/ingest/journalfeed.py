@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from mlsd import __version__
@@ -28,7 +28,7 @@ from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
 from mlsd.ingest.checkpoint import Checkpoint, FirstStart
-from mlsd.ingest.parse import FAILURES, Skip, candidate_lines, parse_message
+from mlsd.ingest.parse import Skip
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.journal import (
     CHUNK,
@@ -37,11 +37,11 @@ from mlsd.ingest.sources.journal import (
     cursor_time,
     entry_of,
     entry_time,
-    field_bytes,
     last_cursor,
     last_entry,
     same_entry,
 )
+from mlsd.ingest.sources.journalevents import events_of
 from mlsd.journalmatch import Matcher
 from mlsd.rows import AuthFailure
 
@@ -54,9 +54,6 @@ BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 30.0
 """Seconds before journalctl is started again after it exited: doubled at each exit that
 read nothing, back to the minimum after one that did."""
-# The entries that are read whole even without a needle in sight: a MESSAGE that is not
-# UTF-8 (an array of byte values) or too long for journalctl to show (null).
-_OPAQUE: Final = (b'"MESSAGE":[', b'"MESSAGE":null')
 
 
 class JournalFeed:
@@ -274,45 +271,10 @@ class JournalFeed:
 
     def _parse(self, block: bytes, start: int) -> list[AuthFailure]:
         """The events among the entries of `block` from `start`; skips counted."""
-        if any(m in block for m in _OPAQUE):
-            lines = [
-                line
-                for line in block[start:].splitlines()
-                if any(m in line for m in _OPAQUE) or candidate_lines(line + b"\n")
-            ]
-        else:
-            lines = candidate_lines(block, FAILURES, start)
-        now = datetime.now(UTC)
-        skipped = self.pipeline.counters.skipped
         debug = log.isEnabledFor(logging.DEBUG)
-        rejected: list[tuple[Skip, bytes]] = []
-        events: list[AuthFailure] = []
-        for line in lines:
-            entry = entry_of(line)
-            if entry is None:
-                skipped[Skip.UNKNOWN_FORMAT] += 1
-                continue
-            if not self.matcher(entry):
-                continue
-            message = field_bytes(entry.get("MESSAGE"))
-            if message is None:
-                if "MESSAGE" in entry:  # null: longer than journalctl shows
-                    skipped[Skip.TOO_LONG] += 1
-                continue
-            when = entry_time(entry)
-            result = parse_message(
-                field_bytes(entry.get("SYSLOG_IDENTIFIER")) or b"",
-                field_bytes(entry.get("_HOSTNAME")) or b"",
-                message,
-                when,
-                now,
-            )
-            if isinstance(result, AuthFailure):
-                events.append(result)
-            elif result is not None:
-                skipped[result] += 1
-                if debug:
-                    rejected.append((result, message))
+        rejected: list[tuple[Skip, bytes]] | None = [] if debug else None
+        skipped = self.pipeline.counters.skipped
+        events = events_of(block, start, self.matcher, skipped, rejected)
         if rejected:
             self.pipeline.skiplog.emit(rejected)
         return events
