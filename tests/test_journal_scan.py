@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.followkit import ENV, Env, users
-from tests.journalkit import Converted, JournalEnv, convert, corpus_lines, needs_journal
+from tests.journalkit import Converted, JournalEnv, convert, corpus_lines, failure, needs_journal
 
 pytestmark = needs_journal
 
@@ -210,3 +210,46 @@ def test_status_of_a_journal_source(tmp_path: Path) -> None:
     ).stdout
     assert f"journal:{env.journal.dir}: read up to the entry of " in text
     assert ", 59 s behind" in text
+
+
+def test_parse_journal_prints_what_a_scan_records(tmp_path: Path) -> None:
+    """`mlsd parse --journal DIR`: the rows a scan of the same journal writes, a summary on
+    stderr; a journal that cannot be opened is an error; FILEs and --journal exclude."""
+    env = JournalEnv(tmp_path)
+    env.journal.seq(range(4))
+    hostile = str(failure(4)["MESSAGE"]).encode() + b"\xff"  # not UTF-8: bytes in JSON
+    env.journal.write([env.journal.stamp({**failure(4), "MESSAGE": hostile})])
+    env.scan()
+    res = subprocess.run(
+        env.cmd("parse", "--journal", str(env.journal.dir)),
+        capture_output=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    printed = Counter(
+        tuple(r) for r in list(csv.reader(res.stdout.decode().splitlines(), delimiter=";"))[1:]
+    )
+    assert printed == _csv_rows(env.csv)
+    assert sum(printed.values()) == 5
+    assert f"journal:{env.journal.dir}: 9 lines read, 5 events" in res.stderr.decode()
+    missing = subprocess.run(
+        env.cmd("parse", "--journal", str(tmp_path / "none")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert f"journal:{tmp_path / 'none'}: journalctl ended with status 1" in missing.stderr
+    both = subprocess.run(
+        env.cmd("parse", "--journal", str(env.journal.dir), "x.log"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+    assert both.returncode == 2 and "give FILEs, or --journal [DIR]" in both.stderr

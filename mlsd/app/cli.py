@@ -84,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         "would become a CSV row. Reads plain or gzip files (by content) or - for stdin. "
         "Without -c no configuration file is needed.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="read the systemd journal (or the journal files in DIR) instead of files",
+    )
     p.add_argument(
         "--explain",
         action="store_true",
@@ -603,6 +610,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
     """`mlsd parse FILE…`: print would-be rows, touch nothing."""
     cfg = _load_config(args, required=False)
     log_tz = cfg.log_tz()
+    if (args.journal is None) == (not args.files) or (args.journal is not None and args.explain):
+        sys.stderr.write("mlsd: parse: give FILEs, or --journal [DIR] (without --explain)\n")
+        return EXIT_USAGE
     if args.explain:
         return _explain(args.files, log_tz)
     out = sys.stdout.buffer
@@ -623,6 +633,13 @@ def cmd_parse(args: argparse.Namespace) -> int:
                 json.dumps(_event_json(ev, reverse(ev).hostname)) + "\n" for ev in events
             ).encode()
 
+    if args.journal is not None:
+        from mlsd.app.journalparse import parse_journal  # noqa: PLC0415 - see the top
+
+        label, stats = parse_journal(cfg, args.journal, out, emit)
+        out.flush()
+        sys.stderr.write(f"mlsd: {terminal(label)}: {_summary(stats)}\n")
+        return EXIT_OK
     failed = False
     for name in args.files:
         try:
