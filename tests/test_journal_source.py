@@ -40,6 +40,7 @@ C = "s=d0f2;i=8;b=0123;m=138a;t=60a241e142102;x=96f1"
         ("s=ffff;i=8;b=9999;m=1;t=60a241e142102;x=96f1", True),  # seqnum of another id
         ("s=d0f2;i=8;b=0123;m=138a;t=60a241e142103;x=96f1", False),  # realtime differs
         ("", False),
+        ("s=ffff;i=8;b=9999;m=1", False),  # nothing in common
     ],
 )
 def test_same_entry_compares_cursors_as_journalctl_does(other: str, same: bool) -> None:

@@ -61,12 +61,18 @@ def same_entry(a: str, b: str) -> bool:
     counts only within one seqnum id, the monotonic time only within one boot, and the
     realtime and the entry hash must agree wherever both cursors have them."""
     fa, fb = cursor_fields(a), cursor_fields(b)
-    if not fa or not fb:
-        return False
+    agree = False  # and something must agree: two cursors with nothing in common differ
     for within, value in (("s", "i"), ("b", "m")):
-        if within in fa and fa.get(within) == fb.get(within) and fa.get(value) != fb.get(value):
-            return False
-    return all(fa[k] == fb[k] for k in ("t", "x") if k in fa and k in fb)
+        if within in fa and fa.get(within) == fb.get(within):
+            if fa.get(value) != fb.get(value):
+                return False
+            agree = True
+    for k in ("t", "x"):
+        if k in fa and k in fb:
+            if fa[k] != fb[k]:
+                return False
+            agree = True
+    return agree
 
 
 def cursor_time(cursor: str) -> datetime | None:
