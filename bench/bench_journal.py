@@ -16,10 +16,23 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Final
 
-from bench_follow import count_rows, run_child, write_config
+from bench_follow import (
+    LIVE_DRAIN_S,
+    LIVE_SECONDS,
+    CsvTail,
+    Daemon,
+    LiveResult,
+    _wait_for,
+    count_rows,
+    csv_users,
+    lag_summary,
+    run_child,
+    write_config,
+)
 from registry import MLSD, Context, Metrics, benchmark, best_of, check, throughput
 
 JOURNAL_REMOTE: Final = "/lib/systemd/systemd-journal-remote"
@@ -169,4 +182,109 @@ def journal_scan(ctx: Context) -> Metrics:
         "vs_floor": ratio,
         "summary": f"{ratio:.2f}x journalctl -o json ({floor:.2f} s); goal <= {GOAL}x"
         + ("" if ratio <= GOAL else " — NOT MET"),
+    }
+
+
+# --- live -------------------------------------------------------------------------------
+
+LIVE_P99_MS: Final = 250.0
+"""Issue 18's bar: from a journal write to its CSV row, p99 under this at 1,000 entries/s."""
+
+
+def failure_entry(seq: int) -> bytes:
+    """A Postfix submission failure (username `uNNNNNN`) as a journal entry, stamped now."""
+    ip = f"198.18.{(seq >> 8) & 255}.{seq & 255}"
+    now = time.time_ns() // 1000
+    return (
+        b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n_HOSTNAME=mail\n"
+        b"_SYSTEMD_UNIT=postfix@-.service\nSYSLOG_IDENTIFIER=postfix/submission/smtpd\n"
+        b"SYSLOG_PID=4242\nMESSAGE=warning: unknown[%s]: SASL PLAIN authentication failed: "
+        b"(reason unavailable), sasl_username=u%06d\n\n"
+        % (now, time.monotonic_ns() // 1000, BOOT_ID, ip.encode(), seq)
+    )
+
+
+def write_journal_live(
+    feed: IO[bytes], rate: float, seconds: float
+) -> tuple[dict[str, float], int, float]:
+    """Feed `rate` failures/s for `seconds` to a running systemd-journal-remote, once per
+    millisecond tick whatever is due (as journald writes a burst); when each was written."""
+    total = int(rate * seconds)
+    written: dict[str, float] = {}
+    n = 0
+    t0 = time.perf_counter()
+    while n < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        if due > n:
+            feed.write(b"".join(failure_entry(i) for i in range(n, due)))
+            feed.flush()
+            now = time.perf_counter()
+            for i in range(n, due):
+                written[f"u{i:06d}"] = now
+            n = due
+        time.sleep(max(0.0, min(0.001, t0 + n / rate - time.perf_counter())))
+    return written, n, time.perf_counter() - t0
+
+
+@benchmark("journal-live-1k", "`mlsd run` on a journal: delay from entry to CSV row at 1,000/s")
+def journal_live_1k(ctx: Context) -> Metrics:
+    """systemd-journal-remote writes the journal as journald would; journalctl (mlsd's
+    child) follows it; the delay is from the write into journal-remote to the CSV row."""
+    del ctx
+    missing = _missing()
+    if missing is not None:
+        return missing
+    seconds = float(os.environ.get("MLSD_BENCH_LIVE_S", LIVE_SECONDS))
+    with tempfile.TemporaryDirectory(prefix="mlsd-journal-live-") as tmp:
+        work = Path(tmp)
+        jdir, csv = work / "journal", work / "out.csv"
+        jdir.mkdir()
+        remote = subprocess.Popen(
+            [JOURNAL_REMOTE, f"--output={jdir / 'mail.journal'}", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert remote.stdin is not None
+        conf = write_config(
+            work / "mlsd.conf",
+            log=work / "absent.log",
+            csv=csv,
+            state=work / "state",
+            reverse="postfix",
+            extra={"source": {"type": "journal", "journal_directory": str(jdir)}},
+        )
+        daemon = Daemon(conf, work / "stderr.log")
+        try:
+            if not daemon.wait_started() or daemon.poll() is not None:
+                return {"error": f"`mlsd run` did not start: {daemon.last_error()}"}
+            tail = CsvTail(csv)
+            tail.start()
+            try:
+                written, n, wrote_s = write_journal_live(remote.stdin, 1000, seconds)
+                _wait_for(lambda: len(tail.seen) >= len(written), LIVE_DRAIN_S, 0.005)
+            finally:
+                tail.stop.set()
+                tail.join()
+        finally:
+            code = daemon.stop()
+            remote.stdin.close()
+            remote.wait(timeout=60)
+        res = LiveResult(written, dict(tail.seen), n, wrote_s)
+        final = csv_users(csv) if csv.exists() else Counter()
+    want = Counter(written.keys())
+    lost, extra = sum((want - final).values()), sum((final - want).values())
+    lag = lag_summary(res.delays_ms())
+    if not lag:
+        return {"error": f"no row appeared (exit {code}): {daemon.last_error()}"}
+    exact = "ok" if not lost and not extra else f"MISMATCH: {lost} lost, {extra} extra rows"
+    met = lag["p99_ms"] < LIVE_P99_MS
+    return {
+        **{k: round(v, 3) for k, v in lag.items()},
+        "events": sum(final.values()),
+        "check": exact if code == 0 else f"{exact}; exit code {code} after SIGTERM",
+        "write_rate": n / wrote_s,
+        "summary": f"{n / wrote_s:,.0f} entries/s for {wrote_s:.1f} s: delay p50 "
+        f"{lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, max {lag['max_ms']:.0f} ms; "
+        f"p99 < {LIVE_P99_MS:.0f} ms: {'met' if met else 'NOT MET'}",
     }

@@ -221,3 +221,17 @@ def test_journal_benchmarks_run_and_check(tmp_path: Path) -> None:
     ctx = Context(log=next(out.glob("mail-3000-*.log")), counts={"lines": 3000}, repeat=1, out=out)
     assert bj.journal_of(ctx) == (made[0].parent, 3000)
     assert made[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.skipif(
+    not os.access(bj.JOURNAL_REMOTE, os.X_OK) and not os.environ.get("CI"),
+    reason="needs systemd-journal-remote (CI installs it; there this never skips)",
+)
+def test_journal_live_benchmark_runs_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One second at 1,000 entries/s: every entry a row once, the delay measured."""
+    monkeypatch.setenv("MLSD_BENCH_LIVE_S", "1")
+    ctx = Context(log=Path("/nonexistent"), counts={"lines": 0}, repeat=1, out=Path("/tmp"))
+    m = bj.journal_live_1k(ctx)
+    assert m["check"] == "ok", m
+    assert m["events"] == 1000
+    assert m["p99_ms"] > 0 and "p99 < 250 ms" in m["summary"]
