@@ -6,6 +6,7 @@ reads as intended, the statistics, the /proc parsing, the silent resolver), neve
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections import Counter
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import bench_enrich as be
 import bench_follow as bf
+import bench_journal as bj
 import pytest
+from registry import Context
 
 from mlsd.config import load
 from mlsd.enrich.postfix import postfix_reverse
@@ -191,3 +194,44 @@ def test_silent_resolver_takes_queries_and_answers_none() -> None:
             with pytest.raises(TimeoutError):
                 c.recvfrom(512)
     assert dns.sock.fileno() == -1  # closed on exit, the drain thread joined
+
+
+@pytest.mark.skipif(
+    not os.access(bj.JOURNAL_REMOTE, os.X_OK) and not os.environ.get("CI"),
+    reason="needs systemd-journal-remote (CI installs it; there this never skips)",
+)
+def test_journal_benchmarks_run_and_check(tmp_path: Path) -> None:
+    """The journal is made once from the log (one entry per line), the scan's rows are the
+    generator's failures, and the ratio to the journalctl floor is reported."""
+    import run  # noqa: PLC0415 - the runner script registers every benchmark on import
+
+    out = tmp_path / "out"
+    rc = run.main(["--lines", "3000", "--out", str(out), "--repeat", "1",
+                   "--only", "journal-floor", "--only", "journal-scan"])  # fmt: skip
+    res = json.loads((out / "results.json").read_text())["results"]
+    assert rc == 0, res
+    assert res["journal-floor"]["check"] == "ok"
+    assert res["journal-scan"]["check"] == "ok"
+    assert res["journal-scan"]["events"] > 0
+    assert "journalctl -o json" in res["journal-scan"]["summary"]
+    # Made once: a second look reuses it.
+    made = sorted(out.glob("*.journal/mail.journal"))
+    assert len(made) == 1
+    mtime = made[0].stat().st_mtime_ns
+    ctx = Context(log=next(out.glob("mail-3000-*.log")), counts={"lines": 3000}, repeat=1, out=out)
+    assert bj.journal_of(ctx) == (made[0].parent, 3000)
+    assert made[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.skipif(
+    not os.access(bj.JOURNAL_REMOTE, os.X_OK) and not os.environ.get("CI"),
+    reason="needs systemd-journal-remote (CI installs it; there this never skips)",
+)
+def test_journal_live_benchmark_runs_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One second at 1,000 entries/s: every entry a row once, the delay measured."""
+    monkeypatch.setenv("MLSD_BENCH_LIVE_S", "1")
+    ctx = Context(log=Path("/nonexistent"), counts={"lines": 0}, repeat=1, out=Path("/tmp"))
+    m = bj.journal_live_1k(ctx)
+    assert m["check"] == "ok", m
+    assert m["events"] == 1000
+    assert m["p99_ms"] > 0 and "p99 < 250 ms" in m["summary"]

@@ -161,3 +161,43 @@ def test_recipients_are_a_list(tmp_path: Path) -> None:
     """`to` takes several addresses."""
     cfg = load(tmp_path, "[report]\nto = a@example.org, b@example.org\n")
     assert ("a@example.org", "b@example.org") == cfg.report.to
+
+
+def test_journal_source_keys(tmp_path: Path) -> None:
+    """`[source] type = journal` with a directory and matches; the defaults otherwise."""
+    cfg = load(tmp_path, "[paths]\n")
+    assert cfg.source.kind == "file"
+    assert cfg.source.journal_directory is None
+    assert "_SYSTEMD_UNIT=postfix@*.service" in cfg.source.journal_match
+    cfg = load(
+        tmp_path,
+        "[source]\ntype = journal\njournal_directory = jdir\n"
+        "journal_match = _SYSTEMD_UNIT=postfix.service, SYSLOG_IDENTIFIER=dovecot\n",
+    )
+    assert cfg.source.kind == "journal"
+    assert cfg.source.journal_directory == tmp_path / "jdir"
+    assert cfg.source.journal_match == (
+        "_SYSTEMD_UNIT=postfix.service",
+        "SYSLOG_IDENTIFIER=dovecot",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[source]\ntype = socket\n", "[source] type = 'socket': expected one of: file, journal"),
+        ("[source]\njournal_match = postfix\n", "[source] journal_match = 'postfix': expected"),
+        ("[source]\njournal_match = unit=x\n", "[source] journal_match = 'unit=x': expected"),
+        ("[source]\njournal_mach = X=y\n", "[source] unknown key 'journal_mach': did you mean"),
+    ],
+)
+def test_journal_source_errors(tmp_path: Path, text: str, expected: str) -> None:
+    """A bad journal key is an error naming file, section and key."""
+    assert expected in error(tmp_path, text)
+
+
+def test_journal_directory_must_be_a_directory(tmp_path: Path) -> None:
+    """A journal_directory that is a file is refused at load, naming the key."""
+    (tmp_path / "x.journal").write_bytes(b"")
+    msg = error(tmp_path, f"[source]\njournal_directory = {tmp_path / 'x.journal'}\n")
+    assert "[source] journal_directory = " in msg and "not a directory" in msg

@@ -66,7 +66,7 @@ def test_unit_has_the_required_settings() -> None:
         "WatchdogSec=",
         "Restart=on-failure",
         "DynamicUser=yes",
-        "SupplementaryGroups=adm",
+        "SupplementaryGroups=adm systemd-journal",
         "StateDirectory=mlsd",
         "LogsDirectory=mlsd",
         "ConfigurationDirectory=mlsd",

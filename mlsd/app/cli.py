@@ -69,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         "would become a CSV row. Reads plain or gzip files (by content) or - for stdin. "
         "Without -c no configuration file is needed.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    p.add_argument(
+        "--journal",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="read the systemd journal (or the journal files in DIR) instead of files",
+    )
     p.add_argument(
         "--explain",
         action="store_true",

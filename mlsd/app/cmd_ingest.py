@@ -26,7 +26,10 @@ def scan(args: argparse.Namespace) -> int:
     # Refused before anything is touched: exit 0 having read nothing would say "all read".
     # A log that does not exist yet is not an error (the follower says it waits for it).
     found = access.probe_read(cfg.paths.mail_log)
-    if found.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
+    if cfg.source.kind == "file" and found.verdict not in (
+        access.Verdict.OK,
+        access.Verdict.MISSING,
+    ):
         raise InputError(access.sentence(found, "[paths] mail_log") + "; nothing was read")
     problems = access.state_problems(cfg.paths.state_dir, cfg.paths.csv)
     if problems:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from typing import BinaryIO
 
-from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, load_config
+from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_config
 from mlsd.app.logfiles import open_log
 from mlsd.enrich.postfix import no_reverse, postfix_reverse
 from mlsd.errors import InputError
@@ -35,6 +35,9 @@ def parse(args: argparse.Namespace) -> int:
     """`mlsd parse FILE…`: print would-be rows, touch nothing."""
     cfg = load_config(args, required=False)
     log_tz = cfg.log_tz()
+    if (args.journal is None) == (not args.files) or (args.journal is not None and args.explain):
+        sys.stderr.write("mlsd: parse: give FILEs, or --journal [DIR] (without --explain)\n")
+        return EXIT_USAGE
     if args.explain:
         return _explain(args.files, log_tz)
     out = sys.stdout.buffer
@@ -55,6 +58,13 @@ def parse(args: argparse.Namespace) -> int:
                 json.dumps(_event_json(ev, reverse(ev).hostname)) + "\n" for ev in events
             ).encode()
 
+    if args.journal is not None:
+        from mlsd.app.journalparse import parse_journal  # noqa: PLC0415 - see cli's note
+
+        label, stats = parse_journal(cfg, args.journal, out, emit)
+        out.flush()
+        sys.stderr.write(f"mlsd: {terminal(label)}: {_summary(stats)}\n")
+        return EXIT_OK
     failed = False
     for name in args.files:
         try:

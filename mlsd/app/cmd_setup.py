@@ -46,7 +46,11 @@ def _file_warnings(cfg: config.Config) -> list[str]:
 
     who = access.Who.shipped_unit() if os.geteuid() == 0 else None
     found = access.probe_read(cfg.paths.mail_log, who)
-    out = [] if found.ok else [access.sentence(found, "[paths] mail_log")]
+    out = (
+        []
+        if found.ok or cfg.source.kind != "file"
+        else [access.sentence(found, "[paths] mail_log")]
+    )
     for key, path in (("country_db", cfg.geoip.country_db), ("asn_db", cfg.geoip.asn_db)):
         db = access.probe_read(path, who)
         if db.verdict not in (access.Verdict.OK, access.Verdict.MISSING):

@@ -14,6 +14,12 @@ from mlsd.report.outbox import ReportSender
 
 LIVE_ONLY: Final = ("mail_log", "state_dir", "csv")
 """[paths] keys a reload cannot change: the checkpoint, the lock and the CSV are bound to them."""
+SOURCE_KEYS: Final = {
+    "kind": "type",
+    "journal_directory": "journal_directory",
+    "journal_match": "journal_match",
+}
+"""[source] keys a reload cannot change (attribute → key): the reader was started with them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,8 @@ class Reread:
     """The [paths] keys that changed: not applied until a restart."""
     changed: tuple[str, ...]
     """The sections that differ from the running configuration."""
+    source: tuple[str, ...] = ()
+    """The [source] attributes of the reader that changed: not applied until a restart."""
 
 
 def reread(running: Config) -> Reread:
@@ -38,12 +46,17 @@ def reread(running: Config) -> Reread:
     )
     if refused:
         new = replace(new, paths=running.paths)
+    # The source being read is bound to the checkpoint and the running reader too.
+    source = tuple(k for k in SOURCE_KEYS if getattr(new.source, k) != getattr(running.source, k))
+    if source:
+        kept = {k: getattr(running.source, k) for k in SOURCE_KEYS}
+        new = replace(new, source=replace(new.source, **kept))
     changed = tuple(
         f.name
         for f in fields(Config)
         if f.name != "source_file" and getattr(new, f.name) != getattr(running, f.name)
     )
-    return Reread(new, refused, changed)
+    return Reread(new, refused, changed, source)
 
 
 async def apply(

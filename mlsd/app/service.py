@@ -297,6 +297,17 @@ class Service:
                 "a restart (systemctl restart mlsd); the rest of the new config is applied",
                 keys=",".join(got.refused),
             )
+        if got.source:
+            names = ", ".join(f"[source] {reload.SOURCE_KEYS[k]}" for k in got.source)
+            self._reload_error = (
+                f"{self._reload_error}, {names}"
+                if got.refused
+                else f"not applied until a restart: {names}"
+            )
+            log.warning(
+                f"{names} changed: the source being read needs a restart (systemctl restart "
+                "mlsd); the rest of the new config is applied"
+            )
         self.notifier.ready(self._status())
 
     # ---- the log's permissions
@@ -304,6 +315,8 @@ class Service:
     def _check_log(self) -> None:
         """Probe the live log; say once, as an error, when it becomes unreadable, and when
         it is readable again. A log that does not exist yet is the follower's to report."""
+        if self.session.journal is not None:
+            return  # the journal's reader says what it cannot read
         path = self.cfg.paths.mail_log
         found = access.probe_read(path)
         problem = None if found.verdict in (access.Verdict.OK, access.Verdict.MISSING) else found
@@ -348,7 +361,7 @@ class Service:
                 lines=c.lines,
                 events=c.events,
                 server_errors=c.skipped[Skip.SERVER_ERROR],
-                gaps=self.session.follower.gaps,
+                gaps=self.session.gaps,
             ),
         )
 
@@ -372,7 +385,9 @@ class Service:
         # Most important first: STATUS= is cut at 200 characters.
         parts = [self._reload_error] if self._reload_error else []
         behind = self._behind()
-        if self._log_problem is not None:
+        if self.session.journal is not None:
+            parts.insert(0, self.session.journal.status())
+        elif self._log_problem is not None:
             # First: STATUS= is cut at 200 characters, and this is why nothing is recorded
             # (or, through a descriptor opened before a chmod, why a restart would not be).
             why = access.short(self._log_problem)

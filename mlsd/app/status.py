@@ -21,10 +21,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from mlsd.app import journalstatus
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
-from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint, journal_source
 from mlsd.ingest.sources.file.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.report import schedule, window
 from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
@@ -59,6 +60,10 @@ class Status:
     """The file that holds the checkpointed generation (the live log or a rotated one)."""
     offset: int | None = None
     behind_bytes: int | None = None
+    read_until: str | None = None
+    """A journal source: the time of the last entry read."""
+    behind_seconds: float | None = None
+    """A journal source: how much later the journal's last entry is."""
     committed_at: str | None = None
     csv: str = ""
     last_event: str | None = None
@@ -133,7 +138,9 @@ def _ago(ts: float, now: float) -> str:
 
 def gather(cfg: Config, now: datetime) -> Status:
     """Read every state file and judge: the whole of `mlsd status`."""
-    st = Status(config=str(cfg.source_file), log=str(cfg.paths.mail_log), csv=str(cfg.paths.csv))
+    journal = journal_source(cfg.source.journal_directory)
+    log = journal if cfg.source.kind == "journal" else str(cfg.paths.mail_log)
+    st = Status(config=str(cfg.source_file), log=log, csv=str(cfg.paths.csv))
     state_dir = cfg.paths.state_dir
     st.report_next_due = (
         schedule.next_report_at(now, cfg.report.time, cfg.report_tz())
@@ -198,6 +205,9 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         return
     st.committed_at = _iso(cp.committed_at)
     st.offset = cp.offset
+    if cfg.source.kind == "journal":
+        _journal(st, cfg, cp, now)
+        return
     live = candidate(cfg.paths.mail_log)
     if live is None:
         st.problems.append(f"{cfg.paths.mail_log}: the log does not exist or cannot be read")
@@ -228,6 +238,18 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         st.problems.append(
             f"reading is {st.behind_bytes} bytes behind the end of the log and has not "
             f"moved for {_ago(cp.committed_at, now)}: see journalctl -u mlsd"
+        )
+
+
+def _journal(st: Status, cfg: Config, cp: Checkpoint, now: float) -> None:
+    pos = journalstatus.position(cfg, cp.cursor)
+    st.offset, st.read_until, st.behind_seconds = None, _iso(pos.read_until), pos.behind_seconds
+    if pos.problem is not None:
+        st.warnings.append(f"how far behind the journal mlsd is cannot be told: {pos.problem}")
+    if st.running and pos.behind_seconds and now - cp.committed_at > STALLED_AFTER:
+        st.problems.append(
+            f"reading is {pos.behind_seconds:.0f} s of entries behind the journal's end and "
+            f"has not moved for {_ago(cp.committed_at, now)}: see journalctl -u mlsd"
         )
 
 

@@ -22,6 +22,9 @@ def render(st: Status) -> str:
         )
     pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
     behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
+    if st.read_until is not None or st.behind_seconds is not None:
+        pos = f"read up to the entry of {st.read_until or 'none yet'}"
+        behind = "" if st.behind_seconds is None else f", {st.behind_seconds:.0f} s behind"
     lines.append(f"  log           {st.log}: {pos}{behind}")
     if st.committed_at:
         lines.append(f"  last commit   {st.committed_at}")

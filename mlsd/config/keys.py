@@ -34,8 +34,10 @@ from mlsd.config.schema import (
     Security,
     SmtpConfig,
     SourceConfig,
+    SourceKind,
     StartAt,
 )
+from mlsd.journalmatch import parse_terms
 
 # ---- value parsers
 
@@ -182,7 +184,15 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
         PathsConfig,
         {"mail_log": ("mail_log", _path), "csv": ("csv", _path), "state_dir": ("state_dir", _path)},
     ),
-    "source": (SourceConfig, {"timezone": ("timezone", _zone)}),
+    "source": (
+        SourceConfig,
+        {
+            "timezone": ("timezone", _zone),
+            "type": ("kind", _choice(SourceKind)),
+            "journal_directory": ("journal_directory", _opt_path),
+            "journal_match": ("journal_match", parse_terms),
+        },
+    ),
     "csv": (
         CsvConfig,
         {
@@ -261,6 +271,7 @@ PATH_KEYS: Final = {
     ("smtp", "password_file"),
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
+    ("source", "journal_directory"),
 }
 
 

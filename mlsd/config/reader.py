@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mlsd.config.keys import PATH_KEYS, SCHEMA
-from mlsd.config.schema import Config, FollowConfig, Secret, SmtpConfig
+from mlsd.config.schema import Config, FollowConfig, Secret, SmtpConfig, SourceConfig
 from mlsd.errors import ConfigError
 from mlsd.untrusted import is_safe, terminal
 
@@ -162,6 +162,15 @@ def loads(text: str, path: Path) -> Config:
             path=path,
             section="follow",
             key="rotated_dir",
+        )
+    jdir = parts.get("source", SourceConfig()).journal_directory
+    if jdir is not None and jdir.exists() and not jdir.is_dir():
+        raise ConfigError(
+            f"{path}: [source] journal_directory = {str(jdir)!r}: expected a directory of "
+            "journal files, or empty for the system journal (this is not a directory)",
+            path=path,
+            section="source",
+            key="journal_directory",
         )
     smtp: SmtpConfig = parts.get("smtp", SmtpConfig())
     if smtp.password is not None and smtp.password_file is not None:

@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mlsd.journalmatch import DEFAULT_MATCH
+
 DEFAULT_PATH: Final = Path("/etc/mlsd/mlsd.conf")
 
 # The closed choices, each spelt as the config file spells it (the order is the order
 # an error message lists them in).
+SourceKind = Literal["file", "journal"]
+"""`[source] type`: the mail log file, or the systemd journal (issue 18)."""
 DateFormat = Literal["iso", "maillogsentinel"]
 """[csv] date_format."""
 ReverseMode = Literal["postfix", "lookup", "off"]
@@ -72,10 +76,16 @@ class PathsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceConfig:
-    """How to read the log's timestamps."""
+    """Where the mail log comes from, and how to read its timestamps."""
 
     timezone: str = ""
     """Zone of stamps without an offset (classic syslog, postlogd); empty = the system's."""
+    kind: SourceKind = "file"
+    """`type` in the file: `file` ([paths] mail_log) or `journal` (the systemd journal)."""
+    journal_directory: Path | None = None
+    """A directory of journal files to read; None = the system journal."""
+    journal_match: tuple[str, ...] = DEFAULT_MATCH
+    """Which journal entries are mail (see mlsd.journalmatch)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +28,16 @@ from mlsd.statedir import LOCK_NAME
 
 VERSION: Final = 2
 """2 added `first_start`, `discard_line` and `generation_mtime` (and later the optional
-`generation.prefix_sha256`); a version 1 file loads as if they were unset."""
+`generation.prefix_sha256` and `cursor`); a version 1 file loads as if they were unset."""
 READABLE_VERSIONS: Final = (1, 2)
 CHECKPOINT_NAME: Final = "checkpoint.json"
 STATE_DIR_MODE: Final = 0o750
 
 
 PREFIX_LEN: Final = 32
+# A journalctl cursor: `k=v` pairs of hex digits joined by `;` (handed back to journalctl
+# as an argument, so nothing else may pass).
+_CURSOR: Final = re.compile(r"[a-z]=[0-9a-fA-F]{1,64}(?:;[a-z]=[0-9a-fA-F]{1,64}){0,15}")
 
 
 def fingerprint(head: bytes) -> str:
@@ -115,9 +119,16 @@ class Checkpoint:
     the generations written after this are the ones that came after it (the commit time
     is later than that, e.g. for a position pinned at start-up, and would skip some)."""
 
+    cursor: str | None = None
+    """With a journal source: journalctl's cursor of the last entry read (the generation is
+    then None). Written only when set, so a file source's checkpoint is as before."""
+
     def to_json(self) -> str:
         """The versioned on-disk form."""
-        return json.dumps({"version": VERSION, **asdict(self)}, indent=1, sort_keys=True) + "\n"
+        data = asdict(self)
+        if data["cursor"] is None:
+            del data["cursor"]
+        return json.dumps({"version": VERSION, **data}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: Path) -> Checkpoint:
@@ -159,6 +170,10 @@ class Checkpoint:
                 raise TypeError("generation_mtime is not a number")
             if gen is not None and not isinstance(gen.prefix_sha256, str | None):
                 raise TypeError("prefix_sha256 is not a string")
+            if cp.cursor is not None and not (
+                isinstance(cp.cursor, str) and _CURSOR.fullmatch(cp.cursor)
+            ):
+                raise TypeError("cursor is not a journal cursor")
         except StateError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -168,6 +183,12 @@ class Checkpoint:
                 "CSV with it) to start over"
             ) from None
         return cp
+
+
+def journal_source(directory: Path | None) -> str:
+    """What a checkpoint's `source` says for a journal source: the directory of journal
+    files, or the system journal (a checkpoint for another source is refused)."""
+    return f"journal:{directory}" if directory is not None else "journal:system"
 
 
 class CheckpointStore:

@@ -111,6 +111,8 @@ class Pipeline:
         """The last committed offset is inside an over-long line (Checkpoint.discard_line)."""
         self.generation_mtime: float | None = None
         """The committed generation's last-write time (Checkpoint.generation_mtime)."""
+        self.cursor: str | None = None
+        """A journal source's last committed cursor (Checkpoint.cursor)."""
 
     def reconfigure(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
         """A reload's zone for stamps without one and row format (between two batches)."""
@@ -143,6 +145,7 @@ class Pipeline:
         self.first_start = cp.first_start
         self.discard_line = cp.discard_line
         self.generation_mtime = cp.generation_mtime
+        self.cursor = cp.cursor
         if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
             if size == len(HEADER):
                 log.warning(
@@ -193,18 +196,7 @@ class Pipeline:
         data = batch.data
         if events is None:
             events = self.parse(batch)
-        if events:
-            rows = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap).encode(
-                events, self.enrich
-            )
-            try:
-                self.journal.append(rows)
-                self.journal.sync()
-            except OSError as exc:
-                raise StateError(
-                    f"{self.journal.path}: writing rows failed: {exc.strerror}; stopping so "
-                    "that no row is lost or repeated (fix the disk, then start again)"
-                ) from None
+        self._append(events)
         self.discard_line = batch.discard_line
         self.generation_mtime = batch.mtime
         self._save(batch.position, batch.offset)
@@ -218,6 +210,35 @@ class Pipeline:
         if events:
             c.last_event = events[-1].time
         return len(events)
+
+    def commit_entries(self, events: list[AuthFailure], cursor: str, entries: int) -> int:
+        """Record journal entries: rows appended and synced, then the checkpoint with the
+        cursor of the last entry read (`entries` of them). Returns rows."""
+        self._append(events)
+        self.cursor = cursor
+        self._save(None, 0)
+        c = self.counters
+        c.lines += entries
+        c.events += len(events)
+        c.batches += 1
+        if events:
+            c.last_event = events[-1].time
+        return len(events)
+
+    def _append(self, events: list[AuthFailure]) -> None:
+        if not events:
+            return
+        rows = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap).encode(
+            events, self.enrich
+        )
+        try:
+            self.journal.append(rows)
+            self.journal.sync()
+        except OSError as exc:
+            raise StateError(
+                f"{self.journal.path}: writing rows failed: {exc.strerror}; stopping so "
+                "that no row is lost or repeated (fix the disk, then start again)"
+            ) from None
 
     def mark(
         self,
@@ -250,6 +271,7 @@ class Pipeline:
                 first_start=self.first_start,
                 discard_line=self.discard_line,
                 generation_mtime=self.generation_mtime,
+                cursor=self.cursor,
             )
         )
         self.position = None if position is None else (position, offset)

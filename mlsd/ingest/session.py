@@ -19,8 +19,9 @@ from mlsd import __version__, logs
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
-from mlsd.ingest.checkpoint import CheckpointStore, StateLock
+from mlsd.ingest.checkpoint import CheckpointStore, StateLock, journal_source
 from mlsd.ingest.csvlog import CsvJournal
+from mlsd.ingest.journalfeed import JournalFeed
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
 from mlsd.ingest.sources.file.watch import InotifyWake, Watches, snapshot
@@ -66,6 +67,13 @@ class Session:
     commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held from reading a batch to its checkpoint: the follow loop and a report's
     catch-up (`drain`) must not interleave their batches."""
+    journal: JournalFeed | None = None
+    """The journal's reader with `[source] type = journal` (the follower is then idle)."""
+
+    @property
+    def gaps(self) -> int:
+        """The gaps said since start, whichever the source."""
+        return self.follower.gaps if self.journal is None else self.journal.gaps
 
     @property
     def overflows(self) -> int:
@@ -98,8 +106,11 @@ def open_session(
     try:
         store = CheckpointStore(cfg.paths.state_dir)
         cp = store.load()
+        journal = cfg.source.kind == "journal"
         pipeline = Pipeline(
-            source=str(cfg.paths.mail_log),
+            source=(
+                journal_source(cfg.source.journal_directory) if journal else str(cfg.paths.mail_log)
+            ),
             journal=CsvJournal(cfg.paths.csv),
             store=store,
             enrich=enricher,
@@ -108,6 +119,19 @@ def open_session(
             cap=cfg.csv.max_field_length,
         )
         pipeline.open(cp)
+        if journal:
+            feed, first = JournalFeed.open(cfg, pipeline, enricher, cp)
+            idle = Follower(cfg.paths.mail_log)
+            return Session(
+                cfg,
+                lock,
+                pipeline,
+                idle,
+                enricher,
+                first_start=first,
+                commit_lock=feed.lock,
+                journal=feed,
+            )
         follower = Follower(
             cfg.paths.mail_log, grace=cfg.follow.rotate_grace, rotated_dir=cfg.follow.rotated_dir
         )
@@ -159,16 +183,19 @@ def close_session(s: Session) -> None:
     c = s.pipeline.counters
     cur = s.follower.cur
     skipped = ",".join(f"{k.name.lower()}:{n}" for k, n in sorted(c.skipped.items(), key=str))
-    log.info(
-        "stopped",
-        lines_read=c.lines,
-        events_written=c.events,
-        skipped=skipped or "0",
-        gaps=s.follower.gaps,
-        rotations=s.follower.rotations,
-        generation=cur.label() if cur else "none",
-        position=cur.offset if cur else 0,
-    )
+    if s.journal is not None:
+        s.journal.say_stopped(skipped or "0")
+    else:
+        log.info(
+            "stopped",
+            lines_read=c.lines,
+            events_written=c.events,
+            skipped=skipped or "0",
+            gaps=s.follower.gaps,
+            rotations=s.follower.rotations,
+            generation=cur.label() if cur else "none",
+            position=cur.offset if cur else 0,
+        )
     s.follower.close()
     s.pipeline.close()
     s.lock.release()
@@ -202,6 +229,9 @@ async def step(s: Session) -> int | None:
 
 async def drain(s: Session) -> None:
     """Commit every batch that is ready now (before a report: the day is then complete)."""
+    if s.journal is not None:
+        async with s.commit_lock:  # the journal's batch in progress is committed
+            return
     while await step(s) is not None:
         await asyncio.sleep(0)  # let signals and events in between batches
 
@@ -220,6 +250,10 @@ async def scan(s: Session) -> list[Imported]:
     read from each generation, oldest first, and in all."""
     read: dict[str, Imported] = {}
     c = s.pipeline.counters
+    if s.journal is not None:
+        await s.journal.scan()
+        log.info("scan done source=%s lines=%d rows=%d", s.pipeline.source, c.lines, c.events)
+        return [Imported(s.pipeline.source, c.lines, c.events)]
     while True:
         while True:
             lines, events = c.lines, c.events
@@ -257,6 +291,9 @@ async def scan(s: Session) -> list[Imported]:
 
 async def follow_forever(s: Session, stop: asyncio.Event) -> None:
     """Follow until `stop` is set; every batch is committed before the next is read."""
+    if s.journal is not None:
+        await s.journal.follow(stop)
+        return
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     wm = pyinotify.WatchManager()

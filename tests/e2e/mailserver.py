@@ -13,6 +13,9 @@ Two logging variants:
   `rsyslogd -n` we start, which writes `mail.*` with RFC 3339 timestamps
   (`RSYSLOG_FileFormat`) into the file. /dev/log is system-wide: this variant refuses
   to run when one exists that we did not create.
+- ``journal`` (tests/e2e/test_e2e_journal.py only): as ``rsyslog``, but /dev/log is served
+  by a stand-in for journald (tests/e2e/devlog_journal.py) that writes each message as a
+  journal entry into a real journal file, through systemd-journal-remote.
 
 Listening (127.0.0.1, and ::1 when IPv6 loopback works): 25 (SMTP, AUTH offered without
 TLS, STARTTLS possible), 587 (submission, STARTTLS required before AUTH), 465
@@ -37,6 +40,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +66,9 @@ USERS: Final = {
     "carol": "Carol-Secret-3",
 }
 VARIANTS: Final = ("postlogd", "rsyslog")
+JOURNAL: Final = "journal"
+"""The journal variant: its own module and scenario (no log files to rotate)."""
+JOURNAL_REMOTE: Final = "/lib/systemd/systemd-journal-remote"
 
 BINARIES: Final = {
     "postfix": "/usr/sbin/postfix",
@@ -91,6 +98,8 @@ def missing_requirements(variant: str) -> str | None:
         return "the e2e suite needs root (it starts Postfix and Dovecot on ports 25/587/465)"
     names = [n for n in BINARIES if n != "rsyslogd" or variant == "rsyslog"]
     gone = [BINARIES[n] for n in names if not os.access(BINARIES[n], os.X_OK)]
+    if variant == JOURNAL and not os.access(JOURNAL_REMOTE, os.X_OK):
+        gone.append(f"{JOURNAL_REMOTE} (package systemd-journal-remote)")
     if not (POSTFIX_DAEMONS / "postlogd").exists():
         gone.append(str(POSTFIX_DAEMONS / "postlogd"))
     if not DOVECOT_IMAP_LOGIN.exists():
@@ -266,7 +275,7 @@ class MailServer:
     """Postfix + Dovecot (+ rsyslogd) under `root`; `start()`, `stop()`, rotation helpers."""
 
     def __init__(self, root: Path, variant: str = "postlogd") -> None:
-        if variant not in VARIANTS:
+        if variant not in (*VARIANTS, JOURNAL):
             raise ValueError(variant)
         self.root = root
         self.variant = variant
@@ -282,6 +291,10 @@ class MailServer:
         self.vmail = root / "vmail"
         self.logdir = root / "log"
         self.maillog = self.logdir / "mail.log"
+        self.journal_dir = root / "journal"
+        if variant == JOURNAL:
+            # What there is to wait for and to show: the journal file.
+            self.maillog = self.journal_dir / "mail.journal"
         self.rsyslog_dir = root / "rsyslog"
         self.rotate_dir = root / "logrotate"
         self.started: dict[str, int] = {}  # daemon → pid, for what we started only
@@ -326,9 +339,9 @@ class MailServer:
                 + ", ".join(busy)
                 + " (stop the system's Postfix/Dovecot, or run the suite elsewhere)"
             )
-        if self.variant == "rsyslog" and os.path.lexists("/dev/log"):
+        if self.variant in ("rsyslog", JOURNAL) and os.path.lexists("/dev/log"):
             raise HarnessError(
-                "the rsyslog variant needs /dev/log, which already exists (a system syslog "
+                f"the {self.variant} variant needs /dev/log, which already exists (a system syslog "
                 "daemon or journald owns it); refusing to replace it"
             )
         for d in (self.etc, self.spool, self.data, self.tls, self.dovecot_dir, self.logdir):
@@ -345,6 +358,8 @@ class MailServer:
         try:
             if self.variant == "rsyslog":
                 self._start_rsyslog(out)
+            elif self.variant == JOURNAL:
+                self._start_journal(out)
             self._start_dovecot(out)
             self._start_postfix()
             self._self_check()
@@ -565,6 +580,26 @@ mail.*  action(type="omfile" file="{self.maillog}" template="RSYSLOG_FileFormat"
         self._devlog_ours = True
         wait_for("rsyslogd to create /dev/log", lambda: os.path.exists("/dev/log"), 10)
 
+    def _start_journal(self, out: IO[bytes]) -> None:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.journal_dir.chmod(0o755)
+        self._rsyslogd = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.devlog_journal",
+                "/dev/log",
+                str(self.maillog),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.started["rsyslogd"] = self._rsyslogd.pid  # stopped the same way
+        self._devlog_ours = True
+        wait_for("the journal stand-in to create /dev/log", lambda: os.path.exists("/dev/log"), 10)
+
     def _start_dovecot(self, out: IO[bytes]) -> None:
         shutil.rmtree(self.dovecot_base, ignore_errors=True)  # stale sockets
         subprocess.run(
@@ -711,4 +746,21 @@ mail.*  action(type="omfile" file="{self.maillog}" template="RSYSLOG_FileFormat"
 
 def logged_failures(server: MailServer) -> int:
     """See failure_lines."""
+    if server.variant == JOURNAL:
+        return journal_failures(server)
     return failure_lines(server.logdir, server.maillog.name)
+
+
+def journal_failures(server: MailServer) -> int:
+    """failure_lines, counted in the journal's syslog-like form (`journalctl -o short`)."""
+    out = server.logdir / "journal.txt"
+    server.logdir.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as fh:
+        done = subprocess.run(
+            ["journalctl", f"--directory={server.journal_dir}", "-o", "short", "--no-pager"],
+            stdout=fh,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=60,
+        )
+    return -1 if done.returncode else failure_lines(server.logdir, out.name)
