@@ -52,7 +52,11 @@ CASES = [
     Case(
         "debian rsyslog mail.log root:adm 0640",
         {**BASE, "var/log/mail.log": ("x\n", 0o640), "etc/rsyslog.conf": (RSYSLOG, 0o644)},
-        says=("root:adm 0640", "The service's user may read it", "A local MTA accepted"),
+        says=(
+            "root:adm 0640: the members of group adm may read it",
+            "The service's user may read it",
+            "A local MTA accepted",
+        ),
     ),
     Case(
         "no mail.log and no rsyslog: the journal",
@@ -79,7 +83,7 @@ CASES = [
             "var/log/mail.log": ("x\n", 0o640),
         },
         mail_log="/var/log/postfix.log",
-        says=("Postfix's maillog_file (/etc/postfix/main.cf)", "root:adm 0600"),
+        says=("Postfix's maillog_file (/etc/postfix/main.cf)", "root:adm 0600: only root may"),
         warns=("cannot read /var/log/postfix.log", "chgrp adm /var/log/postfix.log"),
     ),
     Case(

@@ -149,14 +149,14 @@ def _source(
         return replace(cfg, source=replace(cfg.source, kind="journal")), problems
     path, reason = _log_path(found, args, ask=ask)
     show.add(("paths", "mail_log"))
-    why[("source", "type")] = ["file: the mail log below, and its rotations."]
+    why[("source", "type")] = ["file: [paths] mail_log and its rotations."]
     lines = [reason]
     more: list[str] = []
     log = next((f for f in found.logs if f.path == path), None)
     if log is None:
         log = setupprobe.describe_log(found.root, path, found.unit_groups)
     if log is not None:
-        lines.append(f"It is {log.mode_text()}.")
+        lines.append(f"It is {log.mode_text()}: {_readers(log)}.")
         if log.service_reads:
             lines.append(f"The service's user may read it (groups from {unit}: {groups}).")
         else:
@@ -170,6 +170,15 @@ def _source(
     why[("paths", "mail_log")] = lines
     cfg = replace(cfg, paths=replace(cfg.paths, mail_log=Path(str(path))))
     return cfg, more
+
+
+def _readers(log: setupprobe.LogFile) -> str:
+    """Who the mode bits let read it."""
+    if log.mode & 0o004:
+        return "everyone may read it"
+    if log.mode & 0o040:
+        return f"the members of group {log.group} may read it"
+    return f"only {log.owner} may read it"
 
 
 def _journal_ok(groups: tuple[str, ...]) -> bool:
