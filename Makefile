@@ -93,7 +93,8 @@ install:
 	else \
 	  install -m 0644 mlsd.conf.example '$(DESTDIR)$(SYSCONFDIR)/mlsd/mlsd.conf'; \
 	fi
-	@echo "installed; next: systemctl daemon-reload && systemctl enable --now mlsd"
+	@echo "installed; next: mlsd setup (it inspects this machine and writes $(SYSCONFDIR)/mlsd/mlsd.conf," \
+	  "keeping the current one as a dated copy), then the commands it prints"
 
 # What install put there, and nothing else: the config (/etc/mlsd/mlsd.conf, perhaps
 # edited) and the state, CSV and logs (/var/lib/mlsd, /var/log/mlsd) stay.
