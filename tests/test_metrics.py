@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import http.client
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,13 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlsd import config
 from mlsd.app import reload
 from mlsd.config.schema import Listen
 from mlsd.errors import ConfigError
+from mlsd.ingest.grammar import Skip
+from mlsd.metrics import collector
 from mlsd.metrics.collector import service_label
+from mlsd.metrics.readings import Readings
 from mlsd.metrics.server import CLIENTS, HEAD_MAX, TIMEOUT
 from tests import smtpkit
 from tests.followkit import Env, Writer, logged, now_line, wait_for
@@ -150,6 +156,7 @@ def test_scrape_counts_what_was_written_and_shows_no_user_or_ip(env: Env) -> Non
         "other": 1,  # the forged tag's "service" is an IP: never a label
     }
     skipped = by_label(got, "mlsd_lines_not_recorded_total", "reason")
+    assert set(skipped) == {s.name.lower() for s in Skip} - {"success"}
     assert skipped["server_error"] == 1
     assert sum(skipped.values()) == 1
     assert got[("mlsd_gaps_total", ())] == 0
@@ -390,3 +397,43 @@ def test_a_reload_keeps_the_endpoint_and_says_a_restart_is_needed(tmp_path: Path
     assert [s.text for s in said if s.level == "warning"] == [
         "[metrics] listen changed: not applied until a restart (systemctl restart mlsd)"
     ]
+
+
+# ---- the Grafana dashboard
+
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "mlsd.json"
+
+
+def _every_family() -> set[str]:
+    """The sample names the collector gives when every reading is known."""
+    full = Readings(
+        lines_read=1,
+        events_by_service={"smtp": 1},
+        not_recorded={"server_error": 1},
+        gaps=1,
+        last_event=1.0,
+        bytes_behind=1,
+        journal_cursor_age=1.0,
+        outbox_messages=1,
+        outbox_oldest_age=1.0,
+        reports_delivered=1,
+        last_report_delivered=1.0,
+    )
+    text = generate_latest(collector.registry(lambda: full)).decode()
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_the_dashboard_shows_every_metric_and_no_other() -> None:
+    """contrib/grafana/mlsd.json is valid JSON, queries only metrics mlsd serves, and has a
+    panel for each of them (and its PostgreSQL panel reads the fleet table)."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"] if "expr" in t] + [
+        v["definition"] for v in board["templating"]["list"]
+    ]
+    used = {m for e in exprs for m in re.findall(r"\bmlsd_[a-z_]+", e)}
+    assert used == _every_family()
+    sql = [t["rawSql"] for p in board["panels"] for t in p["targets"] if "rawSql" in t]
+    assert len(sql) == 1 and "FROM mlsd_events" in sql[0] and "GROUP BY" in sql[0]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))

@@ -53,7 +53,8 @@ def take(session: Session, sender: ReportSender, mail_log: Path) -> Readings:
     return Readings(
         lines_read=c.lines,
         events_by_service=dict(c.by_service),
-        not_recorded={s.name.lower(): c.skipped[s] for s in Skip},
+        # Successful logins are not counted (Skip.SUCCESS says why): no series of zeros.
+        not_recorded={s.name.lower(): c.skipped[s] for s in Skip if s is not Skip.SUCCESS},
         gaps=session.gaps,
         last_event=None if c.last_event is None else c.last_event.astimezone(UTC).timestamp(),
         bytes_behind=None if journal else bytes_behind(session, mail_log),
