@@ -27,10 +27,12 @@ from mlsd.app import reload
 from mlsd.config.schema import Listen
 from mlsd.errors import ConfigError
 from mlsd.ingest.grammar import Skip
+from mlsd.ingest.pipeline import SERVICES, Counters
 from mlsd.metrics import collector
 from mlsd.metrics.collector import service_label
 from mlsd.metrics.readings import Readings
 from mlsd.metrics.server import CLIENTS, HEAD_MAX, TIMEOUT
+from mlsd.rows import AuthFailure
 from tests import smtpkit
 from tests.followkit import Env, Writer, logged, now_line, wait_for
 from tests.journalkit import JournalEnv, needs_journal
@@ -437,3 +439,16 @@ def test_the_dashboard_shows_every_metric_and_no_other() -> None:
     assert len(sql) == 1 and "FROM mlsd_events" in sql[0] and "GROUP BY" in sql[0]
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_events_by_service_keep_at_most_services_names() -> None:
+    """A local user forging syslog tags cannot grow the per-service counter without bound:
+    names past the first SERVICES count under `other`, and known names go on counting."""
+    counters = Counters()
+    stamp = datetime.now(UTC)
+    event = AuthFailure(stamp, "mx", "smtp", "LOGIN", "", "192.0.2.1", "u", "")
+    counters.count_services([event._replace(service=f"s{i}") for i in range(SERVICES + 5)])
+    counters.count_services([event, event._replace(service="s0")])
+    assert len(counters.by_service) == SERVICES + 1
+    assert counters.by_service["other"] == 5 + 1  # smtp came after the cap too
+    assert counters.by_service["s0"] == 2

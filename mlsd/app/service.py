@@ -177,13 +177,13 @@ class Service:
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
+        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender)
+        await self.metrics.start(self.cfg.paths.mail_log)
         # READY=1 even when the log cannot be read: without it systemd would kill and
         # restart mlsd in a loop (TimeoutStartSec), the error drowned in restarts, and a
         # fixed permission would wait for the next restart. Ready, with STATUS= saying
         # what is wrong, `systemctl status mlsd` shows the reason, and reading starts by
         # itself once the permission is fixed (the follower's reconcile tick looks again).
-        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender)
-        await self.metrics.start(self.cfg.paths.mail_log)
         self._check_log()
         self.notifier.ready(self._status())
         warm = asyncio.create_task(self.reports.warm(self._today()))
