@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Final
 
 PACKAGE: Final = Path(__file__).resolve().parent.parent / "mlsd"
-ROLES: Final = ("ingest", "enrich", "report", "app")
+ROLES: Final = ("ingest", "enrich", "report", "metrics", "app")
 
 # Which roles each part may import (the top-level contract modules are "base", and so are
-# the modules of a contract package such as `mlsd.config`: only the four roles are roles).
+# the modules of a contract package such as `mlsd.config`: only the roles are roles).
 ALLOWED: Final[dict[str, frozenset[str]]] = {
     "base": frozenset({"base"}),
     "ingest": frozenset({"base", "ingest", "enrich"}),
     "enrich": frozenset({"base", "enrich"}),
     "report": frozenset({"base", "report"}),
-    "app": frozenset({"base", "ingest", "enrich", "report", "app"}),
+    # A reader of everyone's counters, but only through the snapshot app hands it.
+    "metrics": frozenset({"base", "metrics"}),
+    "app": frozenset({"base", "ingest", "enrich", "report", "metrics", "app"}),
 }
 
 # Imports that break the rule today, each with the reason it is still there. The list may
@@ -36,7 +38,7 @@ MAX_LINES: Final = 400
 # after the move into roles).
 # A ceiling may only go down; splitting a module removes its line.
 OVERSIZE: Final[dict[str, int]] = {
-    "mlsd/app/service.py": 414,  # the journal source's status and reload lines (issue 18)
+    "mlsd/app/service.py": 406,  # the journal source's status and reload lines (issue 18)
 }
 
 

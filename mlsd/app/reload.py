@@ -51,6 +51,12 @@ def reread(running: Config) -> Reread:
     if source:
         kept = {k: getattr(running.source, k) for k in SOURCE_KEYS}
         new = replace(new, source=replace(new.source, **kept))
+    if new.metrics != running.metrics:
+        # The endpoint is bound once, at start (mlsd.app.metrics_wiring).
+        logs.get("mlsd.reload").warning(
+            "[metrics] listen changed: not applied until a restart (systemctl restart mlsd)"
+        )
+        new = replace(new, metrics=running.metrics)
     changed = tuple(
         f.name
         for f in fields(Config)

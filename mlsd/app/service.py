@@ -41,6 +41,8 @@ from typing import Final
 
 from mlsd import access, logs
 from mlsd.app import reload, report_jobs
+from mlsd.app.behind import bytes_behind
+from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
@@ -175,6 +177,8 @@ class Service:
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
+        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender)
+        await self.metrics.start(self.cfg.paths.mail_log)
         # READY=1 even when the log cannot be read: without it systemd would kill and
         # restart mlsd in a loop (TimeoutStartSec), the error drowned in restarts, and a
         # fixed permission would wait for the next restart. Ready, with STATUS= saying
@@ -253,6 +257,7 @@ class Service:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, max(0.1, deadline - time.monotonic()))
+        await self.metrics.close()
         self._account()
         self.ledger.save()
         session.close_session(self.session)
@@ -365,26 +370,13 @@ class Service:
             ),
         )
 
-    def _behind(self) -> int:
-        cur = self.session.follower.cur
-        if cur is None:
-            return 0
-        behind = 0
-        with contextlib.suppress(OSError):
-            if not cur.gz:
-                behind = max(0, cur.stat().st_size - cur.offset)
-            live = os.stat(self.cfg.paths.mail_log)
-            if (live.st_dev, live.st_ino) != (cur.dev, cur.ino):
-                behind += live.st_size
-        return behind
-
     def _status(self) -> str:
         self._account()
         today = self.ledger.get(self._today()) or DayCounts()
         c = self.session.pipeline.counters
         # Most important first: STATUS= is cut at 200 characters.
         parts = [self._reload_error] if self._reload_error else []
-        behind = self._behind()
+        behind = bytes_behind(self.session, self.cfg.paths.mail_log)
         if self.session.journal is not None:
             parts.insert(0, self.session.journal.status())
         elif self._log_problem is not None:

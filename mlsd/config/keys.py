@@ -24,9 +24,11 @@ from mlsd.config.schema import (
     DnsConfig,
     FollowConfig,
     GeoipConfig,
+    Listen,
     LogConfig,
     LogFormat,
     LogLevel,
+    MetricsConfig,
     PathsConfig,
     ReportConfig,
     ReverseMode,
@@ -174,6 +176,28 @@ def _servers(raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _listen(raw: str) -> Listen | None:
+    """`127.0.0.1:9717`, `[::1]:9717`; empty: off. An IP literal only: the endpoint binds to
+    exactly what is written, never to what a name resolves to."""
+    if not raw:
+        return None
+    expected = (
+        "an IP address and a port such as 127.0.0.1:9717 ([::1]:9717 for IPv6), or empty to "
+        "serve no metrics"
+    )
+    m = _SERVER.fullmatch(raw)
+    if m is None:
+        raise ValueError(expected)
+    host, port = (m["v6"], m["v6port"]) if m["v6"] else (m["v4"], m["port"])
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(expected) from None
+    if port is None or not 0 < int(port) < 65536:
+        raise ValueError(expected)
+    return Listen(host, int(port))
+
+
 def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -260,6 +284,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
+    "metrics": (MetricsConfig, {"listen": ("listen", _listen)}),
 }
 
 PATH_KEYS: Final = {

@@ -187,6 +187,25 @@ class FollowConfig:
     """Where logrotate's `olddir` puts the rotated logs, if not beside the log."""
 
 
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """An address and port to listen on: an IP literal, never a name (no DNS at start)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """The Prometheus endpoint (mlsd.metrics)."""
+
+    listen: Listen | None = None
+    """Where `/metrics` is served; None (the default): not served."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
@@ -201,6 +220,7 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     log: LogConfig = LogConfig()
     follow: FollowConfig = FollowConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""

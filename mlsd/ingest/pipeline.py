@@ -31,6 +31,8 @@ log = logs.get("mlsd.pipeline")
 _level = logging.getLogger("mlsd.pipeline")
 
 Enrich = Callable[[AuthFailure], Enrichment]
+SERVICES = 32
+"""How many service names `Counters.by_service` keeps apart."""
 
 
 @dataclass(slots=True)
@@ -43,6 +45,15 @@ class Counters:
     skipped: Counter[Skip] = field(default_factory=Counter)
     last_event: datetime | None = None
     """The log time of the newest event written (for STATUS=)."""
+    by_service: Counter[str] = field(default_factory=Counter)
+    """Events written per service (for mlsd.metrics); at most SERVICES names, the rest under
+    `other`: the service comes from the syslog tag, which any local user can forge."""
+
+    def count_services(self, events: list[AuthFailure]) -> None:
+        """Add `events` to `by_service`."""
+        by = self.by_service
+        for e in events:
+            by[e.service if e.service in by or len(by) < SERVICES else "other"] += 1
 
 
 class SkipLog:
@@ -206,6 +217,7 @@ class Pipeline:
             c.lines += batch.too_long
             c.skipped[Skip.TOO_LONG] += batch.too_long
         c.events += len(events)
+        c.count_services(events)
         c.batches += 1
         if events:
             c.last_event = events[-1].time
@@ -220,6 +232,7 @@ class Pipeline:
         c = self.counters
         c.lines += entries
         c.events += len(events)
+        c.count_services(events)
         c.batches += 1
         if events:
             c.last_event = events[-1].time

@@ -100,6 +100,8 @@ class ReportSender:
         self._build_failed_at: float | None = None
         self.last_queued: date | None = self._load_last_queued()
         self.delivered = 0
+        self.last_delivered_at: float | None = None
+        """When a report was last delivered since start (epoch seconds; mlsd.metrics)."""
         self.pending_error = ""
         """The last delivery error while a report waits in the outbox (for STATUS=)."""
 
@@ -230,6 +232,7 @@ class ReportSender:
             what = d.entry.tag or d.entry.id
             if d.state == "delivered":
                 self.delivered += 1
+                self.last_delivered_at = self._clock()
                 self.pending_error = ""
                 log.info("report delivered %s to=%s", what, d.detail)
             elif d.state == "retry":
