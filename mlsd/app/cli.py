@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd import __version__, config
-from mlsd.app import cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state
+from mlsd.app import cmd_geoip, cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mlsd.app.cmd_report import FIRST_DAY
 from mlsd.errors import ConfigError, MlsdError
@@ -224,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="FILE", type=Path)
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here, not stdout")
     p.set_defaults(func=cmd_setup.migrate_config)
+
+    p = sub.add_parser(
+        "geoip",
+        parents=[common],
+        help="GeoIP databases: `geoip update` downloads and installs them now",
+        description="update: download the country and ASN databases of [geoip] provider "
+        "(dbip, maxmind, ipinfo), verify each (opens, right type, not older than the "
+        "installed one, test lookups answer) and rename it into [geoip] country_db and "
+        "asn_db. A failed or partial download never replaces a working file. Exit 1 when "
+        "any database failed.",
+    )
+    p.add_argument("action", choices=("update",), help="what to do (update)")
+    p.set_defaults(func=cmd_geoip.update)
     return parser
 
 
