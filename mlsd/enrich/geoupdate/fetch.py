@@ -84,7 +84,8 @@ def fetch(
         length = resp.headers.get("Content-Length")
         if length is not None and length.isdecimal() and int(length) > limit:
             raise DownloadFailed(
-                f"{int(length)} bytes announced, more than the {limit} allowed ([geoip] max_download)"
+                f"{int(length)} bytes announced, more than the {limit} allowed "
+                "([geoip] max_download)"
             )
         got = _copy(resp, into, limit)
         if length is not None and length.isdecimal() and got != int(length):
