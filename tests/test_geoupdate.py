@@ -3,8 +3,11 @@ unchanged (304), stale, corrupt, truncated, too large and wrong-kind files (issu
 
 from __future__ import annotations
 
+import base64
+import csv
 import os
-from datetime import date
+from collections import Counter
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,17 @@ from mlsd.app.cli import main
 from mlsd.enrich.geoupdate.updater import RETRY_AFTER, next_due, update
 from mlsd.enrich.mmdb import file_identity
 from mlsd.errors import ConfigError
+from tests.followkit import Env, Writer, wait_for
 from tests.geoipkit import ASN, BUILD, COUNTRY, Route, gz, serve, tar_gz, with_build
 
 DAY = date(2026, 12, 5)
 COUNTRY_PATH = "/geoip/databases/GeoLite2-Country/download"
 ASN_PATH = "/geoip/databases/GeoLite2-ASN/download"
 LICENSE = "s3cr3t-Licence-K3y"
+GB_LINE = (
+    "Nov 25 04:38:04 mail postfix/smtpd[1]: warning: unknown[81.2.69.142]: "
+    "SASL LOGIN authentication failed: (reason unavailable), sasl_username=gb\n"
+)
 
 
 def _cfg(tmp_path: Path, base: str, provider: str = "maxmind", extra: str = "") -> config.Config:
@@ -64,8 +72,6 @@ def test_a_good_download_is_installed_in_the_state_directory(tmp_path: Path) -> 
     assert oct((where / "GeoLite2-ASN.mmdb").stat().st_mode & 0o777) == "0o644"
     assert _leftovers(where) == []
     auth = server.seen[0][1]["Authorization"]
-    import base64
-
     assert base64.b64decode(auth.split()[1]).decode() == f"42:{LICENSE}"
     assert LICENSE not in repr(outcomes)
 
@@ -247,3 +253,66 @@ def test_the_command_prints_one_line_per_database_and_exits_1_on_a_failure(
     assert "country" in out and ": installed (GeoLite2-Country, built" in out
     assert "asn" in err and "failed (HTTP 404" in err and "installed file is kept" in err
     assert LICENSE not in out + err
+
+
+def test_the_daemon_installs_on_its_schedule_and_enriches_with_the_new_file(env: Env) -> None:
+    """`[geoip] update = yes`: the running daemon downloads the databases it lacks, the
+    rows written afterwards carry the country, and the key is in no log line."""
+    key = env.root / "licence.key"
+    key.write_text(LICENSE + "\n")
+    with serve() as server:
+        _maxmind(server.routes)
+        env.extra = (
+            f"[geoip]\nupdate = yes\nprovider = maxmind\naccount_id = 42\n"
+            f"license_key_file = {key}\ndownload_base = {server.base}\n"
+        )
+        env.write_conf({"reconcile_interval": "1"})
+        proc = env.start()
+        installed = env.state / "geoip" / "GeoLite2-Country.mmdb"
+        wait_for(lambda: installed.exists() and "geoip database installed" in env.stderr(proc))
+        w = Writer(env.log)
+        w.write(GB_LINE.encode())
+        env.wait_rows(Counter({"gb": 1}))
+        assert env.stop(proc) == 0
+    with open(env.csv, newline="", encoding="utf-8") as fh:
+        (row,) = csv.DictReader(fh, delimiter=";")
+    assert row["country_code"] == "GB"
+    log = env.all_stderr()
+    assert log.count("geoip database installed") == 2
+    assert LICENSE not in log
+    assert base64.b64encode(f"42:{LICENSE}".encode()).decode() not in log
+
+
+def test_the_report_credits_dbip_when_its_data_answers(tmp_path: Path) -> None:
+    """CC BY 4.0: the report ends with the attribution, in both parts; not for MaxMind."""
+    from mlsd.report import compose
+
+    cfg = config.Config(
+        paths=config.PathsConfig(
+            mail_log=tmp_path / "mail.log", csv=tmp_path / "mlsd.csv", state_dir=tmp_path
+        )
+    )
+    now = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    dbip = "country: DBIP-Country-Lite, built 2026-12-01 (dbip-country-lite.mmdb)"
+    maxmind = "country: GeoLite2-Country, built 2026-12-01 (GeoLite2-Country.mmdb)"
+    credited = compose.build(cfg, DAY, geoip_dates=[dbip], hostname="mx", now=now)
+    plain = compose.build(cfg, DAY, geoip_dates=[maxmind], hostname="mx", now=now)
+    assert compose.DBIP_ATTRIBUTION in credited.text.split("Data sources")[-1]
+    assert "https://db-ip.com" in credited.html
+    assert "DB-IP" not in plain.text and "Data sources" not in plain.text
+
+
+def test_unset_paths_follow_the_provider_into_the_state_directory(tmp_path: Path) -> None:
+    """Set paths are kept; unset ones are the provider's names in <state_dir>/geoip."""
+    path = tmp_path / "mlsd.conf"
+    path.write_text(
+        f"[paths]\nstate_dir = {tmp_path / 's'}\n[geoip]\nprovider = ipinfo\n"
+        "asn_db = /srv/asn.mmdb\n"
+    )
+    geo = config.load(path).geoip
+    assert (geo.country_db, geo.asn_db) == (
+        tmp_path / "s" / "geoip" / "ipinfo_lite.mmdb",
+        Path("/srv/asn.mmdb"),
+    )
+    path.write_text("[geoip]\nasn_db = /srv/asn.mmdb\n")
+    assert config.load(path).geoip.country_db == config.GeoipConfig().country_db
