@@ -52,6 +52,8 @@ class Route:
     body: bytes
     etag: str = ""
     status: int = 200
+    chunked: bool = False
+    """No Content-Length: the body's end is the connection's (what a proxy may do)."""
     cut_at: int | None = None
     """Announce the whole length, send only this many bytes, close: a dropped connection."""
 
@@ -86,7 +88,10 @@ def serve() -> Iterator[Server]:
                 self.send_error(route.status)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(len(route.body)))
+            if route.chunked:
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(route.body)))
             if route.etag:
                 self.send_header("ETag", route.etag)
             self.end_headers()

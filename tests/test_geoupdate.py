@@ -159,6 +159,11 @@ def test_the_size_cap_refuses_a_larger_download(tmp_path: Path) -> None:
     _refused(tmp_path, big, "max_download", extra="max_download = 1\n")
 
 
+def test_the_size_cap_holds_without_a_content_length(tmp_path: Path) -> None:
+    big = Route(tar_gz("GeoLite2-Country", COUNTRY + os.urandom(2 << 20)), chunked=True)
+    _refused(tmp_path, big, "larger than the 1048576 bytes allowed", extra="max_download = 1\n")
+
+
 def test_the_size_cap_also_bounds_what_a_small_archive_unpacks_to(tmp_path: Path) -> None:
     """A gzip bomb: 3 MiB of zeros is a few KiB compressed."""
     bomb = Route(tar_gz("GeoLite2-Country", COUNTRY + bytes(3 << 20)))
@@ -196,6 +201,24 @@ def test_dbip_takes_last_months_file_until_this_months_is_out(tmp_path: Path) ->
     ]
     assert outcomes[0].source.endswith("/dbip-country-lite-2026-11.mmdb.gz")
     assert (where / "dbip-country-lite.mmdb").read_bytes() == COUNTRY
+
+
+def test_dbip_asks_for_a_months_file_once(tmp_path: Path) -> None:
+    """The month in the name is the condition: an installed month is not fetched again,
+    the next month's name is."""
+    with serve() as server:
+        server.routes["/dbip-country-lite-2026-12.mmdb.gz"] = Route(gz(COUNTRY))
+        server.routes["/dbip-asn-lite-2026-12.mmdb.gz"] = Route(gz(ASN))
+        cfg = _cfg(tmp_path, server.base, provider="dbip")
+        update(cfg, today=DAY)
+        again = update(cfg, today=DAY)
+        assert server.hits("/dbip-country-lite-2026-12.mmdb.gz") == 1
+        newer = with_build(COUNTRY, BUILD + 86400)
+        server.routes["/dbip-country-lite-2027-01.mmdb.gz"] = Route(gz(newer))
+        january = update(cfg, today=date(2027, 1, 3))
+    assert [o.status for o in again] == ["not-modified", "not-modified"]
+    assert january[0].status == "installed"
+    assert cfg.geoip.country_db.read_bytes() == newer
 
 
 def test_the_ipinfo_token_is_sent_but_never_shown(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ class Download:
     """The URL as it may be logged: no token, no key."""
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     """Sent to the first host only, never to where it redirects (the key stays with it)."""
+    dated: bool = False
+    """The URL names the month (DB-IP): a file installed from it is never asked for again."""
 
 
 def downloads(cfg: GeoipConfig, today: date, *, config_path: Path | None = None) -> list[Download]:
@@ -49,7 +51,7 @@ def downloads(cfg: GeoipConfig, today: date, *, config_path: Path | None = None)
         out = []
         for role, kind in (("country", "country"), ("asn", "asn")):
             urls = tuple(f"{base}/dbip-{kind}-lite-{month}.mmdb.gz" for month in (this, last))
-            out.append(Download(roles=(role,), urls=urls, shown=urls[0]))
+            out.append(Download(roles=(role,), urls=urls, shown=urls[0], dated=True))
         return out
     if cfg.provider == "maxmind":
         key = _secret(cfg, "license_key_file", config_path)

@@ -106,6 +106,9 @@ def _one(
         for n, url in enumerate(d.urls):
             key = _key(url)
             old = seen.get(key)
+            if d.dated and old is not None and all(t.exists() for t in targets):
+                # This month's file is installed: no request until next month's name.
+                return each("not-modified", "installed from this file already", key)
             since = (
                 Validators(etag=old.get("etag", ""), last_modified=old.get("last_modified", ""))
                 if old and all(t.exists() for t in targets)
