@@ -52,6 +52,8 @@ class Route:
     body: bytes
     etag: str = ""
     status: int = 200
+    location: str = ""
+    """With a 3xx status: where the redirect points (MaxMind's goes to a storage host)."""
     chunked: bool = False
     """No Content-Length: the body's end is the connection's (what a proxy may do)."""
     cut_at: int | None = None
@@ -82,6 +84,12 @@ def serve() -> Iterator[Server]:
                 return
             if route.etag and self.headers.get("If-None-Match") == route.etag:
                 self.send_response(304)
+                self.end_headers()
+                return
+            if route.location:
+                self.send_response(route.status)
+                self.send_header("Location", state.base + route.location)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             if route.status != 200:

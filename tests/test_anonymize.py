@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mlsd.app.anonymize import Anonymizer
 from mlsd.app.cli import main
@@ -135,3 +137,11 @@ def test_the_command_creates_a_private_key_and_reuses_it(
     assert out1.read_bytes() == out2.read_bytes()
     assert len(out1.read_bytes().splitlines()) == len(log.read_bytes().splitlines())
     assert "new key" not in capsys.readouterr().err
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_give_one_line_and_never_raise(raw: bytes) -> None:
+    """Attacker-written lines: never an exception, and the line count is kept."""
+    line = raw.replace(b"\n", b" ") + b"\n"
+    out = Anonymizer(KEY).line(line)
+    assert out.count(b"\n") == 1 and out.endswith(b"\n")

@@ -76,6 +76,20 @@ def test_a_good_download_is_installed_in_the_state_directory(tmp_path: Path) -> 
     assert LICENSE not in repr(outcomes)
 
 
+def test_the_key_is_not_sent_where_the_download_redirects(tmp_path: Path) -> None:
+    """MaxMind answers with a redirect to its storage: the key stays with the first host."""
+    with serve() as server:
+        _maxmind(server.routes)
+        server.routes["/r2/country"] = server.routes[COUNTRY_PATH]
+        server.routes[COUNTRY_PATH] = Route(b"", status=302, location="/r2/country")
+        cfg = _cfg(tmp_path, server.base)
+        outcomes = update(cfg, today=DAY)
+    assert outcomes[0].status == "installed"
+    (followed,) = [h for p, h in server.seen if p == "/r2/country"]
+    assert "Authorization" not in followed
+    assert [p for p, _ in server.seen][:2] == [f"{COUNTRY_PATH}?suffix=tar.gz", "/r2/country"]
+
+
 def test_a_second_run_asks_with_the_etag_and_replaces_nothing(tmp_path: Path) -> None:
     """304 Not Modified: the files keep their identity (the daemon reopens nothing)."""
     with serve() as server:
