@@ -256,6 +256,19 @@ def test_maxmind_without_an_account_id_is_a_config_error(tmp_path: Path) -> None
         config.load(path)
 
 
+def test_check_config_warns_about_a_missing_licence_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon reads it only at its first update: check-config says so now."""
+    cfg = _cfg(tmp_path, "http://127.0.0.1:9")
+    (tmp_path / "licence.key").unlink()
+    assert cfg.source_file is not None
+    assert main(["check-config", "-c", str(cfg.source_file)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err
+    assert "[geoip] license_key_file" in err and str(tmp_path / "licence.key") in err
+
+
 def test_an_unreadable_licence_file_names_the_key_not_the_content(tmp_path: Path) -> None:
     with serve() as server:
         cfg = _cfg(tmp_path, server.base)
