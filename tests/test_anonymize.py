@@ -145,3 +145,14 @@ def test_any_bytes_give_one_line_and_never_raise(raw: bytes) -> None:
     line = raw.replace(b"\n", b" ") + b"\n"
     out = Anonymizer(KEY).line(line)
     assert out.count(b"\n") == 1 and out.endswith(b"\n")
+
+
+def test_the_output_may_not_be_an_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o` onto the log itself would truncate it before it is read."""
+    log = tmp_path / "mail.log"
+    log.write_bytes((CORPUS / "realworld" / "forms.log").read_bytes())
+    before = log.read_bytes()
+    code = main(["anonymize", str(log), "-o", str(log), "--key-file", str(tmp_path / "k")])
+    assert code != 0
+    assert "is also an input" in capsys.readouterr().err
+    assert log.read_bytes() == before

@@ -45,18 +45,28 @@ def load_key(path: Path) -> bytes:
     return key
 
 
+def _same(output: Path, name: str) -> bool:
+    try:
+        return name != "-" and os.path.samefile(output, name)
+    except OSError:
+        return False
+
+
 def anonymize(args: argparse.Namespace) -> int:
     """Each FILE's lines, anonymised, to OUT or stdout, in the order given."""
     key = load_key(args.key_file or default_key_file())
     anon = Anonymizer(key)
     out: BinaryIO
+    files: list[str] = args.files or ["-"]
+    if args.output is not None and any(_same(args.output, name) for name in files):
+        raise InputError(f"{args.output}: is also an input: write the copy elsewhere")
     if args.output is not None:
         fd = open_nofollow(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         out = os.fdopen(fd, "wb")
     else:
         out = sys.stdout.buffer
     try:
-        for name in args.files or ["-"]:
+        for name in files:
             stream, _ = open_log(name)
             try:
                 for line in stream:
