@@ -157,6 +157,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
         "/var/lib/GeoIP": str(GEOIP),
         "/var/backups/mlsd": str(root / "backups"),
         "/tmp/mlsd.conf": str(root / "migrated.conf"),
+        "~/mlsd-bug": str(root / "bug"),
+        "~/.config/mlsd": str(root / "config-mlsd"),
     }
     s = Site(root, conf, log, out / "mlsd.csv", state, mapping, bindir, sink)
     yield s
@@ -232,3 +234,7 @@ def test_every_command_of_the_guide_runs(site: Site) -> None:
     }
     statuses = [r for r in ran if r.line == "sudo mlsd status"]
     assert statuses[-1].rc == 0, statuses[-1].out
+    # "Reporting a bug": an excerpt without the attackers' IPs, and check-config's output.
+    excerpt = (site.root / "bug" / "mail-excerpt.log").read_text(encoding="latin-1")
+    assert excerpt and "81.2.69.140" not in excerpt
+    assert "[geoip]" in (site.root / "bug" / "check-config.txt").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd import __version__, config
-from mlsd.app import cmd_guided, cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state
+from mlsd.app import cli_admin, cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mlsd.app.cmd_report import FIRST_DAY
 from mlsd.errors import ConfigError, MlsdError
@@ -225,53 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here, not stdout")
     p.set_defaults(func=cmd_setup.migrate_config)
 
-    p = sub.add_parser(
-        "setup",
-        parents=[common],
-        help="inspect this machine and write a configuration for it",
-        description="Find the mail log (or the journal), who may read it, a local MTA, the "
-        "GeoIP databases and the time zone; ask on a terminal only for what cannot be "
-        "found (the report's recipients); write a configuration that check-config accepts, "
-        "each choice explained in a comment (0640; an existing file is kept as "
-        "PATH.YYYYmmdd-HHMMSS); print the commands to run next.",
-    )
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="PATH",
-        type=Path,
-        default=config.DEFAULT_PATH,
-        help=f"where to write it (default {config.DEFAULT_PATH})",
-    )
-    p.add_argument(
-        "--non-interactive",
-        action="store_true",
-        help="never ask: take everything from the flags, fail naming a missing one",
-    )
-    p.add_argument(
-        "--to",
-        metavar="ADDR",
-        action="append",
-        default=[],
-        help="a report recipient (repeat it, or separate addresses with commas)",
-    )
-    p.add_argument("--source", choices=("file", "journal"), help="default: what is found")
-    p.add_argument("--log", metavar="PATH", type=Path, help="the mail log (implies a file)")
-    p.add_argument(
-        "--root",
-        metavar="DIR",
-        type=Path,
-        default=Path("/"),
-        help="inspect the machine whose / is DIR (an image; the tests' fake machines)",
-    )
-    p.add_argument(
-        "--mta",
-        metavar="HOST:PORT",
-        type=cmd_guided.mta_address,
-        default=cmd_guided.DEFAULT_MTA,
-        help="where to look for a local MTA (default 127.0.0.1:25)",
-    )
-    p.set_defaults(func=cmd_guided.setup)
+    cli_admin.add_commands(sub, common)
     return parser
 
 

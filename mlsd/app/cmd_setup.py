@@ -55,6 +55,11 @@ def _file_warnings(cfg: config.Config) -> list[str]:
         db = access.probe_read(path, who)
         if db.verdict not in (access.Verdict.OK, access.Verdict.MISSING):
             out.append(access.sentence(db, f"[geoip] {key}", noun="the GeoIP database"))
+    # The updater's credential (issue 21): read by the daemon at each update, not at start.
+    key = {"maxmind": "license_key_file", "ipinfo": "token_file"}.get(cfg.geoip.provider, "")
+    key_file = getattr(cfg.geoip, key) if key and cfg.geoip.update else None
+    if key_file is not None and not (cred := access.probe_read(key_file, who)).ok:
+        out.append(access.sentence(cred, f"[geoip] {key}", noun="the key file"))
     out += access.state_problems(cfg.paths.state_dir, cfg.paths.csv)
     return out
 

@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import reload, report_jobs
+from mlsd.app import geoip_job, reload, report_jobs
 from mlsd.app.behind import bytes_behind
 from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
@@ -187,6 +187,7 @@ class Service:
         self._check_log()
         self.notifier.ready(self._status())
         warm = asyncio.create_task(self.reports.warm(self._today()))
+        geoip_job.start(lambda: self.cfg)  # [geoip] update; ends with the loop
         code = 1
         try:
             code = await self._serve(follow)

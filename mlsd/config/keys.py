@@ -24,6 +24,7 @@ from mlsd.config.schema import (
     DnsConfig,
     FollowConfig,
     GeoipConfig,
+    GeoipProvider,
     Listen,
     LogConfig,
     LogFormat,
@@ -198,6 +199,19 @@ def _listen(raw: str) -> Listen | None:
     return Listen(host, int(port))
 
 
+def _account_id(raw: str) -> str:
+    if raw and not (raw.isdecimal() and raw.isascii()):
+        raise ValueError("the MaxMind account id, a number")
+    return raw
+
+
+def _base_url(raw: str) -> str:
+    """An http(s) URL without a query: urllib would also open file: and ftp: ones."""
+    if raw and not re.fullmatch(r"https?://[^\s?#]+", raw):
+        raise ValueError("an http:// or https:// URL without ? or #, or empty")
+    return raw.rstrip("/")
+
+
 def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -224,7 +238,21 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "max_field_length": ("max_field_length", _int_range(16, 4096)),
         },
     ),
-    "geoip": (GeoipConfig, {"country_db": ("country_db", _path), "asn_db": ("asn_db", _path)}),
+    "geoip": (
+        GeoipConfig,
+        {
+            "country_db": ("country_db", _path),
+            "asn_db": ("asn_db", _path),
+            "update": ("update", _bool),
+            "provider": ("provider", _choice(GeoipProvider)),
+            "update_interval_days": ("update_interval_days", _int_range(1, 365)),
+            "account_id": ("account_id", _account_id),
+            "license_key_file": ("license_key_file", _opt_path),
+            "token_file": ("token_file", _opt_path),
+            "download_base": ("download_base", _base_url),
+            "max_download": ("max_download", _int_range(1, 4096)),
+        },
+    ),
     "dns": (
         DnsConfig,
         {
@@ -293,6 +321,8 @@ PATH_KEYS: Final = {
     ("paths", "state_dir"),
     ("geoip", "country_db"),
     ("geoip", "asn_db"),
+    ("geoip", "license_key_file"),
+    ("geoip", "token_file"),
     ("smtp", "password_file"),
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mlsd.config.keys import PATH_KEYS, SCHEMA
-from mlsd.config.schema import Config, FollowConfig, Secret, SmtpConfig, SourceConfig
+from mlsd.config.schema import (
+    Config,
+    FollowConfig,
+    GeoipConfig,
+    PathsConfig,
+    Secret,
+    SmtpConfig,
+    SourceConfig,
+)
 from mlsd.errors import ConfigError
 from mlsd.untrusted import is_safe, terminal
 
@@ -207,7 +215,46 @@ def loads(text: str, path: Path) -> Config:
                 section="smtp",
                 key="security",
             )
+    if parser.has_section("geoip"):
+        parts["geoip"] = _geoip_updated(parts, parser, path)
     return Config(source_file=path, **parts)
+
+
+# The file names each provider ships, for the paths the updater picks when none is set.
+_PROVIDER_FILES: Final = {
+    "dbip": ("dbip-country-lite.mmdb", "dbip-asn-lite.mmdb"),
+    "maxmind": ("GeoLite2-Country.mmdb", "GeoLite2-ASN.mmdb"),
+    "ipinfo": ("ipinfo_lite.mmdb", "ipinfo_lite.mmdb"),
+}
+
+
+def _geoip_updated(
+    parts: dict[str, Any], parser: configparser.ConfigParser, path: Path
+) -> GeoipConfig:
+    """With the updater in use (`update` or `provider` set), an unset database path is in
+    the state directory: the one place the shipped unit (ProtectSystem=strict) may write.
+    The provider's credentials must be named when the daemon is to download on its own."""
+    geo: GeoipConfig = parts["geoip"]
+    if not (parser.has_option("geoip", "update") or parser.has_option("geoip", "provider")):
+        return geo
+    needs = {"maxmind": ("account_id", "license_key_file"), "ipinfo": ("token_file",)}
+    for key in needs.get(geo.provider, ()) if geo.update else ():
+        if not getattr(geo, key):
+            raise ConfigError(
+                f"{path}: [geoip] {key} is not set: provider {geo.provider} needs it "
+                "(or set update = no)",
+                path=path,
+                section="geoip",
+                key=key,
+            )
+    where = parts.get("paths", PathsConfig()).state_dir / "geoip"
+    country, asn = _PROVIDER_FILES[geo.provider]
+    changes: dict[str, Any] = {}
+    if not parser.has_option("geoip", "country_db"):
+        changes["country_db"] = where / country
+    if not parser.has_option("geoip", "asn_db"):
+        changes["asn_db"] = where / asn
+    return _replace(geo, **changes)
 
 
 _SECRET_KEYS: Final = frozenset({"password"})

@@ -39,6 +39,8 @@ LogFormat = Literal["auto", "console", "json", "journal"]
 """[log] format."""
 StartAt = Literal["beginning", "end"]
 """[follow] start_at."""
+GeoipProvider = Literal["dbip", "maxmind", "ipinfo"]
+"""[geoip] provider: where `mlsd geoip update` downloads from (issue 21)."""
 
 
 class Secret:
@@ -102,6 +104,20 @@ class GeoipConfig:
 
     country_db: Path = Path("/var/lib/GeoIP/GeoLite2-Country.mmdb")
     asn_db: Path = Path("/var/lib/GeoIP/GeoLite2-ASN.mmdb")
+    update: bool = False
+    """The daemon downloads and installs the databases every `update_interval_days`."""
+    provider: GeoipProvider = "dbip"
+    update_interval_days: int = 7
+    account_id: str = ""
+    """MaxMind account id (provider maxmind)."""
+    license_key_file: Path | None = None
+    """File holding the MaxMind licence key (never logged)."""
+    token_file: Path | None = None
+    """File holding the IPinfo token (never logged)."""
+    download_base: str = ""
+    """Base URL replacing the provider's (a mirror, a proxy, the tests); empty = the provider's."""
+    max_download: int = 256
+    """MiB a download (and its decompressed database) may reach before it is refused."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

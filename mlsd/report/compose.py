@@ -27,7 +27,7 @@ from mlsd import __version__
 from mlsd.config import Config
 from mlsd.report.attachment import attach
 from mlsd.report.display import SHOWN_CAP, cut, plain, shown
-from mlsd.report.document import decimal, pct
+from mlsd.report.document import Section, decimal, pct
 from mlsd.report.history import csv_rows, history
 from mlsd.report.html import render_html
 from mlsd.report.schedule import report_window
@@ -36,6 +36,9 @@ from mlsd.report.tally import Tally
 from mlsd.report.text import render_text
 from mlsd.report.window import window
 from mlsd.watched import DayCounts, FirstStart
+
+DBIP_ATTRIBUTION: Final = "IP geolocation by DB-IP (https://db-ip.com), licensed under CC BY 4.0."
+"""The report's last lines when a DB-IP Lite database answers (its licence requires it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,8 @@ def build(
     ]
     title = f"mlsd report: {host}, {when}"
     sections = sections_of(tally, ctx)
+    if any("DBIP" in g.upper() for g in geoip_dates):  # CC BY 4.0 asks for the credit
+        sections.append(Section(title="Data sources", notes=[DBIP_ATTRIBUTION]))
     return Report(
         day=day,
         start=start,
