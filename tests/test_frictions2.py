@@ -1,0 +1,154 @@
+"""Issue 21's progress line: `scan` of a backlog and `parse` of big files show bytes read,
+rate and time left on a terminal (stderr a real pty), and print nothing of it elsewhere."""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tqdm import tqdm
+
+from tests.followkit import ENV, Env
+
+# Every update drawn (tqdm reads its defaults from TQDM_* variables): a fast run in a test
+# still shows its percentages.
+PTY_ENV = {**ENV, "TQDM_MININTERVAL": "0"}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """An installation logging at INFO (the started/scan lines), cut in UTC."""
+    e = Env(tmp_path)
+    e.extra = "[report]\ntimezone = UTC\n"
+    e.write_conf({})
+    e.conf.write_text(e.conf.read_text().replace("level = DEBUG", "level = INFO"))
+    yield e
+    e.cleanup()
+
+
+def backlog(path: Path, tag: str, n: int) -> bytes:
+    """`n` lines, one in 20 a failed login of user `tag<i>`; distinct from other tags."""
+    out = []
+    for i in range(n):
+        stamp = f"Nov 25 05:{i // 3600 % 60:02d}:{i % 60:02d} mx"
+        if i % 20 == 0:
+            out.append(
+                f"{stamp} postfix/smtpd[1]: warning: unknown[192.0.2.{i % 250 + 1}]: SASL "
+                f"LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username={tag}{i}\n"
+            )
+        else:
+            out.append(f"{stamp} postfix/smtpd[1]: connect from unknown[192.0.2.7] {tag} {i}\n")
+    data = "".join(out).encode()
+    path.write_bytes(data)
+    return data
+
+
+def on_pty(argv: list[str], stdout: Path, *, rows_on_pty: bool = False) -> tuple[int, str]:
+    """Run `argv` with stderr (and with `rows_on_pty` stdout too) on a 100-column pty;
+    the exit status and everything the terminal got, escapes included."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(stdout, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=follower if rows_on_pty else out, stderr=follower, env=PTY_ENV
+        )
+    os.close(follower)
+    got = b""
+    while True:
+        try:
+            more = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not more:
+            break
+        got += more
+    os.close(leader)
+    return proc.wait(timeout=120), got.decode(errors="replace")
+
+
+def screen_lines(term: str) -> list[str]:
+    """What was drawn, one piece per carriage return or newline, colours removed."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", term)
+    return [p for p in re.split(r"[\r\n]", plain) if p.strip()]
+
+
+def test_parse_draws_progress_of_each_file_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal, with rows going to a file: a line per file, total the size on disk
+    (compressed for a .gz), cleared before the summary; the rows are the same as without."""
+    plain = tmp_path / "mail.log"
+    data = backlog(plain, "p", 40_000)
+    packed = tmp_path / "mail.log.1.gz"
+    packed.write_bytes(gzip.compress(data))
+    argv = [sys.executable, "-m", "mlsd", "parse", str(plain), str(packed)]
+    code, term = on_pty(argv, tmp_path / "rows.csv")
+    assert 0 == code, term
+    drawn = screen_lines(term)
+    for f in (plain, packed):
+        size = tqdm.format_sizeof(f.stat().st_size, divisor=1024)
+        shown = {
+            int(m.group(1))
+            for d in drawn
+            if (m := re.match(rf"{re.escape(f.name)}:\s+(\d+)%\|.*/{re.escape(size)} ", d))
+        }
+        assert len(shown) > 1, (f, drawn)  # the total is right and the line moved
+        assert f"mlsd: {f}: 40000 lines read, 2000 events" in drawn
+    piped = subprocess.run(argv, capture_output=True, env=PTY_ENV, timeout=60, check=True)
+    assert piped.stdout == (tmp_path / "rows.csv").read_bytes()
+    assert b"%|" not in piped.stderr and b"\r" not in piped.stderr
+
+
+def test_parse_draws_nothing_when_the_rows_go_to_the_same_terminal(tmp_path: Path) -> None:
+    """Rows on the terminal too: no progress line to scroll away between them."""
+    plain = tmp_path / "mail.log"
+    backlog(plain, "p", 2_000)
+    code, term = on_pty(
+        [sys.executable, "-m", "mlsd", "parse", str(plain)], tmp_path / "x", rows_on_pty=True
+    )
+    assert 0 == code, term
+    assert "%|" not in term and "B/s" not in term
+    assert f"mlsd: {plain}: 2000 lines read, 100 events" in term
+
+
+def test_scan_of_a_backlog_draws_progress_with_the_log_above_it(env: Env) -> None:
+    """A backlog of a rotated .gz, a rotated file and the live log: the total is their
+    sizes on disk, the line moves, and each log line is written above it, never into it."""
+    old = env.logdir / "mail.log.2.gz"
+    old.write_bytes(gzip.compress(backlog(env.root / "tmp.log", "a", 30_000)))
+    backlog(env.logdir / "mail.log.1", "b", 30_000)
+    backlog(env.log, "c", 30_000)
+    now = time.time()
+    os.utime(old, (now - 7200, now - 7200))
+    os.utime(env.logdir / "mail.log.1", (now - 3600, now - 3600))
+    total = sum(f.stat().st_size for f in (old, env.logdir / "mail.log.1", env.log))
+
+    code, term = on_pty(env.cmd("scan"), env.root / "out.txt")
+    assert 0 == code, term
+    drawn = screen_lines(term)
+    bars = [d for d in drawn if d.startswith("scan:")]
+    shown_total = tqdm.format_sizeof(total, divisor=1024)
+    assert any(f"/{shown_total} " in b for b in bars), bars
+    percents = {int(m.group(1)) for b in bars if (m := re.match(r"scan:\s+(\d+)%\|", b))}
+    assert len(percents) > 1, bars  # it moved
+    logged = [d for d in drawn if "[info" in d or "[warning" in d]
+    assert any("scan done" in d for d in logged), drawn
+    assert all(not d.startswith("scan:") and "%|" not in d for d in logged), logged
+    assert 4500 == env.csv.read_bytes().count(b"\n") - 1  # every row, the header aside
+
+
+def test_scan_without_a_terminal_draws_nothing(env: Env) -> None:
+    """stderr to a pipe (a cron job, a unit): the log lines, no progress."""
+    backlog(env.log, "c", 5_000)
+    res = env.scan()
+    assert "scan done" in res.stderr
+    assert "%|" not in res.stderr and "\r" not in res.stderr and "B/s" not in res.stderr
