@@ -1,5 +1,6 @@
-"""Issue 21's progress line: `scan` of a backlog and `parse` of big files show bytes read,
-rate and time left on a terminal (stderr a real pty), and print nothing of it elsewhere."""
+"""Issue 21, continued: the progress line (`scan` of a backlog and `parse` of big files
+show bytes read, rate and time left on a terminal, a real pty, and nothing elsewhere), and
+status's "cannot tell" for a lock it cannot look at."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from tqdm import tqdm
 
+from mlsd import config
+from mlsd.app import status
 from tests.followkit import ENV, Env
 
 # Every update drawn (tqdm reads its defaults from TQDM_* variables): a fast run in a test
@@ -152,3 +156,23 @@ def test_scan_without_a_terminal_draws_nothing(env: Env) -> None:
     res = env.scan()
     assert "scan done" in res.stderr
     assert "%|" not in res.stderr and "\r" not in res.stderr and "B/s" not in res.stderr
+
+
+# ---- status: a lock that cannot be looked at is "cannot tell", not "not running"
+
+
+def test_status_with_a_lock_it_cannot_stat_says_cannot_tell(tmp_path: Path) -> None:
+    """The state directory is readable but its lock cannot be looked at (here a symlink
+    loop, ELOOP): whether a daemon holds it is unknown, so status says "cannot tell" with
+    the reason and never "not running"."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mlsd.lock").symlink_to(state / "mlsd.lock")
+    cfg = config.loads(
+        f"[paths]\nstate_dir = {state}\ncsv = {tmp_path / 'x.csv'}\n", tmp_path / "c.conf"
+    )
+    st = status.gather(cfg, datetime.now(UTC))
+    assert st.running is None
+    assert st.running_unknown.startswith(f"too many levels of symbolic links on {state}")
+    assert not any("not running" in p for p in st.problems), st.problems
+    assert any(p.startswith("cannot tell whether mlsd runs: ") for p in st.problems)

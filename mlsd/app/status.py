@@ -92,18 +92,17 @@ class Status:
 
 
 def lock_holder(state_dir: Path) -> tuple[int, float] | None:
-    """(pid, running since) of the process holding the state directory's lock, or None.
-
-    Read from /proc/locks, not by trying the lock: a probe that took the lock, even for a
-    microsecond, could make a daemon starting at that moment fail with "already running".
-    """
+    """(pid, running since) of the process holding the state directory's lock, or None;
+    OSError when the lock file or /proc/locks cannot be read ("cannot tell"). Read from
+    /proc/locks, not by trying the lock: a probe that took the lock, even for a
+    microsecond, could make a daemon starting at that moment fail with "already running"."""
     path = state_dir / LOCK_NAME
     try:
         st = path.stat()
-        with open("/proc/locks") as fh:
-            table = fh.read().splitlines()
-    except OSError:
+    except FileNotFoundError:
         return None
+    with open("/proc/locks") as fh:
+        table = fh.read().splitlines()
     for row in table:
         # `1: FLOCK  ADVISORY  WRITE 1483 fe:00:2146319 0 EOF`
         parts = row.split()
@@ -111,8 +110,7 @@ def lock_holder(state_dir: Path) -> tuple[int, float] | None:
             continue
         ino = parts[5].rsplit(":", 1)[-1]
         if ino == str(st.st_ino) and parts[4].isdigit():
-            # The daemon writes its pid into the file when it takes the lock: its mtime is
-            # the start time.
+            # The daemon writes its pid in the file as it takes the lock: mtime = start time.
             return int(parts[4]), st.st_mtime
     return None
 
@@ -176,14 +174,20 @@ def gather(cfg: Config, now: datetime) -> Status:
     _reports(st, cfg, now, started)
     _gaps(st, cfg, now)
     _geoip(st, cfg, now)
-    if not st.running:
+    if st.running is False:
         st.problems.insert(0, "mlsd is not running (no process holds the state lock)")
     return st
 
 
 def _daemon(st: Status, state_dir: Path) -> datetime | None:
-    """Fill in who runs; returns since when (None: nobody)."""
-    holder = lock_holder(state_dir)
+    """Fill in who runs; returns since when (None: nobody, or not known)."""
+    try:
+        holder = lock_holder(state_dir)
+    except OSError as exc:  # not "not running": whether the lock is held is not known
+        why = (exc.strerror or str(exc)).lower()
+        st.running, st.running_unknown = None, f"{why} on {exc.filename}"
+        st.problems.append(f"cannot tell whether mlsd runs: {st.running_unknown}")
+        return None
     if holder is None:
         return None
     st.running, st.pid, st.since = True, holder[0], _iso(holder[1])
