@@ -255,7 +255,7 @@ def test_a_key_of_another_section_says_where_it_belongs(tmp_path: Path) -> None:
     """`[smtp] to` points at `[report] to`."""
     with pytest.raises(ConfigError) as exc:
         config.loads("[smtp]\nto = a@example.org\n", tmp_path / "mlsd.conf")
-    assert str(exc.value).endswith("; 'to' is a key of [report]")
+    assert str(exc.value).endswith("; did you mean [report] to?")
 
 
 # ---- reset
