@@ -123,6 +123,7 @@ def test_status_as_a_user_who_cannot_read_the_state_says_cannot_tell() -> None:
             assert 1 == res.returncode, res.stderr
             assert f"daemon        cannot tell: permission denied on {e.state}" in res.stdout
             assert "not running" not in res.stdout
+            assert f"{e.log}: not known (cannot read the checkpoint)" in res.stdout
             st = json.loads(run([*as_nobody, *e.cmd("status", "--json")], cwd="/").stdout)
             assert st["running"] is None
         finally:

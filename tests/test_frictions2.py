@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import json
 import os
 import pty
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +27,8 @@ from tqdm import tqdm
 
 from mlsd import config
 from mlsd.app import status
-from tests.followkit import ENV, Env
+from tests.followkit import ENV, Env, Writer, now_line, wait_for
+from tests.test_access import GID, SETPRIV, UID
 
 # Every update drawn (tqdm reads its defaults from TQDM_* variables): a fast run in a test
 # still shows its percentages.
@@ -176,3 +181,57 @@ def test_status_with_a_lock_it_cannot_stat_says_cannot_tell(tmp_path: Path) -> N
     assert st.running_unknown.startswith(f"too many levels of symbolic links on {state}")
     assert not any("not running" in p for p in st.problems), st.problems
     assert any(p.startswith("cannot tell whether mlsd runs: ") for p in st.problems)
+
+
+def test_status_as_another_user_says_which_figures_it_cannot_read() -> None:
+    """As nobody, a root daemon's state directory may be searchable while its files are
+    not: the daemon is shown running, and the position, the day's events and the gaps
+    are "not known" with the file it could not read, never "not started", 0 or "none"."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run status as another user")
+    root = Path(tempfile.mkdtemp(prefix="mlsd-frictions-"))  # pytest's tmp is root's only
+    root.chmod(0o755)
+    e = Env(root)
+    e.extra = "[report]\ntimezone = UTC\n"
+    e.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
+    Writer(e.log).write(now_line("u0"))
+    proc = e.start()
+    try:
+        e.wait_rows(Counter(["u0"]))
+        wait_for((e.state / "coverage.json").exists, 20)
+        for path in (e.state, e.csv.parent):
+            path.chmod(0o755)
+        e.conf.chmod(0o644)
+        for path in (e.state / "checkpoint.json", e.state / "coverage.json", e.csv):
+            path.chmod(0o600)
+        as_nobody = [SETPRIV, f"--reuid={UID}", f"--regid={GID}", "--clear-groups"]
+        res = subprocess.run(
+            [*as_nobody, *e.cmd("status")],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env=ENV,
+            check=False,
+        )
+        assert 1 == res.returncode, res.stderr
+        assert f"daemon        running, pid {proc.pid}" in res.stdout
+        assert f"log           {e.log}: not known (cannot read the checkpoint)" in res.stdout
+        assert "last event    not known (cannot read the CSV)" in res.stdout
+        assert "events today  not known (cannot read the CSV)" in res.stdout
+        assert "gaps          not known (cannot read coverage.json)" in res.stdout
+        as_json = subprocess.run(
+            [*as_nobody, *e.cmd("status", "--json")],
+            capture_output=True,
+            cwd="/",
+            env=ENV,
+            check=False,
+        )
+        st = json.loads(as_json.stdout)
+        assert (None, ["checkpoint", "csv", "coverage.json"]) == (
+            st["events_today"],
+            st["cannot_read"],
+        )
+    finally:
+        assert e.stop(proc) == 0
+        e.cleanup()
+        shutil.rmtree(root)
