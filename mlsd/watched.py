@@ -157,7 +157,9 @@ class Ledger:
                 entry["first_start"] = {"at": start.at.isoformat(), "how": start.how}
             data[d.isoformat()] = entry
         try:
-            replace_atomically(self.path, json.dumps(data, indent=1).encode(), mode=0o600)
+            # 0640 like the checkpoint: counts, nothing secret, for the group that may run
+            # `mlsd status` (an operator in mlsd's group sees the gaps too).
+            replace_atomically(self.path, json.dumps(data, indent=1).encode(), mode=0o640)
             self.changed = False
         except OSError as exc:
             log.warning("coverage file not written", path=str(self.path), error=str(exc))

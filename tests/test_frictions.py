@@ -123,6 +123,7 @@ def test_status_as_a_user_who_cannot_read_the_state_says_cannot_tell() -> None:
             assert 1 == res.returncode, res.stderr
             assert f"daemon        cannot tell: permission denied on {e.state}" in res.stdout
             assert "not running" not in res.stdout
+            assert f"{e.log}: not known (cannot read the checkpoint)" in res.stdout
             st = json.loads(run([*as_nobody, *e.cmd("status", "--json")], cwd="/").stdout)
             assert st["running"] is None
         finally:
@@ -255,7 +256,7 @@ def test_a_key_of_another_section_says_where_it_belongs(tmp_path: Path) -> None:
     """`[smtp] to` points at `[report] to`."""
     with pytest.raises(ConfigError) as exc:
         config.loads("[smtp]\nto = a@example.org\n", tmp_path / "mlsd.conf")
-    assert str(exc.value).endswith("; 'to' is a key of [report]")
+    assert str(exc.value).endswith("; did you mean [report] to?")
 
 
 # ---- reset

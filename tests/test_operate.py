@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
-from mlsd.app import status
+from mlsd.app import lockholder, status
 from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SkipLog
 from mlsd.report import schedule
@@ -210,7 +210,7 @@ def test_status_of_a_never_started_setup_and_a_broken_config(env: Env, tmp_path:
 def test_lock_holder_ignores_a_stale_pid_in_the_lock_file(tmp_path: Path) -> None:
     # After kill -9 the lock file still names the dead pid; only a held flock counts.
     (tmp_path / "mlsd.lock").write_text("999999\n")
-    assert status.lock_holder(tmp_path) is None
+    assert lockholder.lock_holder(tmp_path) is None
 
 
 # ---- reset and purge

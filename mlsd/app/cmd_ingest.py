@@ -4,6 +4,8 @@ daemon."""
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TextIO, cast
 
 from mlsd.app.cmd_common import EXIT_OK, load_config
 from mlsd.errors import InputError, StateError
@@ -17,12 +19,16 @@ def scan(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
     from mlsd import access, logs  # noqa: PLC0415 - see the note on imports at the top
+    from mlsd.app import progress  # noqa: PLC0415
     from mlsd.enrich.enricher import Enricher  # noqa: PLC0415
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
     from mlsd.ingest import session  # noqa: PLC0415 - see the note on imports at the top
 
     cfg = load_config(args, required=True)
-    logs.configure(cfg.log.level, cfg.log.format)
+    shown = cfg.source.kind == "file" and progress.on_terminal()
+    # With a progress line, each log line is written above it, not into it.
+    above = cast(TextIO, progress.AboveBar(sys.stderr)) if shown else None  # writes only
+    logs.configure(cfg.log.level, cfg.log.format, above)
     # Refused before anything is touched: exit 0 having read nothing would say "all read".
     # A log that does not exist yet is not an error (the follower says it waits for it).
     found = access.probe_read(cfg.paths.mail_log)
@@ -40,9 +46,12 @@ def scan(args: argparse.Namespace) -> int:
         try:
             first = session.LIVE_ONLY if args.live_only else session.BACKLOG
             opened = session.open_session(cfg, enricher, first_start=first)
+            bar = progress.ScanProgress(cfg.paths.mail_log) if shown else None
             try:
-                await session.scan(opened)
+                await session.scan(opened, bar)
             finally:
+                if bar is not None:
+                    bar.done()
                 session.close_session(opened)
         finally:
             await enricher.close()

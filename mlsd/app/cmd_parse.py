@@ -66,9 +66,10 @@ def parse(args: argparse.Namespace) -> int:
         sys.stderr.write(f"mlsd: {terminal(label)}: {_summary(stats)}\n")
         return EXIT_OK
     failed = False
+    shown = progress_on_terminal()
     for name in args.files:
         try:
-            stats = parse_one(name, out, emit, log_tz)
+            stats = parse_one(name, out, emit, log_tz, progress=shown)
         except InputError as exc:
             sys.stderr.write(f"mlsd: {exc}\n")
             failed = True
@@ -144,15 +145,31 @@ def _by_value(item: tuple[object, int]) -> str:
     return key.value if isinstance(key, Skip) else str(key)
 
 
+def progress_on_terminal() -> bool:
+    """Whether `parse` draws its progress line: stderr is a terminal and the rows go elsewhere."""
+    from mlsd.app import progress  # noqa: PLC0415 - tqdm only on a terminal
+
+    return progress.on_terminal(rows_to=sys.stdout)
+
+
 def parse_one(
     name: str,
     out: BinaryIO,
     emit: Callable[[list[AuthFailure]], bytes],
     log_tz: tzinfo,
+    *,
+    progress: bool = False,
 ) -> Counter[object]:
+    """Print the rows of one file; its counters for the summary. With `progress`, a
+    progress line on stderr (one update per block read)."""
     # Lines are counted per block with bytes.count (C, no Python call per line): the
     # summary says "lines read" as fail2ban-regex does, for a few percent of the time.
     stream, ref = open_log(name)
+    shown = None
+    if progress:
+        from mlsd.app.progress import ParseProgress  # noqa: PLC0415 - see above
+
+        shown = ParseProgress(name, getattr(stream, "fileobj", None) or stream)
     skipped: Counter[Skip] = Counter()
     size = 0
     lines = 0
@@ -162,6 +179,8 @@ def parse_one(
         with stream:
             while chunk := stream.read(_CHUNK):
                 size += len(chunk)
+                if shown is not None:
+                    shown.update(len(chunk))
                 lines += chunk.count(b"\n")
                 first = chunk.find(b"\n") + 1
                 if not first:  # a line longer than a block: keep gathering it
@@ -182,9 +201,13 @@ def parse_one(
                 events += len(batch)
     except (OSError, EOFError, zlib.error) as exc:
         # A truncated or corrupt .gz: what was read is already printed; say where it stopped.
+        if shown is not None:
+            shown.close()
         raise InputError(
             f"{terminal(name)}: read failed after {lines} lines ({size} bytes): {exc}"
         ) from None
+    if shown is not None:
+        shown.close()
     stats: Counter[object] = Counter(skipped)
     stats["events"] = events
     stats["lines"] = lines

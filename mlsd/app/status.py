@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd.app import journalstatus
+from mlsd.app.lockholder import lock_holder
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
@@ -31,7 +32,6 @@ from mlsd.report import schedule, window
 from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
 from mlsd.report.smtp import Outbox
 from mlsd.safefs import read_file
-from mlsd.statedir import LOCK_NAME
 from mlsd.watched import DayCounts, Ledger
 
 STALLED_AFTER: Final = 60.0
@@ -67,7 +67,8 @@ class Status:
     committed_at: str | None = None
     csv: str = ""
     last_event: str | None = None
-    events_today: int = 0
+    events_today: int | None = 0
+    """None: the CSV cannot be read by this user."""
     report_last_queued: str | None = None
     report_last_state: str = ""
     """What became of it: delivered, waiting in the outbox, failed, or written to disk."""
@@ -80,6 +81,8 @@ class Status:
     geoip: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    cannot_read: list[str] = field(default_factory=list)
+    """What this user may not read, its figures "not known": checkpoint, csv, coverage.json."""
 
     @property
     def healthy(self) -> bool:
@@ -89,32 +92,6 @@ class Status:
     def to_json(self) -> str:
         """The `--json` form: every field, plus `healthy`."""
         return json.dumps({**asdict(self), "healthy": self.healthy}, indent=1) + "\n"
-
-
-def lock_holder(state_dir: Path) -> tuple[int, float] | None:
-    """(pid, running since) of the process holding the state directory's lock, or None.
-
-    Read from /proc/locks, not by trying the lock: a probe that took the lock, even for a
-    microsecond, could make a daemon starting at that moment fail with "already running".
-    """
-    path = state_dir / LOCK_NAME
-    try:
-        st = path.stat()
-        with open("/proc/locks") as fh:
-            table = fh.read().splitlines()
-    except OSError:
-        return None
-    for row in table:
-        # `1: FLOCK  ADVISORY  WRITE 1483 fe:00:2146319 0 EOF`
-        parts = row.split()
-        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
-            continue
-        ino = parts[5].rsplit(":", 1)[-1]
-        if ino == str(st.st_ino) and parts[4].isdigit():
-            # The daemon writes its pid into the file when it takes the lock: its mtime is
-            # the start time.
-            return int(parts[4]), st.st_mtime
-    return None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -162,6 +139,7 @@ def gather(cfg: Config, now: datetime) -> Status:
         # What is not in the state directory can still be shown.
         st.running = None
         st.running_unknown = f"permission denied on {state_dir}"
+        st.cannot_read += ["checkpoint", "coverage.json"]
         st.problems.append(
             f"cannot tell whether mlsd runs: permission denied on {state_dir}: run mlsd "
             "status as root or as mlsd's user"
@@ -176,14 +154,20 @@ def gather(cfg: Config, now: datetime) -> Status:
     _reports(st, cfg, now, started)
     _gaps(st, cfg, now)
     _geoip(st, cfg, now)
-    if not st.running:
+    if st.running is False:
         st.problems.insert(0, "mlsd is not running (no process holds the state lock)")
     return st
 
 
 def _daemon(st: Status, state_dir: Path) -> datetime | None:
-    """Fill in who runs; returns since when (None: nobody)."""
-    holder = lock_holder(state_dir)
+    """Fill in who runs; returns since when (None: nobody, or not known)."""
+    try:
+        holder = lock_holder(state_dir)
+    except OSError as exc:  # not "not running": whether the lock is held is not known
+        why = (exc.strerror or str(exc)).lower()
+        st.running, st.running_unknown = None, f"{why} on {exc.filename}"
+        st.problems.append(f"cannot tell whether mlsd runs: {st.running_unknown}")
+        return None
     if holder is None:
         return None
     st.running, st.pid, st.since = True, holder[0], _iso(holder[1])
@@ -199,6 +183,7 @@ def _position(st: Status, cfg: Config, now: float) -> None:
         return
     except OSError as exc:
         st.problems.append(f"{path}: cannot read the checkpoint: {exc.strerror}")
+        st.cannot_read.append("checkpoint")
         return
     except StateError as exc:
         st.problems.append(str(exc))
@@ -277,6 +262,8 @@ def _events(st: Status, cfg: Config, now: datetime) -> None:
         present = path.exists()
     except OSError as exc:  # a directory on the way this user may not search
         st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
+        st.cannot_read.append("csv")
+        st.events_today = None
         return
     if not present:
         st.warnings.append(f"{path}: no CSV yet")
@@ -288,6 +275,8 @@ def _events(st: Status, cfg: Config, now: datetime) -> None:
         st.events_today = sum(1 for _ in window.window(path, start, now, cfg.log_tz()))
     except OSError as exc:
         st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
+        st.cannot_read.append("csv")
+        st.events_today = None
         return
     st.last_event = None if last is None else last.astimezone().isoformat(" ", "seconds")
 
@@ -357,6 +346,8 @@ def _gaps(st: Status, cfg: Config, now: datetime) -> None:
     ledger = Ledger(cfg.paths.state_dir)
     today = now.astimezone(cfg.report_tz()).date()
     if not ledger.days:
+        if ledger.path.exists() and not os.access(ledger.path, os.R_OK):
+            st.cannot_read.append(ledger.path.name)
         return
     st.gaps_today = (ledger.get(today) or DayCounts()).gaps
     st.gaps_7_days = sum(

@@ -21,6 +21,8 @@ def render(st: Status) -> str:
             else "  daemon        not running"
         )
     pos = "not started" if st.offset is None else f"offset {st.offset} in {st.generation or '?'}"
+    if "checkpoint" in st.cannot_read:
+        pos = "not known (cannot read the checkpoint)"
     behind = "" if st.behind_bytes is None else f", {st.behind_bytes} bytes behind"
     if st.read_until is not None or st.behind_seconds is not None:
         pos = f"read up to the entry of {st.read_until or 'none yet'}"
@@ -29,8 +31,9 @@ def render(st: Status) -> str:
     if st.committed_at:
         lines.append(f"  last commit   {st.committed_at}")
     lines.append(f"  csv           {st.csv}")
-    lines.append(f"  last event    {st.last_event or 'none'}")
-    lines.append(f"  events today  {st.events_today}")
+    no_csv = "not known (cannot read the CSV)" if "csv" in st.cannot_read else None
+    lines.append(f"  last event    {no_csv or st.last_event or 'none'}")
+    lines.append(f"  events today  {no_csv or st.events_today}")
     last = st.report_last_queued
     lines.append(
         f"  last report   {last}, {st.report_last_state}" if last else "  last report   none yet"
@@ -40,11 +43,12 @@ def render(st: Status) -> str:
         f"  outbox        {st.outbox_waiting} waiting, {st.outbox_failed} failed"
         + (f" (last error: {st.outbox_last_error})" if st.outbox_last_error else "")
     )
-    gaps = (
-        "not known (no coverage.json yet)"
-        if st.gaps_today is None
-        else (f"{st.gaps_today} today, {st.gaps_7_days} in 7 days")
-    )
+    if st.gaps_today is not None:
+        gaps = f"{st.gaps_today} today, {st.gaps_7_days} in 7 days"
+    elif "coverage.json" in st.cannot_read:
+        gaps = "not known (cannot read coverage.json)"
+    else:
+        gaps = "not known (no coverage.json yet)"
     lines.append(f"  gaps          {gaps}")
     for db in st.geoip:
         what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]

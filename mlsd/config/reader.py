@@ -343,6 +343,6 @@ def _suggest(name: str, options: Mapping[str, Any]) -> str:
 
 
 def _elsewhere(key: str, section: str) -> str:
-    """`; 'to' is a key of [report]`: the usual slip is a right key in the wrong section."""
-    homes = [f"[{name}]" for name, (_, keys) in SCHEMA.items() if name != section and key in keys]
-    return f"; {key!r} is a key of {' and '.join(homes)}" if homes else ""
+    """`; did you mean [report] to?`: the usual slip is a right key in the wrong section."""
+    homes = [f"[{s}] {key}" for s, (_, keys) in SCHEMA.items() if s != section and key in keys]
+    return f"; did you mean {' or '.join(homes)}?" if homes else ""

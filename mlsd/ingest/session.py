@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 import pyinotify
 
@@ -245,7 +245,18 @@ class Imported:
     rows: int = 0
 
 
-async def scan(s: Session) -> list[Imported]:
+class ScanWatcher(Protocol):
+    """Told where `scan` stands (a progress display): before the first batch, after each
+    batch committed, and done before its summary."""
+
+    def batch(self, follower: Follower) -> None:
+        """`follower` says where reading stands."""
+
+    def done(self) -> None:
+        """Reading is over (the summary lines follow)."""
+
+
+async def scan(s: Session, watcher: ScanWatcher | None = None) -> list[Imported]:
     """Catch up to the end of the live file, committing as we go (`mlsd scan`); says what it
     read from each generation, oldest first, and in all."""
     read: dict[str, Imported] = {}
@@ -254,6 +265,8 @@ async def scan(s: Session) -> list[Imported]:
         await s.journal.scan()
         log.info("scan done source=%s lines=%d rows=%d", s.pipeline.source, c.lines, c.events)
         return [Imported(s.pipeline.source, c.lines, c.events)]
+    if watcher is not None:
+        watcher.batch(s.follower)
     while True:
         while True:
             lines, events = c.lines, c.events
@@ -265,6 +278,8 @@ async def scan(s: Session) -> list[Imported]:
             got = read.setdefault(label, Imported(label))
             got.lines += c.lines - lines
             got.rows += c.events - events
+            if watcher is not None:
+                watcher.batch(s.follower)
             await asyncio.sleep(0)  # let signals in between batches
         wake_at = s.follower.wake_at
         if wake_at is None:
@@ -277,6 +292,8 @@ async def scan(s: Session) -> list[Imported]:
             break
         # A renamed file may still be written to: wait out its grace period, then seal it.
         await asyncio.sleep(max(0.0, wake_at - time.time()))
+    if watcher is not None:
+        watcher.done()
     out = list(read.values())
     for got in out:
         log.info("scan read", generation=got.generation, lines=got.lines, rows=got.rows)

@@ -183,6 +183,16 @@ class Generation:
         """fstat of the open descriptor."""
         return os.fstat(self.fd)
 
+    def disk_offset(self) -> int:
+        """Bytes of the file on disk read so far, for a progress display: a .gz's offset
+        counts decompressed bytes, this its compressed ones (read-ahead included)."""
+        if self._raw is not None:
+            try:
+                return self._raw.tell()
+            except (OSError, ValueError):
+                return 0
+        return self.offset
+
     def still_same(self) -> bool:
         """Whether the bytes we read are still there (no truncation or rewrite in place).
 
