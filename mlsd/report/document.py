@@ -26,10 +26,46 @@ class Table:
 
 
 @dataclass(frozen=True, slots=True)
+class Bar:
+    """One bar of a chart."""
+
+    label: str
+    """Under the bar, short: `07`, `24`."""
+    title: str
+    """The bar's full name: `07:00`, `02:00 CEST`, `2026-11-24 (report day)`."""
+    value: int | None
+    """None: not known (shown as `?`, never as 0)."""
+    marked: bool = False
+    """Drawn apart (the report day among the days)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """Counts drawn as vertical bars in the HTML part; the text part prints `table()`."""
+
+    name: str
+    """What the chart is, one word (`hour`, `day`): the text table's column title."""
+    bars: tuple[Bar, ...]
+    mark: str = ""
+    """What the marked bar is (`the report day`): the HTML legend says it; the text part
+    has it in the bar's title."""
+
+    def table(self) -> Table:
+        """The same counts as a table with a text bar per row (the text part's histogram)."""
+        rows = [
+            ("?" if b.value is None else number(b.value), b.title, str(b.value or 0))
+            for b in self.bars
+        ]
+        return Table((Col("fails", "num"), Col(self.name), Col("", "bar")), rows)
+
+
+@dataclass(frozen=True, slots=True)
 class Section:
     title: str
     notes: list[str] = field(default_factory=list)
     table: Table | None = None
+    chart: Chart | None = None
+    """Drawn by the HTML part in place of `table`; the text part prints `chart.table()`."""
 
 
 def number(value: int) -> str:

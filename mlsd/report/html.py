@@ -1,4 +1,5 @@
-"""The HTML part of the report: inline CSS, tables, no scripts, no remote anything.
+"""The HTML part of the report: inline CSS, tables, charts of table cells
+(`report.chart_html`), no scripts, no remote anything.
 
 Attacker-chosen cells are escaped by `mlsd.untrusted.html`, which also makes their
 invisible characters visible; mlsd's own text by `html.escape`.
@@ -7,14 +8,13 @@ invisible characters visible; mlsd's own text by `html.escape`.
 from __future__ import annotations
 
 import html
-from typing import Final
 
+from mlsd.report.chart_html import BAR_COLOUR as _BAR_COLOUR
+from mlsd.report.chart_html import LINE as _LINE
+from mlsd.report.chart_html import chart_html
 from mlsd.report.document import Section, Table
 from mlsd.untrusted import html as untrusted_html
 
-_BAR_COLOUR: Final = "#3b82f6"
-"""A mid-tone blue, readable on a white and on a black background alike."""
-_LINE: Final = "rgba(128,128,128,.45)"
 _CELL = "padding:2px 10px 2px 0;vertical-align:top;"
 _MONO = "font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;"
 
@@ -91,7 +91,9 @@ def render_html(title: str, header: list[tuple[str, str]], sections: list[Sectio
             f'border-bottom:1px solid {_LINE}">{e(s.title)}</h2>'
         )
         parts += [f'<p style="margin:.3em 0">{e(note)}</p>' for note in s.notes if note]
-        if s.table is not None:
+        if s.chart is not None:
+            parts.append(chart_html(s.chart))
+        elif s.table is not None:
             parts.append(_html_table(s.table))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -11,6 +11,7 @@ from heapq import nsmallest
 from pathlib import Path
 from typing import Final, TypeVar
 
+from mlsd.report.charts import days_section, hours_section
 from mlsd.report.daycache import DaySummary
 from mlsd.report.display import mask, plain, shown
 from mlsd.report.document import Col, Section, Table, decimal, number, pct, plural, size
@@ -99,6 +100,7 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
             )
         )
         out.append(_comparison(t, ctx))
+        out.append(_days(t, ctx))
         out.append(_csv_section(ctx))
         return out
     n = ctx.top
@@ -114,6 +116,9 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
         )
     )
     out.append(_comparison(t, ctx))
+    # The pictures right after the figures they draw: the day among the days, its hours.
+    out.append(_days(t, ctx))
+    out.append(hours_section(t.histogram, ctx.start, ctx.end, ctx.tz))
 
     top, more = _ranked(t.services, n)
     rows = [(number(c), shown(k or "?")) for k, c in top]
@@ -234,7 +239,6 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
     cols = (Col("fails", "num"), Col("status", "untrusted"), Col("meaning"))
     out.append(Section("Reverse DNS", [], Table(cols, rows, more)))
 
-    out.append(_histogram(t, ctx))
     out.append(_csv_section(ctx))
     return out
 
@@ -282,26 +286,8 @@ def _new_attackers(t: Tally, ctx: Context, past: _Past) -> Section:
     return Section(title, notes, Table(cols, rows, more))
 
 
-def _histogram(t: Tally, ctx: Context) -> Section:
-    local_start = ctx.start.astimezone(ctx.tz)
-    local_end = ctx.end.astimezone(ctx.tz)
-    shifts = (
-        local_start.utcoffset() != (ctx.start + timedelta(days=1)).astimezone(ctx.tz).utcoffset()
-    )
-    rows: list[tuple[str, ...]] = []
-    for hour, count in enumerate(t.histogram):
-        at = (ctx.start + timedelta(hours=hour)).astimezone(ctx.tz)
-        label = f"{at:%H:%M} {at:%Z}" if shifts else f"{at:%H:%M}"
-        rows.append((number(count), label, str(count)))
-    span = (ctx.end - ctx.start).total_seconds() / 3600
-    notes = [
-        f"Failures per hour from {local_start:%H:%M} to {local_end:%H:%M} "
-        f"({decimal(round(span, 1))} h), local time."
-    ]
-    if shifts:
-        notes.append("The clocks changed this day: each hour shows its zone abbreviation.")
-    cols = (Col("fails", "num"), Col("hour"), Col("", "bar"))
-    return Section("Hour by hour", notes, Table(cols, rows))
+def _days(t: Tally, ctx: Context) -> Section:
+    return days_section(ctx.day, t.failures, ctx.partial, ctx.past)
 
 
 def _csv_section(ctx: Context) -> Section:

@@ -87,8 +87,9 @@ def render_text(title: str, header: list[tuple[str, str]], sections: list[Sectio
         lines += ["", s.title, "-" * width(s.title)]
         for note in s.notes:
             lines += _wrap(note)
-        if s.table is not None:
+        table = s.chart.table() if s.chart is not None else s.table
+        if table is not None:
             if s.notes:
                 lines.append("")
-            lines += _text_table(s.table)
+            lines += _text_table(table)
     return "\n".join(lines) + "\n"
