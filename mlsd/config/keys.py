@@ -36,6 +36,7 @@ from mlsd.config.schema import (
     SourceConfig,
     SourceKind,
     StartAt,
+    StoreConfig,
 )
 from mlsd.journalmatch import parse_terms
 
@@ -260,6 +261,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
+    "store": (StoreConfig, {"path": ("path", _opt_path)}),
 }
 
 PATH_KEYS: Final = {
@@ -272,6 +274,7 @@ PATH_KEYS: Final = {
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
     ("source", "journal_directory"),
+    ("store", "path"),
 }
 
 

@@ -188,6 +188,14 @@ class FollowConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """The SQLite event store every node keeps (issue 19)."""
+
+    path: Path | None = None
+    """The SQLite file; None = `<state_dir>/events.sqlite3`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
 
@@ -201,6 +209,7 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     log: LogConfig = LogConfig()
     follow: FollowConfig = FollowConfig()
+    store: StoreConfig = StoreConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""

@@ -127,6 +127,12 @@ class SqliteStore:
             self.move_aside(str(exc))
             return str(exc)
 
+    def connect(self) -> None:
+        """Open an existing file as it is (raises Damaged, StateError; moves nothing)."""
+        if not os.path.lexists(self.path):
+            raise StateError(f"{self.path}: there is no store (it is made by `mlsd run`)")
+        self._connect()
+
     def _connect(self) -> None:
         self.close()
         self._create_file()
