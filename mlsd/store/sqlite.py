@@ -224,6 +224,10 @@ class SqliteStore:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         if self._db is not None:
+            # Statistics for the planner (SQLite's advice at close): a time range then
+            # picks the time index rather than scanning by address.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA optimize")
             self._db.close()
             self._db = None
 
