@@ -118,6 +118,8 @@ def test_a_damaged_store_is_rebuilt_at_start_and_check_agrees(env: Env) -> None:
     res = mlsd(env, "store", "check")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "days agree" in res.stdout
+    status = mlsd(env, "status").stdout
+    assert f"  store         {db_path(env)}: 300 rows, up to date\n" in status, status
 
 
 def test_store_check_names_the_day_that_differs_and_rebuild_fixes_it(env: Env) -> None:
