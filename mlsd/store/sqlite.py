@@ -67,7 +67,6 @@ CREATE TABLE mlsd_events (
     attempts INTEGER NOT NULL
 );
 CREATE INDEX mlsd_events_time ON mlsd_events (time);
-CREATE INDEX mlsd_events_ip_time ON mlsd_events (ip, time);
 CREATE TABLE mlsd_positions (
     node TEXT PRIMARY KEY,
     csv_dev INTEGER NOT NULL,
