@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 PACKAGE: Final = Path(__file__).resolve().parent.parent / "mlsd"
-ROLES: Final = ("ingest", "enrich", "report", "metrics", "app")
+ROLES: Final = ("ingest", "enrich", "report", "store", "metrics", "app")
 
 # Which roles each part may import (the top-level contract modules are "base", and so are
 # the modules of a contract package such as `mlsd.config`: only the roles are roles).
@@ -26,7 +26,9 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "report": frozenset({"base", "report"}),
     # A reader of everyone's counters, but only through the snapshot app hands it.
     "metrics": frozenset({"base", "metrics"}),
-    "app": frozenset({"base", "ingest", "enrich", "report", "metrics", "app"}),
+    # The event store follows the CSV through the row contract; only app wires it in.
+    "store": frozenset({"base", "store"}),
+    "app": frozenset({"base", "ingest", "enrich", "report", "store", "metrics", "app"}),
 }
 
 # Imports that break the rule today, each with the reason it is still there. The list may
@@ -114,6 +116,9 @@ def test_the_rule_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert _role("mlsd.ingest.pipeline") == "ingest"
     assert _role_of_import("mlsd.report.compose") == "report"
     assert "report" not in ALLOWED["ingest"]
+    # The store follows the CSV: what writes or reads rows never reaches into it.
+    assert _role("mlsd.store.ship") == "store"
+    assert all("store" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base"))
     assert _role("mlsd.rows") == "base"
     # A contract split into a package stays a contract, inside and seen from outside.
     assert _role("mlsd.config.reader") == "base"

@@ -39,6 +39,7 @@ from mlsd.config.schema import (
     SourceConfig,
     SourceKind,
     StartAt,
+    StoreConfig,
 )
 from mlsd.journalmatch import parse_terms
 
@@ -313,6 +314,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
         },
     ),
     "metrics": (MetricsConfig, {"listen": ("listen", _listen)}),
+    "store": (StoreConfig, {"path": ("path", _opt_path)}),
 }
 
 PATH_KEYS: Final = {
@@ -327,6 +329,7 @@ PATH_KEYS: Final = {
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
     ("source", "journal_directory"),
+    ("store", "path"),
 }
 
 

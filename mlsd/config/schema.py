@@ -223,6 +223,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """The SQLite event store every node keeps (issue 19)."""
+
+    path: Path | None = None
+    """The SQLite file; None = `<state_dir>/events.sqlite3`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
 
@@ -237,6 +245,7 @@ class Config:
     log: LogConfig = LogConfig()
     follow: FollowConfig = FollowConfig()
     metrics: MetricsConfig = MetricsConfig()
+    store: StoreConfig = StoreConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""
