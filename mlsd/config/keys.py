@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import time
 from pathlib import Path
 from typing import Any, Final, get_args
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mlsd.config.schema import (
@@ -22,6 +23,7 @@ from mlsd.config.schema import (
     CsvConfig,
     DateFormat,
     DnsConfig,
+    FleetConfig,
     FollowConfig,
     GeoipConfig,
     LogConfig,
@@ -178,6 +180,29 @@ def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
 
+def _fleet_url(raw: str) -> str:
+    """A PostgreSQL URL without a password: the url is shown by `check-config` and in
+    logs, the password belongs in [fleet] password_file."""
+    if not raw:
+        return raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ValueError("a URL such as postgresql://mx1@db.example.org/mlsd, or empty")
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        raise ValueError(
+            "a URL without a password (check-config and the logs show the url): "
+            "put the password in [fleet] password_file"
+        )
+    return raw
+
+
+def _node(raw: str) -> str:
+    # The node is the role's name too (row-level security: node = current_user).
+    if len(raw.encode()) > 63:
+        raise ValueError("a name of at most 63 bytes (a PostgreSQL role name), or empty")
+    return raw
+
+
 # section → key → (dataclass attribute, parser).
 SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], Any]]]]]] = {
     "paths": (
@@ -260,6 +285,15 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
+    "fleet": (
+        FleetConfig,
+        {
+            "url": ("url", _fleet_url),
+            "node": ("node", _node),
+            "password_file": ("password_file", _opt_path),
+            "keep_months": ("keep_months", _int_range(0, 1200)),
+        },
+    ),
 }
 
 PATH_KEYS: Final = {
@@ -272,6 +306,7 @@ PATH_KEYS: Final = {
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
     ("source", "journal_directory"),
+    ("fleet", "password_file"),
 }
 
 
