@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from mlsd import __version__, config
-from mlsd.app import cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state
+from mlsd.app import cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state, cmd_store
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mlsd.app.cmd_report import FIRST_DAY
 from mlsd.errors import ConfigError, MlsdError
@@ -224,6 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="FILE", type=Path)
     p.add_argument("-o", "--output", metavar="FILE", type=Path, help="write here, not stdout")
     p.set_defaults(func=cmd_setup.migrate_config)
+
+    p = sub.add_parser(
+        "store",
+        help="the SQLite event store: rebuild it from the CSV, or check it against the CSV",
+        description="The event store ([store] path) holds every committed CSV row once.",
+    )
+    store_sub = p.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    q = store_sub.add_parser(
+        "rebuild",
+        parents=[common],
+        help="build the store anew from the CSV (the old file is moved aside)",
+        description="Move the store aside (never deleted) and store every committed row of "
+        "the CSV again. Refuses while mlsd runs.",
+    )
+    q.set_defaults(func=cmd_store.rebuild)
+    q = store_sub.add_parser(
+        "check",
+        parents=[common],
+        help="compare rows per day in the store and in the CSV",
+        description="Count rows per day ([report] timezone) in the store and in the CSV up "
+        "to the stored position; exit 0 when they agree, 1 listing the days that differ. "
+        "Works while mlsd runs.",
+    )
+    q.set_defaults(func=cmd_store.check)
     return parser
 
 

@@ -38,6 +38,7 @@ from mlsd.config.schema import (
     SourceConfig,
     SourceKind,
     StartAt,
+    StoreConfig,
 )
 from mlsd.journalmatch import parse_terms
 
@@ -285,6 +286,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
+    "store": (StoreConfig, {"path": ("path", _opt_path)}),
     "fleet": (
         FleetConfig,
         {
@@ -306,6 +308,7 @@ PATH_KEYS: Final = {
     ("smtp", "ca_file"),
     ("follow", "rotated_dir"),
     ("source", "journal_directory"),
+    ("store", "path"),
     ("fleet", "password_file"),
 }
 

@@ -189,6 +189,14 @@ class FollowConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """The SQLite event store every node keeps (issue 19)."""
+
+    path: Path | None = None
+    """The SQLite file; None = `<state_dir>/events.sqlite3`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FleetConfig:
     """The fleet's shared PostgreSQL (issue 19): off while `url` is empty."""
 
@@ -221,6 +229,7 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     log: LogConfig = LogConfig()
     follow: FollowConfig = FollowConfig()
+    store: StoreConfig = StoreConfig()
     fleet: FleetConfig = FleetConfig()
 
     def log_tz(self) -> tzinfo:

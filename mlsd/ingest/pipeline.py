@@ -113,6 +113,11 @@ class Pipeline:
         """The committed generation's last-write time (Checkpoint.generation_mtime)."""
         self.cursor: str | None = None
         """A journal source's last committed cursor (Checkpoint.cursor)."""
+        self.committed: Checkpoint | None = None
+        """The last checkpoint written or loaded: its CSV length is what readers of the CSV
+        that must see only committed rows (the event store) may read up to."""
+        self.on_commit: list[Callable[[], None]] = []
+        """Called after each checkpoint is written (the store's shipper is woken)."""
 
     def reconfigure(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
         """A reload's zone for stamps without one and row format (between two batches)."""
@@ -141,6 +146,7 @@ class Pipeline:
             # CSV that is merely longer than the checkpoint says, which recovery cuts back.
             self._save(None, 0)
             return
+        self.committed = cp
         self.position = None if cp.generation is None else (cp.generation, cp.offset)
         self.first_start = cp.first_start
         self.discard_line = cp.discard_line
@@ -259,22 +265,24 @@ class Pipeline:
 
     def _save(self, position: GenerationId | None, offset: int) -> None:
         st = self.journal.stat()
-        self.store.save(
-            Checkpoint(
-                source=self.source,
-                generation=position,
-                offset=offset,
-                csv_dev=st.st_dev,
-                csv_ino=st.st_ino,
-                csv_length=st.st_size,
-                committed_at=now(),
-                first_start=self.first_start,
-                discard_line=self.discard_line,
-                generation_mtime=self.generation_mtime,
-                cursor=self.cursor,
-            )
+        cp = Checkpoint(
+            source=self.source,
+            generation=position,
+            offset=offset,
+            csv_dev=st.st_dev,
+            csv_ino=st.st_ino,
+            csv_length=st.st_size,
+            committed_at=now(),
+            first_start=self.first_start,
+            discard_line=self.discard_line,
+            generation_mtime=self.generation_mtime,
+            cursor=self.cursor,
         )
+        self.store.save(cp)
+        self.committed = cp  # only once on disk: a failed save must not let a row out
         self.position = None if position is None else (position, offset)
+        for wake in self.on_commit:
+            wake()
 
     def close(self) -> None:
         """Close the CSV."""

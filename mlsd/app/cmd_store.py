@@ -1,0 +1,125 @@
+"""`mlsd store rebuild` and `mlsd store check`: the event store by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, load_config
+from mlsd.errors import MlsdError, StateError
+from mlsd.rows import HEADER
+
+
+def rebuild(args: argparse.Namespace) -> int:
+    """`mlsd store rebuild`: the store anew from the CSV's committed rows (the old file is
+    moved aside); refused while the daemon runs (it holds the state lock)."""
+    from mlsd import logs  # noqa: PLC0415 - only this command needs them
+    from mlsd.app import archive, storejob  # noqa: PLC0415
+    from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
+    from mlsd.store.contract import Position  # noqa: PLC0415
+    from mlsd.store.ship import Shipper  # noqa: PLC0415
+    from mlsd.store.sqlite import SqliteSink, SqliteStore  # noqa: PLC0415
+
+    cfg = load_config(args, required=True)
+    logs.configure(cfg.log.level, cfg.log.format, sys.stderr)
+    try:
+        held = archive.lock(cfg)
+    except MlsdError as exc:
+        sys.stderr.write(f"mlsd: store rebuild refused: {exc} (systemctl stop mlsd)\n")
+        return EXIT_FAILURE
+    try:
+        cp = CheckpointStore(cfg.paths.state_dir).load()
+        if cp is None:
+            raise StateError(
+                f"{cfg.paths.state_dir}: no checkpoint, so no committed row to rebuild from"
+            )
+        st = os.stat(cfg.paths.csv)
+        if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
+            raise StateError(
+                f"{cfg.paths.csv}: not the CSV the checkpoint was written with; start mlsd "
+                "once (it reconciles them), then rebuild"
+            )
+        path = storejob.store_path(cfg)
+        node = storejob.node_name()
+        committed = Position(cp.csv_dev, cp.csv_ino, min(cp.csv_length, st.st_size))
+
+        old = SqliteStore(path)
+        old.open(node)  # a damaged file is moved aside here
+        if old.count() or old.nodes():
+            old.move_aside("`mlsd store rebuild`")
+        old.close()
+
+        async def go() -> int:
+            sink = SqliteSink(path)
+            try:
+                await sink.open(node)
+                shipper = Shipper(cfg.paths.csv, lambda: committed, sink, node, tz=cfg.log_tz())
+                return await shipper.ship_committed()
+            finally:
+                await sink.close()
+
+        started = time.monotonic()
+        rows = asyncio.run(go())
+        sys.stdout.write(
+            f"store rebuilt: {rows} rows in {time.monotonic() - started:.1f} s into {path}\n"
+        )
+        return EXIT_OK
+    finally:
+        held.release()
+
+
+def check(args: argparse.Namespace) -> int:
+    """`mlsd store check`: rows per day in the store against the CSV, up to the stored
+    position; exit 0 when they agree, 1 with the differing days listed."""
+    from mlsd.app import storejob  # noqa: PLC0415
+    from mlsd.store.check import csv_counts_by_day, differences  # noqa: PLC0415
+    from mlsd.store.sqlite import Damaged, SqliteStore  # noqa: PLC0415
+
+    cfg = load_config(args, required=True)
+    store = SqliteStore(storejob.store_path(cfg))
+    try:
+        store.connect()
+    except Damaged as exc:
+        sys.stdout.write(f"store {store.path} is damaged: {exc} (mlsd store rebuild)\n")
+        return EXIT_FAILURE
+    try:
+        problem = store.integrity()
+        if problem != "ok":
+            sys.stdout.write(f"store {store.path}: integrity_check: {problem}\n")
+            return EXIT_FAILURE
+        node = storejob.node_name()
+        pos = store.position(node)
+        others = [n for n in store.nodes() if n != node]
+        st = os.stat(cfg.paths.csv)
+        if others:
+            sys.stdout.write(f"store holds the rows of another node: {', '.join(others)}\n")
+            return EXIT_FAILURE
+        if pos is not None and (pos.csv_dev, pos.csv_ino) != (st.st_dev, st.st_ino):
+            sys.stdout.write(
+                "store holds the rows of another CSV (rebuilt at the next start, or by "
+                "`mlsd store rebuild`)\n"
+            )
+            return EXIT_FAILURE
+        upto = len(HEADER) if pos is None else pos.csv_offset
+        day_tz = cfg.report_tz()
+        csv_days, bad = csv_counts_by_day(cfg.paths.csv, upto, row_tz=cfg.log_tz(), day_tz=day_tz)
+        diffs = differences(csv_days, store.counts_by_day(day_tz))
+        behind = max(0, st.st_size - upto)
+        sys.stdout.write(
+            f"store {store.path}: {store.count()} rows, CSV rows up to byte {upto} of "
+            f"{st.st_size}" + (f" ({behind} bytes not stored yet)" if behind else "") + "\n"
+        )
+        if bad:
+            sys.stdout.write(f"{bad} CSV lines are not rows (not stored, not counted)\n")
+        if not diffs:
+            sys.stdout.write(f"{len(csv_days)} days agree\n")
+            return EXIT_OK
+        sys.stdout.write("days that differ (day, CSV rows, store rows):\n")
+        for d in diffs:
+            sys.stdout.write(f"  {d.day.isoformat()}  {d.csv}  {d.store}\n")
+        return EXIT_FAILURE
+    finally:
+        store.close()

@@ -1,0 +1,105 @@
+"""The event store in the daemon: the shipper beside the follower, woken by each commit.
+
+`follow_and_ship` is what `mlsd run` starts in place of the bare follow loop: the SQLite
+store is opened (a damaged one moved aside and rebuilt), the shipper follows the CSV's
+committed rows into it, and once following stops the shipper stores what was committed
+before, within SHIP_BOUND seconds (the rest is stored at the next start). The store never
+stops or slows following: a store that cannot be opened or written is retried with
+backoff while the rows wait in the CSV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+from typing import Final
+
+from mlsd import logs
+from mlsd.config import Config
+from mlsd.ingest import session
+from mlsd.ingest.pipeline import Pipeline
+from mlsd.store.contract import Position
+from mlsd.store.ship import FIRST_DELAY, MAX_DELAY, Shipper
+from mlsd.store.sqlite import SqliteSink, default_path
+from mlsd.untrusted import terminal
+
+log = logs.get("mlsd.store")
+
+SHIP_BOUND: Final = 5.0
+"""Seconds the shipper may go on storing committed rows once following has stopped."""
+
+
+def store_path(cfg: Config) -> Path:
+    """`[store] path`, or its default in the state directory."""
+    return cfg.store.path or default_path(cfg.paths.state_dir)
+
+
+def node_name() -> str:
+    """What `node` says in the store: this host's name (one mlsd per host)."""
+    return socket.gethostname() or "localhost"
+
+
+def committed_of(pipeline: Pipeline) -> Position | None:
+    """The CSV position the checkpoint has committed (what may be shipped)."""
+    cp = pipeline.committed
+    return None if cp is None else Position(cp.csv_dev, cp.csv_ino, cp.csv_length)
+
+
+async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
+    """`session.follow_forever`, with the store's shipper running beside it."""
+    sink = SqliteSink(store_path(s.cfg))
+    node = node_name()
+    shipper = Shipper(
+        s.cfg.paths.csv,
+        lambda: committed_of(s.pipeline),
+        sink,
+        node,
+        tz=s.pipeline.tz,
+        on_mismatch=sink.rebuild,
+    )
+    s.pipeline.on_commit.append(shipper.wake.set)
+    done = asyncio.Event()
+    task = asyncio.create_task(_ship(sink, shipper, node, done))
+    try:
+        await session.follow_forever(s, stop)
+    finally:
+        s.pipeline.on_commit.remove(shipper.wake.set)
+        done.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("store left behind at stop, stored at the next start", **_lag(shipper))
+        await sink.close()
+
+
+async def _ship(sink: SqliteSink, shipper: Shipper, node: str, done: asyncio.Event) -> None:
+    delay, said = FIRST_DELAY, False
+    while True:
+        try:
+            await sink.open(node)
+            break
+        except Exception as exc:  # a store mlsd cannot open is an outage, never fatal
+            if not said:
+                log.error(
+                    "store cannot be opened, rows wait in the CSV",
+                    path=str(sink.store.path),
+                    error=terminal(str(exc)),
+                )
+                said = True
+            shipper.error = terminal(str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), delay)
+            if done.is_set():
+                return
+            delay = min(delay * 2, MAX_DELAY)
+    await shipper.run(done)
+
+
+def _lag(shipper: Shipper) -> dict[str, object]:
+    lag = shipper.lag()
+    return {"bytes_behind": lag.bytes, "rows_behind": lag.rows}

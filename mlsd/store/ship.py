@@ -1,0 +1,322 @@
+"""The shipper: follows the CSV's committed rows into a sink, exactly once, never in the way.
+
+It reads from the sink's stored position up to what the checkpoint has committed (rows
+past it may still be cut back by recovery, so they are never shipped), in batches of
+bounded size, and hands each to the sink, which stores rows and end position in one
+transaction. A sink that fails is retried with capped exponential backoff (one log line
+per outage, one when it resumes); meanwhile the rows wait in the CSV, on disk, and
+following the mail log goes on: nothing here is awaited by the follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Final
+
+from mlsd import logs
+from mlsd.rows import HEADER, decode_row
+from mlsd.safefs import nofollow_opener
+from mlsd.store.contract import Batch, Position, Sink, StoreConflict, StoredRow
+from mlsd.store.rowmap import stored_row
+from mlsd.untrusted import terminal
+
+log = logs.get("mlsd.store")
+
+BATCH_ROWS: Final = 5000
+"""Rows per transaction: bounded memory, and few commits (one fsync each) when catching up."""
+FIRST_DELAY: Final = 0.5
+MAX_DELAY: Final = 60.0
+"""Backoff between attempts while a sink fails: doubling from FIRST_DELAY up to this."""
+PROGRESS_EVERY: Final = 10.0
+"""Seconds between two progress lines while a (re)build catches up."""
+
+Committed = Callable[[], Position | None]
+"""What the checkpoint has committed (None before the CSV is pinned)."""
+OnMismatch = Callable[[Position, Position, str], Awaitable[None]]
+"""Called with (stored, committed, why) when the sink's position is not on this CSV's
+committed rows; must leave the sink with no position for the node (a rebuild), or raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """How far the sink is behind the CSV's committed rows (for `status` and STATUS=)."""
+
+    bytes: int | None
+    """Committed CSV bytes not yet stored; None while the sink's position is unknown."""
+    rows: int | None
+    """Committed rows not yet stored (counted at the last round); None while unknown."""
+    last_time: datetime | None
+    """The time of the last row shipped since start (None before the first)."""
+    stored: Position | None
+    """The sink's position as last seen."""
+    error: str | None
+    """Why the sink is not being written to right now (None when it is)."""
+
+
+class Shipper:
+    """Follows the committed rows of one CSV into one sink for one node.
+
+    `committed` is called each round; `wake` is set by the checkpoint (after each commit);
+    `run` returns once `stop` is set and what was committed before is stored (or the sink
+    fails: the rest waits for the next start).
+    """
+
+    def __init__(
+        self,
+        csv_path: Path,
+        committed: Committed,
+        sink: Sink,
+        node: str,
+        *,
+        tz: tzinfo = UTC,
+        on_mismatch: OnMismatch | None = None,
+        batch_rows: int = BATCH_ROWS,
+        max_delay: float = MAX_DELAY,
+    ) -> None:
+        self.csv_path = csv_path
+        self.committed = committed
+        self.sink = sink
+        self.node = node
+        self.tz = tz
+        self.on_mismatch = on_mismatch
+        self.batch_rows = batch_rows
+        self.max_delay = max_delay
+        self.wake = asyncio.Event()
+        self.stored: Position | None = None
+        """The sink's position as last read or written (None: not known yet)."""
+        self.rows_shipped = 0
+        self.skipped = 0
+        """Committed lines that are not rows mlsd writes (a hand-edited CSV): passed over."""
+        self.last_time: datetime | None = None
+        self.error: str | None = None
+        self._known = False
+        """Whether `stored` is the sink's position now (False: ask it before the next batch)."""
+        self._seen = False
+        """Whether the sink's position was ever read (lag is unknown before)."""
+        self._counted_to = 0
+        self._rows_behind: int | None = None
+        self._build: tuple[float, int] | None = None
+        """(monotonic start, rows shipped at start) while shipping from the first row."""
+        self._progress_at = 0.0
+
+    # ---- status
+
+    def lag(self) -> Lag:
+        """How far behind the sink is, from what is known without touching it."""
+        target = self.committed()
+        stored = self.stored if self._seen else None
+        behind: int | None = None
+        if target is not None and self._seen:
+            same = stored is not None and (stored.csv_dev, stored.csv_ino) == (
+                target.csv_dev,
+                target.csv_ino,
+            )
+            start = stored.csv_offset if stored is not None and same else len(HEADER)
+            behind = max(0, target.csv_offset - start)
+        return Lag(behind, self._rows_behind, self.last_time, stored, self.error)
+
+    # ---- the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ship until `stop` is set, then once more (what was committed before it)."""
+        delay = FIRST_DELAY
+        while True:
+            self.wake.clear()
+            final = stop.is_set()
+            try:
+                await self.ship_committed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure is an outage: retried, never fatal
+                self._known = False  # ask the sink again: the failed write may have landed
+                if self.error is None:
+                    log.warning(
+                        "store unavailable, rows wait in the CSV",
+                        sink=self.sink.name,
+                        error=terminal(str(exc) or type(exc).__name__),
+                        retry_s=delay,
+                    )
+                self.error = terminal(str(exc) or type(exc).__name__)
+                if final:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, self.max_delay)
+                continue
+            if self.error is not None:
+                log.info("store resumed", sink=self.sink.name, stored=self._offset())
+                self.error = None
+            delay = FIRST_DELAY
+            if final:
+                return
+            await _first(self.wake, stop)
+
+    async def ship_committed(self) -> int:
+        """Store every row committed now (and any committed meanwhile); rows stored."""
+        shipped = 0
+        while True:
+            target = self.committed()
+            if target is None:
+                return shipped
+            start = await self._start(target)
+            await asyncio.to_thread(self._count_behind, start, target)
+            if start.csv_offset >= target.csv_offset:
+                self._built()
+                return shipped
+            rows, end, skipped = await asyncio.to_thread(self._read, start, target)
+            await self.sink.append(self.node, Batch(rows, start, end))
+            self.stored = end
+            shipped += len(rows)
+            self._account(rows, skipped)
+
+    async def _start(self, target: Position) -> Position:
+        if not self._known:
+            self.stored = await self.sink.position(self.node)
+            self._known = self._seen = True
+        stored = self.stored
+        if stored is None:
+            if target.csv_offset > len(HEADER):
+                self._building()
+            return Position(target.csv_dev, target.csv_ino, len(HEADER))
+        why = self._mismatch(stored, target)
+        if why is None:
+            return stored
+        if self.on_mismatch is None:
+            raise StoreConflict(
+                f"the {self.sink.name}'s position for {self.node} ({_show(stored)}) is not "
+                f"on the CSV's committed rows ({_show(target)}): {why}"
+            )
+        await self.on_mismatch(stored, target, why)
+        self._known = False
+        self.stored = await self.sink.position(self.node)
+        self._known = True
+        if self.stored is not None:
+            raise StoreConflict(f"the {self.sink.name} still holds a position after a rebuild")
+        self._counted_to, self._rows_behind = 0, None
+        self._building()
+        return Position(target.csv_dev, target.csv_ino, len(HEADER))
+
+    def _mismatch(self, stored: Position, target: Position) -> str | None:
+        if (stored.csv_dev, stored.csv_ino) != (target.csv_dev, target.csv_ino):
+            return "another CSV file (moved aside by `mlsd reset`, or restored)"
+        if stored.csv_offset > target.csv_offset:
+            return "it is past the committed end of the CSV"
+        if stored.csv_offset < len(HEADER) or not self._at_boundary(stored.csv_offset):
+            return "it is not at a row boundary"
+        return None
+
+    def _at_boundary(self, offset: int) -> bool:
+        if offset == len(HEADER):
+            return True
+        with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
+            fh.seek(offset - 1)
+            return fh.read(1) == b"\n"
+
+    # ---- reading the CSV (in a worker thread)
+
+    def _read(self, start: Position, target: Position) -> tuple[list[StoredRow], Position, int]:
+        """Up to `batch_rows` rows from `start`, never past `target` (the committed end)."""
+        rows: list[StoredRow] = []
+        skipped = 0
+        tz = self.tz
+        with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) != (target.csv_dev, target.csv_ino):
+                raise StoreConflict(f"{self.csv_path} is not the CSV the checkpoint committed")
+            fh.seek(start.csv_offset)
+            at, end = start.csv_offset, target.csv_offset
+            while at < end and len(rows) < self.batch_rows:
+                line = fh.readline(end - at)
+                if not line.endswith(b"\n"):
+                    break  # never past the committed end, which is a row boundary
+                at += len(line)
+                cells = decode_row(line[:-1].decode("utf-8", "replace"))
+                if cells is None:
+                    skipped += 1
+                    continue
+                try:
+                    rows.append(stored_row(cells, tz))
+                except ValueError:
+                    skipped += 1
+        return rows, Position(start.csv_dev, start.csv_ino, at), skipped
+
+    def _count_behind(self, start: Position, target: Position) -> None:
+        """Rows between `start` and `target`, counting each byte once (newlines only)."""
+        if self._rows_behind is None or self._counted_to < start.csv_offset:
+            self._counted_to, self._rows_behind = start.csv_offset, 0
+        if self._counted_to >= target.csv_offset:
+            return
+        with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
+            fh.seek(self._counted_to)
+            left = target.csv_offset - self._counted_to
+            while left > 0:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                self._rows_behind += chunk.count(b"\n")
+                left -= len(chunk)
+        self._counted_to = target.csv_offset - left
+
+    def _account(self, rows: list[StoredRow], skipped: int) -> None:
+        self.rows_shipped += len(rows)
+        if self._rows_behind is not None:
+            self._rows_behind = max(0, self._rows_behind - len(rows) - skipped)
+        if rows:
+            self.last_time = rows[-1].time
+        if skipped:
+            self.skipped += skipped
+            log.warning(
+                "csv lines that are not rows passed over",
+                sink=self.sink.name,
+                lines=skipped,
+                reason="not a row mlsd writes (edited by hand?)",
+            )
+        build = self._build
+        if build is not None and time.monotonic() - self._progress_at >= PROGRESS_EVERY:
+            self._progress_at = time.monotonic()
+            log.info(
+                "store rebuilding",
+                sink=self.sink.name,
+                rows=self.rows_shipped - build[1],
+                rows_left=self._rows_behind,
+            )
+
+    def _building(self) -> None:
+        if self._build is None:
+            self._build = (time.monotonic(), self.rows_shipped)
+            self._progress_at = time.monotonic()
+
+    def _built(self) -> None:
+        build = self._build
+        if build is None:
+            return
+        self._build = None
+        log.info(
+            "store rebuilt",
+            sink=self.sink.name,
+            rows=self.rows_shipped - build[1],
+            seconds=round(time.monotonic() - build[0], 1),
+        )
+
+    def _offset(self) -> int:
+        return self.stored.csv_offset if self.stored is not None else 0
+
+
+def _show(p: Position) -> str:
+    return f"dev {p.csv_dev} inode {p.csv_ino} offset {p.csv_offset}"
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -1,0 +1,86 @@
+"""Helpers for the event store's tests: a CSV of rows as csvlog writes them, its rows back."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+
+from mlsd.enrich.postfix import postfix_reverse
+from mlsd.ingest.csvlog import RowFormat
+from mlsd.rows import HEADER, AuthFailure, Enrichment, decode_row
+from mlsd.store.contract import Position, StoredRow
+from mlsd.store.rowmap import stored_row
+
+
+def events(n: int, *, seed: int = 1, start: datetime | None = None) -> list[AuthFailure]:
+    """`n` varied failures, a few seconds apart (hostile cells included)."""
+    rnd = random.Random(seed)
+    t = start or datetime(2026, 11, 25, 21, 0, tzinfo=UTC)
+    users = ["admin", "info@example.org", 'x";y', "=cmd", "ü\tber", "", "a;b"]
+    out = []
+    for _ in range(n):
+        t += timedelta(seconds=rnd.randint(0, 90))
+        out.append(
+            AuthFailure(
+                time=t,
+                server=rnd.choice(["mx1", "mx2", ""]),
+                service=rnd.choice(["smtp", "imap", "submission"]),
+                mechanism=rnd.choice(["LOGIN", "PLAIN", ""]),
+                hostname=rnd.choice(["unknown", "scanner.example.net", ""]),
+                ip=f"192.0.2.{rnd.randint(1, 254)}",
+                user=rnd.choice([*users, None]),
+                reason="x",
+                attempts=rnd.choice([1, 1, 1, 3]),
+            )
+        )
+    return out
+
+
+def enrich(ev: AuthFailure) -> Enrichment:
+    """Postfix's hostname, and an ASN for every other address (the rest N/A)."""
+    base = postfix_reverse(ev)
+    if int(ev.ip.rsplit(".", 1)[1]) % 2:
+        return base._replace(country_code="NL", asn="AS64500", aso="Example; Net")
+    return base
+
+
+def encode(evs: list[AuthFailure], tz: tzinfo = UTC, date_format: str = "iso") -> bytes:
+    """The rows csvlog would append for these events."""
+    return RowFormat(tz=tz, date_format=date_format, cap=256).encode(evs, enrich)
+
+
+def write_csv(path: Path, evs: list[AuthFailure], **kw: object) -> None:
+    """A new CSV (header and rows), mode 0640."""
+    path.write_bytes(HEADER + encode(evs, **kw))  # type: ignore[arg-type]
+    os.chmod(path, 0o640)
+
+
+def append_csv(path: Path, evs: list[AuthFailure]) -> None:
+    """More rows at the end."""
+    with open(path, "ab") as fh:
+        fh.write(encode(evs))
+
+
+def csv_rows(path: Path, tz: tzinfo = UTC, upto: int | None = None) -> list[StoredRow]:
+    """The CSV's rows (up to byte `upto`) as the store should hold them."""
+    data = path.read_bytes()[len(HEADER) : upto]
+    out = []
+    for line in data.decode().split("\n"):
+        cells = decode_row(line) if line else None
+        if cells is not None:
+            out.append(stored_row(cells, tz))
+    return out
+
+
+def position(path: Path, offset: int | None = None) -> Position:
+    """The position of `path` at `offset` (its end by default)."""
+    st = os.stat(path)
+    return Position(st.st_dev, st.st_ino, st.st_size if offset is None else offset)
+
+
+def multiset(rows: list[StoredRow]) -> Counter[StoredRow]:
+    """Rows as a multiset: exactly-once compares these, not lengths."""
+    return Counter(rows)

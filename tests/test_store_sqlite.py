@@ -1,0 +1,259 @@
+"""The SQLite store and the shipper in one process: exactly once, conflicts, damage, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import structlog
+
+from mlsd.errors import StateError
+from mlsd.rows import HEADER
+from mlsd.store.contract import Batch, Position, StoreConflict
+from mlsd.store.ship import Shipper
+from mlsd.store.sqlite import SCHEMA_VERSION, SqliteSink, SqliteStore
+from tests.storekit import append_csv, csv_rows, events, multiset, position, write_csv
+
+NODE = "mx1"
+
+
+def ship(csv: Path, db: Path, committed: Callable[[], Position | None], **kw: object) -> Shipper:
+    """Open the store, ship what is committed, close; the shipper for its counters."""
+
+    async def go() -> Shipper:
+        sink = SqliteSink(db)
+        await sink.open(NODE)
+        shipper = Shipper(csv, committed, sink, NODE, on_mismatch=sink.rebuild, **kw)  # type: ignore[arg-type]
+        try:
+            await shipper.ship_committed()
+        finally:
+            await sink.close()
+        return shipper
+
+    return asyncio.run(go())
+
+
+def stored(db: Path) -> SqliteStore:
+    store = SqliteStore(db)
+    store.open()
+    return store
+
+
+def test_committed_rows_are_stored_once_in_batches(tmp_path: Path) -> None:
+    """Every committed row, in CSV order, across batches; nothing past the committed end."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(120))
+    committed = position(csv)
+    append_csv(csv, events(5, seed=2))  # written, not yet committed
+    with open(csv, "ab") as fh:
+        fh.write(b"torn;line")  # and a torn last line
+    shipper = ship(csv, db, lambda: committed, batch_rows=7)
+    store = stored(db)
+    assert csv_rows(csv, upto=committed.csv_offset) == store.rows()
+    assert committed == store.position(NODE)
+    assert 120 == shipper.rows_shipped
+    # Shipping again stores nothing more; a later commit ships only the new rows.
+    ship(csv, db, lambda: committed)
+    assert 120 == stored(db).count()
+    later = position(csv, os.path.getsize(csv) - len(b"torn;line"))
+    ship(csv, db, lambda: later)
+    assert multiset(csv_rows(csv, upto=later.csv_offset)) == multiset(stored(db).rows())
+
+
+def test_iso_and_maillogsentinel_dates_keep_their_instant(tmp_path: Path) -> None:
+    """An ISO date keeps its offset; a MailLogSentinel date is read in the zone it was
+    written in."""
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    for fmt in ("iso", "maillogsentinel"):
+        csv, db = tmp_path / f"{fmt}.csv", tmp_path / f"{fmt}.sqlite3"
+        write_csv(csv, events(30), tz=paris, date_format=fmt)
+        ship(csv, db, lambda c=csv: position(c), tz=paris)  # type: ignore[misc]
+        assert csv_rows(csv, tz=paris) == stored(db).rows()
+
+
+def test_a_batch_not_at_the_stored_position_is_refused_whole(tmp_path: Path) -> None:
+    """StoreConflict, and neither its rows nor its position are stored."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(10))
+    rows = csv_rows(csv)
+    store = stored(db)
+    first = Position(1, 2, len(HEADER))
+    store.append(NODE, Batch(rows[:5], first, Position(1, 2, 500)))
+    with pytest.raises(StoreConflict):
+        store.append(NODE, Batch(rows[5:], Position(1, 2, 400), Position(1, 2, 900)))
+    assert rows[:5] == store.rows()
+    assert Position(1, 2, 500) == store.position(NODE)
+
+
+def test_a_new_store_is_mode_0640_in_wal_mode(tmp_path: Path) -> None:
+    """Attack data is not world-readable; WAL lets readers and the writer go on together."""
+    db = tmp_path / "events.sqlite3"
+    stored(db).close()
+    assert 0o640 == stat.S_IMODE(os.stat(db).st_mode)
+    with sqlite3.connect(db) as con:
+        assert "wal" == con.execute("PRAGMA journal_mode").fetchone()[0]
+        assert [(SCHEMA_VERSION,)] == con.execute("SELECT version FROM mlsd_schema").fetchall()
+
+
+def test_a_reader_holding_a_snapshot_does_not_block_the_writer(tmp_path: Path) -> None:
+    """An admin's `sqlite3` in a read transaction: batches still commit, and the reader
+    sees its snapshot until it ends its transaction."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(10))
+    ship(csv, db, lambda: position(csv))
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    assert 10 == reader.execute("SELECT count(*) FROM mlsd_events").fetchone()[0]
+    append_csv(csv, events(15, seed=3))
+    ship(csv, db, lambda: position(csv))  # would raise "database is locked" if blocked
+    assert 10 == reader.execute("SELECT count(*) FROM mlsd_events").fetchone()[0]
+    reader.execute("COMMIT")
+    assert 25 == reader.execute("SELECT count(*) FROM mlsd_events").fetchone()[0]
+    reader.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b"not a database at all" * 100), id="garbage"),
+        pytest.param(lambda p: os.truncate(p, 5000), id="truncated"),
+        pytest.param(
+            lambda p: sqlite3.connect(p, isolation_level=None).execute("DROP TABLE mlsd_positions"),
+            id="table-dropped",
+        ),
+    ],
+)
+def test_a_damaged_store_is_moved_aside_and_rebuilt(
+    tmp_path: Path, damage: Callable[[Path], object]
+) -> None:
+    """Never deleted: the damaged file is kept beside it; the new one holds every row."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(3000))
+    ship(csv, db, lambda: position(csv))
+    with sqlite3.connect(db) as con:  # everything in the main file, so truncation bites
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(db)
+    with structlog.testing.capture_logs() as logs:
+        ship(csv, db, lambda: position(csv))
+    aside = sorted(tmp_path.glob("events.sqlite3.aside-*"))
+    assert aside and not aside[0].name.endswith(("-wal", "-shm")), aside
+    assert ["store moved aside", "store rebuilt"] == [
+        e["event"] for e in logs if e["event"].startswith("store ")
+    ]
+    assert csv_rows(csv) == stored(db).rows()
+
+
+def test_a_newer_schema_is_an_error_naming_both_versions(tmp_path: Path) -> None:
+    """A newer mlsd's store is not moved aside: its owner is told."""
+    db = tmp_path / "events.sqlite3"
+    stored(db).close()
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE mlsd_schema SET version = 7")
+    with pytest.raises(StateError, match=f"version 7, newer than version {SCHEMA_VERSION}"):
+        stored(db)
+    assert not list(tmp_path.glob("*.aside-*"))
+
+
+def test_another_csv_or_node_means_a_rebuild(tmp_path: Path) -> None:
+    """After `mlsd reset` (a new CSV, another inode) the store is rebuilt from the new CSV;
+    a store of another node is not appended to either."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(20))
+    ship(csv, db, lambda: position(csv))
+    os.rename(csv, tmp_path / "old.csv")
+    write_csv(csv, events(4, seed=9))
+    ship(csv, db, lambda: position(csv))
+    assert csv_rows(csv) == stored(db).rows()
+    assert 1 == len(list(tmp_path.glob("events.sqlite3.aside-*")))
+
+    async def other_node() -> str | None:
+        sink = SqliteSink(db)
+        try:
+            return await sink.open("mx9")
+        finally:
+            await sink.close()
+
+    assert "another node" in (asyncio.run(other_node()) or "")
+    assert 0 == stored(db).count()
+
+
+class FlakySink:
+    """A sink that fails its first `failures` appends (as a database that is down)."""
+
+    name = "flaky"
+
+    def __init__(self, inner: SqliteSink, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def position(self, node: str) -> Position | None:
+        return await self.inner.position(node)
+
+    async def append(self, node: str, batch: Batch) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("connection refused")
+        await self.inner.append(node, batch)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_a_failing_sink_is_retried_logged_once_and_resumes(tmp_path: Path) -> None:
+    """Three failures: one warning, then `store resumed` (after the first build, from an
+    empty store, is done); every row stored once."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(50))
+
+    async def go() -> None:
+        inner = SqliteSink(db)
+        await inner.open(NODE)
+        sink = FlakySink(inner, 3)
+        shipper = Shipper(csv, lambda: position(csv), sink, NODE, batch_rows=20, max_delay=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        for _ in range(400):
+            await asyncio.sleep(0.01)
+            if shipper.lag().bytes == 0 and shipper.error is None:
+                break
+        assert 0 == shipper.lag().rows
+        assert shipper.lag().last_time is not None
+        stop.set()
+        await task
+        await sink.close()
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(go())
+    said = [e["event"] for e in logs if e["event"].startswith("store ")]
+    assert ["store unavailable, rows wait in the CSV", "store rebuilt", "store resumed"] == said
+    assert csv_rows(csv) == stored(db).rows()
+
+
+def test_lag_counts_rows_and_bytes_behind_while_the_sink_is_down(tmp_path: Path) -> None:
+    """Nothing can be stored: every committed row is behind, in rows and in bytes."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(12))
+
+    async def go() -> tuple[int | None, int | None, str | None]:
+        inner = SqliteSink(db)
+        await inner.open(NODE)
+        sink = FlakySink(inner, 10**6)
+        shipper = Shipper(csv, lambda: position(csv), sink, NODE, batch_rows=5)
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        while shipper.error is None:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+        await sink.close()
+        lag = shipper.lag()
+        return lag.bytes, lag.rows, lag.error
+
+    assert (os.path.getsize(csv) - len(HEADER), 12, "connection refused") == asyncio.run(go())
