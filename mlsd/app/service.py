@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import reload, report_jobs, storejob
+from mlsd.app import fleetjob, reload, report_jobs
 from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
@@ -171,7 +171,7 @@ class Service:
             await self.enricher.close()
             raise
         report_jobs.describe(self.cfg, self.sender)
-        follow = asyncio.create_task(storejob.follow_and_ship(self.session, self._stop_follow))
+        follow = asyncio.create_task(fleetjob.follow_and_ship(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None

@@ -68,7 +68,7 @@ class PgSink:
         self,
         url: str,
         *,
-        password: Secret | None = None,
+        password: Secret | Callable[[], Secret | None] | None = None,
         keep_months: int = 0,
         connect_timeout: float = 10.0,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
@@ -88,8 +88,11 @@ class PgSink:
             return self._conn
         await self._drop()
         conninfo = self._url
-        if self._password is not None:
-            conninfo = make_conninfo(conninfo, password=self._password.reveal())
+        # A callable is asked at each connection: a reload's new password file is used
+        # from the next one on.
+        secret = self._password() if callable(self._password) else self._password
+        if secret is not None:
+            conninfo = make_conninfo(conninfo, password=secret.reveal())
         conn: Conn = await AsyncConnection.connect(
             conninfo,
             autocommit=True,
