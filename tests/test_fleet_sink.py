@@ -263,3 +263,28 @@ def test_a_password_given_apart_reaches_the_server_only(fleet: Fleet) -> None:
     with pytest.raises(psycopg.OperationalError) as err:
         run(go())
     assert "Wr0ng-pw-xyz" not in str(err.value)
+
+
+def test_nodes_needing_a_new_month_at_once_both_store(fleet: Fleet) -> None:
+    """Several sinks create the same month's partition concurrently: each batch is stored
+    (a race once showed as "relation already exists" and a retried batch)."""
+    nodes = [f"mx{i}" for i in range(6)]
+
+    async def go() -> None:
+        sinks = [fleet.sink(fleet.owner) for _ in nodes]
+        try:
+            for s in sinks:
+                await s.position("-")  # connected and migrated, before the race
+            when = datetime(2031, 7, 1, tzinfo=UTC)
+            await asyncio.gather(
+                *(
+                    s.append(n, Batch(rows(3, when), pos(10), pos(20)))
+                    for s, n in zip(sinks, nodes, strict=True)
+                )
+            )
+        finally:
+            for s in sinks:
+                await s.close()
+
+    run(go())
+    assert 18 == sum(fleet.events().values())

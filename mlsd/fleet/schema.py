@@ -70,13 +70,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WHILE m <= last_month LOOP
             name := 'mlsd_events_' || to_char(m, 'YYYYMM');
             IF to_regclass(name) IS NULL THEN
+                -- Two nodes may need the same month at once: one creates it, the other
+                -- waits, then finds it (an advisory lock does not refresh the catalog
+                -- cache that to_regclass reads, hence the handler).
                 PERFORM pg_advisory_xact_lock(1835822948);
-                IF to_regclass(name) IS NULL THEN
+                BEGIN
                     EXECUTE format(
                         'CREATE TABLE %I PARTITION OF mlsd_events FOR VALUES FROM (%L) TO (%L)',
                         name, m::text || ' 00:00:00+00',
                         (m + interval '1 month')::date::text || ' 00:00:00+00');
-                END IF;
+                EXCEPTION WHEN duplicate_table OR unique_violation THEN
+                    NULL;
+                END;
             END IF;
             m := (m + interval '1 month')::date;
         END LOOP;

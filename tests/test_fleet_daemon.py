@@ -1,0 +1,108 @@
+"""Three `mlsd run` daemons, real subprocesses, shipping to one PostgreSQL through outages.
+
+Each node has its own log, CSV, state and PostgreSQL role (row-level security: its rows
+only). While the logs grow, connections are killed, PostgreSQL is restarted and one daemon
+is `kill -9`'d and started again: at the end the fleet table equals the union of the three
+CSVs, row for row, and no daemon ever logged the password.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.fleetkit import PASSWORD, Fleet, make_fleet
+from tests.followkit import Env, Writer, kill9
+from tests.pgkit import Database, pg_cluster, pg_db  # noqa: F401 - fixtures
+from tests.storekit import csv_rows
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def fleet(pg_db: Database) -> Fleet:  # noqa: F811 - the fixture
+    f = make_fleet(pg_db)
+    f.migrate()
+    return f
+
+
+def node_env(fleet: Fleet, root: Path, name: str) -> Env:
+    root.mkdir()
+    env = Env(root)
+    pw = root / "fleet.pass"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
+    env.extra = (
+        f"[fleet]\nurl = {fleet.db.cluster.url(name, fleet.db.name)}\nnode = {name}\n"
+        f"password_file = {pw}\n"
+    )
+    env.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
+    return env
+
+
+def expected(envs: dict[str, Env]) -> Counter[tuple[object, ...]]:
+    union: Counter[tuple[object, ...]] = Counter()
+    for name, env in envs.items():
+        if env.csv.exists():
+            union += Counter((name, *r) for r in csv_rows(env.csv))
+    return union
+
+
+def kill_connections(fleet: Fleet) -> None:
+    fleet.db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'mlsd'"
+    )
+
+
+def test_three_daemons_fill_the_fleet_table_exactly_once(fleet: Fleet, tmp_path: Path) -> None:
+    """The union of three CSVs, through kills, a restart and a kill -9 of one daemon."""
+    names = ["mx1", "mx2", "imap1"]
+    for name in names:
+        fleet.add_node(name)
+    envs = {name: node_env(fleet, tmp_path / name, name) for name in names}
+    writers = {name: Writer(env.log) for name, env in envs.items()}
+    procs = {name: env.start() for name, env in envs.items()}
+    seq = 0
+    try:
+        for step in range(6):
+            for w in writers.values():
+                w.seq(range(seq, seq + 40))
+                seq += 40
+            time.sleep(0.3)
+            if step == 1:
+                kill_connections(fleet)
+            elif step == 2:
+                fleet.db.cluster.restart()
+            elif step == 3:
+                kill9(procs["mx2"])
+                procs["mx2"] = envs["mx2"].start()
+            elif step == 4:
+                kill_connections(fleet)
+        want_rows = 6 * 40
+        deadline = time.monotonic() + 60
+        while True:
+            want = expected(envs)
+            got = fleet.events()
+            complete = all(len(csv_rows(e.csv)) == want_rows for e in envs.values())
+            if (want == got and complete) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert want == got
+        assert dict.fromkeys(names, want_rows) == {
+            n: sum(1 for k in got.elements() if k[0] == n) for n in names
+        }
+        for name, env in envs.items():
+            assert 0 == env.stop(procs[name], signal.SIGTERM)
+    finally:
+        for w in writers.values():
+            w.close()
+        for env in envs.values():
+            env.cleanup()
+    for env in envs.values():
+        err = env.all_stderr()
+        assert PASSWORD not in err
+        assert "fleet shipping" in err
