@@ -4,7 +4,8 @@ retention by partition, and the node roles of contrib/postgresql/fleet-roles.sql
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -288,3 +289,27 @@ def test_nodes_needing_a_new_month_at_once_both_store(fleet: Fleet) -> None:
 
     run(go())
     assert 18 == sum(fleet.events().values())
+
+
+def test_the_readme_example_queries_run(fleet: Fleet) -> None:
+    """The README's fleet queries are valid SQL on the schema, and the first finds an
+    address seen by two nodes."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Fleet (PostgreSQL)", 1)[1]
+    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    queries = [q for q in block.split(";") if q.strip()]
+    assert 2 == len(queries)
+    now = datetime.now(UTC) - timedelta(hours=1)
+
+    async def go() -> None:
+        sink = fleet.sink(fleet.owner)
+        try:
+            await sink.append("mx1", Batch(rows(3, now), pos(10), pos(20)))
+            await sink.append("mx2", Batch(rows(2, now), pos(10), pos(20)))
+        finally:
+            await sink.close()
+
+    run(go())
+    spread = fleet.db.execute(queries[0])
+    assert {("203.0.113.1", 2), ("203.0.113.2", 2)} == {(r[0], r[1]) for r in spread}
+    assert ["mx1", "mx2"] == [r[0] for r in fleet.db.execute(queries[1])]
