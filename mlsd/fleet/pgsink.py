@@ -39,6 +39,10 @@ _COLUMNS: Final = (
 )
 """`StoredRow`'s fields, in its order (the COPY writes each row as the tuple it is)."""
 
+_TYPES: Final = (
+    "timestamptz", "text", "text", "text", "text", "text", "text", "int8", "text", "text",
+    "text", "int4",
+)  # fmt: skip
 _STAGE: Final = (
     'CREATE TEMP TABLE mlsd_batch (time timestamptz, server text, ip text, "user" text, '
     "hostname text, reverse_dns_status text, country_code text, asn bigint, aso text, "
@@ -191,7 +195,11 @@ class PgSink:
         if not months <= self._months:
             await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (min(months), max(months)))
         await conn.execute(_STAGE)
-        async with conn.cursor().copy(f"COPY mlsd_batch ({_COLUMNS}) FROM STDIN") as copy:
+        async with conn.cursor().copy(
+            f"COPY mlsd_batch ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            # Binary: no text to format here nor to parse there (twice the rows per second).
+            copy.set_types(_TYPES)
             for row in batch.rows:
                 await copy.write_row(row)
         await conn.execute(_INSERT, (node,))
