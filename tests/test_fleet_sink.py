@@ -153,7 +153,7 @@ def test_retention_drops_whole_old_partitions(fleet: Fleet) -> None:
     mar = rows(2, datetime(2027, 3, 5, tzinfo=UTC))
 
     async def go() -> None:
-        sink = fleet.sink(fleet.owner)
+        sink = fleet.sink(fleet.owner, today=lambda: date(2026, 12, 10))
         try:
             await sink.append("mx1", Batch(old + jan + feb + mar, pos(100), pos(200)))
         finally:
@@ -172,7 +172,8 @@ def test_retention_drops_whole_old_partitions(fleet: Fleet) -> None:
             "SELECT relname FROM pg_class WHERE relname LIKE 'mlsd_events_2%' AND relkind = 'r'"
         )
     }
-    assert {"mlsd_events_202702", "mlsd_events_202703"} == tables
+    # February and March kept, April made ahead.
+    assert {"mlsd_events_202702", "mlsd_events_202703", "mlsd_events_202704"} == tables
     deleted = fleet.db.execute(
         "SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables "
         "WHERE relname LIKE 'mlsd_events%'"

@@ -110,11 +110,16 @@ class PgSink:
                 log.info("fleet schema migrated", target=self.target, was=was,
                          now=schema.SCHEMA_VERSION)  # fmt: skip
             await self._retention(conn)
+            # This month's and the next month's partitions, ahead of the rows: creating one
+            # waits for the inserts in flight, better now than at midnight on the 1st.
+            this = schema.month_start(self._today())
+            ahead = schema.month_start(self._today(), -1)
+            await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (this, ahead))
         except BaseException:
             await conn.close()
             raise
         self._conn = conn
-        self._months.clear()
+        self._months = {this, ahead}
         log.info("fleet database connected", target=self.target)
         return conn
 
