@@ -5,7 +5,8 @@ state directory's lock for the whole move, so they refuse while a daemon (or a s
 and no daemon can start half-way through: a checkpoint moved away from under a running
 daemon would be rewritten by it a moment later, against a CSV that is gone.
 
-- reset: the CSV, the checkpoint, and the report's per-day cache (derived from that CSV).
+- reset: the CSV, the checkpoint, the report's per-day cache and the event store (both
+  derived from that CSV).
   The next start begins again where `[follow] start_at` says.
 - purge: also the report state (the last day sent, the coverage counters, reports written
   to disk) and the outbox, failed messages included: the next start behaves like a first
@@ -27,6 +28,7 @@ from mlsd.durable import fsync_dir
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, StateLock
 from mlsd.report.outbox import STATE_NAME
+from mlsd.store.sqlite import default_path
 from mlsd.watched import NAME as COVERAGE_NAME
 
 ARCHIVE_MODE: Final = 0o700
@@ -70,6 +72,11 @@ def _managed(cfg: Config, *, purge: bool) -> list[Move]:
         Move(state / (CHECKPOINT_NAME + ".tmp"), "an unfinished checkpoint write"),
         Move(state / "days", "the report's per-day cache"),
     ]
+    # The event store is derived from that CSV too; its WAL files go with it (before it,
+    # so that no moment leaves a WAL beside a database it does not belong to).
+    db = cfg.store.path or default_path(state)
+    items += [Move(Path(f"{db}{x}"), "the event store's WAL") for x in ("-wal", "-shm")]
+    items.append(Move(db, "the event store (built from the CSV)"))
     if purge:
         items += [
             Move(state / STATE_NAME, "the last report day queued"),

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from mlsd.app import journalstatus
+from mlsd.app import journalstatus, storestatus
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
 from mlsd.errors import StateError
@@ -78,6 +78,7 @@ class Status:
     gaps_today: int | None = None
     gaps_7_days: int | None = None
     geoip: list[dict[str, str]] = field(default_factory=list)
+    store: str = ""
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -176,6 +177,7 @@ def gather(cfg: Config, now: datetime) -> Status:
     _reports(st, cfg, now, started)
     _gaps(st, cfg, now)
     _geoip(st, cfg, now)
+    st.store = storestatus.summary(cfg)
     if not st.running:
         st.problems.insert(0, "mlsd is not running (no process holds the state lock)")
     return st

@@ -46,6 +46,8 @@ def render(st: Status) -> str:
         else (f"{st.gaps_today} today, {st.gaps_7_days} in 7 days")
     )
     lines.append(f"  gaps          {gaps}")
+    if st.store:
+        lines.append(f"  store         {st.store}")
     for db in st.geoip:
         what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]
         lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")

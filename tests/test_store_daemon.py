@@ -1,0 +1,162 @@
+"""The event store with the daemon as a real process: kill -9 while shipping, damage, the CLI.
+
+The store must hold exactly the CSV's rows, compared as multisets of whole rows: a row lost
+and a row stored twice both show. The CSV's own exactly-once contract is the follower's
+tests' business; here the CSV is the truth the store is held to.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlsd.store.contract import StoredRow
+from mlsd.store.sqlite import SqliteStore
+from tests.followkit import ENV, Env, Writer, kill9, lines, wait_for
+from tests.storekit import csv_rows, multiset
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    e.extra = "[report]\ntimezone = UTC\n"
+    e.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
+    yield e
+    e.cleanup()
+
+
+def db_path(env: Env) -> Path:
+    return env.state / "events.sqlite3"
+
+
+def store_rows(env: Env) -> list[StoredRow]:
+    """What the store holds, read as an admin's `sqlite3` would (a plain connection)."""
+    store = SqliteStore(db_path(env))
+    store.connect()
+    try:
+        return store.rows()
+    finally:
+        store.close()
+
+
+def committed_length(env: Env) -> int:
+    return int(json.loads((env.state / "checkpoint.json").read_text())["csv_length"])
+
+
+def caught_up(env: Env) -> bool:
+    """The store's position is the checkpoint's committed CSV length."""
+    try:
+        with sqlite3.connect(db_path(env)) as con:
+            row = con.execute("SELECT csv_offset FROM mlsd_positions").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == committed_length(env) == env.csv.stat().st_size
+
+
+def mlsd(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        env.cmd(*args), capture_output=True, text=True, timeout=120, env=ENV, check=False
+    )
+
+
+def assert_store_is_the_csv(env: Env) -> None:
+    want, got = multiset(csv_rows(env.csv)), multiset(store_rows(env))
+    assert want == got, (
+        f"missing={list((want - got).elements())[:5]} extra={list((got - want).elements())[:5]}"
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill9_while_shipping_stores_every_row_exactly_once(env: Env, seed: int) -> None:
+    """Lines written in bursts while mlsd is killed at random instants and restarted: in
+    the end the store holds the CSV's rows, each once."""
+    rng = random.Random(seed)
+    w = Writer(env.log)
+    seq = 0
+    for _ in range(5):
+        proc = env.start()
+        for _ in range(rng.randint(1, 4)):
+            n = rng.randint(1, 400)
+            w.write(lines(range(seq, seq + n)))
+            seq += n
+            time.sleep(rng.uniform(0, 0.15))
+        time.sleep(rng.uniform(0, 0.3))
+        kill9(proc)
+    proc = env.start()
+    w.write(lines(range(seq, seq + 50)))
+    seq += 50
+    wait_for(lambda: len(csv_rows(env.csv)) == seq and caught_up(env), timeout=60)
+    assert env.stop(proc) == 0
+    assert_store_is_the_csv(env)
+    assert "store moved aside" not in env.all_stderr()
+
+
+def test_a_damaged_store_is_rebuilt_at_start_and_check_agrees(env: Env) -> None:
+    """Garbage in the file: moved aside at the next start, rebuilt, `store check` exit 0."""
+    w = Writer(env.log)
+    w.write(lines(range(300)))
+    proc = env.start()
+    wait_for(lambda: len(csv_rows(env.csv)) == 300 and caught_up(env))
+    assert env.stop(proc) == 0
+    db_path(env).write_bytes(b"\x00garbage" * 4096)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db_path(env)}{extra}").unlink(missing_ok=True)
+    proc = env.start()
+    wait_for(lambda: caught_up(env))
+    assert env.stop(proc) == 0
+    err = env.all_stderr()
+    assert "store moved aside" in err and "store rebuilt" in err, err[-3000:]
+    assert list(env.state.glob("events.sqlite3.aside-*"))
+    assert_store_is_the_csv(env)
+    res = mlsd(env, "store", "check")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "days agree" in res.stdout
+    status = mlsd(env, "status").stdout
+    assert f"  store         {db_path(env)}: 300 rows, up to date\n" in status, status
+
+
+def test_store_check_names_the_day_that_differs_and_rebuild_fixes_it(env: Env) -> None:
+    """A row deleted behind mlsd's back: check exits 1 naming its day; rebuild (refused
+    while the daemon runs) makes them agree again."""
+    w = Writer(env.log)
+    w.write(lines(range(40)))
+    proc = env.start()
+    wait_for(lambda: len(csv_rows(env.csv)) == 40 and caught_up(env))
+    res = mlsd(env, "store", "rebuild")
+    assert res.returncode == 1 and "refused" in res.stderr, res.stderr
+    assert env.stop(proc) == 0
+    with sqlite3.connect(db_path(env)) as con:
+        con.execute("DELETE FROM mlsd_events WHERE id = (SELECT max(id) FROM mlsd_events)")
+    day = csv_rows(env.csv)[-1].time.date().isoformat()  # [report] timezone: UTC here
+    res = mlsd(env, "store", "check")
+    assert res.returncode == 1, res.stdout
+    assert f"  {day}  40  39" in res.stdout
+    res = mlsd(env, "store", "rebuild")
+    assert res.returncode == 0, res.stderr
+    assert "store rebuilt: 40 rows" in res.stdout
+    assert mlsd(env, "store", "check").returncode == 0
+    assert_store_is_the_csv(env)
+
+
+def test_kill9_during_a_rebuild_resumes_where_it_stopped(env: Env) -> None:
+    """A CSV written by `mlsd scan` (which does not ship) is stored at the next start, in
+    transactions of 5000 rows: killed several times on the way, it ends with each row once."""
+    Writer(env.log).write(lines(range(20000), noise=False))
+    env.scan()
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = env.start()
+        time.sleep(rng.uniform(0.05, 0.6))
+        kill9(proc)
+    proc = env.start()
+    wait_for(lambda: caught_up(env), timeout=60)
+    assert env.stop(proc) == 0
+    assert 20000 == len(store_rows(env))
+    assert_store_is_the_csv(env)
