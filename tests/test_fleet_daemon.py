@@ -9,6 +9,7 @@ CSVs, row for row, and no daemon ever logged the password.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -95,6 +96,12 @@ def test_three_daemons_fill_the_fleet_table_exactly_once(fleet: Fleet, tmp_path:
         assert dict.fromkeys(names, want_rows) == {
             n: sum(1 for k in got.elements() if k[0] == n) for n in names
         }
+        status = subprocess.run(
+            envs["mx1"].cmd("status"), capture_output=True, text=True, timeout=60, check=False
+        )
+        target = f"mx1@127.0.0.1:{fleet.db.cluster.port}/{fleet.db.name} as mx1"
+        assert f"  fleet         {target}: up to date\n" in status.stdout
+        assert PASSWORD not in status.stdout + status.stderr
         for name, env in envs.items():
             assert 0 == env.stop(procs[name], signal.SIGTERM)
     finally:
@@ -106,3 +113,20 @@ def test_three_daemons_fill_the_fleet_table_exactly_once(fleet: Fleet, tmp_path:
         err = env.all_stderr()
         assert PASSWORD not in err
         assert "fleet shipping" in err
+
+
+def test_status_says_when_the_fleet_cannot_be_reached(tmp_path: Path) -> None:
+    """`mlsd status` with PostgreSQL down: the fleet line says so, within its timeout."""
+    env = Env(tmp_path)
+    env.extra = "[fleet]\nurl = postgresql://mx1@127.0.0.1:1/mlsd\nnode = mx1\n"
+    env.write_conf({})
+    w = Writer(env.log)
+    w.seq(range(3))
+    w.close()
+    env.scan()
+    started = time.monotonic()
+    out = subprocess.run(
+        env.cmd("status"), capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    assert "  fleet         mx1@127.0.0.1:1/mlsd as mx1: cannot reach it (" in out
+    assert time.monotonic() - started < 30
