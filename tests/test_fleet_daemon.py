@@ -8,6 +8,7 @@ CSVs, row for row, and no daemon ever logged the password.
 
 from __future__ import annotations
 
+import base64
 import signal
 import subprocess
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.fleetkit import PASSWORD, Fleet, make_fleet
-from tests.followkit import Env, Writer, kill9
+from tests.followkit import Env, Writer, kill9, wait_for
 from tests.pgkit import Database, pg_cluster, pg_db  # noqa: F401 - fixtures
 from tests.storekit import csv_rows
 
@@ -130,3 +131,36 @@ def test_status_says_when_the_fleet_cannot_be_reached(tmp_path: Path) -> None:
     ).stdout
     assert "  fleet         mx1@127.0.0.1:1/mlsd as mx1: cannot reach it (" in out
     assert time.monotonic() - started < 30
+
+
+def test_a_fixed_password_file_is_used_after_sighup(fleet: Fleet, tmp_path: Path) -> None:
+    """A wrong password: following goes on, the fleet waits; the file fixed and SIGHUP sent,
+    the next connection uses the new password and the rows go in. Neither password is ever
+    logged, plain or in base64."""
+    fleet.add_node("mx7")
+    env = node_env(fleet, tmp_path / "mx7", "mx7")
+    wrong = "Wr0ng-fleet-pw-77"
+    (tmp_path / "mx7" / "fleet.pass").write_text(wrong + "\n")
+    w = Writer(env.log)
+    proc = env.start()
+    try:
+        w.seq(range(30))
+        wait_for(
+            lambda: "sink=fleet" in env.stderr(proc) and "store unavailable" in env.stderr(proc)
+        )
+        wait_for(lambda: len(csv_rows(env.csv)) == 30)  # following did not wait
+        assert 0 == sum(fleet.events().values())
+        (tmp_path / "mx7" / "fleet.pass").write_text(PASSWORD + "\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in env.stderr(proc))
+        w.seq(range(30, 40))
+        wait_for(lambda: expected({"mx7": env}) == fleet.events(), timeout=90)
+        assert 40 == sum(fleet.events().values())
+        assert 0 == env.stop(proc)
+    finally:
+        w.close()
+        env.cleanup()
+    err = env.all_stderr()
+    for secret in (PASSWORD, wrong):
+        assert secret not in err
+        assert base64.b64encode(secret.encode()).decode() not in err
