@@ -101,11 +101,13 @@ def test_a_dropped_connection_is_reopened(fleet: Fleet) -> None:
 
 
 def test_rows_of_any_month_get_their_partition(fleet: Fleet) -> None:
-    """A batch across a year end creates both months' partitions, and the rows land there."""
+    """A batch across a year end creates both months' partitions, and the rows land there;
+    a far-future stamp in it gets its own month, not the century between."""
     batch = rows(3, datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    batch.append(rows(1, datetime(2099, 5, 1, tzinfo=UTC))[0])
 
     async def go() -> None:
-        sink = fleet.sink(fleet.owner)
+        sink = fleet.sink(fleet.owner, today=lambda: date(2026, 12, 10))
         try:
             await sink.append("mx1", Batch(batch, pos(100), pos(200)))
         finally:
@@ -118,7 +120,11 @@ def test_rows_of_any_month_get_their_partition(fleet: Fleet) -> None:
             "SELECT tableoid::regclass::text, count(*) FROM mlsd_events GROUP BY 1 ORDER BY 1"
         )
     }
-    assert {"mlsd_events_202612": 1, "mlsd_events_202701": 2} == counts
+    assert {"mlsd_events_202612": 1, "mlsd_events_202701": 2, "mlsd_events_209905": 1} == counts
+    made = fleet.db.execute(
+        "SELECT count(*) FROM pg_class WHERE relname LIKE 'mlsd_events_2%' AND relkind = 'r'"
+    )
+    assert [(3,)] == made  # December and January (also made ahead), and May 2099
 
 
 def test_a_newer_schema_is_refused_naming_both_versions(fleet: Fleet) -> None:

@@ -103,6 +103,12 @@ class PgSink:
             prepare_threshold=None,
             connect_timeout=max(1, round(self._connect_timeout)),
             application_name="mlsd",
+            # A server that vanished without closing the connection is noticed in about a
+            # minute (client-side: PgBouncer passes no startup options, keepalives are ours).
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
         )
         try:
             was = await schema.ensure(conn)
@@ -197,8 +203,10 @@ class PgSink:
 
     async def _insert(self, conn: Conn, node: str, batch: Batch) -> set[date]:
         months = {schema.month_start(r.time.astimezone(UTC).date()) for r in batch.rows}
-        if not months <= self._months:
-            await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (min(months), max(months)))
+        # Month by month, not min..max: one far-future stamp must not make a century of
+        # partitions (the function refuses a span over ten years).
+        for month in sorted(months - self._months):
+            await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (month, month))
         await conn.execute(_STAGE)
         async with conn.cursor().copy(
             f"COPY mlsd_batch ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
