@@ -50,6 +50,9 @@ SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlsd_node') AS need_gro
   CREATE ROLE mlsd_node NOLOGIN;
 \endif
 GRANT USAGE ON SCHEMA public TO mlsd_node;
+-- Each batch is copied into a temporary table first (COPY cannot write through row-level
+-- security); PUBLIC has this by default, granted here in case it was revoked.
+GRANT TEMPORARY ON DATABASE :"DBNAME" TO mlsd_node;
 
 -- The schema's own migration grants these when mlsd_node exists; repeated here for a
 -- database migrated before this script ran.
