@@ -9,6 +9,7 @@ CSVs, row for row, and no daemon ever logged the password.
 from __future__ import annotations
 
 import base64
+import random
 import signal
 import subprocess
 import time
@@ -60,30 +61,37 @@ def kill_connections(fleet: Fleet) -> None:
     )
 
 
-def test_three_daemons_fill_the_fleet_table_exactly_once(fleet: Fleet, tmp_path: Path) -> None:
-    """The union of three CSVs, through kills, a restart and a kill -9 of one daemon."""
+@pytest.mark.parametrize("seed", [1, 2])
+def test_three_daemons_fill_the_fleet_table_exactly_once(
+    fleet: Fleet, tmp_path: Path, seed: int
+) -> None:
+    """The union of three CSVs, through connection kills, a PostgreSQL restart and a
+    `kill -9` of a daemon, at seeded random points while the logs grow."""
+    rnd = random.Random(seed)
     names = ["mx1", "mx2", "imap1"]
     for name in names:
         fleet.add_node(name)
     envs = {name: node_env(fleet, tmp_path / name, name) for name in names}
     writers = {name: Writer(env.log) for name, env in envs.items()}
     procs = {name: env.start() for name, env in envs.items()}
+    # Every kind of trouble once, in a seeded order, with a seeded pause before each.
+    trouble = ["kill", "restart", "kill9", "kill", "none", "kill9"]
+    rnd.shuffle(trouble)
     seq = 0
     try:
-        for step in range(6):
+        for what in trouble:
             for w in writers.values():
                 w.seq(range(seq, seq + 40))
                 seq += 40
-            time.sleep(0.3)
-            if step == 1:
+            time.sleep(rnd.uniform(0.0, 0.5))
+            if what == "kill":
                 kill_connections(fleet)
-            elif step == 2:
+            elif what == "restart":
                 fleet.db.cluster.restart()
-            elif step == 3:
-                kill9(procs["mx2"])
-                procs["mx2"] = envs["mx2"].start()
-            elif step == 4:
-                kill_connections(fleet)
+            elif what == "kill9":
+                victim = rnd.choice(names)
+                kill9(procs[victim])
+                procs[victim] = envs[victim].start()
         want_rows = 6 * 40
         deadline = time.monotonic() + 60
         while True:
