@@ -20,14 +20,14 @@ import pytest
 
 from tests.fleetkit import PASSWORD, Fleet, make_fleet
 from tests.followkit import Env, Writer, kill9, wait_for
-from tests.pgkit import Database, pg_cluster, pg_db  # noqa: F401 - fixtures
+from tests.pgkit import Database
 from tests.storekit import csv_rows
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def fleet(pg_db: Database) -> Fleet:  # noqa: F811 - the fixture
+def fleet(pg_db: Database) -> Fleet:
     f = make_fleet(pg_db)
     f.migrate()
     return f

@@ -20,14 +20,14 @@ from mlsd.store import ship
 from mlsd.store.contract import Position, StoreConflict
 from mlsd.store.ship import Shipper
 from tests.fleetkit import Fleet, make_fleet
-from tests.pgkit import Database, pg_cluster, pg_db  # noqa: F401 - fixtures
+from tests.pgkit import Database
 from tests.storekit import append_csv, csv_rows, events, position, write_csv
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def fleet(pg_db: Database) -> Fleet:  # noqa: F811 - the fixture
+def fleet(pg_db: Database) -> Fleet:
     f = make_fleet(pg_db)
     f.migrate()
     return f

@@ -16,13 +16,13 @@ from mlsd.fleet.pgsink import PgSink, describe
 from mlsd.fleet.schema import SCHEMA_VERSION
 from mlsd.store.contract import Batch, StoreConflict
 from tests.fleetkit import PASSWORD, Fleet, as_stored, make_fleet, pos, rows
-from tests.pgkit import Database, pg_cluster, pg_db  # noqa: F401 - fixtures
+from tests.pgkit import Database
 
 run = asyncio.run
 
 
 @pytest.fixture
-def fleet(pg_db: Database) -> Fleet:  # noqa: F811 - the fixture
+def fleet(pg_db: Database) -> Fleet:
     return make_fleet(pg_db)
 
 
