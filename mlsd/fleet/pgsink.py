@@ -29,6 +29,7 @@ from psycopg.conninfo import make_conninfo
 from mlsd import logs
 from mlsd.config.schema import Secret
 from mlsd.fleet import schema
+from mlsd.fleet.errors import FleetError
 from mlsd.store.contract import Batch, Position, StoreConflict
 
 log = logs.get("mlsd.fleet")
@@ -194,6 +195,12 @@ class PgSink:
                     )
         except psycopg.errors.UniqueViolation:
             raise StoreConflict(f"fleet: another writer stored {node}'s first batch") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise FleetError(
+                f"the fleet database refuses rows for node {node!r} from this role ({exc}): "
+                "a node's role must be named as its [fleet] node (row-level security), "
+                "see contrib/postgresql/fleet-roles.sql"
+            ) from exc
         except psycopg.OperationalError:
             await self._drop()
             raise
