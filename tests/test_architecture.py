@@ -116,6 +116,9 @@ def test_the_rule_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert _role("mlsd.ingest.pipeline") == "ingest"
     assert _role_of_import("mlsd.report.compose") == "report"
     assert "report" not in ALLOWED["ingest"]
+    # The store follows the CSV: what writes or reads rows never reaches into it.
+    assert _role("mlsd.store.ship") == "store"
+    assert all("store" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base"))
     assert _role("mlsd.rows") == "base"
     # A contract split into a package stays a contract, inside and seen from outside.
     assert _role("mlsd.config.reader") == "base"

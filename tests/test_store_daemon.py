@@ -160,3 +160,27 @@ def test_kill9_during_a_rebuild_resumes_where_it_stopped(env: Env) -> None:
     assert env.stop(proc) == 0
     assert 20000 == len(store_rows(env))
     assert_store_is_the_csv(env)
+
+
+def test_a_store_locked_by_someone_else_never_holds_following_up(env: Env) -> None:
+    """An admin's write transaction holds the store's lock past the busy timeout: the rows
+    still reach the CSV at once, mlsd says once that the store is unavailable, and stores
+    them when the lock is gone (`store resumed`)."""
+    w = Writer(env.log)
+    w.write(lines(range(10)))
+    proc = env.start()
+    wait_for(lambda: len(csv_rows(env.csv)) == 10 and caught_up(env))
+    admin = sqlite3.connect(db_path(env), isolation_level=None)
+    admin.execute("BEGIN IMMEDIATE")
+    try:
+        w.write(lines(range(10, 30)))
+        wait_for(lambda: len(csv_rows(env.csv)) == 30, timeout=10)
+        wait_for(lambda: "store unavailable" in env.stderr(proc), timeout=20)
+    finally:
+        admin.execute("ROLLBACK")
+        admin.close()
+    wait_for(lambda: caught_up(env), timeout=30)
+    assert env.stop(proc) == 0
+    err = env.stderr(proc)
+    assert 1 == err.count("store unavailable") and "store resumed" in err, err[-3000:]
+    assert_store_is_the_csv(env)

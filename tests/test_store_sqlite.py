@@ -257,3 +257,14 @@ def test_lag_counts_rows_and_bytes_behind_while_the_sink_is_down(tmp_path: Path)
         return lag.bytes, lag.rows, lag.error
 
     assert (os.path.getsize(csv) - len(HEADER), 12, "connection refused") == asyncio.run(go())
+
+
+def test_a_committed_end_inside_a_line_ships_the_whole_rows_then_stops(tmp_path: Path) -> None:
+    """A CSV edited in place so the committed end falls inside a row: the rows before it
+    are stored, that one never (half a row is no row), and the shipper says so."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(10))
+    cut = position(csv, os.path.getsize(csv) - 7)
+    with pytest.raises(StoreConflict, match="no whole row"):
+        ship(csv, db, lambda: cut)
+    assert csv_rows(csv)[:9] == stored(db).rows()

@@ -171,6 +171,8 @@ class Shipper:
                 self._built()
                 return shipped
             rows, end, skipped = await asyncio.to_thread(self._read, start, target)
+            if end == start:  # the committed end is not at a line end: edited in place?
+                raise StoreConflict(f"{self.csv_path}: no whole row before the committed end")
             await self.sink.append(self.node, Batch(rows, start, end))
             self.stored = end
             shipped += len(rows)
