@@ -119,6 +119,9 @@ def test_the_rule_sees_a_forbidden_import(tmp_path: Path) -> None:
     # The store follows the CSV: what writes or reads rows never reaches into it.
     assert _role("mlsd.store.ship") == "store"
     assert all("store" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base"))
+    # The fleet is one more sink: only app wires it in, and the store never needs it.
+    assert _role("mlsd.fleet.pgsink") == "fleet"
+    assert all("fleet" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base", "store"))
     assert _role("mlsd.rows") == "base"
     # A contract split into a package stays a contract, inside and seen from outside.
     assert _role("mlsd.config.reader") == "base"
