@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.followkit import Env
+from tests.pgkit import pg_cluster, pg_db  # noqa: F401 - fixtures: one cluster per session
 
 
 @pytest.fixture

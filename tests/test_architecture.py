@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 PACKAGE: Final = Path(__file__).resolve().parent.parent / "mlsd"
-ROLES: Final = ("ingest", "enrich", "report", "store", "metrics", "app")
+ROLES: Final = ("ingest", "enrich", "report", "store", "fleet", "metrics", "app")
 
 # Which roles each part may import (the top-level contract modules are "base", and so are
 # the modules of a contract package such as `mlsd.config`: only the roles are roles).
@@ -28,7 +28,9 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "metrics": frozenset({"base", "metrics"}),
     # The event store follows the CSV through the row contract; only app wires it in.
     "store": frozenset({"base", "store"}),
-    "app": frozenset({"base", "ingest", "enrich", "report", "store", "metrics", "app"}),
+    # The fleet's PostgreSQL is one more sink: it implements the store's contract.
+    "fleet": frozenset({"base", "store", "fleet"}),
+    "app": frozenset({"base", "ingest", "enrich", "report", "store", "fleet", "metrics", "app"}),
 }
 
 # Imports that break the rule today, each with the reason it is still there. The list may
@@ -119,6 +121,9 @@ def test_the_rule_sees_a_forbidden_import(tmp_path: Path) -> None:
     # The store follows the CSV: what writes or reads rows never reaches into it.
     assert _role("mlsd.store.ship") == "store"
     assert all("store" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base"))
+    # The fleet is one more sink: only app wires it in, and the store never needs it.
+    assert _role("mlsd.fleet.pgsink") == "fleet"
+    assert all("fleet" not in ALLOWED[r] for r in ("ingest", "enrich", "report", "base", "store"))
     assert _role("mlsd.rows") == "base"
     # A contract split into a package stays a contract, inside and seen from outside.
     assert _role("mlsd.config.reader") == "base"

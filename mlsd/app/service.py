@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import geoip_job, reload, report_jobs, storejob
+from mlsd.app import fleetjob, geoip_job, reload, report_jobs
 from mlsd.app.behind import bytes_behind
 from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
@@ -173,7 +173,7 @@ class Service:
             await self.enricher.close()
             raise
         report_jobs.describe(self.cfg, self.sender)
-        follow = asyncio.create_task(storejob.follow_and_ship(self.session, self._stop_follow))
+        follow = asyncio.create_task(fleetjob.follow_and_ship(self.session, self._stop_follow))
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None

@@ -8,7 +8,6 @@ section and key. `render` writes a configuration back out, for `check-config`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from datetime import time
@@ -16,16 +15,17 @@ from pathlib import Path
 from typing import Any, Final, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mlsd.config import netkeys
 from mlsd.config.schema import (
     Attach,
     Config,
     CsvConfig,
     DateFormat,
     DnsConfig,
+    FleetConfig,
     FollowConfig,
     GeoipConfig,
     GeoipProvider,
-    Listen,
     LogConfig,
     LogFormat,
     LogLevel,
@@ -156,63 +156,6 @@ def _bool(raw: str) -> bool:
     raise ValueError("yes or no")
 
 
-_SERVER = re.compile(
-    r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d{1,5}))?|(?P<v4>[\d.]+)(?::(?P<port>\d{1,5}))?"
-)
-
-
-def _servers(raw: str) -> tuple[str, ...]:
-    """Resolver addresses, checked here so that a typo fails at start, not at lookup time."""
-    expected = "IP addresses, optionally with :port (IPv6 as [IP]:port), separated by commas"
-    out: list[str] = []
-    for part in (p for p in re.split(r"[,\s]+", raw) if p):
-        m = _SERVER.fullmatch(part)
-        host, port = (m["v6"] or m["v4"], m["v6port"] or m["port"]) if m else (part, None)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(expected) from None
-        if port is not None and not 0 < int(port) < 65536:
-            raise ValueError(expected)
-        out.append(part)
-    return tuple(out)
-
-
-def _listen(raw: str) -> Listen | None:
-    """`127.0.0.1:9717`, `[::1]:9717`; empty: off. An IP literal only: the endpoint binds to
-    exactly what is written, never to what a name resolves to."""
-    if not raw:
-        return None
-    expected = (
-        "an IP address and a port such as 127.0.0.1:9717 ([::1]:9717 for IPv6), or empty to "
-        "serve no metrics"
-    )
-    m = _SERVER.fullmatch(raw)
-    if m is None:
-        raise ValueError(expected)
-    host, port = (m["v6"], m["v6port"]) if m["v6"] else (m["v4"], m["port"])
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(expected) from None
-    if port is None or not 0 < int(port) < 65536:
-        raise ValueError(expected)
-    return Listen(host, int(port))
-
-
-def _account_id(raw: str) -> str:
-    if raw and not (raw.isdecimal() and raw.isascii()):
-        raise ValueError("the MaxMind account id, a number")
-    return raw
-
-
-def _base_url(raw: str) -> str:
-    """An http(s) URL without a query: urllib would also open file: and ftp: ones."""
-    if raw and not re.fullmatch(r"https?://[^\s?#]+", raw):
-        raise ValueError("an http:// or https:// URL without ? or #, or empty")
-    return raw.rstrip("/")
-
-
 def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -247,10 +190,10 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "update": ("update", _bool),
             "provider": ("provider", _choice(GeoipProvider)),
             "update_interval_days": ("update_interval_days", _int_range(1, 365)),
-            "account_id": ("account_id", _account_id),
+            "account_id": ("account_id", netkeys.account_id),
             "license_key_file": ("license_key_file", _opt_path),
             "token_file": ("token_file", _opt_path),
-            "download_base": ("download_base", _base_url),
+            "download_base": ("download_base", netkeys.base_url),
             "max_download": ("max_download", _int_range(1, 4096)),
         },
     ),
@@ -258,7 +201,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
         DnsConfig,
         {
             "reverse": ("reverse", _choice(ReverseMode)),
-            "servers": ("servers", _servers),
+            "servers": ("servers", netkeys.servers),
             "timeout": ("timeout", _within(0.05, 60)),
             "concurrency": ("concurrency", _int_range(1, 1000)),
             "cache_size": ("cache_size", _int_range(1, 10_000_000)),
@@ -313,8 +256,17 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "rotated_dir": ("rotated_dir", _opt_path),
         },
     ),
-    "metrics": (MetricsConfig, {"listen": ("listen", _listen)}),
+    "metrics": (MetricsConfig, {"listen": ("listen", netkeys.listen)}),
     "store": (StoreConfig, {"path": ("path", _opt_path)}),
+    "fleet": (
+        FleetConfig,
+        {
+            "url": ("url", netkeys.fleet_url),
+            "node": ("node", netkeys.node),
+            "password_file": ("password_file", _opt_path),
+            "keep_months": ("keep_months", _int_range(0, 1200)),
+        },
+    ),
 }
 
 PATH_KEYS: Final = {
@@ -330,6 +282,7 @@ PATH_KEYS: Final = {
     ("follow", "rotated_dir"),
     ("source", "journal_directory"),
     ("store", "path"),
+    ("fleet", "password_file"),
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 from mlsd.config.keys import PATH_KEYS, SCHEMA
 from mlsd.config.schema import (
     Config,
+    FleetConfig,
     FollowConfig,
     GeoipConfig,
     PathsConfig,
@@ -148,7 +149,7 @@ def loads(text: str, path: Path) -> Config:
             try:
                 value = parse(raw)
             except ValueError as exc:
-                shown = "***" if key == "password" else repr(raw)
+                shown = "***" if key == "password" or (section, key) in _MASKED else repr(raw)
                 raise ConfigError(
                     f"{path}: [{section}] {key} = {shown}: expected {exc}",
                     path=path,
@@ -217,6 +218,10 @@ def loads(text: str, path: Path) -> Config:
             )
     if parser.has_section("geoip"):
         parts["geoip"] = _geoip_updated(parts, parser, path)
+    fleet: FleetConfig = parts.get("fleet", FleetConfig())
+    if fleet.password_file is not None:
+        secret = _read_password_file(fleet.password_file, path, "fleet")
+        parts["fleet"] = _replace(fleet, password=secret)
     return Config(source_file=path, **parts)
 
 
@@ -258,6 +263,9 @@ def _geoip_updated(
 
 
 _SECRET_KEYS: Final = frozenset({"password"})
+# Values never echoed in an error because they may hold a secret (a url with a password is
+# refused, and the refusal must not print it).
+_MASKED: Final = frozenset({("fleet", "url")})
 # What a secret may not hold: controls and line breaks (a continuation line, a stray ESC).
 # Other characters are its own business: it is never printed.
 _SECRET_BREAKS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -268,7 +276,7 @@ def _check_characters(raw: str, path: Path, section: str, key: str) -> None:
     made `subject_prefix` a header break that failed every report, and a path holding a
     newline or ESC was printed raw by `check-config`, able to forge lines. A secret is
     never echoed, not even escaped, nor where the bad character sits."""
-    if key in _SECRET_KEYS:
+    if key in _SECRET_KEYS or (section, key) in _MASKED:
         if _SECRET_BREAKS.search(raw):
             raise ConfigError(
                 f"{path}: [{section}] {key}: expected one line without control characters "
@@ -290,41 +298,45 @@ def _check_characters(raw: str, path: Path, section: str, key: str) -> None:
 
 def _with_password_file(smtp: SmtpConfig, path: Path) -> SmtpConfig:
     assert smtp.password_file is not None  # noqa: S101 - narrowed by the caller
-    pf = smtp.password_file
+    return _replace(smtp, password=_read_password_file(smtp.password_file, path, "smtp"))
+
+
+def _read_password_file(pf: Path, path: Path, section: str) -> Secret:
+    """The secret in `[section] password_file`; errors never show any of its content."""
     try:
         secret = pf.read_text(encoding="utf-8").strip("\r\n")
     except OSError as exc:
         raise ConfigError(
-            f"{path}: [smtp] password_file = {str(pf)!r}: cannot read it: {exc.strerror}",
+            f"{path}: [{section}] password_file = {str(pf)!r}: cannot read it: {exc.strerror}",
             path=path,
-            section="smtp",
+            section=section,
             key="password_file",
         ) from None
     except UnicodeDecodeError:
         # Its message names the offending byte and its position: part of the secret.
         raise ConfigError(
-            f"{path}: [smtp] password_file = {str(pf)!r}: not UTF-8 text "
+            f"{path}: [{section}] password_file = {str(pf)!r}: not UTF-8 text "
             "(save the password as UTF-8; its content is not shown)",
             path=path,
-            section="smtp",
+            section=section,
             key="password_file",
         ) from None
     if _SECRET_BREAKS.search(secret):
         raise ConfigError(
-            f"{path}: [smtp] password_file = {str(pf)!r}: the password holds a control "
+            f"{path}: [{section}] password_file = {str(pf)!r}: the password holds a control "
             "character or a line break (only a final newline is ignored; content not shown)",
             path=path,
-            section="smtp",
+            section=section,
             key="password_file",
         )
     if not secret:
         raise ConfigError(
-            f"{path}: [smtp] password_file = {str(pf)!r}: the file is empty",
+            f"{path}: [{section}] password_file = {str(pf)!r}: the file is empty",
             path=path,
-            section="smtp",
+            section=section,
             key="password_file",
         )
-    return _replace(smtp, password=Secret(secret))
+    return Secret(secret)
 
 
 def _replace(obj: T, **changes: Any) -> T:

@@ -11,6 +11,7 @@ INI file is `mlsd.config.reader`'s job; the key names and their parsers are in
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import time, tzinfo
 from pathlib import Path
@@ -231,6 +232,25 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FleetConfig:
+    """The fleet's shared PostgreSQL (issue 19): off while `url` is empty."""
+
+    url: str = ""
+    """`postgresql://role@host/db`, never with a password (the reader refuses one)."""
+    node: str = ""
+    """This mlsd's name in the fleet (and its role's name); empty = the host's name."""
+    password_file: Path | None = None
+    password: Secret | None = field(default=None, compare=False)
+    """Read from `password_file` at start and reload; not a key of the file."""
+    keep_months: int = 0
+    """Months kept (the current one and those before); 0 = all. Needs the owner role."""
+
+    def node_name(self) -> str:
+        """`node`, or the host's name."""
+        return self.node or socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
 
@@ -246,6 +266,7 @@ class Config:
     follow: FollowConfig = FollowConfig()
     metrics: MetricsConfig = MetricsConfig()
     store: StoreConfig = StoreConfig()
+    fleet: FleetConfig = FleetConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""

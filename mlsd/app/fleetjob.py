@@ -1,0 +1,56 @@
+"""The fleet in the daemon: a second shipper, into the fleet's PostgreSQL, beside the store's.
+
+With `[fleet] url` set, `follow_and_ship` runs the store's follow-and-ship loop and, beside
+it, a `Shipper` into a `PgSink`, woken by each commit like the store's. PostgreSQL down or
+slow never stops following: the shipper backs off and the rows wait in the CSV. At stop the
+fleet shipper stores what was committed before, within SHIP_BOUND seconds; the rest goes
+at the next start. Without a url this is exactly `storejob.follow_and_ship`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from mlsd import logs
+from mlsd.app import storejob
+from mlsd.app.storejob import SHIP_BOUND, committed_of
+from mlsd.fleet.pgsink import PgSink
+from mlsd.ingest import session
+from mlsd.store.ship import Shipper
+
+log = logs.get("mlsd.fleet")
+
+
+async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
+    """The store's `follow_and_ship`, with the fleet's shipper beside it when configured."""
+    fleet = s.cfg.fleet
+    if not fleet.url:
+        await storejob.follow_and_ship(s, stop)
+        return
+    # The url and node are bound to the running shipper (a restart applies new ones); the
+    # password is read again from the reloaded configuration at each connection.
+    sink = PgSink(fleet.url, password=lambda: s.cfg.fleet.password, keep_months=fleet.keep_months)
+    node = fleet.node_name()
+    shipper = Shipper(s.cfg.paths.csv, lambda: committed_of(s.pipeline), sink, node,
+                      tz=s.pipeline.tz)  # fmt: skip
+    log.info("fleet shipping", target=sink.target, node=node)
+    s.pipeline.on_commit.append(shipper.wake.set)
+    done = asyncio.Event()
+    task = asyncio.create_task(shipper.run(done))
+    try:
+        await storejob.follow_and_ship(s, stop)
+    finally:
+        s.pipeline.on_commit.remove(shipper.wake.set)
+        done.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            lag = shipper.lag()
+            log.info("fleet left behind at stop, shipped at the next start",
+                     bytes_behind=lag.bytes, rows_behind=lag.rows)  # fmt: skip
+        with contextlib.suppress(Exception):
+            await sink.close()
