@@ -1,8 +1,8 @@
 """Print the coverage of each role of the package (`make unit` runs it after the tests).
 
 coverage.py reports per file and in total; the architecture is per role (the contract
-modules at the top of mlsd/, then ingest, enrich, report, store, fleet, metrics, app), and a role whose
-figure drops is what a reviewer wants to see. Reads the combined data file named by COVERAGE_FILE.
+modules at the top of mlsd/, then ingest, enrich, report, store, fleet, metrics, app), and
+a role whose figure drops is what a reviewer wants to see. Reads the combined data file named by COVERAGE_FILE.
 """
 
 from __future__ import annotations

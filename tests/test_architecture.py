@@ -41,9 +41,7 @@ MAX_LINES: Final = 400
 # Modules still over MAX_LINES, each with its ceiling (its length when the limit came in,
 # after the move into roles).
 # A ceiling may only go down; splitting a module removes its line.
-OVERSIZE: Final[dict[str, int]] = {
-    "mlsd/app/service.py": 407,  # the journal source's status and reload lines (issue 18)
-}
+OVERSIZE: Final[dict[str, int]] = {}
 
 
 def _modules() -> list[Path]:

@@ -30,7 +30,7 @@ from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SERVICES, Counters
 from mlsd.metrics import collector
 from mlsd.metrics.collector import service_label
-from mlsd.metrics.readings import Readings
+from mlsd.metrics.readings import Readings, SinkReading
 from mlsd.metrics.server import CLIENTS, HEAD_MAX, TIMEOUT
 from mlsd.rows import AuthFailure
 from tests import smtpkit
@@ -145,6 +145,8 @@ def test_scrape_counts_what_was_written_and_shows_no_user_or_ip(env: Env) -> Non
     proc = start(env, port)
     env.wait_rows(Counter({USERS[0]: 3, USERS[1]: 2, USERS[2]: 1, USERS[3]: 1}))
     wait_for(lambda: scrape(port)[("mlsd_lines_read_total", ())] == data.count(b"\n"))
+    # The event store has every committed row (the fleet is off: no "fleet" sink).
+    wait_for(lambda: scrape(port).get(("mlsd_sink_rows_behind", (("sink", "store"),))) == 0)
 
     status, _, text = scrape_text(port)
     assert status == 200
@@ -162,6 +164,8 @@ def test_scrape_counts_what_was_written_and_shows_no_user_or_ip(env: Env) -> Non
     assert skipped["server_error"] == 1
     assert sum(skipped.values()) == 1
     assert got[("mlsd_gaps_total", ())] == 0
+    assert by_label(got, "mlsd_sink_up", "sink") == {"store": 1}
+    assert by_label(got, "mlsd_sink_bytes_behind", "sink") == {"store": 0}
     assert got[("mlsd_bytes_behind", ())] == 0
     assert got[("mlsd_outbox_messages", ())] == 0
     assert got[("mlsd_outbox_oldest_message_age_seconds", ())] == 0
@@ -421,6 +425,7 @@ def _every_family() -> set[str]:
         outbox_oldest_age=1.0,
         reports_delivered=1,
         last_report_delivered=1.0,
+        sinks={"store": SinkReading(up=True, bytes_behind=1, rows_behind=1)},
     )
     text = generate_latest(collector.registry(lambda: full)).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}

@@ -22,11 +22,14 @@ from mlsd.store.ship import Shipper
 log = logs.get("mlsd.fleet")
 
 
-async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
-    """The store's `follow_and_ship`, with the fleet's shipper beside it when configured."""
+async def follow_and_ship(
+    s: session.Session, stop: asyncio.Event, shippers: dict[str, Shipper]
+) -> None:
+    """The store's `follow_and_ship`, with the fleet's shipper beside it when configured
+    (entered in `shippers` as "fleet" while it runs)."""
     fleet = s.cfg.fleet
     if not fleet.url:
-        await storejob.follow_and_ship(s, stop)
+        await storejob.follow_and_ship(s, stop, shippers)
         return
     # The url and node are bound to the running shipper (a restart applies new ones); the
     # password is read again from the reloaded configuration at each connection.
@@ -36,12 +39,14 @@ async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
                       tz=s.pipeline.tz)  # fmt: skip
     log.info("fleet shipping", target=sink.target, node=node)
     s.pipeline.on_commit.append(shipper.wake.set)
+    shippers["fleet"] = shipper
     done = asyncio.Event()
     task = asyncio.create_task(shipper.run(done))
     try:
-        await storejob.follow_and_ship(s, stop)
+        await storejob.follow_and_ship(s, stop, shippers)
     finally:
         s.pipeline.on_commit.remove(shipper.wake.set)
+        shippers.pop("fleet", None)
         done.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)

@@ -10,7 +10,7 @@ returns a prometheus_client Collector, registered at start.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from pathlib import Path
 
@@ -24,18 +24,24 @@ from mlsd.ingest.grammar import Skip
 from mlsd.ingest.session import Session
 from mlsd.ingest.sources.journal import cursor_time
 from mlsd.metrics.collector import registry
-from mlsd.metrics.readings import Readings
+from mlsd.metrics.readings import Readings, SinkReading
 from mlsd.metrics.server import MetricsServer
 from mlsd.report.outbox import ReportSender
+from mlsd.store.ship import Shipper
 
 log = logs.get("mlsd.metrics")
 
 EXTRA: list[Callable[[Session, ReportSender], Collector]] = []
-"""More collectors, each built from the running parts at start (none yet: the store and
-fleet lag and the alerts by rule come with those parts)."""
+"""More collectors, each built from the running parts at start (none yet: the alerts by
+rule come with the sentinel; the store's and the fleet's lag are in `Readings.sinks`)."""
 
 
-def take(session: Session, sender: ReportSender, mail_log: Path) -> Readings:
+def take(
+    session: Session,
+    sender: ReportSender,
+    mail_log: Path,
+    shippers: Mapping[str, Shipper] | None = None,
+) -> Readings:
     """The daemon's counters now (called at each scrape, on the event loop)."""
     c = session.pipeline.counters
     now = time.time()
@@ -63,14 +69,27 @@ def take(session: Session, sender: ReportSender, mail_log: Path) -> Readings:
         outbox_oldest_age=oldest,
         reports_delivered=sender.delivered,
         last_report_delivered=sender.last_delivered_at,
+        sinks={name: _sink(sh) for name, sh in (shippers or {}).items()},
     )
+
+
+def _sink(shipper: Shipper) -> SinkReading:
+    lag = shipper.lag()
+    return SinkReading(up=lag.error is None, bytes_behind=lag.bytes, rows_behind=lag.rows)
 
 
 class Metrics:
     """The endpoint of one run: `start` (a no-op when off), `close`."""
 
-    def __init__(self, listen: Listen | None, session: Session, sender: ReportSender) -> None:
+    def __init__(
+        self,
+        listen: Listen | None,
+        session: Session,
+        sender: ReportSender,
+        shippers: Mapping[str, Shipper] | None = None,
+    ) -> None:
         self.listen = listen
+        self._shippers: Mapping[str, Shipper] = shippers if shippers is not None else {}
         self._session = session
         self._sender = sender
         self._server: MetricsServer | None = None
@@ -80,8 +99,10 @@ class Metrics:
         logged, not fatal: metrics never stop the following (Prometheus sees the target down)."""
         if self.listen is None:
             return
-        s, sender = self._session, self._sender
-        reg = registry(lambda: take(s, sender, mail_log), [make(s, sender) for make in EXTRA])
+        s, sender, shippers = self._session, self._sender, self._shippers
+        reg = registry(
+            lambda: take(s, sender, mail_log, shippers), [make(s, sender) for make in EXTRA]
+        )
         server = MetricsServer(reg, self.listen.host, self.listen.port)
         try:
             await server.start()

@@ -40,8 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import fleetjob, geoip_job, reload, report_jobs
-from mlsd.app.behind import bytes_behind
+from mlsd.app import fleetjob, geoip_job, reload, report_jobs, statusline
 from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
 from mlsd.app.systemd import Notifier, watchdog_interval
@@ -52,6 +51,7 @@ from mlsd.errors import ConfigError, StateError
 from mlsd.ingest import session
 from mlsd.ingest.grammar import Skip
 from mlsd.report.outbox import ReportSender
+from mlsd.store.ship import Shipper
 from mlsd.watched import DayCounts, Ledger
 
 log = logs.get("mlsd.service")
@@ -88,6 +88,7 @@ class Service:
         self._report_wanted = False
         self._reload_error = ""
         self._last_status = ""
+        self.shippers: dict[str, Shipper] = {}  # the store's and the fleet's, while they run
         self._stop_follow = asyncio.Event()
         self._ledger_saved = -LEDGER_EVERY  # the first refresh writes them
         self._log_problem: access.Access | None = None
@@ -173,11 +174,13 @@ class Service:
             await self.enricher.close()
             raise
         report_jobs.describe(self.cfg, self.sender)
-        follow = asyncio.create_task(fleetjob.follow_and_ship(self.session, self._stop_follow))
+        follow = asyncio.create_task(
+            fleetjob.follow_and_ship(self.session, self._stop_follow, self.shippers)
+        )
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
-        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender)
+        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender, self.shippers)
         await self.metrics.start(self.cfg.paths.mail_log)
         # READY=1 even when the log cannot be read: without it systemd would kill and
         # restart mlsd in a loop (TimeoutStartSec), the error drowned in restarts, and a
@@ -374,31 +377,16 @@ class Service:
     def _status(self) -> str:
         self._account()
         today = self.ledger.get(self._today()) or DayCounts()
-        c = self.session.pipeline.counters
-        # Most important first: STATUS= is cut at 200 characters.
-        parts = [self._reload_error] if self._reload_error else []
-        behind = bytes_behind(self.session, self.cfg.paths.mail_log)
-        if self.session.journal is not None:
-            parts.insert(0, self.session.journal.status())
-        elif self._log_problem is not None:
-            # First: STATUS= is cut at 200 characters, and this is why nothing is recorded
-            # (or, through a descriptor opened before a chmod, why a restart would not be).
-            why = access.short(self._log_problem)
-            path = self.cfg.paths.mail_log
-            if self._reading_live():
-                parts.insert(0, f"following {path} but could not open it again: {why}")
-            else:
-                parts.insert(0, f"cannot read {path}: {why}")
-        elif behind > 64 * 1024:
-            parts.append(f"catching up, {behind / 2**20:.1f} MiB behind")
-        else:
-            parts.append(f"following {self.cfg.paths.mail_log}")
-        parts.append(f"{today.events} events today")
-        if c.last_event is not None:
-            parts.append("last " + c.last_event.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
-        if self.sender.pending_error:
-            parts.append("report waiting in outbox: " + self.sender.pending_error)
-        return "; ".join(parts)
+        return statusline.compose(
+            self.cfg,
+            self.session,
+            events_today=today.events,
+            log_problem=self._log_problem,
+            reading_live=self._reading_live,
+            reload_error=self._reload_error,
+            pending_error=self.sender.pending_error,
+            shippers=self.shippers,
+        )
 
     def _set_status(self) -> None:
         status = self._status()

@@ -47,8 +47,11 @@ def committed_of(pipeline: Pipeline) -> Position | None:
     return None if cp is None else Position(cp.csv_dev, cp.csv_ino, cp.csv_length)
 
 
-async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
-    """`session.follow_forever`, with the store's shipper running beside it."""
+async def follow_and_ship(
+    s: session.Session, stop: asyncio.Event, shippers: dict[str, Shipper]
+) -> None:
+    """`session.follow_forever`, with the store's shipper running beside it (entered in
+    `shippers` as "store" while it runs, for STATUS= and the metrics)."""
     sink = SqliteSink(store_path(s.cfg))
     node = node_name()
     shipper = Shipper(
@@ -60,12 +63,14 @@ async def follow_and_ship(s: session.Session, stop: asyncio.Event) -> None:
         on_mismatch=sink.rebuild,
     )
     s.pipeline.on_commit.append(shipper.wake.set)
+    shippers["store"] = shipper
     done = asyncio.Event()
     task = asyncio.create_task(_ship(sink, shipper, node, done))
     try:
         await session.follow_forever(s, stop)
     finally:
         s.pipeline.on_commit.remove(shipper.wake.set)
+        shippers.pop("store", None)
         done.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)

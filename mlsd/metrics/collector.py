@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mlsd import __version__
-from mlsd.metrics.readings import Read
+from mlsd.metrics.readings import Read, Readings
 
 OTHER: Final = "other"
 _SAFE_LABEL: Final = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
@@ -99,6 +99,27 @@ class MlsdCollector(Collector):
                 r.last_report_delivered,
             ),
         )
+        yield from _sinks(r)
+
+
+def _sinks(r: Readings) -> Iterator[Metric]:
+    """The store's and the fleet's lag, labelled by sink (two names, never from a log)."""
+    if not r.sinks:
+        return
+    up = GaugeMetricFamily("mlsd_sink_up", "1 while rows are being stored", labels=["sink"])
+    nbytes = GaugeMetricFamily(
+        "mlsd_sink_bytes_behind", "Committed CSV bytes not stored yet", labels=["sink"]
+    )
+    rows = GaugeMetricFamily(
+        "mlsd_sink_rows_behind", "Committed rows not stored yet", labels=["sink"]
+    )
+    for name, sink in sorted(r.sinks.items()):
+        up.add_metric([name], 1 if sink.up else 0)
+        if sink.bytes_behind is not None:
+            nbytes.add_metric([name], sink.bytes_behind)
+        if sink.rows_behind is not None:
+            rows.add_metric([name], sink.rows_behind)
+    yield from (up, nbytes, rows)
 
 
 def _gauges(*specs: tuple[str, str, float | None]) -> Iterator[Metric]:

@@ -33,6 +33,20 @@ class Readings:
     """Reports delivered since start."""
     last_report_delivered: float | None = None
     """When the last of them was delivered (epoch seconds); None: none since start."""
+    sinks: Mapping[str, SinkReading] = field(default_factory=dict)
+    """The event store's and the fleet's shippers, by name ("store", "fleet")."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkReading:
+    """How far one sink (the SQLite store, the fleet's PostgreSQL) is behind the CSV."""
+
+    up: bool
+    """Rows are being stored (False: an outage, the rows wait in the CSV)."""
+    bytes_behind: int | None
+    """Committed CSV bytes not stored yet; None while unknown."""
+    rows_behind: int | None
+    """Committed rows not stored yet; None while unknown."""
 
 
 Read = Callable[[], Readings]
