@@ -2,7 +2,8 @@
 
 coverage.py reports per file and in total; the architecture is per role (the contract
 modules at the top of mlsd/, then ingest, enrich, report, store, fleet, metrics, app), and
-a role whose figure drops is what a reviewer wants to see. Reads the combined data file named by COVERAGE_FILE.
+a role whose figure drops is what a reviewer wants to see. Reads the combined data file
+named by COVERAGE_FILE.
 """
 
 from __future__ import annotations
