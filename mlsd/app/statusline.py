@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC
-from typing import Final
+from typing import Final, Protocol
 
 from mlsd import access
 from mlsd.app.behind import bytes_behind
 from mlsd.config import Config
 from mlsd.ingest.session import Session
-from mlsd.store.ship import Shipper
+from mlsd.store.ship import Lag
 
 CATCHING_UP: Final = 64 * 1024
 """Bytes behind the log from which STATUS= says "catching up"."""
@@ -28,7 +28,7 @@ def compose(
     reading_live: Callable[[], bool],
     reload_error: str,
     pending_error: str,
-    shippers: Mapping[str, Shipper],
+    shippers: Mapping[str, Lagging],
 ) -> str:
     """The status line: what is read (or why not), today's count, the newest event, then
     what waits (the store, the fleet, the outbox)."""
@@ -53,6 +53,21 @@ def compose(
     parts.append(f"{events_today} events today")
     if c.last_event is not None:
         parts.append("last " + c.last_event.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+    parts += sink_parts(shippers)
+    if pending_error:
+        parts.append("report waiting in outbox: " + pending_error)
+    return "; ".join(parts)
+
+
+class Lagging(Protocol):
+    """What STATUS= needs of a shipper (`mlsd.store.ship.Shipper`)."""
+
+    def lag(self) -> Lag: ...
+
+
+def sink_parts(shippers: Mapping[str, Lagging]) -> list[str]:
+    """A part for each sink that is down or far behind; nothing while they keep up."""
+    parts = []
     for name, shipper in sorted(shippers.items()):
         lag = shipper.lag()
         if lag.error is not None:
@@ -60,6 +75,4 @@ def compose(
             parts.append(f"{name} unavailable, rows wait in the CSV")
         elif lag.bytes is not None and lag.bytes > SINK_BEHIND:
             parts.append(f"{name} {lag.bytes / 2**20:.1f} MiB behind")
-    if pending_error:
-        parts.append("report waiting in outbox: " + pending_error)
-    return "; ".join(parts)
+    return parts
