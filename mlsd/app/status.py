@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from mlsd.app import fleetstatus, journalstatus, storestatus
+from mlsd.app import fleetstatus, journalstatus, storeread, storestatus
 from mlsd.app.lockholder import lock_holder
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
@@ -69,6 +69,8 @@ class Status:
     last_event: str | None = None
     events_today: int | None = 0
     """None: the CSV cannot be read by this user."""
+    counted_from: str = "csv"
+    """Where events_today was counted: "store" (caught up to the committed CSV) or "csv"."""
     report_last_queued: str | None = None
     report_last_state: str = ""
     """What became of it: delivered, waiting in the outbox, failed, or written to disk."""
@@ -276,7 +278,11 @@ def _events(st: Status, cfg: Config, now: datetime) -> None:
     try:
         last = window.last_row_time(path, cfg.log_tz())
         start, _ = schedule.report_window(now.astimezone(tz).date(), tz)
-        st.events_today = sum(1 for _ in window.window(path, start, now, cfg.log_tz()))
+        stored = storeread.rows_between(cfg, start, now)
+        if stored is not None:
+            st.events_today, st.counted_from = stored, "store"
+        else:
+            st.events_today = sum(1 for _ in window.window(path, start, now, cfg.log_tz()))
     except OSError as exc:
         st.problems.append(f"{path}: cannot read the CSV: {exc.strerror}")
         st.cannot_read.append("csv")
