@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from mlsd.figures import Figures
 from mlsd.report import window
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
@@ -100,16 +101,18 @@ def ranked(counter: Counter[str]) -> list[tuple[str, int]]:
 
 
 def assert_same(db: sqlite3.Connection, tally: Tally, start: int, end: int) -> None:
-    assert queries.totals(db, start, end) == queries.Totals(tally.events, tally.failures)
-    assert queries.per_hour(db, start, end) == tally.histogram
+    """Every figure, asked the way the report will: through `mlsd.figures.Figures`."""
+    f: Figures = queries.SqlFigures(db)
+    assert f.totals(start, end) == queries.Totals(tally.events, tally.failures)
+    assert f.per_hour(start, end) == tally.histogram
     for key, counter in (
         (Key.IP, tally.ips),
         (Key.USER, tally.users),
         (Key.COUNTRY, tally.countries),
         (Key.ASN, tally.asns),
     ):
-        assert queries.top(db, key, start, end, TOP) == ranked(counter), key
-        assert queries.distinct(db, key, start, end) == len(counter), key
+        assert f.top(key, start, end, TOP) == ranked(counter), key
+        assert f.distinct(key, start, end) == len(counter), key
 
 
 def day_range(day: date, tz: tzinfo) -> tuple[int, int]:
@@ -205,4 +208,33 @@ def test_the_connection_is_read_only(tmp_path: Path) -> None:
     _, db = store(tmp_path, events(3))
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         db.execute("DELETE FROM mlsd_events")
+    db.close()
+
+
+def test_new_attackers_equal_the_reports_split_by_the_past_days_ips(tmp_path: Path) -> None:
+    """The report's "new attackers": the day's IPs not in the previous days' IP sets (what
+    `history` gives the report), counted by the CSV tally; SQL splits the same way."""
+    rnd = random.Random(21)
+    evs = [
+        ev._replace(ip=f"10.0.{(r := rnd.randint(0, 3000)) // 256}.{r % 256}")
+        for ev in events(6000, seed=21, start=datetime(2026, 11, 22, 0, 0, tzinfo=UTC))
+    ]
+    csv, db = store(tmp_path, evs)
+    day = date(2026, 11, 24)
+    tally, s, e = window_tally(csv, day, UTC)
+    past: set[str] = set()
+    for back in (1, 2):
+        before, *_ = window_tally(csv, day - timedelta(days=back), UTC)
+        past |= set(before.ips)
+    new = Counter({ip: n for ip, n in tally.ips.items() if ip not in past})
+    since, _ = day_range(day - timedelta(days=2), UTC)
+    got = queries.new_ips(db, s, e, since, TOP)
+    assert 0 < got.new < len(tally.ips)  # both kinds are there
+    assert got == queries.NewIps(
+        len(new),
+        sum(new.values()),
+        len(tally.ips) - len(new),
+        tally.failures - sum(new.values()),
+        ranked(new),
+    )
     db.close()

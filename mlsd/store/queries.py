@@ -18,35 +18,18 @@ nor waits for it.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from enum import Enum
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
 from mlsd.errors import StateError
+from mlsd.figures import Key, NewIps, Totals
 from mlsd.store.rowmap import asn_text
 from mlsd.store.sqlite import BUSY_MS, QUARTER
 
 HOUR: Final = 3600
-
-
-class Key(Enum):
-    """A column a top list or a distinct count is by (the names are constant SQL)."""
-
-    IP = "ip"
-    USER = "user"
-    COUNTRY = "country_code"
-    ASN = "asn"
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Rows and failed attempts in a range."""
-
-    rows: int
-    failures: int
+__all__ = ["Key", "NewIps", "SqlFigures", "Totals", "connect"]
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -145,3 +128,56 @@ def per_day(db: sqlite3.Connection, start: int, end: int, tz: tzinfo) -> dict[da
         rows[day] = rows.get(day, 0) + int(n)
         failures[day] = failures.get(day, 0) + int(f)
     return {d: Totals(rows[d], failures[d]) for d in sorted(rows)}
+
+
+_DAY_IPS: Final = (
+    "SELECT ip, sum(attempts) AS f, ip IN (SELECT ip FROM mlsd_events "
+    "WHERE time >= :since AND time < :start) AS old FROM mlsd_events "
+    "WHERE time >= :start AND time < :end GROUP BY ip"
+)
+
+
+def new_ips(db: sqlite3.Connection, start: int, end: int, since: int, n: int) -> NewIps:
+    """The report's "new attackers": IPs of [start, end) not seen in [since, start).
+
+    The earlier range's IPs are one uncorrelated subquery, which SQLite builds once into
+    a temporary index: no per-IP scan, and no index on `ip` needed."""
+    args = {"since": since, "start": start, "end": end, "n": n}
+    counts = {0: (0, 0), 1: (0, 0)}
+    query = f"SELECT old, count(*), coalesce(sum(f), 0) FROM ({_DAY_IPS}) GROUP BY old"  # noqa: S608
+    for old, k, f in db.execute(query, args):
+        counts[int(old)] = (int(k), int(f))
+    top_query = f"SELECT ip, f FROM ({_DAY_IPS}) WHERE NOT old ORDER BY f DESC, ip LIMIT :n"  # noqa: S608
+    top_new = [(str(ip), int(f)) for ip, f in db.execute(top_query, args)]
+    return NewIps(*counts[0], *counts[1], top_new)
+
+
+class SqlFigures:
+    """`mlsd.figures.Figures` on a connection from `connect` (the caller closes it)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def totals(self, start: int, end: int) -> Totals:
+        """Rows and failures in the range."""
+        return totals(self.db, start, end)
+
+    def per_hour(self, start: int, end: int) -> list[int]:
+        """Failures per hour since `start`."""
+        return per_hour(self.db, start, end)
+
+    def top(self, key: Key, start: int, end: int, n: int) -> list[tuple[str, int]]:
+        """The `n` values of `key` with the most failures."""
+        return top(self.db, key, start, end, n)
+
+    def distinct(self, key: Key, start: int, end: int) -> int:
+        """How many different values of `key`."""
+        return distinct(self.db, key, start, end)
+
+    def per_day(self, start: int, end: int, tz: tzinfo) -> dict[date, Totals]:
+        """Rows and failures per day in `tz`."""
+        return per_day(self.db, start, end, tz)
+
+    def new_ips(self, start: int, end: int, since: int, n: int) -> NewIps:
+        """IPs of [start, end) not seen in [since, start)."""
+        return new_ips(self.db, start, end, since, n)
