@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mlsd import config
-from mlsd.app import status, storeread
+from mlsd.app import status, status_render, storeread
 from mlsd.config import Config
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint
 from mlsd.rows import HEADER, AuthFailure
@@ -75,6 +75,8 @@ def test_a_caught_up_store_counts_today_and_a_future_stamp_hides_nothing(tmp_pat
     assert st.counted_from == "store"
     assert st.events_today == today(evs) == 400  # the 2031 row is not today
     assert '"counted_from": "store"' in st.to_json()
+    assert "events today  400 (counted in the store)\n" in status_render.render(st)
+    assert "events today  " + f"{csv_count.events_today}\n" in status_render.render(csv_count)
     # The CSV reader stops at the far-future row: what the store's query by time fixes.
     assert csv_count.events_today is not None and csv_count.events_today < today(evs)
 

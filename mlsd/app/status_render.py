@@ -33,7 +33,8 @@ def render(st: Status) -> str:
     lines.append(f"  csv           {st.csv}")
     no_csv = "not known (cannot read the CSV)" if "csv" in st.cannot_read else None
     lines.append(f"  last event    {no_csv or st.last_event or 'none'}")
-    lines.append(f"  events today  {no_csv or st.events_today}")
+    source = " (counted in the store)" if st.counted_from == "store" else ""
+    lines.append(f"  events today  {no_csv or f'{st.events_today}{source}'}")
     last = st.report_last_queued
     lines.append(
         f"  last report   {last}, {st.report_last_state}" if last else "  last report   none yet"
