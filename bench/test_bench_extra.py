@@ -269,3 +269,10 @@ def test_store_scan_arms_write_the_same_rows(tmp_path: Path) -> None:
     assert bf.csv_users(tmp_path / "store/out.csv") == want
     seconds, rows = bs.rebuild_rate(tmp_path / "store/out.csv", tmp_path / "again.sqlite3")
     assert rows == 80 and seconds > 0
+
+
+def test_the_live_drain_waits_for_every_written_row_not_a_count() -> None:
+    """The tail also sees the header's `user`: one row short must still be short."""
+    written = {"u000001": 1.0, "u000002": 1.0}
+    assert not bf.all_seen(written, {"user": 0.5, "u000001": 1.1})
+    assert bf.all_seen(written, {"user": 0.5, "u000001": 1.1, "u000002": 1.2})
