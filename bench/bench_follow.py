@@ -404,6 +404,12 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def all_seen(written: dict[str, float], seen: dict[str, float]) -> bool:
+    """Whether every written user has its row: by name, not by count, since `seen` also
+    holds the header's `user` (counting stopped the drain one row early)."""
+    return written.keys() <= seen.keys()
+
+
 class CsvTail(threading.Thread):
     """Polls the CSV every `TAIL_POLL_S` and notes when each user's row first appears."""
 
@@ -614,7 +620,7 @@ def live(ctx: Context, rate: float, fail_every: int) -> Metrics:
             try:
                 user0, sys0 = proc_times(daemon.pid)
                 written, lines, wrote_s = write_live(log, rate, fail_every, seconds)
-                _wait_for(lambda: len(tail.seen) >= len(written), LIVE_DRAIN_S, 0.005)
+                _wait_for(lambda: all_seen(written, tail.seen), LIVE_DRAIN_S, 0.005)
                 user1, sys1 = proc_times(daemon.pid)
             finally:
                 tail.stop.set()

@@ -27,6 +27,7 @@ from bench_follow import (
     Daemon,
     LiveResult,
     _wait_for,
+    all_seen,
     count_rows,
     csv_users,
     lag_summary,
@@ -262,7 +263,7 @@ def journal_live_1k(ctx: Context) -> Metrics:
             tail.start()
             try:
                 written, n, wrote_s = write_journal_live(remote.stdin, 1000, seconds)
-                _wait_for(lambda: len(tail.seen) >= len(written), LIVE_DRAIN_S, 0.005)
+                _wait_for(lambda: all_seen(written, tail.seen), LIVE_DRAIN_S, 0.005)
             finally:
                 tail.stop.set()
                 tail.join()

@@ -1,4 +1,4 @@
-"""Tests for the helpers of bench_follow.py and bench_enrich.py: `.venv/bin/pytest bench`.
+"""Tests for the helpers of the bench_*.py benchmarks: `.venv/bin/pytest bench`.
 
 What the benchmarks' numbers and checks rely on (configs mlsd accepts, lines the parser
 reads as intended, the statistics, the /proc parsing, the silent resolver), never timing.
@@ -235,3 +235,44 @@ def test_journal_live_benchmark_runs_and_checks(monkeypatch: pytest.MonkeyPatch)
     assert m["check"] == "ok", m
     assert m["events"] == 1000
     assert m["p99_ms"] > 0 and "p99 < 250 ms" in m["summary"]
+
+
+def test_store_append_benchmark_runs_and_checks(tmp_path: Path) -> None:
+    """Both arms scan the same rows, the store ends with every one of them, a rebuild rate
+    and the ratio to the scan without the store are reported."""
+    import run  # noqa: PLC0415 - the runner script registers every benchmark on import
+
+    out = tmp_path / "out"
+    rc = run.main(["--lines", "3000", "--out", str(out), "--repeat", "2",
+                   "--only", "store-append"])  # fmt: skip
+    res = json.loads((out / "results.json").read_text())["results"]["store-append"]
+    assert rc == 0, res
+    assert res["check"] == "ok", res
+    assert res["events"] > 0
+    assert res["stored"] == res["events"]
+    assert len(res["runs"]) == len(res["floor_runs"]) == 2
+    assert res["store_rows_per_s"] > 0
+    assert "the scan without the store" in res["summary"]
+    assert not list(out.glob("store-append-*"))  # its work directories are gone
+
+
+def test_store_scan_arms_write_the_same_rows(tmp_path: Path) -> None:
+    """The plain arm has no store; the store arm's store holds exactly the CSV's rows."""
+    import bench_store as bs  # noqa: PLC0415
+
+    log = tmp_path / "mail.log"
+    want = be.write_dead_log(log, ips=40, per_ip=2, noise=3)
+    plain = bs.run_scan(log, tmp_path / "plain", store=False)
+    stored = bs.run_scan(log, tmp_path / "store", store=True)
+    assert plain.rows == stored.rows == stored.stored == sum(want.values()) == 80
+    assert plain.stored == -1 and not (tmp_path / "plain/events.sqlite3").exists()
+    assert bf.csv_users(tmp_path / "store/out.csv") == want
+    seconds, rows = bs.rebuild_rate(tmp_path / "store/out.csv", tmp_path / "again.sqlite3")
+    assert rows == 80 and seconds > 0
+
+
+def test_the_live_drain_waits_for_every_written_row_not_a_count() -> None:
+    """The tail also sees the header's `user`: one row short must still be short."""
+    written = {"u000001": 1.0, "u000002": 1.0}
+    assert not bf.all_seen(written, {"user": 0.5, "u000001": 1.1})
+    assert bf.all_seen(written, {"user": 0.5, "u000001": 1.1, "u000002": 1.2})
