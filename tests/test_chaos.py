@@ -28,20 +28,7 @@ def test_chaos_in_process(tmp_path: Path, seed: int) -> None:
     assert verdict.rows > 0, verdict.report()
 
 
-# Known open bug (issue 15, not resolved): under real timing, a few subprocess seeds lose
-# lines with no gap (e.g. seeds 2, 140, 180 of `make chaos`: lines at the start of a
-# rotated generation that was deleted later). Until it is fixed these seeds run in
-# `make chaos` and on request, not in `make test`, so CI stays a true signal of what holds;
-# the skip is printed with this reason in every run.
-_KILL9 = bool(_ONE) or os.environ.get("MLSD_CHAOS_SUBPROCESS") == "1"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not _KILL9,
-    reason="open issue 15 bug: subprocess chaos seeds can lose lines with no gap; "
-    "run them with MLSD_CHAOS_SUBPROCESS=1 or make chaos",
-)
 @pytest.mark.parametrize("seed", SUBPROCESS)
 def test_chaos_kill9(tmp_path: Path, seed: int) -> None:
     """`mlsd run` as a real process, killed with SIGKILL at random points (the first
