@@ -235,3 +235,27 @@ def test_status_as_another_user_says_which_figures_it_cannot_read() -> None:
         assert e.stop(proc) == 0
         e.cleanup()
         shutil.rmtree(root)
+
+
+# ---- store rebuild: progress on a terminal
+
+
+def test_store_rebuild_draws_progress_on_a_terminal(env: Env) -> None:
+    """`mlsd store rebuild` of a backlog the CSV holds: a moving line whose total is the
+    CSV's committed bytes, then the summary on stdout; without a terminal, no line."""
+    backlog(env.log, "c", 60_000)
+    env.scan()  # the CSV and its checkpoint; `scan` does not write the store
+    committed = env.csv.stat().st_size
+    rows = env.csv.read_bytes().count(b"\n") - 1  # the header aside
+    assert rows > 1000
+    code, term = on_pty(env.cmd("store", "rebuild"), env.root / "out.txt")
+    assert 0 == code, term
+    bars = [d for d in screen_lines(term) if d.startswith("store rebuild:")]
+    shown_total = tqdm.format_sizeof(committed, divisor=1024)
+    assert any(f"/{shown_total} " in b for b in bars), bars
+    assert f"store rebuilt: {rows} rows" in (env.root / "out.txt").read_text()
+    piped = subprocess.run(
+        env.cmd("store", "rebuild"), capture_output=True, text=True, env=ENV, check=False
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "%|" not in piped.stderr and "\r" not in piped.stderr

@@ -7,20 +7,26 @@ import asyncio
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, NoReturn
 
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, load_config
 from mlsd.errors import MlsdError, StateError
 from mlsd.rows import HEADER
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from mlsd.store.ship import Shipper
 
 
 def rebuild(args: argparse.Namespace) -> int:
     """`mlsd store rebuild`: the store anew from the CSV's committed rows (the old file is
     moved aside); refused while the daemon runs (it holds the state lock)."""
     from mlsd import logs  # noqa: PLC0415 - only this command needs them
-    from mlsd.app import archive, storejob  # noqa: PLC0415
+    from mlsd.app import archive, progress, storejob  # noqa: PLC0415
     from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
     from mlsd.store.contract import Position  # noqa: PLC0415
-    from mlsd.store.ship import Shipper  # noqa: PLC0415
+    from mlsd.store.ship import Shipper  # noqa: PLC0415 - at run time, not just typed
     from mlsd.store.sqlite import SqliteSink, SqliteStore  # noqa: PLC0415
 
     cfg = load_config(args, required=True)
@@ -54,11 +60,24 @@ def rebuild(args: argparse.Namespace) -> int:
 
         async def go() -> int:
             sink = SqliteSink(path)
+            # Progress on a terminal only: bytes of the CSV stored, rate, time left.
+            line = (
+                progress.bar("store rebuild", committed.csv_offset)
+                if progress.on_terminal()
+                else None
+            )
+            draw: asyncio.Task[None] | None = None
             try:
                 await sink.open(node)
                 shipper = Shipper(cfg.paths.csv, lambda: committed, sink, node, tz=cfg.log_tz())
+                if line is not None:
+                    draw = asyncio.create_task(_draw(shipper, line))
                 return await shipper.ship_committed()
             finally:
+                if draw is not None:
+                    draw.cancel()
+                if line is not None:
+                    line.close()
                 await sink.close()
 
         started = time.monotonic()
@@ -69,6 +88,15 @@ def rebuild(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         held.release()
+
+
+async def _draw(shipper: Shipper, line: tqdm[NoReturn]) -> None:
+    """Move the progress line to the stored position, five times a second."""
+    while True:
+        if shipper.stored is not None:
+            line.n = shipper.stored.csv_offset
+            line.refresh()
+        await asyncio.sleep(0.2)
 
 
 def check(args: argparse.Namespace) -> int:
