@@ -77,3 +77,14 @@ def test_unit_has_the_required_settings() -> None:
         "SystemCallFilter=@system-service",
     ):
         assert setting in text, setting
+
+
+def test_the_dynamic_user_can_enter_the_configuration_directory() -> None:
+    """systemd makes ConfigurationDirectory= root-owned (only the state, cache and logs
+    directories go to the dynamic user), and that user is in adm, not root's group: the
+    mode must let others search it, or mlsd cannot open /etc/mlsd/mlsd.conf."""
+    settings = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line)
+    assert settings["DynamicUser"] == "yes"
+    assert settings["ConfigurationDirectory"] == "mlsd"
+    mode = int(settings.get("ConfigurationDirectoryMode", "0755"), 8)
+    assert mode & 0o001, oct(mode)
