@@ -1,8 +1,9 @@
 """`mlsd report --fleet`: one day's fleet report, from the fleet's PostgreSQL ([fleet] url).
 
 It connects as the shipper does (the url, the password from `[fleet] password_file`), reads
-only aggregates (mlsd.fleet.report) and prints them as text (mlsd.fleet.report_text).
-`--html` and `--send` are not there yet for the fleet report.
+only aggregates (mlsd.fleet.report) and prints them as text (mlsd.fleet.report_text), or
+mails that text now (`--send`: a text/plain mail through [smtp] to [report] to). `--html`
+is not there yet for the fleet report.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_config
 from mlsd.app.cmd_report import FIRST_DAY
+from mlsd.config import Config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +28,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args, required=True)
     logs.configure("WARNING", "auto", sys.stderr)
-    if args.how != "text":
-        sys.stderr.write(f"mlsd: report --fleet --{args.how}: not there yet (only --text)\n")
+    if args.how == "html":
+        sys.stderr.write("mlsd: report --fleet --html: not there yet (--text or --send)\n")
+        return EXIT_USAGE
+    if args.how == "send" and not cfg.report.to:
+        sys.stderr.write(f"mlsd: {cfg.source_file}: [report] to: no recipients to send to\n")
         return EXIT_USAGE
     if not cfg.fleet.url:
         sys.stderr.write(
@@ -70,5 +75,46 @@ def run(args: argparse.Namespace) -> int:
     except psycopg.Error as e:
         sys.stderr.write(f"mlsd: {target}: {e.__class__.__name__}: {e}\n")
         return EXIT_FAILURE
-    sys.stdout.write(report_text.render(built, tz))
-    return EXIT_OK
+    text = report_text.render(built, tz)
+    if args.how == "text":
+        sys.stdout.write(text)
+        return EXIT_OK
+    subject = f"mlsd fleet report for {day}" + (" (so far)" if built.partial else "")
+    if built.behind():
+        subject += f": {len(built.behind())} server(s) may be behind"
+    return send(cfg, subject, text, now)
+
+
+def send(cfg: Config, subject: str, text: str, now: datetime) -> int:
+    """Mail the text now through [smtp] to [report] to; exit 1 unless all accepted it."""
+    import asyncio  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    from email.message import EmailMessage  # noqa: PLC0415
+    from email.policy import SMTP  # noqa: PLC0415
+    from email.utils import format_datetime, make_msgid  # noqa: PLC0415
+
+    from mlsd.report.mailname import mail_hostname  # noqa: PLC0415
+    from mlsd.report.smtp import Entry, send_once  # noqa: PLC0415
+
+    mail_host = mail_hostname(socket.gethostname())
+    sender = cfg.report.sender or f"mlsd@{mail_host}"
+    recipients = tuple(cfg.report.to)
+    msg = EmailMessage(policy=SMTP)
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid("mlsd-fleet-report", domain=mail_host)
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
+    msg.set_content(text, subtype="plain", charset="utf-8")
+    mail = msg.as_bytes(policy=SMTP.clone(max_line_length=998))
+    entry = Entry(id="cli-fleet", sender=sender, recipients=recipients, created=now.timestamp())
+    outcome = asyncio.run(send_once(mail, entry, cfg.smtp))
+    for rcpt in outcome.delivered:
+        sys.stderr.write(f"mlsd: fleet report delivered to {rcpt}\n")
+    for rcpt, why in {**outcome.transient, **outcome.permanent}.items():
+        sys.stderr.write(f"mlsd: fleet report NOT delivered to {rcpt}: {why}\n")
+    if outcome.error and not outcome.transient and not outcome.permanent:
+        sys.stderr.write(f"mlsd: fleet report not sent: {outcome.error}\n")
+    ok = outcome.delivered and not outcome.transient and not outcome.permanent
+    return EXIT_OK if ok else EXIT_FAILURE
