@@ -35,46 +35,64 @@ _MAX_NODES: Final = 1000
 
 _DAY: Final = "time >= %(start)s AND time < %(end)s"
 
-_NODES: Final = f"""
-WITH day AS (
-    SELECT node, count(*) AS n, sum(attempts) AS attempts, count(DISTINCT ip) AS ips,
-           count(DISTINCT "user") AS users, max(time) AS newest
-    FROM mlsd_events WHERE {_DAY} GROUP BY node
+# Two scans of the day, each grouped once into pairs (node, ip) or (node, user), far fewer
+# than the rows; every figure is then taken from the pairs. Each statement returns its
+# figures as rows (kind, key, a, b, c, newest, some nodes). `count(*) OVER ()` is taken
+# after WHERE and before LIMIT: how many there are in all.
+_BY_IP: Final = f"""
+WITH pairs AS MATERIALIZED (
+    SELECT node, ip, country_code AS cc, count(*) AS n, sum(attempts) AS a,
+           max(time) AS newest
+    FROM mlsd_events WHERE {_DAY} GROUP BY node, ip, country_code
+), by_ip AS MATERIALIZED (
+    SELECT ip, count(DISTINCT node) AS nodes, sum(a) AS a,
+           (array_agg(DISTINCT node ORDER BY node))[1:5] AS first_nodes
+    FROM pairs GROUP BY ip
 )
-SELECT node, coalesce(d.n, 0), coalesce(d.attempts, 0), coalesce(d.ips, 0),
-       coalesce(d.users, 0), d.newest, p.updated_at,
-       EXISTS (SELECT 1 FROM mlsd_events e WHERE e.node = coalesce(d.node, p.node)
-               AND e.time >= %(end)s AND e.time < %(after)s)
-FROM day d FULL JOIN mlsd_positions p USING (node)
-ORDER BY node LIMIT {_MAX_NODES}
+(SELECT 'node', node, sum(n), sum(a), count(DISTINCT ip), max(newest), NULL::text[]
+   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
+UNION ALL
+(SELECT 'total', NULL, (SELECT sum(n) FROM pairs), sum(a), count(*), NULL, NULL FROM by_ip)
+UNION ALL
+(SELECT 'cross', ip, nodes, a, count(*) OVER (), NULL, first_nodes FROM by_ip WHERE nodes >= 2
+   ORDER BY nodes DESC, a DESC, ip LIMIT %(top)s)
+UNION ALL
+(SELECT 'top', ip, a, nodes, NULL, NULL, NULL FROM by_ip ORDER BY a DESC, ip LIMIT %(top)s)
+UNION ALL
+(SELECT 'country', cc, sum(a), count(DISTINCT node), NULL, NULL, NULL FROM pairs
+   GROUP BY cc ORDER BY 3 DESC, cc LIMIT %(top)s)
 """  # noqa: S608 - constants only; values are parameters
 
-_TOTALS: Final = f"""
-SELECT count(*), coalesce(sum(attempts), 0), count(DISTINCT ip), count(DISTINCT "user"),
-       count(DISTINCT node)
-FROM mlsd_events WHERE {_DAY}
+_BY_USER: Final = f"""
+WITH pairs AS MATERIALIZED (
+    SELECT node, "user" AS u, sum(attempts) AS a
+    FROM mlsd_events WHERE {_DAY} GROUP BY node, "user"
+), by_user AS MATERIALIZED (
+    SELECT u, count(*) AS nodes, sum(a) AS a, (array_agg(node ORDER BY node))[1:5] AS first_nodes
+    FROM pairs GROUP BY u
+)
+(SELECT 'node', node, count(*), NULL::numeric, NULL::bigint, NULL::text[]
+   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
+UNION ALL
+(SELECT 'total', NULL, count(*), NULL, NULL, NULL FROM by_user)
+UNION ALL
+(SELECT 'cross', u, nodes, a, count(*) OVER (), first_nodes FROM by_user WHERE nodes >= 2
+   ORDER BY nodes DESC, a DESC, u LIMIT %(top)s)
+UNION ALL
+(SELECT 'top', u, a, nodes, NULL, NULL FROM by_user ORDER BY a DESC, u LIMIT %(top)s)
 """  # noqa: S608 - constants only
 
-# `count(*) OVER ()` is taken after HAVING and before LIMIT: how many there are in all.
-_CROSS: Final = {
-    col: f"""
-SELECT {col}, count(DISTINCT node) AS nodes, sum(attempts) AS attempts,
-       (array_agg(DISTINCT node ORDER BY node))[1:5], count(*) OVER ()
-FROM mlsd_events WHERE {_DAY}
-GROUP BY {col} HAVING count(DISTINCT node) >= 2
-ORDER BY nodes DESC, attempts DESC, {col} LIMIT %(top)s
+# Shipping follows the CSV: a node with a row after the day's end has shipped all of it.
+_COVERAGE: Final = f"""
+SELECT coalesce(n.node, p.node), p.updated_at,
+       EXISTS (SELECT 1 FROM mlsd_events e WHERE e.node = coalesce(n.node, p.node)
+               AND e.time >= %(end)s AND e.time < %(after)s)
+FROM unnest(%(nodes)s::text[]) AS n(node) FULL JOIN mlsd_positions p ON p.node = n.node
+ORDER BY 1 LIMIT {_MAX_NODES}
 """  # noqa: S608 - constants only
-    for col in ("ip", '"user"')
-}
 
-_TOP: Final = {
-    col: f"""
-SELECT {col}, sum(attempts) AS attempts, count(DISTINCT node)
-FROM mlsd_events WHERE {_DAY}
-GROUP BY {col} ORDER BY attempts DESC, {col} LIMIT %(top)s
-"""  # noqa: S608 - constants only
-    for col in ("ip", '"user"', "country_code")
-}
+WORK_MEM: Final = "64MB"
+"""The report's session: the pairs are hashed in memory rather than sorted on disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +166,23 @@ def _when(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def _cross(rows: list[tuple[object, ...]]) -> tuple[tuple[Cross, ...], int]:
+def _cross(rows: list[tuple[object, ...]], some_at: int) -> tuple[tuple[Cross, ...], int]:
     found = tuple(
-        Cross(str(r[0]), _int(r[1]), _int(r[2]), tuple(str(n) for n in r[3] or ()))  # type: ignore[attr-defined]
+        Cross(str(r[1]), _int(r[2]), _int(r[3]), tuple(str(n) for n in r[some_at] or ()))  # type: ignore[attr-defined]
         for r in rows
     )
     return found, _int(rows[0][4]) if rows else 0
 
 
 def _tops(rows: list[tuple[object, ...]]) -> tuple[Top, ...]:
-    return tuple(Top(str(r[0]), _int(r[1]), _int(r[2])) for r in rows)
+    return tuple(Top(str(r[1]), _int(r[2]), _int(r[3])) for r in rows)
+
+
+def _kinds(rows: list[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for r in rows:
+        out.setdefault(str(r[0]), []).append(r)
+    return out
 
 
 def build(
@@ -173,49 +198,55 @@ def build(
     partial = end > now
     if partial:
         end = now
-    params = {"start": start, "end": end, "after": end + timedelta(days=1), "top": top}
-
-    def q(query: str) -> list[tuple[object, ...]]:
-        return conn.execute(query, params).fetchall()
-
+    params: dict[str, object] = {
+        "start": start, "end": end, "after": end + timedelta(days=1), "top": top,
+    }  # fmt: skip
+    conn.execute("SELECT set_config('work_mem', %s, false)", (WORK_MEM,))
+    by_ip = _kinds(conn.execute(_BY_IP, params).fetchall())
+    by_user = _kinds(conn.execute(_BY_USER, params).fetchall())
+    users_of = {str(r[1]): _int(r[2]) for r in by_user.get("node", [])}
+    seen = {str(r[1]): r for r in by_ip.get("node", [])}
+    params["nodes"] = sorted(seen)
     per_node: list[NodeLine] = []
-    for r in q(_NODES):
-        shipped = _when(r[6])
+    for node_, updated, later in conn.execute(_COVERAGE, params).fetchall():
+        node = str(node_)
+        shipped = _when(updated)
         if partial:
             complete = shipped is not None and shipped >= now - BEHIND_AFTER
         else:
-            complete = bool(r[7])
+            complete = bool(later)
+        r = seen.get(node)
         per_node.append(
             NodeLine(
-                str(r[0]),
-                _int(r[1]),
-                _int(r[2]),
-                _int(r[3]),
-                _int(r[4]),
-                _when(r[5]),
-                shipped,
-                complete,
+                node=node,
+                rows=_int(r[2]) if r else 0,
+                attempts=_int(r[3]) if r else 0,
+                ips=_int(r[4]) if r else 0,
+                users=users_of.get(node, 0),
+                newest=_when(r[5]) if r else None,
+                shipped_at=shipped,
+                complete=complete,
             )
         )
-    totals = q(_TOTALS)[0]
-    cross_ips, n_ips = _cross(q(_CROSS["ip"]))
-    cross_users, n_users = _cross(q(_CROSS['"user"']))
+    total = by_ip["total"][0]
+    cross_ips, n_ips = _cross(by_ip.get("cross", []), 6)
+    cross_users, n_users = _cross(by_user.get("cross", []), 5)
     return FleetReport(
         day=day,
         start=start,
         end=end,
         partial=partial,
-        rows=_int(totals[0]),
-        attempts=_int(totals[1]),
-        ips=_int(totals[2]),
-        users=_int(totals[3]),
-        nodes_seen=_int(totals[4]),
+        rows=_int(total[2]),
+        attempts=_int(total[3]),
+        ips=_int(total[4]),
+        users=_int(by_user["total"][0][2]),
+        nodes_seen=len(seen),
         per_node=tuple(per_node),
         cross_ips=cross_ips,
         cross_ips_total=n_ips,
         cross_users=cross_users,
         cross_users_total=n_users,
-        top_ips=_tops(q(_TOP["ip"])),
-        top_users=_tops(q(_TOP['"user"'])),
-        top_countries=_tops(q(_TOP["country_code"])),
+        top_ips=_tops(by_ip.get("top", [])),
+        top_users=_tops(by_user.get("top", [])),
+        top_countries=_tops(by_ip.get("country", [])),
     )
