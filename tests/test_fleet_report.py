@@ -234,3 +234,35 @@ def test_a_node_role_may_not_read_and_is_told_why(fleet: Fleet, tmp_path: Path) 
     done = mlsd("report", "--fleet", "-c", str(conf), "--day", str(DAY))
     assert done.returncode == 1
     assert "needs a role with SELECT on mlsd_events" in done.stderr
+
+
+def test_hostile_node_names_and_values_are_escaped_in_every_section() -> None:
+    """A node's role may insert any node name: escaped in per-server, cross and coverage."""
+    evil = "mx\x1b]0;pwned\x07\u202e"
+    shown = untrusted.terminal(evil)
+    at = h(23, 41)
+    r = report.FleetReport(
+        day=DAY, start=START, end=END, partial=False, rows=1, attempts=1, ips=1, users=1,
+        nodes_seen=1,
+        per_node=(report.NodeLine(evil, 1, 1, 1, 1, at, at, complete=False),),
+        cross_ips=(report.Cross(evil, 2, 3, (evil, "mx2")),), cross_ips_total=1,
+        cross_users=(), cross_users_total=0,
+        top_ips=(report.Top(evil, 1, 1),), top_users=(), top_countries=(report.Top(evil, 1, 1),),
+    )  # fmt: skip
+    out = report_text_of(r)
+    assert all(ch.isprintable() for line in out.splitlines() for ch in line)
+    assert f"{shown}: rows up to 23:41 only" in out
+    assert out.count(shown) == 7  # per server, cross (value, on), top IP, country, coverage x2
+
+
+def test_the_day_is_cut_in_the_report_timezone(fleet: Fleet, tmp_path: Path) -> None:
+    """In Pacific/Auckland (UTC+13 in December) 2026-12-01 ends at 11:00 UTC: mx2's 23:41 UTC
+    row is the next day's there, and its newest row of the day is 05:00 UTC = 18:00 local."""
+    conf = write_config(tmp_path, fleet.db.cluster.url(fleet.owner, fleet.db.name))
+    conf.write_text(conf.read_text().replace("timezone = UTC", "timezone = Pacific/Auckland"))
+    done = mlsd("report", "--fleet", "-c", str(conf), "--day", str(DAY))
+    assert done.returncode == 0, done.stderr
+    assert "(Pacific/Auckland, whole day)" in done.stdout
+    # mx2 has a row after the day's end there (23:41 UTC): complete; mx1's 01:00 UTC is 14:00.
+    assert "BEHIND" not in done.stdout
+    assert re.search(r"^  mx2 +18:00 ", done.stdout, re.M), done.stdout
