@@ -196,10 +196,16 @@ def test_fleet_without_a_url_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert "[fleet] url is not set" in done.stderr
 
 
-def test_fleet_html_is_not_there_yet(tmp_path: Path) -> None:
-    done = mlsd("report", "--fleet", "--html", "-c", str(write_config(tmp_path, None)))
-    assert done.returncode == 2
-    assert "report --fleet --html: not there yet" in done.stderr
+def test_fleet_html_is_the_text_escaped_in_a_page(fleet: Fleet, tmp_path: Path) -> None:
+    """--html: the text in a <pre>, every hostile value HTML-escaped on top of the terminal form."""
+    ship(fleet, {"mx1": [row(h(9), "192.0.2.1", "<script>alert(1)</script>", 50)]})
+    conf = write_config(tmp_path, fleet.db.cluster.url(fleet.owner, fleet.db.name))
+    done = mlsd("report", "--fleet", "--html", "-c", str(conf), "--day", str(DAY))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<!DOCTYPE html>")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in done.stdout
+    assert "<script" not in done.stdout
+    assert "mx2: rows up to 23:41 only" in done.stdout
 
 
 def test_fleet_send_mails_the_text_and_says_who_got_it(fleet: Fleet, tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the fleet's report, from the PostgreSQL of [fleet] url: per-server totals, "
         "attackers and usernames seen on several servers, each server's coverage "
-        "(--text or --send; --html not yet)",
+        "(--html: the same text in a page)",
     )
     p.set_defaults(func=cmd_report.report, how="text")
 

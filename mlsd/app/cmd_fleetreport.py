@@ -2,8 +2,8 @@
 
 It connects as the shipper does (the url, the password from `[fleet] password_file`), reads
 only aggregates (mlsd.fleet.report) and prints them as text (mlsd.fleet.report_text), or
-mails that text now (`--send`: a text/plain mail through [smtp] to [report] to). `--html`
-is not there yet for the fleet report.
+mails that text now (`--send`: a text/plain mail through [smtp] to [report] to), or
+prints it as a minimal HTML page (`--html`: the same text in a <pre>; no charts yet).
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args, required=True)
     logs.configure("WARNING", "auto", sys.stderr)
-    if args.how == "html":
-        sys.stderr.write("mlsd: report --fleet --html: not there yet (--text or --send)\n")
-        return EXIT_USAGE
     if args.how == "send" and not cfg.report.to:
         sys.stderr.write(f"mlsd: {cfg.source_file}: [report] to: no recipients to send to\n")
         return EXIT_USAGE
@@ -60,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             conninfo, autocommit=True, prepare_threshold=None, connect_timeout=10,
             application_name="mlsd report",
         ) as conn:  # fmt: skip
-            conn.read_only = True
+            conn.execute("SET default_transaction_read_only = on")  # it only reads
             built = report.build(conn, day, start, end, now=now)
     except psycopg.errors.InsufficientPrivilege as e:
         sys.stderr.write(
@@ -78,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     text = report_text.render(built, tz)
     if args.how == "text":
         sys.stdout.write(text)
+        return EXIT_OK
+    if args.how == "html":
+        sys.stdout.write(report_text.html_page(text, f"mlsd fleet report for {day}"))
         return EXIT_OK
     subject = f"mlsd fleet report for {day}" + (" (so far)" if built.partial else "")
     if built.behind():

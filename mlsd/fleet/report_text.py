@@ -118,3 +118,14 @@ def render(r: FleetReport, tz: tzinfo) -> str:
     lines.append("")
     lines += _coverage(r, tz)
     return "\n".join(lines) + "\n"
+
+
+def html_page(text: str, title: str) -> str:
+    """The rendered text as a minimal HTML page: the text in a <pre>, HTML-escaped (it is
+    already in the terminal form, so this is `untrusted.html` of every value)."""
+    body = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    body = body.replace('"', "&quot;").replace("'", "&#x27;")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f"<body><pre>{body}</pre></body></html>\n"
+    )
