@@ -133,12 +133,17 @@ def test_a_node_behind_is_named_with_its_last_row(fleet: Fleet) -> None:
 
 
 def test_today_names_a_node_that_has_not_shipped_lately(fleet: Fleet) -> None:
-    """For the day so far, recent shipping is what counts (no row can be after now)."""
+    """For the day so far, recent shipping is what counts (no row can be after now): mx2 last
+    shipped at 11:00, the report is built at 12:00, so mx2 is named; the others shipped since."""
+    fleet.db.execute(
+        "UPDATE mlsd_positions SET updated_at = '2026-12-01 11:00+00' WHERE node = 'mx2'"
+    )
     r = build(fleet, now=h(12))
     assert r.partial and r.end == h(12)
-    assert r.behind() == ()  # every position was just updated
-    r = build(fleet, now=datetime.now(UTC) + report.BEHIND_AFTER + timedelta(minutes=1))
-    assert r.partial is False  # a past day stays whole whatever `now` is
+    assert [(n.node, n.shipped_at) for n in r.behind()] == [("mx2", h(11))]
+    assert "(UTC, so far)" in report_text_of(r)
+    fleet.db.execute("UPDATE mlsd_positions SET updated_at = '2026-12-01 11:55+00'")
+    assert build(fleet, now=h(12)).behind() == ()
 
 
 def report_text_of(r: report.FleetReport) -> str:
