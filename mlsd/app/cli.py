@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         const="send",
         help="mail it to [report] to now, through [smtp]; exit 1 unless all accepted it",
     )
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the fleet's report, from the PostgreSQL of [fleet] url: per-server totals, "
+        "attackers and usernames seen on several servers, each server's coverage "
+        "(--html: the same text in a page)",
+    )
     p.set_defaults(func=cmd_report.report, how="text")
 
     p = sub.add_parser(

@@ -28,6 +28,10 @@ def report(args: argparse.Namespace) -> int:
     from mlsd.report.smtp import Entry, send_once  # noqa: PLC0415
     from mlsd.watched import Ledger  # noqa: PLC0415
 
+    if getattr(args, "fleet", False):
+        from mlsd.app import cmd_fleetreport  # noqa: PLC0415
+
+        return cmd_fleetreport.run(args)
     cfg = load_config(args, required=True)
     logs.configure("WARNING", "auto", sys.stderr)
     tz = cfg.report_tz()

@@ -1,0 +1,252 @@
+"""The fleet report's figures: one day of the fleet's PostgreSQL, computed by the database.
+
+Every figure is an aggregate (`GROUP BY`, and `LIMIT` for the top lists): the rows never
+come into Python, whatever the fleet's size. Values reach the SQL as parameters only.
+
+For the day [start, end) in `[report] timezone` (`end` is now for today):
+
+- per node: rows, attempts, distinct IPs and users, and its newest row in the day;
+- what only a fleet sees: IPs seen by two or more nodes, and usernames tried on two or
+  more nodes (how many nodes, how many attempts, top N, and how many there are in all);
+- the fleet's totals and its top IPs, users and countries;
+- coverage: per node (from its rows and from `mlsd_positions`), its newest row in the day,
+  when it last shipped, and whether it has shipped past the day's end. Shipping follows the
+  CSV's order, so a node with a row after the day's end has shipped all of the day; one
+  without may be behind (or quiet since): the report names it and says up to when.
+
+The role of `[fleet] url` must be allowed to read `mlsd_events` and `mlsd_positions` (the
+owner is; a node's role may only insert).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Final
+
+import psycopg
+
+TOP: Final = 10
+"""Entries in each top list."""
+BEHIND_AFTER: Final = timedelta(minutes=10)
+"""Today: a node that has not shipped for this long is named as behind."""
+_MAX_NODES: Final = 1000
+"""More nodes than a fleet has; the per-node query is bounded all the same."""
+
+_DAY: Final = "time >= %(start)s AND time < %(end)s"
+
+# Two scans of the day, each grouped once into pairs (node, ip) or (node, user), far fewer
+# than the rows; every figure is then taken from the pairs. Each statement returns its
+# figures as rows (kind, key, a, b, c, newest, some nodes). `count(*) OVER ()` is taken
+# after WHERE and before LIMIT: how many there are in all.
+_BY_IP: Final = f"""
+WITH pairs AS MATERIALIZED (
+    SELECT node, ip, country_code AS cc, count(*) AS n, sum(attempts) AS a,
+           max(time) AS newest
+    FROM mlsd_events WHERE {_DAY} GROUP BY node, ip, country_code
+), by_ip AS MATERIALIZED (
+    SELECT ip, count(DISTINCT node) AS nodes, sum(a) AS a,
+           (array_agg(DISTINCT node ORDER BY node))[1:5] AS first_nodes
+    FROM pairs GROUP BY ip
+)
+(SELECT 'node', node, sum(n), sum(a), count(DISTINCT ip), max(newest), NULL::text[]
+   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
+UNION ALL
+(SELECT 'total', NULL, (SELECT sum(n) FROM pairs), sum(a), count(*), NULL, NULL FROM by_ip)
+UNION ALL
+(SELECT 'cross', ip, nodes, a, count(*) OVER (), NULL, first_nodes FROM by_ip WHERE nodes >= 2
+   ORDER BY nodes DESC, a DESC, ip LIMIT %(top)s)
+UNION ALL
+(SELECT 'top', ip, a, nodes, NULL, NULL, NULL FROM by_ip ORDER BY a DESC, ip LIMIT %(top)s)
+UNION ALL
+(SELECT 'country', cc, sum(a), count(DISTINCT node), NULL, NULL, NULL FROM pairs
+   GROUP BY cc ORDER BY 3 DESC, cc LIMIT %(top)s)
+"""  # noqa: S608 - constants only; values are parameters
+
+_BY_USER: Final = f"""
+WITH pairs AS MATERIALIZED (
+    SELECT node, "user" AS u, sum(attempts) AS a
+    FROM mlsd_events WHERE {_DAY} GROUP BY node, "user"
+), by_user AS MATERIALIZED (
+    SELECT u, count(*) AS nodes, sum(a) AS a, (array_agg(node ORDER BY node))[1:5] AS first_nodes
+    FROM pairs GROUP BY u
+)
+(SELECT 'node', node, count(*), NULL::numeric, NULL::bigint, NULL::text[]
+   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
+UNION ALL
+(SELECT 'total', NULL, count(*), NULL, NULL, NULL FROM by_user)
+UNION ALL
+(SELECT 'cross', u, nodes, a, count(*) OVER (), first_nodes FROM by_user WHERE nodes >= 2
+   ORDER BY nodes DESC, a DESC, u LIMIT %(top)s)
+UNION ALL
+(SELECT 'top', u, a, nodes, NULL, NULL FROM by_user ORDER BY a DESC, u LIMIT %(top)s)
+"""  # noqa: S608 - constants only
+
+# Shipping follows the CSV: a node with a row after the day's end has shipped all of it.
+_COVERAGE: Final = f"""
+SELECT coalesce(n.node, p.node), p.updated_at,
+       EXISTS (SELECT 1 FROM mlsd_events e WHERE e.node = coalesce(n.node, p.node)
+               AND e.time >= %(end)s AND e.time < %(after)s)
+FROM unnest(%(nodes)s::text[]) AS n(node) FULL JOIN mlsd_positions p ON p.node = n.node
+ORDER BY 1 LIMIT {_MAX_NODES}
+"""  # noqa: S608 - constants only
+
+WORK_MEM: Final = "64MB"
+"""The report's session: the pairs are hashed in memory rather than sorted on disk."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLine:
+    """One node: its day's figures and how far it has shipped."""
+
+    node: str
+    rows: int
+    attempts: int
+    ips: int
+    users: int
+    newest: datetime | None
+    """Its newest row in the day; None = none."""
+    shipped_at: datetime | None
+    """When it last moved its position (`mlsd_positions.updated_at`); None = never."""
+    complete: bool
+    """Whether the day is all shipped (a row after the day's end, or recent shipping today)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cross:
+    """A value (IP or user) seen on two or more nodes."""
+
+    value: str
+    nodes: int
+    attempts: int
+    some_nodes: tuple[str, ...]
+    """The first five nodes by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    value: str
+    attempts: int
+    nodes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetReport:
+    """The fleet report's figures for one day."""
+
+    day: date
+    start: datetime
+    end: datetime
+    partial: bool
+    """Today's report: the day so far."""
+    rows: int
+    attempts: int
+    ips: int
+    users: int
+    nodes_seen: int
+    per_node: tuple[NodeLine, ...]
+    cross_ips: tuple[Cross, ...]
+    cross_ips_total: int
+    cross_users: tuple[Cross, ...]
+    cross_users_total: int
+    top_ips: tuple[Top, ...]
+    top_users: tuple[Top, ...]
+    top_countries: tuple[Top, ...]
+
+    def behind(self) -> tuple[NodeLine, ...]:
+        """The nodes whose rows for the day may not all be there."""
+        return tuple(n for n in self.per_node if not n.complete)
+
+
+def _int(value: object) -> int:
+    return int(str(value)) if value is not None else 0
+
+
+def _when(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _cross(rows: list[tuple[object, ...]], some_at: int) -> tuple[tuple[Cross, ...], int]:
+    found = tuple(
+        Cross(str(r[1]), _int(r[2]), _int(r[3]), tuple(str(n) for n in r[some_at] or ()))  # type: ignore[attr-defined]
+        for r in rows
+    )
+    return found, _int(rows[0][4]) if rows else 0
+
+
+def _tops(rows: list[tuple[object, ...]]) -> tuple[Top, ...]:
+    return tuple(Top(str(r[1]), _int(r[2]), _int(r[3])) for r in rows)
+
+
+def _kinds(rows: list[tuple[object, ...]]) -> dict[str, list[tuple[object, ...]]]:
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for r in rows:
+        out.setdefault(str(r[0]), []).append(r)
+    return out
+
+
+def build(
+    conn: psycopg.Connection[tuple[object, ...]],
+    day: date,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime,
+    top: int = TOP,
+) -> FleetReport:
+    """The figures of [start, end) (aware datetimes; `end` > `now` is cut to `now`)."""
+    partial = end > now
+    if partial:
+        end = now
+    params: dict[str, object] = {
+        "start": start, "end": end, "after": end + timedelta(days=1), "top": top,
+    }  # fmt: skip
+    conn.execute("SELECT set_config('work_mem', %s, false)", (WORK_MEM,))
+    by_ip = _kinds(conn.execute(_BY_IP, params).fetchall())
+    by_user = _kinds(conn.execute(_BY_USER, params).fetchall())
+    users_of = {str(r[1]): _int(r[2]) for r in by_user.get("node", [])}
+    seen = {str(r[1]): r for r in by_ip.get("node", [])}
+    params["nodes"] = sorted(seen)
+    per_node: list[NodeLine] = []
+    for node_, updated, later in conn.execute(_COVERAGE, params).fetchall():
+        node = str(node_)
+        shipped = _when(updated)
+        if partial:
+            complete = shipped is not None and shipped >= now - BEHIND_AFTER
+        else:
+            complete = bool(later)
+        r = seen.get(node)
+        per_node.append(
+            NodeLine(
+                node=node,
+                rows=_int(r[2]) if r else 0,
+                attempts=_int(r[3]) if r else 0,
+                ips=_int(r[4]) if r else 0,
+                users=users_of.get(node, 0),
+                newest=_when(r[5]) if r else None,
+                shipped_at=shipped,
+                complete=complete,
+            )
+        )
+    total = by_ip["total"][0]
+    cross_ips, n_ips = _cross(by_ip.get("cross", []), 6)
+    cross_users, n_users = _cross(by_user.get("cross", []), 5)
+    return FleetReport(
+        day=day,
+        start=start,
+        end=end,
+        partial=partial,
+        rows=_int(total[2]),
+        attempts=_int(total[3]),
+        ips=_int(total[4]),
+        users=_int(by_user["total"][0][2]),
+        nodes_seen=len(seen),
+        per_node=tuple(per_node),
+        cross_ips=cross_ips,
+        cross_ips_total=n_ips,
+        cross_users=cross_users,
+        cross_users_total=n_users,
+        top_ips=_tops(by_ip.get("top", [])),
+        top_users=_tops(by_user.get("top", [])),
+        top_countries=_tops(by_ip.get("country", [])),
+    )
