@@ -14,7 +14,7 @@ import contextlib
 
 from mlsd import logs
 from mlsd.app import storejob
-from mlsd.app.storejob import SHIP_BOUND, committed_of
+from mlsd.app.storejob import committed_of
 from mlsd.fleet.pgsink import PgSink
 from mlsd.ingest import session
 from mlsd.store.ship import Shipper
@@ -38,24 +38,17 @@ async def follow_and_ship(
     shipper = Shipper(s.cfg.paths.csv, lambda: committed_of(s.pipeline), sink, node,
                       tz=s.pipeline.tz)  # fmt: skip
     log.info("fleet shipping", target=sink.target, node=node)
-    s.pipeline.on_commit.append(shipper.wake.set)
-    shippers["fleet"] = shipper
-    done = asyncio.Event()
-    task = asyncio.create_task(shipper.run(done))
     try:
-        await storejob.follow_and_ship(s, stop, shippers)
+        async with storejob.beside(
+            s,
+            shippers,
+            "fleet",
+            shipper,
+            run=shipper.run,
+            logger=log,
+            left_behind="fleet left behind at stop, shipped at the next start",
+        ):
+            await storejob.follow_and_ship(s, stop, shippers)
     finally:
-        s.pipeline.on_commit.remove(shipper.wake.set)
-        shippers.pop("fleet", None)
-        done.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            lag = shipper.lag()
-            log.info("fleet left behind at stop, shipped at the next start",
-                     bytes_behind=lag.bytes, rows_behind=lag.rows)  # fmt: skip
         with contextlib.suppress(Exception):
             await sink.close()

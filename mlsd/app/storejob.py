@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from mlsd import logs
 from mlsd.config import Config
@@ -62,15 +63,44 @@ async def follow_and_ship(
         tz=s.pipeline.tz,
         on_mismatch=sink.rebuild,
     )
-    s.pipeline.on_commit.append(shipper.wake.set)
-    shippers["store"] = shipper
-    done = asyncio.Event()
-    task = asyncio.create_task(_ship(sink, shipper, node, done))
     try:
-        await session.follow_forever(s, stop)
+        async with beside(
+            s,
+            shippers,
+            "store",
+            shipper,
+            run=lambda done: _ship(sink, shipper, node, done),
+            logger=log,
+            left_behind="store left behind at stop, stored at the next start",
+        ):
+            await session.follow_forever(s, stop)
+    finally:
+        await sink.close()
+
+
+@contextlib.asynccontextmanager
+async def beside(
+    s: session.Session,
+    shippers: dict[str, Shipper],
+    name: str,
+    shipper: Shipper,
+    *,
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    logger: Any,
+    left_behind: str,
+) -> AsyncIterator[None]:
+    """Run `run(done)` beside the body, woken by each commit and entered in `shippers` as
+    `name`; at the end, SHIP_BOUND seconds to store what was committed (the rest is said
+    with `left_behind` and goes at the next start). One shape for the store and the fleet."""
+    s.pipeline.on_commit.append(shipper.wake.set)
+    shippers[name] = shipper
+    done = asyncio.Event()
+    task = asyncio.create_task(run(done))
+    try:
+        yield
     finally:
         s.pipeline.on_commit.remove(shipper.wake.set)
-        shippers.pop("store", None)
+        shippers.pop(name, None)
         done.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), SHIP_BOUND)
@@ -78,8 +108,7 @@ async def follow_and_ship(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            log.info("store left behind at stop, stored at the next start", **_lag(shipper))
-        await sink.close()
+            logger.info(left_behind, **_lag(shipper))
 
 
 async def _ship(sink: SqliteSink, shipper: Shipper, node: str, done: asyncio.Event) -> None:
