@@ -15,7 +15,7 @@ from pathlib import Path
 
 import coverage
 
-ROLES = ("ingest", "enrich", "report", "store", "fleet", "metrics", "app")
+ROLES = ("ingest", "enrich", "report", "store", "fleet", "metrics", "sentinel", "app")
 
 
 def main() -> int:
