@@ -35,6 +35,7 @@ from mlsd.config.schema import (
     ReverseMode,
     Secret,
     Security,
+    SentinelConfig,
     SmtpConfig,
     SourceConfig,
     SourceKind,
@@ -156,6 +157,11 @@ def _bool(raw: str) -> bool:
     raise ValueError("yes or no")
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    # Comma- or space-separated; a username holds neither.
+    return tuple(n for n in raw.replace(",", " ").split() if n)
+
+
 def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
@@ -164,7 +170,12 @@ def _secret(raw: str) -> Secret | None:
 SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], Any]]]]]] = {
     "paths": (
         PathsConfig,
-        {"mail_log": ("mail_log", _path), "csv": ("csv", _path), "state_dir": ("state_dir", _path)},
+        {
+            "mail_log": ("mail_log", _path),
+            "csv": ("csv", _path),
+            "state_dir": ("state_dir", _path),
+            "logins_csv": ("logins_csv", _opt_path),
+        },
     ),
     "source": (
         SourceConfig,
@@ -267,6 +278,29 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "keep_months": ("keep_months", _int_range(0, 1200)),
         },
     ),
+    "sentinel": (
+        SentinelConfig,
+        {
+            "alerts": ("alerts", _bool),
+            "record_logins": ("record_logins", _bool),
+            "keep_days": ("keep_days", _int_range(1, 36500)),
+            "to": ("to", _addresses),
+            "quiet_minutes": ("quiet_minutes", _int_range(0, 7 * 1440)),
+            "failures": ("failures", _int_range(0, 1_000_000)),
+            "failure_window": ("failure_window", _int_range(1, 7 * 1440)),
+            "history_days": ("history_days", _int_range(1, 365)),
+            "min_history_days": ("min_history_days", _int_range(0, 365)),
+            "min_history_logins": ("min_history_logins", _int_range(0, 1_000_000)),
+            "new_country": ("new_country", _bool),
+            "new_network": ("new_network", _bool),
+            "max_ips": ("max_ips", _int_range(0, 1_000_000)),
+            "max_countries": ("max_countries", _int_range(0, 300)),
+            "send_floor": ("send_floor", _int_range(0, 100_000_000)),
+            "send_multiple": ("send_multiple", _within(1, 10_000, "times")),
+            "ignore_networks": ("ignore_networks", netkeys.networks),
+            "ignore_users": ("ignore_users", _names),
+        },
+    ),
 }
 
 PATH_KEYS: Final = {
@@ -283,6 +317,7 @@ PATH_KEYS: Final = {
     ("source", "journal_directory"),
     ("store", "path"),
     ("fleet", "password_file"),
+    ("paths", "logins_csv"),
 }
 
 

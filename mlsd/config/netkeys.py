@@ -88,3 +88,17 @@ def node(raw: str) -> str:
     if len(raw.encode()) > 63:
         raise ValueError("a name of at most 63 bytes (a PostgreSQL role name), or empty")
     return raw
+
+
+def networks(raw: str) -> tuple[str, ...]:
+    """CIDR networks (or single addresses), comma- or space-separated, in canonical form."""
+    out: list[str] = []
+    for part in (p for p in re.split(r"[,\s]+", raw) if p):
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(
+                "networks in CIDR form (192.0.2.0/24, 2001:db8::/32) or addresses, "
+                "separated by commas"
+            ) from None
+    return tuple(out)

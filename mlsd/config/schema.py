@@ -75,6 +75,12 @@ class PathsConfig:
     mail_log: Path = Path("/var/log/mail.log")
     csv: Path = Path("/var/log/mlsd/mlsd.csv")
     state_dir: Path = Path("/var/lib/mlsd")
+    logins_csv: Path | None = None
+    """The successful logins' CSV (the sentinel); None = `logins.csv` beside `csv`."""
+
+    def logins(self) -> Path:
+        """`logins_csv`, or `logins.csv` in the failures CSV's directory."""
+        return self.logins_csv or self.csv.with_name("logins.csv")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +257,50 @@ class FleetConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SentinelConfig:
+    """The sentinel (issue 20): which logins are kept, the rules' thresholds, where alerts go.
+
+    The defaults are meant to be quiet on a normal server (README, "Sentinel")."""
+
+    alerts: bool = True
+    """Run the rules and send alert mail (`no`: logins are still recorded)."""
+    record_logins: bool = True
+    """Write successful logins to the logins CSV and the store (personal data: `no` keeps
+    none; the rules then judge only from what they saw since start)."""
+    keep_days: int = 90
+    """Days of logins kept in the store (the CSV is the journal: rotate it as you wish)."""
+    to: tuple[str, ...] = ()
+    """Alert recipients; empty = `[report] to`."""
+    quiet_minutes: int = 60
+    """After an alert for (user, rule), further ones are held back this long."""
+    failures: int = 10
+    """success_after_failures: failures for the user (from any IPs), or from the IP (for
+    any users), within `failure_window`, before a login; 0 turns the rule off."""
+    failure_window: int = 60
+    """Minutes (success_after_failures)."""
+    history_days: int = 30
+    """new_country / new_network / send_burst compare with this many days of the user's own."""
+    min_history_days: int = 7
+    """new_country / new_network judge a user only once their first login seen is this old."""
+    min_history_logins: int = 5
+    """… and they have this many logins in `history_days`."""
+    new_country: bool = True
+    new_network: bool = True
+    max_ips: int = 10
+    """many_sources: distinct IPs a user logs in from in a day (0: off)."""
+    max_countries: int = 3
+    """many_sources: distinct countries in a day (0: off)."""
+    send_floor: int = 200
+    """send_burst: recipients submitted by a user in an hour must exceed this (0: off) …"""
+    send_multiple: float = 5.0
+    """… and this multiple of the user's highest hour in `history_days`."""
+    ignore_networks: tuple[str, ...] = ()
+    """CIDR networks never alerted on (known VPNs, the office)."""
+    ignore_users: tuple[str, ...] = ()
+    """Usernames never alerted on (service accounts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration, validated."""
 
@@ -267,6 +317,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     store: StoreConfig = StoreConfig()
     fleet: FleetConfig = FleetConfig()
+    sentinel: SentinelConfig = SentinelConfig()
 
     def log_tz(self) -> tzinfo:
         """The zone of the log's offset-less stamps."""
