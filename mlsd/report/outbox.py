@@ -98,10 +98,11 @@ class ReportSender:
         self._wake = asyncio.Event()
         self._now_wanted = False
         self._build_failed_at: float | None = None
-        self.last_queued: date | None = self._load_last_queued()
         self.delivered = 0
-        self.last_delivered_at: float | None = None
-        """When a report was last delivered since start (epoch seconds; mlsd.metrics)."""
+        self.last_delivered_at: float | None = read_last_delivered(self._state)
+        """When a report was last delivered (epoch seconds; mlsd.metrics), kept in
+        report.json: a restart must not make a healthy daemon look as if it never mailed."""
+        self.last_queued: date | None = self._load_last_queued()
         self.pending_error = ""
         """The last delivery error while a report waits in the outbox (for STATUS=)."""
 
@@ -233,6 +234,8 @@ class ReportSender:
             if d.state == "delivered":
                 self.delivered += 1
                 self.last_delivered_at = self._clock()
+                if self.last_queued is not None:
+                    self._mark(self.last_queued)
                 self.pending_error = ""
                 log.info("report delivered %s to=%s", what, d.detail)
             elif d.state == "retry":
@@ -286,9 +289,10 @@ class ReportSender:
     def _mark(self, day: date) -> None:
         self.last_queued = day
         try:
-            replace_atomically(
-                self._state, json.dumps({"last_queued": day.isoformat()}).encode(), mode=0o640
-            )
+            state: dict[str, object] = {"last_queued": day.isoformat()}
+            if self.last_delivered_at is not None:
+                state["last_delivered"] = self.last_delivered_at
+            replace_atomically(self._state, json.dumps(state).encode(), mode=0o640)
         except OSError as exc:
             # The outbox tag still says it was queued; only a restart could ask again.
             log.warning("report state not written path=%s error=%s", self._state, exc)
@@ -304,6 +308,16 @@ def read_last_queued(path: Path) -> date | None:
         return None
     except (ValueError, KeyError, TypeError):
         raise ValueError("not mlsd's report state") from None
+
+
+def read_last_delivered(path: Path) -> float | None:
+    """When `report.json` says a report was last delivered (epoch seconds); None when it
+    does not say, or cannot be read (the day it was queued is what matters; this is a gauge)."""
+    try:
+        value = json.loads(read_file(path)).get("last_delivered")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def tagged_day(entry: Entry) -> date | None:
