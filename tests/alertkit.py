@@ -38,18 +38,19 @@ def plain(n: int = 0, **kw: Any) -> Alert:
 
 
 def hostile_cases() -> list[dict[str, Any]]:
-    """The cases of tests/hostile/alerts.jsonl."""
-    return [json.loads(line) for line in HOSTILE_FILE.read_text().splitlines() if line.strip()]
+    """The cases of tests/hostile/alerts.jsonl, each with its place in the file (`n`)."""
+    lines = [line for line in HOSTILE_FILE.read_text().splitlines() if line.strip()]
+    return [json.loads(line) | {"n": n} for n, line in enumerate(lines)]
 
 
 def hostile(case: dict[str, Any]) -> Alert:
-    """The case's alert: a plain one with the case's fields in place (a value may be
-    `{"repeat": TEXT, "times": N}` for a long one)."""
+    """The case's alert: a plain one, `n` minutes after T0 (each case its own alert id),
+    with the case's fields in place (a value may be `{"repeat": TEXT, "times": N}`)."""
     fields = {k: _value(v) for k, v in case["alert"].items()}
     for key in ("evidence", "thresholds"):
         if key in fields:
             fields[key] = tuple((_value(a), _value(b)) for a, b in fields[key])
-    return plain(**fields)
+    return plain(case.get("n", 0), **fields)
 
 
 def _value(v: Any) -> Any:

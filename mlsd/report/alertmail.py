@@ -111,8 +111,8 @@ def render(alert: Alert, cfg: Config) -> AlertText:
         ("Server", shown(alert.server or "?")),
         ("Alert id", alert.id),
     ]
-    title = f"Possible compromise of {user} on {shown(alert.server or '?')}"
-    lines = [title, "=" * min(len(title), WIDTH), "", *_head(head), ""]
+    title = _para(f"Possible compromise of {user} on {shown(alert.server or '?')}")
+    lines = [*title, "=" * max(len(t) for t in title), "", *_head(head), ""]
     lines += ["Evidence", "--------"]
     lines += _pairs(alert.evidence) if alert.evidence else ["  (none given)"]
     lines += ["", "Thresholds ([sentinel])", "-----------------------"]
@@ -144,5 +144,7 @@ def to_message(
     rendered = render(alert, cfg)
     to = list(recipients(cfg))
     msg, sender = headed(rendered.subject, cfg, to, now=now, mail_host=mail_host, kind="alert")
-    msg.set_content(rendered.text, subtype="plain", charset="utf-8")
+    # Non-ASCII as quoted-printable: ASCII on the wire (a relay without 8BITMIME).
+    cte = None if rendered.text.isascii() else "quoted-printable"
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte=cte)
     return wire(msg), sender, to

@@ -13,6 +13,7 @@ from email.utils import format_datetime, make_msgid
 from mlsd.config import Config
 from mlsd.report.compose import Report
 from mlsd.report.mailname import mail_hostname
+from mlsd.untrusted import terminal
 
 _WIRE = SMTP.clone(max_line_length=998)
 # Headers are written unfolded up to RFC 5322's hard limit: Python's folder would move a
@@ -30,10 +31,11 @@ def headed(
     kind: str = "report",
 ) -> tuple[EmailMessage, str]:
     """A message with mlsd's headers and no body yet, and its envelope sender. `subject`
-    must be one line (non-ASCII is written as encoded words by the SMTP policy)."""
+    is made one printable line (mlsd.untrusted), non-ASCII is written as encoded words by
+    the SMTP policy, and a literal encoded word in it is defused (`safe_subject`)."""
     sender = cfg.report.sender or f"mlsd@{mail_host}"
     msg = EmailMessage(policy=SMTP)
-    msg["Subject"] = subject
+    msg["Subject"] = safe_subject(subject)
     msg["From"] = sender
     if recipients:
         msg["To"] = ", ".join(recipients)
@@ -42,6 +44,17 @@ def headed(
     # RFC 3834: an automatic message; vacation responders must not answer it.
     msg["Auto-Submitted"] = "auto-generated"
     return msg, sender
+
+
+def safe_subject(subject: str) -> str:
+    """`subject` as a header value that cannot become more than one header.
+
+    Python's email package (3.11, before its fix for CVE-2024-6923) decodes an RFC 2047
+    encoded word in a value it is given and writes the decoded text out raw: a username
+    `=?utf-8?q?=0D=0ABcc:_x@example.com?=` became a Bcc header. So `=?` is written
+    `=\\x3f` (mlsd.untrusted's visible form), after the class's characters are.
+    """
+    return terminal(subject).replace("=?", "=\\x3f")
 
 
 def wire(msg: EmailMessage) -> bytes:
