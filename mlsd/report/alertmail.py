@@ -118,7 +118,7 @@ def render(alert: Alert, cfg: Config) -> AlertText:
     lines += ["", "Thresholds ([sentinel])", "-----------------------"]
     lines += _pairs(alert.thresholds) if alert.thresholds else ["  (none given)"]
     lines += ["", *_para(DISMISS), "", *_para(ACT), ""]
-    lines += _para(f"`mlsd alerts --since 1d` lists today's alerts; this one is {alert.id}.")
+    lines += _para(f"`mlsd alerts --since 1d` lists the last day's alerts; this one is {alert.id}.")
     return AlertText(subject(alert, cfg.report.subject_prefix), "\n".join(lines) + "\n")
 
 
