@@ -245,3 +245,23 @@ def test_reconfigure_applies_to_the_next_alert(tmp_path: Path) -> None:
     mailer.raise_alerts([plain(0)])
     (entry,) = sender.outbox.entries()
     assert ("night@example.org",) == entry.recipients
+
+
+def test_a_journal_that_cannot_be_written_is_an_error_line_not_a_stop(
+    tmp_path: Path, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the journal: `raise_alerts` returns (the follower goes on), the
+    mail is queued, the alert counted, and the log says what was not written."""
+    cfg = make_cfg(tmp_path, port=smtpkit.free_port())
+    sender, mailer = wired(cfg)
+
+    def full(alerts: list[Alert]) -> None:
+        raise OSError(28, "No space left on device", str(mailer.journal.path))
+
+    monkeypatch.setattr(mailer.journal, "append", full)
+    mailer.raise_alerts([plain(0)])
+    assert [f"alert:{plain(0).id}"] == [e.tag for e in sender.outbox.entries()]
+    assert 1 == mailer.today()
+    (error,) = [e for e in events(log_stream) if e["level"] == "error"]
+    assert "alerts journal not written" == error["event"]
+    assert "No space left on device" in str(error["error"])

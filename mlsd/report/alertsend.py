@@ -73,8 +73,8 @@ class AlertMailer:
 
     def raise_alerts(self, alerts: Sequence[Alert]) -> None:
         """Record `alerts` once each (an id already recorded is ignored), log, count,
-        queue their mail and wake the outbox's delivery. Never raises for a mail that
-        cannot be queued (logged); raises OSError when the journal cannot be written."""
+        queue their mail and wake the outbox's delivery. Never raises: a mail that cannot
+        be queued, or a journal that cannot be written, is logged as an error."""
         new = self.journal.unrecorded(alerts)
         if not new:
             return
@@ -93,7 +93,12 @@ class AlertMailer:
             )
             if to and a.id not in queued:
                 self._queue(a)
-        self.journal.append(new)
+        try:
+            self.journal.append(new)
+        except OSError as exc:
+            # Following must go on (a full disk stops the CSV anyway, with its own error);
+            # the mail is queued and the log has each alert. A replay may mail it again.
+            log.error("alerts journal not written", path=str(self.journal.path), error=str(exc))
         self.counts.note(new, self._day())
         if to:
             self._sender.request_delivery()
