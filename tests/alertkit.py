@@ -70,3 +70,26 @@ def make_cfg(tmp_path: Path, extra: str = "", port: int = 25) -> config.Config:
         f"[smtp]\nhost = 127.0.0.1\nport = {port}\ntimeout = 2\n{extra}"
     )
     return config.loads(text, tmp_path / "mlsd.conf")
+
+
+README_ALERT = Alert(
+    rule=Rule.NEW_COUNTRY,
+    user="alice@example.org",
+    time=datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC),
+    server="mx1",
+    ip="198.51.100.23",
+    country="SE",
+    asn="AS64500",
+    aso="Example Net AB",
+    headline="new country SE",
+    evidence=(
+        ("usual countries", "DE (212 logins), last 2026-11-24 07:58"),
+        ("usual networks", "AS64496 Example Telecom (198 logins), AS64497 Example Mobile (14)"),
+        ("usual IPs", "192.0.2.10, 192.0.2.11, 203.0.113.40 and 6 more"),
+        ("new country", "SE"),
+        ("new network", "AS64500 Example Net AB"),
+        ("service", "imap (PLAIN)"),
+    ),
+    thresholds=(("history_days", "30"), ("min_history_days", "7"), ("min_history_logins", "5")),
+)
+"""The README's example alert ("Sentinel"), rendered with `[report] timezone = Europe/Berlin`."""

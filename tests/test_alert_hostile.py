@@ -27,7 +27,7 @@ from mlsd.report.alertsection import section
 from mlsd.report.html import render_html
 from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.report.text import WIDTH, render_text
-from tests.alertkit import hostile, hostile_cases, make_cfg, plain
+from tests.alertkit import README_ALERT, hostile, hostile_cases, make_cfg, plain
 from tests.test_hostile import assert_inert
 
 CASES = hostile_cases()
@@ -203,3 +203,15 @@ def test_the_report_section_is_inert_in_text_and_html() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;@example.org" in html
     assert 1 + 1 + len(found) == html.count("<tr")  # the header's, the section's head, rows
     assert max(len(line) for line in text.splitlines()) <= WIDTH
+
+
+def test_the_readme_example_is_what_the_code_renders(tmp_path: Path) -> None:
+    """README, "Sentinel": the example alert mail is `alertmail.render` of README_ALERT."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("```\nSubject: [mlsd] ALERT ") + len("```\n")
+    shown = readme[start : readme.index("```", start)]
+    cfg = config.loads(
+        "[report]\nto = postmaster@example.org\ntimezone = Europe/Berlin\n", tmp_path / "c"
+    )
+    r = alertmail.render(README_ALERT, cfg)
+    assert f"Subject: {r.subject}\n\n{r.text}" == shown

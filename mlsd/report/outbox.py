@@ -149,7 +149,12 @@ class ReportSender:
         while True:
             await self._deliver_wanted.wait()
             self._deliver_wanted.clear()
-            await self._deliver(self._clock())
+            try:
+                await self._deliver(self._clock())
+            except Exception:
+                # Not this task's end (nor, through the task group, the report's): the
+                # entry stays in the outbox and the next tick tries it again.
+                log.exception("outbox delivery failed; the next tick tries again")
             # A retry the delivery scheduled is the tick's: recompute its sleep.
             self._wake.set()
 
