@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
+from mlsd.alertlog import AlertLog
 from mlsd.app import lockholder, status
 from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SkipLog
@@ -307,6 +308,7 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
     assert env.stop(proc) == 0
     outbox = Outbox(env.state / "outbox")
     outbox.fail(outbox.put(b"x", "m@h", ["a@b"], time.time()), "550 no")
+    AlertLog(env.state).open()  # the sentinel's journal goes with the report state
     assert (env.state / "report.json").exists() and (env.state / "coverage.json").exists()
 
     dest = tmp_path / "elsewhere"
@@ -314,7 +316,14 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
     assert res.returncode == 0, res.stderr
     (archive,) = dest.glob("archive-*")
     names = {p.name for p in archive.iterdir()}
-    assert names >= {"mlsd.csv", "checkpoint.json", "report.json", "coverage.json", "outbox"}
+    assert names >= {
+        "mlsd.csv",
+        "checkpoint.json",
+        "report.json",
+        "coverage.json",
+        "outbox",
+        "alerts.jsonl",
+    }
     assert len(list((archive / "outbox" / "failed").glob("*.json"))) == 1
     left = {p.name for p in env.state.iterdir()}
     assert left <= {"mlsd.lock"}, left

@@ -16,6 +16,9 @@ Exactly once per day:
 - The outbox then delivers it once (mlsd.mailer), across restarts.
 - A report asked for with SIGUSR1 is extra: it never counts as the day's report.
 
+Alert mail (mlsd.report.alertsend) goes through the same outbox, tagged `alert:<id>`, and
+is delivered at once (`request_delivery`), retried like a report.
+
 Without `[report] to` nothing is mailed: reports are written to `state_dir/reports/`
 (and the text printed when standard output is a terminal, as under `make run`).
 """
@@ -37,11 +40,13 @@ from mlsd.config import Config
 from mlsd.durable import replace_atomically
 from mlsd.errors import MlsdError, StateError
 from mlsd.report.schedule import missed_days, next_report_at
-from mlsd.report.smtp import Entry, Outbox, deliver_due
+from mlsd.report.smtp import Delivery, Entry, Outbox, deliver_due
 from mlsd.safefs import SHARED_DIR, make_dir, read_file
 
 STATE_NAME: Final = "report.json"
 TAG_PREFIX: Final = "report:"
+ALERT_TAG: Final = "alert:"
+"""An alert mail's outbox tag starts so (mlsd.report.alertsend)."""
 MAX_SLEEP: Final = 60.0
 """Re-read the wall clock at least this often (suspend, clock steps, NTP)."""
 RETRY_BUILD: Final = 300.0
@@ -96,6 +101,9 @@ class ReportSender:
         self.reports_dir = state_dir / "reports"
         self._state = state_dir / STATE_NAME
         self._wake = asyncio.Event()
+        self._deliver_wanted = asyncio.Event()
+        self._delivering = asyncio.Lock()
+        """One delivery at a time: the tick's and an alert's (mlsd.report.alertsend)."""
         self._now_wanted = False
         self._build_failed_at: float | None = None
         self.delivered = 0
@@ -113,6 +121,11 @@ class ReportSender:
         self._now_wanted = True
         self._wake.set()
 
+    def request_delivery(self) -> None:
+        """A message was just queued (an alert mail): deliver the outbox now, not at the
+        next tick, and without waiting for a report being built."""
+        self._deliver_wanted.set()
+
     def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: new time, zone, recipients or SMTP settings apply from the next wake."""
         self.cfg = cfg
@@ -121,14 +134,30 @@ class ReportSender:
     # ---- the task
 
     async def run(self) -> None:
-        """Until cancelled: queue due reports, deliver the outbox, sleep until needed."""
+        """Until cancelled: queue due reports, deliver the outbox, sleep until needed;
+        beside it, deliver at once when asked (`request_delivery`)."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._deliver_on_request())
+            while True:
+                await self.tick()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_for())
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def _deliver_on_request(self) -> None:
         while True:
-            await self.tick()
+            await self._deliver_wanted.wait()
+            self._deliver_wanted.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self._sleep_for())
-            except TimeoutError:
-                pass
-            self._wake.clear()
+                await self._deliver(self._clock())
+            except Exception:
+                # Not this task's end (nor, through the task group, the report's): the
+                # entry stays in the outbox and the next tick tries it again.
+                log.exception("outbox delivery failed; the next tick tries again")
+            # A retry the delivery scheduled is the tick's: recompute its sleep.
+            self._wake.set()
 
     async def tick(self) -> None:
         """One round: due days, a requested report, then delivery. Never raises."""
@@ -218,11 +247,17 @@ class ReportSender:
         return path
 
     async def _deliver(self, now: float) -> None:
+        async with self._delivering:
+            await self._deliver_locked(now)
+
+    async def _deliver_locked(self, now: float) -> None:
+        # Alert mail goes to [sentinel] to (default [report] to): both are allowed.
+        allowed = (*self.cfg.report.to, *self.cfg.sentinel.to)
         try:
             if not self.outbox.entries():
                 self.pending_error = ""
                 return
-            done = await deliver_due(self.outbox, self.cfg.smtp, now, self.cfg.report.to)
+            done = await deliver_due(self.outbox, self.cfg.smtp, now, allowed)
         except StateError as exc:
             # The outbox was replaced by a link or opened to others while we ran: nothing
             # in it is sent, following goes on, and the error is in STATUS= and the log.
@@ -231,6 +266,9 @@ class ReportSender:
             return
         for d in done:
             what = d.entry.tag or d.entry.id
+            if d.entry.tag.startswith(ALERT_TAG):
+                _log_alert_mail(d)
+                continue
             if d.state == "delivered":
                 self.delivered += 1
                 self.last_delivered_at = self._clock()
@@ -296,6 +334,21 @@ class ReportSender:
         except OSError as exc:
             # The outbox tag still says it was queued; only a restart could ask again.
             log.warning("report state not written path=%s error=%s", self._state, exc)
+
+
+def _log_alert_mail(d: Delivery) -> None:
+    """An alert mail's delivery: its own wording; the report's counters stay the reports'."""
+    if d.state == "delivered":
+        log.info("alert mail delivered %s to=%s", d.entry.tag, d.detail)
+    elif d.state == "retry":
+        log.warning(
+            "alert mail delivery failed %s, retrying at %s: %s",
+            d.entry.tag,
+            datetime.fromtimestamp(d.entry.next_attempt, UTC).isoformat(timespec="seconds"),
+            d.detail,
+        )
+    else:
+        log.error("alert mail not delivered %s (%s): %s", d.entry.tag, d.state, d.detail)
 
 
 def read_last_queued(path: Path) -> date | None:
