@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from mlsd.ingest import logins as mod
+from mlsd.ingest import prefilter
 from mlsd.ingest.entry import parse_login_message
 from mlsd.ingest.logins import Parsed, Queued, SubmitJoin, logins_of_block, parse_login_line
 from mlsd.ingest.sources.journalevents import logins_of
@@ -343,3 +345,29 @@ def test_journal_entries_give_the_same_logins() -> None:
         (Kind.LOGIN, "bob", "mx", "imap", "192.0.2.6", 0, t + timedelta(seconds=2)),
     ]
     assert parse_login_message(b"dovecot", b"", b"imap-login: Login: user=<u>", None, t) is None
+
+
+def test_queue_lines_are_searched_only_when_a_submission_may_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An MX under attack (failures quoting `sasl_username=`) and without submissions pays
+    no search for qmgr lines; a block with an smtpd login line does, from that line on."""
+    searched: list[tuple[bytes, int]] = []
+    real = prefilter.candidate_spans
+
+    def spans(buf: bytes, search: Any, start: int = 0) -> list[tuple[int, bytes]]:
+        searched.append((search.anchor, start))
+        return real(buf, search, start)
+
+    monkeypatch.setattr(mod, "candidate_spans", spans)
+    fail = (
+        b"Nov 25 04:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL PLAIN "
+        b"authentication failed: x, sasl_username=admin\n"
+    )
+    join = SubmitJoin()
+    assert logins_of_block(fail * 3 + _qmgr("IIIII1", 2), REF, UTC, join) == []
+    assert searched == [(b"user", 0)]
+    searched.clear()
+    block = _qmgr("IIIII0", 1) + _smtpd("IIIII1", "u") + _qmgr("IIIII1", 2)
+    assert _submits(block, join) == [("u", 2)]
+    assert searched == [(b"user", 0), (b"nrcpt=", len(_qmgr("IIIII0", 1)))]

@@ -20,7 +20,7 @@ that logs a failure and quotes `sasl_username=` is a failure, not a login (is_su
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, tzinfo
 from typing import Final, NamedTuple
 
@@ -41,11 +41,26 @@ from mlsd.ingest.grammar import (
     _Groups,
     _stamp,
 )
-from mlsd.ingest.prefilter import QUEUED, SUCCESSES, candidate_spans, is_success
+from mlsd.ingest.prefilter import (
+    QUEUED,
+    SUCCESS_NEEDLES,
+    SUCCESSES,
+    candidate_spans,
+    is_success,
+)
 from mlsd.ingest.stamps import Clock, clock_for, plausible_until
 from mlsd.logins import Kind, Login
 
-__all__ = ["Parsed", "Queued", "SubmitJoin", "logins_of_block", "parse_login_line"]
+__all__ = [
+    "Parsed",
+    "Queued",
+    "SubmitJoin",
+    "collect",
+    "login_of_message",
+    "logins_of_block",
+    "parse_login_line",
+    "submits",
+]
 
 PENDING_CAP: Final = 10_000
 """Queue ids SubmitJoin remembers at most (the oldest go first)."""
@@ -66,6 +81,7 @@ _QUEUED = re.compile(rb"([0-9A-Za-z]{5,20}): from=<")
 _QUEUED_LINE = re.compile(b"(?>" + _HEADER.pattern + b")" + _QUEUED.pattern)
 _NRCPT = re.compile(rb", nrcpt=(\d{1,9}) \(queue active\)")
 _DOVECOT_USER: Final = b"Login: user=<"
+_QID_TAIL = re.compile(rb"[0-9A-Za-z]{5,20}$")
 
 
 class Queued(NamedTuple):
@@ -107,11 +123,21 @@ class SubmitJoin:
         pending.pop(qid, None)
         pending[qid] = login
         oldest = login.time - self.ttl
-        for key, old in list(pending.items()):
-            if len(pending) <= self.cap and old.time >= oldest:
+        while pending:
+            first = next(iter(pending))
+            if len(pending) <= self.cap and pending[first].time >= oldest:
                 break
-            del pending[key]
+            del pending[first]
             self.dropped += 1
+
+    def wants(self, line: bytes) -> bool:
+        """Whether a qmgr line (a log line or a journal entry's JSON) names a queue id a
+        login waits for: a look at the bytes before `: from=<`, no parse."""
+        if not self._pending:
+            return False
+        at = line.find(b": from=<")
+        qid = _QID_TAIL.search(line, max(0, at - 20), at) if at > 0 else None
+        return qid is not None and qid[0] in self._pending
 
     def take(self, queued: Queued) -> Login | None:
         """The submission `queued` completes, once; None when no login waits for it."""
@@ -257,33 +283,52 @@ def logins_of_block(
     """The logins and submissions in the complete lines of `buf`, in log order (`final`:
     an unterminated last line counts too, as in grammar.parse_block). `join` carries the
     smtpd lines waiting for their qmgr line from one block to the next."""
-    spans = _spans(buf, final=final, queued=bool(join))
-    if spans and not join and any(b"sasl_username=" in line for _, line in spans):
-        spans = _spans(buf, final=final, queued=True)  # a submission may complete here
-    clock = clock_for(ref, tz)
-    return collect((parse_login_line(line, clock) for _, line in spans), join, ref)
-
-
-def _spans(buf: bytes, *, final: bool, queued: bool) -> list[tuple[int, bytes]]:
-    spans = candidate_spans(buf, SUCCESSES)
-    if queued:
-        # Queue lines only while a login waits for one: an MX without submissions pays
-        # nothing for them. Two searches, read in log order.
-        spans = sorted(spans + candidate_spans(buf, QUEUED))
+    lines = in_order(buf, candidate_spans(buf, SUCCESSES), join)
     if final and buf and not buf.endswith(b"\n"):
-        begin = buf.rfind(b"\n") + 1
-        last = buf[begin:]
-        if any(n in last for n in (b"sasl_username=", b"Login: user=<", b", nrcpt=")):
-            spans.append((begin, last))
-    return spans
+        last = buf[buf.rfind(b"\n") + 1 :]
+        if any(n in last for n in (*SUCCESS_NEEDLES, b", nrcpt=")):
+            lines.append(last)
+    clock = clock_for(ref, tz)
+    return collect(lines, join, ref, lambda line: parse_login_line(line, clock))
 
 
-def collect(parsed: Iterable[Parsed], join: SubmitJoin, ref: datetime) -> list[Login]:
-    """The logins among `parsed` (in log order), smtpd ones remembered in `join` and qmgr
-    ones joined to them; a stamp more than a day after `ref` is not recorded."""
+def in_order(
+    buf: bytes, spans: list[tuple[int, bytes]], join: SubmitJoin, start: int = 0
+) -> list[bytes]:
+    """The lines of `spans` (found by SUCCESSES in `buf` from `start`) and, when a
+    submission may complete in `buf`, its qmgr lines (QUEUED), in log order. An MX without
+    submissions pays nothing for queue lines: they are searched for only while a login
+    waits for one, or from the first line of `buf` that may be one."""
+    if join or any(submits(line) for _, line in spans):
+        first = start if join or not spans else spans[0][0]
+        spans = sorted(spans + candidate_spans(buf, QUEUED, first))
+    return [line for _, line in spans]
+
+
+def submits(line: bytes) -> bool:
+    """Whether a line found by SUCCESSES may be smtpd's login line of a submission (not a
+    failure quoting the username, which Postfix >= 3.7.8 logs on every attack line)."""
+    return b"sasl_username=" in line and is_success(line)
+
+
+def collect(
+    lines: Iterable[bytes], join: SubmitJoin, ref: datetime, parse: Callable[[bytes], Parsed]
+) -> list[Login]:
+    """The logins among `lines` (in log order, each read by `parse`), smtpd ones remembered
+    in `join` and qmgr ones joined to them; a stamp more than a day after `ref` is not
+    recorded. A queue line whose id no login waits for is not parsed (most are not)."""
     limit = plausible_until(ref)
     out: list[Login] = []
-    for result in parsed:
+    wants = join.wants
+    for line in lines:
+        if (
+            b", nrcpt=" in line
+            and not wants(line)
+            and b"sasl_username=" not in line
+            and b"Login: user=<" not in line
+        ):
+            continue
+        result = parse(line)
         if result is None:
             continue
         if isinstance(result, Queued):

@@ -14,8 +14,8 @@ from typing import Final
 
 from mlsd.ingest.entry import parse_login_message, parse_message
 from mlsd.ingest.grammar import Skip
-from mlsd.ingest.logins import Parsed, SubmitJoin, collect
-from mlsd.ingest.prefilter import FAILURES, QUEUED, SUCCESSES, candidate_lines, candidate_spans
+from mlsd.ingest.logins import Parsed, SubmitJoin, collect, in_order
+from mlsd.ingest.prefilter import FAILURES, SUCCESSES, candidate_lines, candidate_spans
 from mlsd.ingest.sources.journal import entry_of, entry_time, field_bytes
 from mlsd.journalmatch import Matcher
 from mlsd.logins import Login
@@ -77,11 +77,9 @@ def logins_of(block: bytes, start: int, matcher: Matcher, join: SubmitJoin) -> l
     order (`join`: as for a file, mlsd.ingest.logins). Only the lines whose MESSAGE shows
     a needle are decoded: a login in a message journalctl cannot show as text is not
     read (the failures' search decodes those; a login is not worth a decode per entry)."""
-    spans = candidate_spans(block, SUCCESSES, start)
-    if join or any(b"sasl_username=" in line for _, line in spans):
-        spans = sorted(spans + candidate_spans(block, QUEUED, start))
+    lines = in_order(block, candidate_spans(block, SUCCESSES, start), join, start)
     now = datetime.now(UTC)
-    return collect((_login(line, matcher, now) for _, line in spans), join, now)
+    return collect(lines, join, now, lambda line: _login(line, matcher, now))
 
 
 def _login(line: bytes, matcher: Matcher, now: datetime) -> Parsed:
