@@ -69,6 +69,9 @@ def _managed(cfg: Config, *, purge: bool) -> list[Move]:
     state = cfg.paths.state_dir
     items = [
         Move(cfg.paths.csv, "the CSV"),
+        # Its rows are committed by the same checkpoint: it goes with it, or the next
+        # start would refuse a logins CSV that no checkpoint pins.
+        Move(cfg.paths.logins(), "the logins CSV"),
         Move(state / CHECKPOINT_NAME, "the checkpoint"),
         Move(state / (CHECKPOINT_NAME + ".tmp"), "an unfinished checkpoint write"),
         Move(state / "days", "the report's per-day cache"),
