@@ -2,11 +2,8 @@
 
 It alerts; it never blocks (DESIGN.md). Its contract is mlsd.alerts (what it is fed and
 what it raises) and mlsd.logins (the successful logins ingest records). The integrator
-builds a `Sentinel(cfg.sentinel)`, `warm`s it with the journals' span `warm_window` names,
-feeds it each committed batch (`observe`) and `reconfigure`s it on reload.
+builds a `mlsd.sentinel.engine.Sentinel(cfg.sentinel)`, `warm`s it with the journals' span
+`mlsd.sentinel.engine.warm_window` names, feeds it each committed batch (`observe`) and
+`reconfigure`s it on reload. (A role package's `__init__` counts as a contract module in
+the architecture test, so it re-exports nothing.)
 """
-
-from mlsd.sentinel.caps import Caps
-from mlsd.sentinel.engine import Sentinel, WarmWindow, warm_window
-
-__all__ = ["Caps", "Sentinel", "WarmWindow", "warm_window"]
