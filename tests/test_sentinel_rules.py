@@ -35,9 +35,16 @@ def login(
     time: datetime, user: str, ip: str, country: str = "FR", asn: str = "AS3215"
 ) -> Observation:
     return Observation(
-        time, Kind.LOGIN, user, ip, server="mx1", service="imap", country=country, asn=asn,
+        time,
+        Kind.LOGIN,
+        user,
+        ip,
+        server="mx1",
+        service="imap",
+        country=country,
+        asn=asn,
         aso="Orange",
-    )  # fmt: skip
+    )
 
 
 def submit(time: datetime, user: str, recipients: int, ip: str = "192.0.2.10") -> Observation:
