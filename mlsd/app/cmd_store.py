@@ -27,7 +27,8 @@ def rebuild(args: argparse.Namespace) -> int:
     from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
     from mlsd.store.contract import Position  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415 - at run time, not just typed
-    from mlsd.store.sqlite import SqliteSink, SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlite import SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
 
     cfg = load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format, sys.stderr)

@@ -23,7 +23,8 @@ from mlsd.ingest import session
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.store.contract import Position
 from mlsd.store.ship import FIRST_DELAY, MAX_DELAY, Shipper
-from mlsd.store.sqlite import SqliteSink, default_path
+from mlsd.store.sqlite import default_path
+from mlsd.store.sqlsink import SqliteSink
 from mlsd.untrusted import terminal
 
 log = logs.get("mlsd.store")
