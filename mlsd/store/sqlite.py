@@ -279,7 +279,7 @@ class SqliteStore:
         """Every stored row of `journal`, in the order stored."""
         make = journal.row_type
         query = f"SELECT time, utc_offset, {_names(journal)} FROM {journal.table} ORDER BY id"  # noqa: S608
-        return [make(_when(r[0], r[1]), *r[2:]) for r in self.db.execute(query)]
+        return [make(row_time(r[0], r[1]), *r[2:]) for r in self.db.execute(query)]
 
     def count(self, journal: Journal = EVENTS) -> int:
         """Rows stored."""
@@ -333,5 +333,6 @@ def _params(node: str, r: Row) -> tuple[Any, ...]:
     )
 
 
-def _when(epoch: int, offset: int) -> datetime:
+def row_time(epoch: int, offset: int) -> datetime:
+    """A stored row's `time` and `utc_offset` as the aware datetime the CSV said."""
     return datetime.fromtimestamp(epoch, timezone(timedelta(seconds=offset)))
