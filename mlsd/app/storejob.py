@@ -98,7 +98,9 @@ async def follow_and_ship(
             lsink = sink.sibling(LOGINS)
             lshipper = logins_shipper(s, lsink, node, lambda: logins(s.pipeline))
             lshipper.on_mismatch = lsink.rebuild
-            retention = asyncio.create_task(_retention(s, lsink, opened, stop))
+            retention = asyncio.create_task(
+                _retention(s, lsink, lambda: _settled(opened, lshipper), stop)
+            )
             try:
                 async with beside(
                     s,
@@ -134,6 +136,11 @@ async def _after(
         await run(done)
 
 
+def _settled(opened: asyncio.Event, shipper: Shipper) -> bool:
+    """The store is open and the shipper has stored every committed row (or has none)."""
+    return opened.is_set() and (shipper.committed() is None or shipper.lag().bytes == 0)
+
+
 def keep_from(cfg: Config, now: float) -> int:
     """Epoch seconds before which the store's logins are deleted: `[sentinel] keep_days`
     ago, or now with `record_logins = no` (personal data: none are kept)."""
@@ -143,11 +150,16 @@ def keep_from(cfg: Config, now: float) -> int:
 
 
 async def _retention(
-    s: session.Session, sink: SqliteSink, opened: asyncio.Event, stop: asyncio.Event
+    s: session.Session, sink: SqliteSink, caught_up: Callable[[], bool], stop: asyncio.Event
 ) -> None:
-    """Delete the logins past `[sentinel] keep_days` at start, then every RETENTION_EVERY
-    seconds (the configuration as reloaded). A failure is logged and tried next time."""
-    await _first(opened, stop)
+    """Delete the logins past `[sentinel] keep_days` once the logins shipper has caught up
+    (a rebuild stores old rows first), then every RETENTION_EVERY seconds (the
+    configuration as reloaded). A failure is logged and tried next time."""
+    while not caught_up():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        if stop.is_set():
+            return
     while not stop.is_set():
         before = keep_from(s.cfg, time.time())
         try:
