@@ -7,18 +7,31 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 import structlog
 
+from mlsd.app import fleetjob
+from mlsd.config.schema import FleetConfig, Secret, SentinelConfig
 from mlsd.fleet import schema
 from mlsd.fleet.errors import FleetError
 from mlsd.fleet.pgsink import PgSink
 from mlsd.store.contract import Batch, LoginRow
 from mlsd.store.journals import LOGINS
 from tests.fleetkit import PASSWORD, Fleet, as_stored, make_fleet, pos, rows
+from tests.jobkit import fake_session, run_job
 from tests.pgkit import Database
+from tests.storekit import (
+    csv_rows,
+    events,
+    login_cells,
+    login_rows,
+    position,
+    write_csv,
+    write_logins,
+)
 
 run = asyncio.run
 
@@ -214,3 +227,31 @@ def test_keep_months_drops_old_login_partitions(fleet: Fleet) -> None:
         "WHERE relname LIKE 'mlsd_logins%'"
     )
     assert [(0,)] == deleted
+
+
+def test_the_fleet_job_ships_both_journals_beside_the_store(fleet: Fleet, tmp_path: Path) -> None:
+    """fleetjob.follow_and_ship given the logins' committed-length callable: four shippers
+    (store, store-logins, fleet, fleet-logins), and the fleet holds both CSVs' rows."""
+    fleet.migrate()
+    fleet.add_node("mx-j")
+    write_csv(tmp_path / "mlsd.csv", events(40))
+    lpath = tmp_path / "logins.csv"
+    write_logins(lpath, login_cells(60))
+    committed = position(lpath)
+    s = fake_session(
+        tmp_path,
+        SentinelConfig(),
+        FleetConfig(url=fleet.db.cluster.url("mx-j", fleet.db.name), node="mx-j",
+                    password=Secret(PASSWORD)),
+    )  # fmt: skip
+
+    def done() -> bool:
+        got = fleet.db.execute(
+            "SELECT (SELECT count(*) FROM mlsd_events), (SELECT count(*) FROM mlsd_logins)"
+        )
+        return got == [(40, 60)]
+
+    seen = run_job(fleetjob.follow_and_ship, s, lambda _p: committed, done)
+    assert {"store", "store-logins", "fleet", "fleet-logins"} == set(seen)
+    assert Counter(("mx-j", *r) for r in login_rows(lpath)) == stored_logins(fleet)
+    assert Counter(("mx-j", *r) for r in csv_rows(tmp_path / "mlsd.csv")) == fleet.events()
