@@ -28,7 +28,7 @@ from mlsd.ingest import session
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.store.contract import Position, Sink
 from mlsd.store.journals import LOGINS
-from mlsd.store.ship import FIRST_DELAY, MAX_DELAY, Committed, Shipper
+from mlsd.store.ship import FIRST_DELAY, MAX_DELAY, Committed, Shipper, first_set
 from mlsd.store.sqlite import default_path
 from mlsd.store.sqlsink import SqliteSink
 from mlsd.untrusted import terminal
@@ -131,7 +131,7 @@ async def _after(
     opened: asyncio.Event, done: asyncio.Event, run: Callable[[asyncio.Event], Awaitable[None]]
 ) -> None:
     """`run(done)` once the store is open (never, when following stops first)."""
-    await _first(opened, done)
+    await first_set(opened, done)
     if opened.is_set():
         await run(done)
 
@@ -231,15 +231,6 @@ async def _ship(
                 return
             delay = min(delay * 2, MAX_DELAY)
     await shipper.run(done)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
 
 
 def _lag(shipper: Shipper) -> dict[str, object]:

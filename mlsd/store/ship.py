@@ -160,7 +160,7 @@ class Shipper:
             delay = FIRST_DELAY
             if final:
                 return
-            await _first(self.wake, stop)
+            await first_set(self.wake, stop)
 
     async def ship_committed(self) -> int:
         """Store every row committed now (and any committed meanwhile); rows stored."""
@@ -320,7 +320,8 @@ def _show(p: Position) -> str:
     return f"dev {p.csv_dev} inode {p.csv_ino} offset {p.csv_offset}"
 
 
-async def _first(*events: asyncio.Event) -> None:
+async def first_set(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
