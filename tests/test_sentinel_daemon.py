@@ -8,6 +8,7 @@ still count) and never mails an alert twice; `mlsd alerts --json` lists what was
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -68,6 +69,20 @@ def subjects(sink: smtpkit.Sink) -> list[str]:
     return [str(sink.parsed(i)["Subject"]) for i in range(len(sink.messages))]
 
 
+def stored_logins(env: Env) -> list[tuple[str, str, str]]:
+    """(user, ip, event) of each row of the store's mlsd_logins."""
+    db = env.state / "events.sqlite3"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [tuple(r) for r in con.execute("SELECT user, ip, event FROM mlsd_logins")]
+    except sqlite3.OperationalError:
+        return []  # not created yet
+    finally:
+        con.close()
+
+
 def alerts_json(env: Env) -> list[dict[str, object]]:
     """`mlsd alerts --json`, parsed."""
     res = subprocess.run(
@@ -98,6 +113,8 @@ def test_failures_then_a_login_mail_one_alert_within_seconds(
     # The login itself is journaled once.
     logins = env.csv.with_name("logins.csv").read_text().splitlines()
     assert len(logins) == 2 and ";bob@example.org;" in logins[1]
+    # … and stored, in the node's SQLite store (issue 20: logins go into the store).
+    wait_for(lambda: stored_logins(env) == [("bob@example.org", "203.0.113.9", "login")])
     listed = alerts_json(env)
     assert [(a["rule"], a["user"]) for a in listed] == [
         ("success_after_failures", "bob@example.org")

@@ -40,7 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import fleetjob, geoip_job, reload, report_jobs, statusline
+from mlsd.app import fleetjob, geoip_job, reload, report_jobs, statusline, storejob
 from mlsd.app.logwatch import LogWatch
 from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
@@ -179,7 +179,9 @@ class Service:
         self.logwatch = LogWatch(self.session)
         self.sentinel.start()  # before the first batch: it must see every one
         follow = asyncio.create_task(
-            fleetjob.follow_and_ship(self.session, self._stop_follow, self.shippers)
+            fleetjob.follow_and_ship(
+                self.session, self._stop_follow, self.shippers, storejob.logins_committed_of
+            )
         )
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()

@@ -62,6 +62,15 @@ def committed_of(pipeline: Pipeline) -> Position | None:
     return None if cp is None else Position(cp.csv_dev, cp.csv_ino, cp.csv_length)
 
 
+def logins_committed_of(pipeline: Pipeline) -> Position | None:
+    """The logins CSV position the checkpoint has committed; None before it is pinned
+    (or while `[sentinel] record_logins = no` has never let it be written)."""
+    cp = pipeline.committed
+    if cp is None or cp.logins_dev is None or cp.logins_ino is None or cp.logins_length is None:
+        return None
+    return Position(cp.logins_dev, cp.logins_ino, cp.logins_length)
+
+
 async def follow_and_ship(
     s: session.Session,
     stop: asyncio.Event,
