@@ -23,7 +23,8 @@ import pytest
 
 from mlsd import config
 from mlsd.report import schedule
-from mlsd.report.outbox import RETRY_BUILD, STATE_NAME, Rendered, ReportSender
+from mlsd.report.outbox import RETRY_BUILD, Rendered, ReportSender
+from mlsd.report.reportstate import STATE_NAME
 from mlsd.report.smtp import BACKOFF_FIRST, Outbox
 from tests import smtpkit
 

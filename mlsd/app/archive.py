@@ -27,7 +27,7 @@ from mlsd.config import Config
 from mlsd.durable import fsync_dir
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, StateLock
-from mlsd.report.outbox import STATE_NAME
+from mlsd.report.reportstate import STATE_NAME
 from mlsd.statedir import ALERTS_NAME
 from mlsd.store.sqlite import default_path
 from mlsd.watched import NAME as COVERAGE_NAME

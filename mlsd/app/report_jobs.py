@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from mlsd import logs
+from mlsd.app import fleetmail
 from mlsd.app.isolate import run_limited
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
@@ -82,6 +83,15 @@ class ReportJobs:
             sender=sender,
             recipients=tuple(recipients),
         )
+
+    async def fleet(self, day: date) -> Rendered:
+        """The fleet's report of `day` (`[report] fleet = yes`), from its PostgreSQL."""
+        # Threads: psycopg's connection here is the blocking one, and the sender's domain
+        # may ask postconf (mlsd.mailname).
+        now = datetime.now(UTC)
+        cfg = self.cfg
+        built = await asyncio.to_thread(fleetmail.build_day, cfg, day, now)
+        return await asyncio.to_thread(fleetmail.rendered, cfg, built, now)
 
     async def warm(self, today: date) -> None:
         """Summarise the days before `today` now, so the first report need not read them."""

@@ -167,7 +167,10 @@ class Service:
             self.reports = ReportJobs(self.cfg, self.session, self.geo, self.ledger, self._account)
             # Refuses an outbox others can write to (StateError): close what is open.
             self.sender = ReportSender(
-                self.cfg, self.reports.produce, first_day=self.ledger.first_day()
+                self.cfg,
+                self.reports.produce,
+                first_day=self.ledger.first_day(),
+                fleet=self.reports.fleet,
             )
             # Refuses an alerts journal that is a link or open to others, the same way.
             self.sentinel = SentinelJob(self.cfg, self.session, self.sender)

@@ -29,7 +29,7 @@ from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint, journal_source
 from mlsd.ingest.sources.file.generations import Candidate, candidate, matches, rotated_siblings
 from mlsd.report import schedule, window
-from mlsd.report.outbox import STATE_NAME, read_last_queued, tagged_day
+from mlsd.report.reportstate import STATE_NAME, read_last_queued, tagged_day
 from mlsd.report.smtp import Outbox
 from mlsd.safefs import read_file
 from mlsd.watched import DayCounts, Ledger

@@ -234,6 +234,7 @@ SCHEMA: Final[dict[str, tuple[type[Any], dict[str, tuple[str, Callable[[str], An
             "mask_usernames": ("mask_usernames", _bool),
             "gzip_above": ("gzip_above", _int_range(0, 1_048_576)),
             "max_memory": ("max_memory", _int_range(256, 1_048_576)),
+            "fleet": ("fleet", _bool),
         },
     ),
     "smtp": (

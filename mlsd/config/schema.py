@@ -167,6 +167,9 @@ class ReportConfig:
     """Attach the day's CSV gzipped when it is larger than this many KiB (0: always)."""
     max_memory: int = 1024
     """MiB of address space the daemon's report build (a child process) may use."""
+    fleet: bool = False
+    """Also mail the fleet report of each day, after this node's ([fleet] url must be set;
+    one node of the fleet should say yes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

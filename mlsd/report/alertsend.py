@@ -27,7 +27,8 @@ from mlsd.errors import StateError
 from mlsd.report import alertmail
 from mlsd.report.display import shown
 from mlsd.report.mailname import mail_hostname
-from mlsd.report.outbox import ALERT_TAG, ReportSender
+from mlsd.report.outbox import ReportSender
+from mlsd.report.reportstate import ALERT_TAG
 
 log = logs.get("mlsd.sentinel")
 

@@ -39,14 +39,18 @@ from typing import Final, TextIO
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
 from mlsd.errors import MlsdError, StateError
+from mlsd.report.reportstate import (
+    ALERT_TAG,
+    STATE_NAME,
+    TAG_PREFIX,
+    read_last_delivered,
+    read_last_queued,
+    tagged_day,
+)
 from mlsd.report.schedule import missed_days, next_report_at
-from mlsd.report.smtp import Delivery, Entry, Outbox, deliver_due
-from mlsd.safefs import SHARED_DIR, make_dir, read_file
+from mlsd.report.smtp import Delivery, Outbox, deliver_due
+from mlsd.safefs import SHARED_DIR, make_dir
 
-STATE_NAME: Final = "report.json"
-TAG_PREFIX: Final = "report:"
-ALERT_TAG: Final = "alert:"
-"""An alert mail's outbox tag starts so (mlsd.report.alertsend)."""
 MAX_SLEEP: Final = 60.0
 """Re-read the wall clock at least this often (suspend, clock steps, NTP)."""
 RETRY_BUILD: Final = 300.0
@@ -69,10 +73,15 @@ class Rendered:
     message: bytes
     sender: str
     recipients: tuple[str, ...]
+    kind: str = "report"
+    """`report` (the node's) or `fleet` (`[report] fleet`): only the node's report marks its
+    day as queued (report.json, the outbox tag)."""
 
 
 Produce = Callable[[date, datetime | None], Awaitable[Rendered]]
 """Build the report of a day (up to an instant for a partial one)."""
+ProduceFleet = Callable[[date], Awaitable[Rendered]]
+"""Build the fleet report of a whole day (`[report] fleet = yes`)."""
 
 
 class ReportSender:
@@ -86,9 +95,11 @@ class ReportSender:
         clock: Callable[[], float] = time.time,
         console: TextIO | None = None,
         first_day: date | None = None,
+        fleet: ProduceFleet | None = None,
     ) -> None:
         self.cfg = cfg
         self.first_day = first_day
+        self._fleet = fleet
         """The first day mlsd watched (mlsd.coverage): no daily report for a day before."""
         self._produce = produce
         self._clock = clock
@@ -190,6 +201,8 @@ class ReportSender:
     async def _guarded(self, day: date, until: datetime | None, now: float) -> bool:
         try:
             await self._emit(await self._produce(day, until), now)
+            if until is None and self._fleet is not None and self.cfg.report.fleet:
+                await self._fleet_report(self._fleet, day, now)
         except asyncio.CancelledError:
             raise
         except MlsdError as exc:
@@ -213,6 +226,23 @@ class ReportSender:
         self._build_failed_at = None
         return True
 
+    async def _fleet_report(self, fleet: ProduceFleet, day: date, now: float) -> None:
+        # After the node's own report, never instead of it: a fleet database that is down
+        # costs this day's fleet mail (said, with the command that sends it by hand), not
+        # the node's report, which is already queued.
+        try:
+            await self._emit(await fleet(day), now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "fleet report of %s not queued: %s; send it by hand with "
+                "`mlsd report --fleet --day %s --send`",
+                day,
+                exc,
+                day,
+            )
+
     async def _emit(self, r: Rendered, now: float) -> None:
         if not r.recipients:
             path = self._save(r)
@@ -226,10 +256,14 @@ class ReportSender:
                 self._console.write(r.text + "\n")
                 self._console.flush()
             return
-        tag = "" if r.partial else f"{TAG_PREFIX}{r.day.isoformat()}"
+        if r.kind != "report":
+            tag = f"{r.kind}:{r.day.isoformat()}"
+        else:
+            tag = "" if r.partial else f"{TAG_PREFIX}{r.day.isoformat()}"
         entry = self.outbox.put(r.message, r.sender, r.recipients, now, tag=tag)
         log.info(
-            "report queued day=%s%s events=%d to=%s id=%s",
+            "%s queued day=%s%s events=%d to=%s id=%s",
+            r.kind,
             r.day,
             " (so far)" if r.partial else "",
             r.events,
@@ -240,7 +274,7 @@ class ReportSender:
     def _save(self, r: Rendered) -> Path:
         # A link planted in its place would send the reports into another directory.
         make_dir(self.reports_dir, SHARED_DIR, "reports directory")
-        stem = f"report-{r.day.isoformat()}" + ("-so-far" if r.partial else "")
+        stem = f"{r.kind}-{r.day.isoformat()}" + ("-so-far" if r.partial else "")
         replace_atomically(self.reports_dir / f"{stem}.html", r.html.encode(), mode=0o640)
         path = self.reports_dir / f"{stem}.txt"
         replace_atomically(path, r.text.encode(), mode=0o640)
@@ -349,38 +383,6 @@ def _log_alert_mail(d: Delivery) -> None:
         )
     else:
         log.error("alert mail not delivered %s (%s): %s", d.entry.tag, d.state, d.detail)
-
-
-def read_last_queued(path: Path) -> date | None:
-    """The day `report.json` says was queued last; None when there is no such file.
-    Raises OSError, or ValueError when it is not what mlsd writes (a message that quotes
-    none of it: the file may not be ours)."""
-    try:
-        return date.fromisoformat(json.loads(read_file(path))["last_queued"])
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):
-        raise ValueError("not mlsd's report state") from None
-
-
-def read_last_delivered(path: Path) -> float | None:
-    """When `report.json` says a report was last delivered (epoch seconds); None when it
-    does not say, or cannot be read (the day it was queued is what matters; this is a gauge)."""
-    try:
-        value = json.loads(read_file(path)).get("last_delivered")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) and value > 0 else None
-
-
-def tagged_day(entry: Entry) -> date | None:
-    """The report day an outbox entry carries (`report:YYYY-MM-DD`), or None."""
-    if not entry.tag.startswith(TAG_PREFIX):
-        return None
-    try:
-        return date.fromisoformat(entry.tag.removeprefix(TAG_PREFIX))
-    except ValueError:
-        return None
 
 
 def _terminal_stdout() -> TextIO | None:
