@@ -8,7 +8,19 @@ import argparse
 from pathlib import Path
 
 from mlsd import config
-from mlsd.app import cmd_alerts, cmd_anonymize, cmd_geoip, cmd_guided
+from mlsd.app import cmd_alerts, cmd_geoip
+from mlsd.app.cmd_common import later
+
+DEFAULT_MTA = ("127.0.0.1", 25)
+"""Where `mlsd setup` looks for a local MTA unless `--mta` says otherwise."""
+
+
+def mta_address(raw: str) -> tuple[str, int]:
+    """`--mta HOST:PORT` (argparse type)."""
+    host, colon, port = raw.rpartition(":")
+    if not colon or not host or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not HOST:PORT (e.g. 127.0.0.1:25)")
+    return host.strip("[]"), int(port)
 
 
 def add_commands(
@@ -57,11 +69,11 @@ def add_commands(
     p.add_argument(
         "--mta",
         metavar="HOST:PORT",
-        type=cmd_guided.mta_address,
-        default=cmd_guided.DEFAULT_MTA,
+        type=mta_address,
+        default=DEFAULT_MTA,
         help="where to look for a local MTA (default 127.0.0.1:25)",
     )
-    p.set_defaults(func=cmd_guided.setup)
+    p.set_defaults(func=later("mlsd.app.cmd_guided", "setup"))
 
     p = sub.add_parser(
         "geoip",
@@ -95,7 +107,7 @@ def add_commands(
         help="the pseudonyms' key (default ~/.config/mlsd/anonymize.key; created, mode 0600, "
         "when missing)",
     )
-    p.set_defaults(func=cmd_anonymize.anonymize)
+    p.set_defaults(func=later("mlsd.app.cmd_anonymize", "anonymize"))
 
     p = sub.add_parser(
         "alerts",

@@ -7,6 +7,8 @@ maps exceptions to them; a command returns one of them itself when it decides.
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -26,3 +28,14 @@ def load_config(args: argparse.Namespace, *, required: bool) -> config.Config:
             return config.Config()
         path = config.DEFAULT_PATH
     return config.load(path)
+
+
+def later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command's function imported when it runs, not when the parser is built: every
+    `mlsd` start (`parse`, `status`) would otherwise import what one command needs."""
+
+    def run(args: argparse.Namespace) -> int:
+        func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+        return func(args)
+
+    return run

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from mlsd import config
 from mlsd.app import setupprobe, setuptext
+from mlsd.app.cli_admin import DEFAULT_MTA
 from mlsd.app.cmd_common import EXIT_OK, EXIT_USAGE
 from mlsd.app.setuptext import Spot
 from mlsd.config.keys import SCHEMA
@@ -26,19 +27,9 @@ from mlsd.errors import MlsdError
 from mlsd.safefs import create_temp, open_nofollow, read_file
 from mlsd.untrusted import terminal
 
-DEFAULT_MTA = ("127.0.0.1", 25)
-
 
 class Missing(Exception):
     """Something only the admin can say, and no terminal to ask on: names the flag."""
-
-
-def mta_address(raw: str) -> tuple[str, int]:
-    """`--mta HOST:PORT` (argparse type)."""
-    host, colon, port = raw.rpartition(":")
-    if not colon or not host or not port.isdecimal() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not HOST:PORT (e.g. 127.0.0.1:25)")
-    return host.strip("[]"), int(port)
 
 
 def setup(args: argparse.Namespace) -> int:

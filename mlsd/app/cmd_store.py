@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -26,7 +25,9 @@ if TYPE_CHECKING:
 def rebuild(args: argparse.Namespace) -> int:
     """`mlsd store rebuild`: the store anew from the CSV's committed rows (the old file is
     moved aside); refused while the daemon runs (it holds the state lock)."""
-    from mlsd import logs  # noqa: PLC0415 - only this command needs them
+    import asyncio  # noqa: PLC0415 - only this command needs them
+
+    from mlsd import logs  # noqa: PLC0415
     from mlsd.app import archive, progress, storejob  # noqa: PLC0415
     from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
     from mlsd.store.contract import Position  # noqa: PLC0415
@@ -97,6 +98,8 @@ def rebuild(args: argparse.Namespace) -> int:
 
 async def _draw(shipper: Shipper, line: tqdm[NoReturn]) -> None:
     """Move the progress line to the stored position, five times a second."""
+    import asyncio  # noqa: PLC0415 - see rebuild
+
     while True:
         if shipper.stored is not None:
             line.n = shipper.stored.csv_offset
