@@ -54,7 +54,8 @@ def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
     from mlsd.ingest import session  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415
-    from mlsd.store.sqlite import SqliteSink, SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlite import SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
 
     logs.configure("ERROR", "console", sys.stderr)  # not the absent GeoIP DBs
     work.mkdir(parents=True)
@@ -120,7 +121,7 @@ def rebuild_rate(csv: Path, db: Path) -> tuple[float, int]:
     """Ship `csv` from its first row into a fresh store at `db`: (seconds, rows)."""
     from mlsd.store.contract import Position  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415
-    from mlsd.store.sqlite import SqliteSink  # noqa: PLC0415
+    from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
 
     st = csv.stat()
     end = Position(st.st_dev, st.st_ino, st.st_size)

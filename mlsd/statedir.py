@@ -6,3 +6,6 @@ from typing import Final
 
 LOCK_NAME: Final = "mlsd.lock"
 """The state lock: one mlsd (daemon or command that writes) per state directory."""
+
+ALERTS_NAME: Final = "alerts.jsonl"
+"""The alerts journal (mlsd.alertlog): one raised alert per line, appended, never rewritten."""

@@ -11,7 +11,10 @@ lines logrotate itself destroyed in a copytruncate window, which `.gz` it damage
 At the end the CSV must hold every line exactly once, except lines covered by a logged
 `gap` whose reason is one of the unavoidable ones *and* is true according to the ground
 truth (the line really was unreadable at that moment, really fell into a copytruncate
-window, ...). A row that was never written, or twice, always fails.
+window, ...). A row that was never written, or twice, always fails. Every third failure
+is followed, in the same write, by a Dovecot login of the same `seqNNNNNN` user: the
+logins CSV (same checkpoint) must hold each of those once, missing only where the
+failures around it were lost (`judge_logins`).
 
 Two drivers: `InProcess` wires `session.open_session`/`step` in this process, with an
 injected clock and crashes injected into the checkpoint save and the CSV append (fast:
@@ -64,6 +67,8 @@ GAP = re.compile(
     r"lost_bytes=(?P<lost>\d+|unknown) reason=(?P<q>['\"])(?P<why>.*?)(?P=q)"
 )
 DEVINO = re.compile(r"(\d+):(\d+)\)?\"?$")  # the generation quoted when it holds a space
+LOGIN_EVERY = 3
+"""Every LOGIN_EVERY-th failure line is followed by a login of the same user."""
 GRACE_INPROC = 600.0
 """In-process grace: the injected clock decides when a renamed file counts as quiet."""
 
@@ -326,6 +331,8 @@ class ChaosWriter:
         for _ in range(n):
             line = auth_line(self.next)
             self.truth.wrote(self.next, key, pos)
+            if self.next % LOGIN_EVERY == 0:
+                line += login_line(self.next)
             self.next += 1
             parts.append(line)
             pos += len(line)
@@ -340,6 +347,18 @@ class ChaosWriter:
     def close(self) -> None:
         """Close the descriptor."""
         self.reopen()
+
+
+def login_line(seq: int) -> bytes:
+    """A Dovecot login of `seqNNNNNN`, stamped as `auth_line(seq)` (from the same IP)."""
+    fail = auth_line(seq)
+    at = fail.index(b"unknown[") + len(b"unknown[")
+    ip = fail[at : fail.index(b"]", at)]
+    return (
+        fail[: fail.index(b" postfix/")]
+        + b" dovecot: imap-login: Login: user=<seq%06d>, method=PLAIN, rip=%s, "
+        b"lip=192.0.2.1, mpid=1, TLS, session=<x>\n" % (seq, ip)
+    )
 
 
 # ---- the naming families
@@ -717,6 +736,36 @@ def judge(world: World, users: list[str], logs: str = "") -> Verdict:
     return Verdict(world.seed, len(users), problems, world.trace, world.gaps, justified, logs)
 
 
+def judge_logins(world: World, failures: list[str], logins: list[str]) -> list[str]:
+    """The logins CSV against the logins written: each once; one missing only where the
+    failures around it are missing too (lost with it, judged by `judge`) or its file was
+    damaged (a cut between a failure and its login)."""
+    problems: list[str] = []
+    got: Counter[int] = Counter()
+    for u in logins:
+        m = USER.fullmatch(u)
+        seq = -1 if m is None else int(m[1])
+        if seq < 0 or seq >= world.writer.next or seq % LOGIN_EVERY:
+            problems.append(f"a login never written: {u!r}")
+        got[seq] += 1
+    twice = sorted(s for s, n in got.items() if n > 1)
+    if twice:
+        problems.append(f"{len(twice)} logins have more than one row: {twice[:20]}")
+    have = {int(m[1]) for u in failures if (m := USER.fullmatch(u))}
+    truth = world.truth
+    missing = [
+        s
+        for s in range(0, world.writer.next, LOGIN_EVERY)
+        if not got[s]
+        and s in have
+        and s + 1 in have | {world.writer.next}
+        and not set(truth.holders.get(s, {})) & truth.damaged
+    ]
+    if missing:
+        problems.append(f"{len(missing)} logins lost with their failures kept: {_ranges(missing)}")
+    return problems
+
+
 def _ranges(seqs: list[int]) -> str:
     out: list[str] = []
     start = prev = seqs[0]
@@ -946,7 +995,11 @@ def run_in_process(seed: int, root: Path, actions: int = 160) -> Verdict:
             return Verdict(seed, 0, [f"stopped by {exc!r}"], world.trace, world.gaps, Counter())
         finally:
             world.writer.close()
-    return judge(world, csv_users(world.env.csv), "\n".join(gaplog.lines))
+    users = csv_users(world.env.csv)
+    verdict = judge(world, users, "\n".join(gaplog.lines))
+    logins = csv_users(world.env.csv.with_name("logins.csv"))
+    verdict.problems += judge_logins(world, users, logins)
+    return verdict
 
 
 def _in_process_action(world: World, mlsd: InProcess, rng: random.Random) -> None:
@@ -1055,7 +1108,9 @@ def run_subprocess(seed: int, root: Path, cycles: int = 6) -> Verdict:
         world.writer.close()
     logs = env.all_stderr()
     world.gaps = [g for line in logs.splitlines() if (g := parse_gap(line, 0, None))]
-    verdict = judge(world, csv_users(env.csv), logs)
+    users = csv_users(env.csv)
+    verdict = judge(world, users, logs)
+    verdict.problems += judge_logins(world, users, csv_users(env.csv.with_name("logins.csv")))
     verdict.driver = "subprocess, kill -9"
     return verdict
 

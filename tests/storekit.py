@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.ingest.csvlog import RowFormat
-from mlsd.rows import HEADER, AuthFailure, Enrichment, decode_row
-from mlsd.store.contract import Position, StoredRow
-from mlsd.store.rowmap import stored_row
+from mlsd.rows import HEADER, AuthFailure, Enrichment, decode_row, encode_rows, split_cells
+from mlsd.store.contract import LoginRow, Position, Row, StoredRow
+from mlsd.store.journals import LOGINS_HEADER
+from mlsd.store.rowmap import login_row, stored_row
 
 
 def events(n: int, *, seed: int = 1, start: datetime | None = None) -> list[AuthFailure]:
@@ -81,6 +83,63 @@ def position(path: Path, offset: int | None = None) -> Position:
     return Position(st.st_dev, st.st_ino, st.st_size if offset is None else offset)
 
 
-def multiset(rows: list[StoredRow]) -> Counter[StoredRow]:
+def multiset(rows: Sequence[Row]) -> Counter[Row]:
     """Rows as a multiset: exactly-once compares these, not lengths."""
     return Counter(rows)
+
+
+# ---- the logins CSV (issue 20)
+
+LOGIN_USERS = ["alice@example.org", "bob", 'x";y', "=cmd", "a;b", "ü\tber", ""]
+
+
+def login_cells(n: int, *, seed: int = 1, start: datetime | None = None) -> list[list[str]]:
+    """`n` varied logins CSV rows as cells (LOGIN_COLUMNS order), seconds to minutes apart:
+    hostile cells included, submissions with recipients, N/A networks."""
+    rnd = random.Random(seed)
+    t = start or datetime(2026, 11, 25, 21, 0, tzinfo=UTC)
+    out = []
+    for _ in range(n):
+        t += timedelta(seconds=rnd.randint(0, 600))
+        submit = rnd.random() < 0.3
+        asn = rnd.choice(["AS64500", "N/A", "AS3320"])
+        out.append(
+            [
+                rnd.choice(["mx1", "imap1", ""]),
+                t.isoformat(timespec="seconds"),
+                f"198.51.100.{rnd.randint(1, 254)}",
+                rnd.choice(LOGIN_USERS),
+                rnd.choice(["", "client.example.net", "a;b"]),
+                "N/A" if asn == "N/A" else rnd.choice(["DE", "FR", "SE"]),
+                asn,
+                "N/A" if asn == "N/A" else 'Example "Net"; GmbH',
+                "smtp" if submit else rnd.choice(["imap", "pop3", "submission"]),
+                rnd.choice(["PLAIN", "LOGIN", ""]),
+                "submit" if submit else "login",
+                str(rnd.randint(1, 50)) if submit else "0",
+            ]
+        )
+    return out
+
+
+def write_logins(path: Path, cells: list[list[str]]) -> None:
+    """A new logins CSV (header and rows), mode 0640."""
+    path.write_bytes(LOGINS_HEADER + encode_rows(cells))
+    os.chmod(path, 0o640)
+
+
+def append_logins(path: Path, cells: list[list[str]]) -> None:
+    """More logins at the end."""
+    with open(path, "ab") as fh:
+        fh.write(encode_rows(cells))
+
+
+def login_rows(path: Path, tz: tzinfo = UTC, upto: int | None = None) -> list[LoginRow]:
+    """The logins CSV's rows (up to byte `upto`) as the store should hold them."""
+    data = path.read_bytes()[len(LOGINS_HEADER) : upto]
+    out = []
+    for line in data.decode().split("\n"):
+        cells = split_cells(line) if line else None
+        if cells:
+            out.append(login_row(cells, tz))
+    return out

@@ -1,40 +1,18 @@
-"""Scenarios with mlsd down in between: `mlsd scan` before and after, real logrotate between.
+"""Scenarios with mlsd down in between: real `mlsd scan` processes before and after, real
+logrotate between.
 
-Each test writes sequence-numbered lines and asserts the exact multiset of CSV rows.
+Each test writes sequence-numbered lines and asserts the exact multiset of CSV rows. The
+plain down-time scenarios are data in tests/test_follow_table.py (scan's code in-process);
+these are the ones that check what the command says, or need more than a script of steps.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-import time
 from pathlib import Path
 
-import pytest
-
 from tests.followkit import Env, Writer, lines, users
-
-
-def test_partial_line_completed_while_down(env: Env) -> None:
-    """A line cut mid-way is not parsed; once completed (mlsd down) it becomes one row."""
-    w = Writer(env.log)
-    w.seq(range(5))
-    full = lines([5])
-    w.write(full[:40])
-    env.scan()
-    assert users(range(5)) == env.rows()
-    w.write(full[40:])
-    w.seq(range(6, 9))
-    env.scan()
-    assert users(range(9)) == env.rows()
-
-
-def test_nothing_new_is_idempotent(env: Env) -> None:
-    """Scanning twice with no new lines adds nothing."""
-    Writer(env.log).seq(range(7))
-    env.scan()
-    env.scan()
-    assert users(range(7)) == env.rows()
 
 
 def test_empty_and_missing_log(env: Env) -> None:
@@ -58,72 +36,6 @@ def test_create_rotation_down_once(env: Env) -> None:
     w.seq(range(25, 30))
     env.scan()
     assert users(range(30)) == env.rows()
-
-
-def test_create_rotation_down_twice(env: Env) -> None:
-    """Two rotations while down: finish .2 from the offset, all of .1, then the live file."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 20))
-    env.logrotate("create")
-    w.reopen()
-    w.seq(range(20, 30))
-    env.logrotate("create")
-    w.reopen()
-    w.seq(range(30, 40))
-    env.scan()
-    assert users(range(40)) == env.rows()
-
-
-def test_delaycompress_down_twice_rest_in_gz(env: Env) -> None:
-    """compress + delaycompress, down across two rotations: the unread rest is in .2.gz."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 20))
-    env.logrotate("create", "compress", "delaycompress")
-    w.reopen()
-    w.seq(range(20, 30))
-    env.logrotate("create", "compress", "delaycompress")
-    w.reopen()
-    w.seq(range(30, 40))
-    assert (env.logdir / "mail.log.2.gz").exists()
-    env.scan()
-    assert users(range(40)) == env.rows()
-
-
-def test_compress_down_once(env: Env) -> None:
-    """compress (no delay): the checkpointed generation is found by its decompressed head."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 20))
-    env.logrotate("create", "compress")
-    w.reopen()
-    w.seq(range(20, 25))
-    assert (env.logdir / "mail.log.1.gz").exists()
-    env.scan()
-    assert users(range(25)) == env.rows()
-
-
-@pytest.mark.parametrize("compress", [False, True])
-def test_dateext_down(env: Env, compress: bool) -> None:
-    """dateext names (`mail.log-YYYYMMDD…`), plain and compressed, two rotations."""
-    opts = ["create", "dateext", "dateformat -%Y%m%d%H%M%S"] + (["compress"] if compress else [])
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 20))
-    env.logrotate(*opts)
-    w.reopen()
-    w.seq(range(20, 30))
-    time.sleep(1.1)  # the next dated name must differ by a second
-    env.logrotate(*opts)
-    w.reopen()
-    w.seq(range(30, 35))
-    env.scan()
-    assert users(range(35)) == env.rows()
 
 
 def test_postfix_logrotate_names_down(env: Env) -> None:
@@ -154,65 +66,6 @@ def test_copytruncate_down_once(env: Env) -> None:
     w.seq(range(20, 30))
     env.scan()
     assert users(range(30)) == env.rows()
-
-
-def test_copytruncate_down_twice_compressed(env: Env) -> None:
-    """Two copytruncates with compress+delaycompress while down."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 20))
-    env.logrotate("copytruncate", "compress", "delaycompress")
-    w.seq(range(20, 30))
-    env.logrotate("copytruncate", "compress", "delaycompress")
-    w.seq(range(30, 40))
-    env.scan()
-    assert users(range(40)) == env.rows()
-
-
-def test_truncate_and_regrow_past_offset_is_a_gap(env: Env) -> None:
-    """Truncated in place with no copy and regrown past our offset: a logged gap, and the
-    new content is read from its first byte, never from the middle of a line."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 15))  # never read: destroyed by the truncate below
-    os.truncate(env.log, 0)
-    w.seq(range(100, 130))
-    res = env.scan()
-    assert "gap" in res.stderr
-    assert users([*range(10), *range(100, 130)]) == env.rows()
-
-
-def test_inode_reuse(env: Env) -> None:
-    """The log deleted and a new one created (often with the same inode number): the new
-    file is a new generation, read from 0; the old one's unread tail is reported."""
-    w = Writer(env.log)
-    w.seq(range(10))
-    env.scan()
-    w.seq(range(10, 12))
-    w.close()
-    env.log.unlink()
-    w = Writer(env.log)
-    w.seq(range(200, 230))
-    res = env.scan()
-    assert "gap" in res.stderr
-    assert users([*range(10), *range(200, 230)]) == env.rows()
-
-
-def test_identical_heads(env: Env) -> None:
-    """Two generations that start with the same bytes: told apart by inode, not by head."""
-    first = b"Nov 25 00:00:00 srv syslogd: restart\n"
-    w = Writer(env.log)
-    w.write(first)
-    env.scan()  # the checkpoint's head covers only this one line
-    w.seq(range(10))
-    env.logrotate("create")
-    w.reopen()
-    w.write(first)
-    w.seq(range(10, 20))
-    env.scan()
-    assert users(range(20)) == env.rows()
 
 
 def test_partial_line_stranded_in_rotated_file(env: Env) -> None:
@@ -280,31 +133,6 @@ def test_import_rotated(tmp_path: Path) -> None:
     env.scan()
     env.scan()
     assert users(range(35)) == env.rows()
-
-
-def test_compress_switched_on_while_down(env: Env) -> None:
-    """Turning on compress+delaycompress leaves logrotate's names out of order (a plain
-    mail.log.2 older than mail.log.3.gz); generations are taken in last-write order."""
-    w = Writer(env.log)
-    w.seq(range(5))
-    env.scan()
-    w.seq(range(5, 10))
-    env.logrotate("create")
-    w.reopen()
-    w.seq(range(10, 20))
-    env.logrotate("create")
-    w.reopen()
-    w.seq(range(20, 30))
-    env.logrotate("create", "compress", "delaycompress")
-    w.reopen()
-    w.seq(range(30, 40))
-    env.logrotate("create", "compress", "delaycompress")
-    w.reopen()
-    w.seq(range(40, 45))
-    assert (env.logdir / "mail.log.2").exists()
-    assert (env.logdir / "mail.log.3.gz").exists()
-    env.scan()
-    assert users(range(45)) == env.rows()
 
 
 def test_damaged_gz_is_a_gap(env: Env) -> None:

@@ -253,10 +253,10 @@ def test_a_misspelt_time_zone_gets_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_a_key_of_another_section_says_where_it_belongs(tmp_path: Path) -> None:
-    """`[smtp] to` points at `[report] to`."""
+    """`[smtp] to` points at the sections that have a `to`."""
     with pytest.raises(ConfigError) as exc:
         config.loads("[smtp]\nto = a@example.org\n", tmp_path / "mlsd.conf")
-    assert str(exc.value).endswith("; did you mean [report] to?")
+    assert str(exc.value).endswith("; did you mean [report] to or [sentinel] to?")
 
 
 # ---- reset

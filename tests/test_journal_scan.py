@@ -70,6 +70,13 @@ def test_scan_gives_the_rows_the_file_source_gives(tmp_path: Path, match: str) -
     got = _csv_rows(env.csv)
     assert sum(expected.values()) >= 200, "the corpus lost its rows"
     assert got == expected, (expected - got, got - expected)
+    # The logins CSV too: the same logins, and qmgr's lines joined to smtpd's alike.
+    logins = _csv_rows(env.csv.with_name("logins.csv"))
+    assert logins == _csv_rows(file_env.csv.with_name("logins.csv"))
+    kinds: Counter[str] = Counter()
+    for row, n in logins.items():
+        kinds[row[10]] += n
+    assert kinds == {"login": 19, "submit": 4}
     assert any("caf\\xe9\\xff" in row[3] for row in got), "the non-UTF-8 username is kept"
     assert any("r\u00e9my\\xfe" in row[3] for row in got)
     # Each journal entry is one line read; every entry was read once.

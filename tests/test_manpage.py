@@ -70,6 +70,7 @@ FILES = (
     "mlsd.lock",
     "report.json",
     "coverage.json",
+    "alerts.jsonl",
     "outbox/",
     "outbox/failed/",
     "days/",

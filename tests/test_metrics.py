@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlsd import config
+from mlsd.alerts import Rule
 from mlsd.app import reload
 from mlsd.config.schema import Listen
 from mlsd.errors import ConfigError
@@ -426,6 +427,7 @@ def _every_family() -> set[str]:
         reports_delivered=1,
         last_report_delivered=1.0,
         sinks={"store": SinkReading(up=True, bytes_behind=1, rows_behind=1)},
+        alerts_by_rule={"new_country": 1},
     )
     text = generate_latest(collector.registry(lambda: full)).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
@@ -457,3 +459,21 @@ def test_events_by_service_keep_at_most_services_names() -> None:
     assert len(counters.by_service) == SERVICES + 1
     assert counters.by_service["other"] == 5 + 1  # smtp came after the cap too
     assert counters.by_service["s0"] == 2
+
+
+def test_alerts_by_rule_every_rule_has_a_series_and_none_without_the_sentinel() -> None:
+    """`mlsd_alerts_total{rule}`: one series per documented rule (0 included, so the
+    first alert is an increase), none at all when the sentinel does not run."""
+
+    def samples(r: Readings) -> dict[str, float]:
+        text = generate_latest(collector.registry(lambda: r)).decode()
+        return {
+            s.labels["rule"]: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "mlsd_alerts_total"
+        }
+
+    expected = {rule.value: 0.0 for rule in Rule} | {"new_country": 2.0, "send_burst": 1.0}
+    assert expected == samples(Readings(alerts_by_rule={"new_country": 2, "send_burst": 1}))
+    assert {} == samples(Readings())

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from mlsd import config
+from mlsd.alertlog import AlertLog
 from mlsd.app import lockholder, status
 from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import SkipLog
@@ -235,7 +236,9 @@ def _committed(env: Env) -> bool:
 def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     _sent_yesterday(env)
     w = Writer(env.log)
-    w.write(b"".join(now_line(f"a{i}") for i in range(3)))
+    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S").encode()
+    login = stamp + b" mx dovecot: imap-login: Login: user=<ok>, method=PLAIN, rip=192.0.2.8\n"
+    w.write(b"".join(now_line(f"a{i}") for i in range(3)) + login)
     proc = env.start()
     env.wait_rows(Counter(f"a{i}" for i in range(3)))
     wait_for((env.state / "report.json").exists)  # the due report, built in a child
@@ -258,7 +261,9 @@ def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     assert stat.S_IMODE(archive.stat().st_mode) == 0o700
     assert (archive / "mlsd.csv").read_bytes() == csv_before
     assert (archive / "checkpoint.json").exists()
+    assert (archive / "logins.csv").read_bytes().endswith(b";ok;;N/A;N/A;N/A;imap;PLAIN;login;0\n")
     assert not env.csv.exists() and not (env.state / "checkpoint.json").exists()
+    assert not env.csv.with_name("logins.csv").exists()
     assert f"moved {env.csv} -> {archive / 'mlsd.csv'}" in res.stdout
     # Report state stays: reset is not purge.
     assert (env.state / "report.json").exists()
@@ -269,6 +274,7 @@ def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     proc = env.start()
     env.wait_rows(Counter(["a0", "a1", "a2", "b0"]))
     assert env.stop(proc) == 0
+    assert env.csv.with_name("logins.csv").read_text().count(";ok;") == 1
 
 
 def test_reset_needs_yes_without_a_terminal_and_asks_on_one(env: Env) -> None:
@@ -307,6 +313,7 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
     assert env.stop(proc) == 0
     outbox = Outbox(env.state / "outbox")
     outbox.fail(outbox.put(b"x", "m@h", ["a@b"], time.time()), "550 no")
+    AlertLog(env.state).open()  # the sentinel's journal goes with the report state
     assert (env.state / "report.json").exists() and (env.state / "coverage.json").exists()
 
     dest = tmp_path / "elsewhere"
@@ -314,7 +321,14 @@ def test_purge_archives_report_state_and_outbox_into_dir(env: Env, tmp_path: Pat
     assert res.returncode == 0, res.stderr
     (archive,) = dest.glob("archive-*")
     names = {p.name for p in archive.iterdir()}
-    assert names >= {"mlsd.csv", "checkpoint.json", "report.json", "coverage.json", "outbox"}
+    assert names >= {
+        "mlsd.csv",
+        "checkpoint.json",
+        "report.json",
+        "coverage.json",
+        "outbox",
+        "alerts.jsonl",
+    }
     assert len(list((archive / "outbox" / "failed").glob("*.json"))) == 1
     left = {p.name for p in env.state.iterdir()}
     assert left <= {"mlsd.lock"}, left

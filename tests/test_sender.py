@@ -175,6 +175,8 @@ def test_catch_up_after_downtime_then_restart_sends_nothing_more(
 
     restarted, produce2 = new_sender(cfg, clock)
     assert TODAY - DAY == restarted.last_queued
+    # The delivery time survives the restart (the metrics gauge; issue 21).
+    assert NOON.timestamp() == sender.last_delivered_at == restarted.last_delivered_at
     tick(restarted)
     tick(restarted)
     assert [] == produce2.calls
@@ -182,6 +184,15 @@ def test_catch_up_after_downtime_then_restart_sends_nothing_more(
 
 
 # ---- 2. before and after today's send time
+
+
+def test_a_fresh_state_has_no_delivery_time(tmp_path: Path) -> None:
+    """Nothing delivered yet, or report.json from before it kept the time: no gauge value
+    (never a made-up one)."""
+    cfg = make_cfg(tmp_path, 1)
+    write_state(cfg, TODAY - DAY)
+    sender, _ = new_sender(cfg, Clock(NOON.timestamp()))
+    assert sender.last_delivered_at is None
 
 
 def test_before_send_time_the_day_before_yesterday_then_yesterday(

@@ -7,6 +7,7 @@ tests' business; here the CSV is the truth the store is held to.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
@@ -17,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.store.contract import StoredRow
+from mlsd.app.storejob import node_name
+from mlsd.store.contract import Row
+from mlsd.store.journals import LOGINS
+from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SqliteStore
+from mlsd.store.sqlsink import SqliteSink
 from tests.followkit import ENV, Env, Writer, kill9, lines, wait_for
-from tests.storekit import csv_rows, multiset
+from tests.storekit import csv_rows, login_cells, login_rows, multiset, position, write_logins
 
 
 @pytest.fixture
@@ -36,7 +41,7 @@ def db_path(env: Env) -> Path:
     return env.state / "events.sqlite3"
 
 
-def store_rows(env: Env) -> list[StoredRow]:
+def store_rows(env: Env) -> list[Row]:
     """What the store holds, read as an admin's `sqlite3` would (a plain connection)."""
     store = SqliteStore(db_path(env))
     store.connect()
@@ -184,3 +189,37 @@ def test_a_store_locked_by_someone_else_never_holds_following_up(env: Env) -> No
     err = env.stderr(proc)
     assert 1 == err.count("store unavailable") and "store resumed" in err, err[-3000:]
     assert_store_is_the_csv(env)
+
+
+def test_store_check_compares_the_logins_too(env: Env) -> None:
+    """A logins CSV shipped into the daemon's store: `store check` says its days agree; a
+    login deleted behind mlsd's back is named by its day (exit 1)."""
+    w = Writer(env.log)
+    w.write(lines(range(20)))
+    proc = env.start()
+    wait_for(lambda: len(csv_rows(env.csv)) == 20 and caught_up(env))
+    assert env.stop(proc) == 0
+    logins = env.csv.with_name("logins.csv")
+    write_logins(logins, login_cells(50))
+
+    async def ship() -> None:
+        sink = SqliteSink(db_path(env))
+        await sink.open(node_name())
+        lsink = sink.sibling(LOGINS)
+        try:
+            await Shipper(logins, lambda: position(logins), lsink, node_name(),
+                          journal=LOGINS).ship_committed()  # fmt: skip
+        finally:
+            await sink.close()
+
+    asyncio.run(ship())
+    res = mlsd(env, "store", "check")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "logins: store " in res.stdout and "logins: " in res.stdout.split("days agree")[-2]
+    with sqlite3.connect(db_path(env)) as con:
+        con.execute("DELETE FROM mlsd_logins WHERE id = (SELECT max(id) FROM mlsd_logins)")
+    day = login_rows(logins)[-1].time.date().isoformat()  # [report] timezone: UTC here
+    res = mlsd(env, "store", "check")
+    assert res.returncode == 1, res.stdout
+    assert "logins: days that differ" in res.stdout
+    assert f"  {day}  " in res.stdout.split("logins: days that differ")[1]

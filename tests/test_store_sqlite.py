@@ -16,7 +16,8 @@ from mlsd.errors import StateError
 from mlsd.rows import HEADER
 from mlsd.store.contract import Batch, Position, StoreConflict
 from mlsd.store.ship import Shipper
-from mlsd.store.sqlite import SCHEMA_VERSION, SqliteSink, SqliteStore
+from mlsd.store.sqlite import SCHEMA_VERSION, SqliteStore
+from mlsd.store.sqlsink import SqliteSink
 from tests.storekit import append_csv, csv_rows, events, multiset, position, write_csv
 
 NODE = "mx1"

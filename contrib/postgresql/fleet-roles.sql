@@ -13,19 +13,22 @@
 --
 -- Who may do what:
 --   owner       owns the tables: the first mlsd that connects with the owner's url creates
---               and migrates the schema (mlsd_schema, mlsd_events, mlsd_positions), and an
---               mlsd connected as the owner applies [fleet] keep_months (DROP of whole
---               monthly partitions). Connect one node (the one that mails the fleet report)
+--               and migrates the schema (mlsd_schema, mlsd_events, mlsd_positions, and from
+--               schema version 2 mlsd_logins, mlsd_login_positions), and an mlsd connected
+--               as the owner applies [fleet] keep_months to both partitioned tables (DROP
+--               of whole monthly partitions). Upgrading the fleet to a newer schema: start
+--               the owner's node with the new mlsd first (node roles may not migrate). Connect one node (the one that mails the fleet report)
 --               as the owner, or run that node's mlsd once with the owner's url.
---   mlsd_node   a group role, NOLOGIN: INSERT on mlsd_events, SELECT/INSERT/UPDATE on
---               mlsd_positions, EXECUTE on mlsd_ensure_partitions (which makes a month's
---               partition with the owner's rights). No DELETE, no UPDATE of events, no
+--   mlsd_node   a group role, NOLOGIN: INSERT on mlsd_events and mlsd_logins,
+--               SELECT/INSERT/UPDATE on mlsd_positions and mlsd_login_positions, EXECUTE on
+--               mlsd_ensure_partitions (which makes a month's partition with the owner's
+--               rights, for those two tables only). No DELETE, no UPDATE of events, no
 --               grant on the partitions themselves (inserting through the parent is what
 --               the row-level security policies check).
 --   each node   a login role named exactly as the node's [fleet] node (default: its host
 --               name), member of mlsd_node. The schema's row-level security policies say
---               `node = current_user`: a node's role can insert rows only for its own node
---               and move only its own position. A stolen node password can add rows under
+--               `node = current_user`: a node's role can insert rows (failures and logins)
+--               only for its own node and move only its own positions. A stolen node password can add rows under
 --               that node's name, nothing else.
 --
 -- Safe to run again: existing roles are kept, grants are repeated.
@@ -62,6 +65,12 @@ SELECT to_regclass('mlsd_events') IS NOT NULL AS have_schema \gset
   GRANT INSERT ON mlsd_events TO mlsd_node;
   GRANT SELECT, INSERT, UPDATE ON mlsd_positions TO mlsd_node;
   GRANT EXECUTE ON FUNCTION mlsd_ensure_partitions(date, date) TO mlsd_node;
+\endif
+SELECT to_regclass('mlsd_logins') IS NOT NULL AS have_logins \gset
+\if :have_logins
+  GRANT INSERT ON mlsd_logins TO mlsd_node;
+  GRANT SELECT, INSERT, UPDATE ON mlsd_login_positions TO mlsd_node;
+  GRANT EXECUTE ON FUNCTION mlsd_ensure_partitions(text, date, date) TO mlsd_node;
 \endif
 
 \if :{?node}

@@ -9,8 +9,8 @@ daemon would be rewritten by it a moment later, against a CSV that is gone.
   derived from that CSV).
   The next start begins again where `[follow] start_at` says.
 - purge: also the report state (the last day sent, the coverage counters, reports written
-  to disk) and the outbox, failed messages included: the next start behaves like a first
-  install, and mails no report queued before the purge.
+  to disk), the outbox, failed messages included, and the alerts journal: the next start
+  behaves like a first install, and mails no report queued before the purge.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mlsd.durable import fsync_dir
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, StateLock
 from mlsd.report.outbox import STATE_NAME
+from mlsd.statedir import ALERTS_NAME
 from mlsd.store.sqlite import default_path
 from mlsd.watched import NAME as COVERAGE_NAME
 
@@ -68,6 +69,9 @@ def _managed(cfg: Config, *, purge: bool) -> list[Move]:
     state = cfg.paths.state_dir
     items = [
         Move(cfg.paths.csv, "the CSV"),
+        # Its rows are committed by the same checkpoint: it goes with it, or the next
+        # start would refuse a logins CSV that no checkpoint pins.
+        Move(cfg.paths.logins(), "the logins CSV"),
         Move(state / CHECKPOINT_NAME, "the checkpoint"),
         Move(state / (CHECKPOINT_NAME + ".tmp"), "an unfinished checkpoint write"),
         Move(state / "days", "the report's per-day cache"),
@@ -83,6 +87,7 @@ def _managed(cfg: Config, *, purge: bool) -> list[Move]:
             Move(state / COVERAGE_NAME, "the per-day coverage counters"),
             Move(state / "reports", "reports written to disk"),
             Move(state / "outbox", "the outbox (failed messages included)"),
+            Move(state / ALERTS_NAME, "the alerts journal"),
         ]
     return items
 

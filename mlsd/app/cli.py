@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
             description=(
                 "Move the CSV, the checkpoint and the report's day cache"
                 + (
-                    ", the report state (report.json, coverage.json, reports/) and the outbox"
+                    ", the report state (report.json, coverage.json, reports/), the outbox "
+                    "and the alerts journal (alerts.jsonl)"
                     if purge
                     else ""
                 )

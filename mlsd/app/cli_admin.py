@@ -1,6 +1,6 @@
 """The parsers of the commands that help an admin set mlsd up and keep it fed, and touch no
-daemon state: `setup`, `geoip update`, `anonymize`. Part of `mlsd.app.cli`, apart to keep
-each module to one screenful of jobs."""
+daemon state: `setup`, `geoip update`, `anonymize`, and `alerts`, which only reads it.
+Part of `mlsd.app.cli`, apart to keep each module to one screenful of jobs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import argparse
 from pathlib import Path
 
 from mlsd import config
-from mlsd.app import cmd_anonymize, cmd_geoip, cmd_guided
+from mlsd.app import cmd_alerts, cmd_anonymize, cmd_geoip, cmd_guided
 
 
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    """Add `setup`, `geoip` and `anonymize` to the `mlsd` parser's subcommands."""
+    """Add `setup`, `geoip`, `anonymize` and `alerts` to the `mlsd` parser's subcommands."""
     p = sub.add_parser(
         "setup",
         parents=[common],
@@ -96,3 +96,25 @@ def add_commands(
         "when missing)",
     )
     p.set_defaults(func=cmd_anonymize.anonymize)
+
+    p = sub.add_parser(
+        "alerts",
+        parents=[common],
+        help="list the sentinel's alerts (possible compromises), as a table or JSON lines",
+        description="Read the alerts journal (state_dir/alerts.jsonl) and list the alerts "
+        "raised since --since (default: all), oldest first: time in [report] timezone, "
+        "rule, user, IP, country, server, alert id and headline, attacker-chosen text "
+        "escaped for the terminal. Works while the daemon runs. Exit 0, also when there "
+        "are none; 1 when the journal cannot be read.",
+    )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        type=cmd_alerts.since_arg,
+        help="a day (YYYY-MM-DD, from its start), a time (ISO 8601) or a duration back "
+        "from now (30m, 12h, 7d, 2w)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per alert and line, for scripts"
+    )
+    p.set_defaults(func=cmd_alerts.alerts)

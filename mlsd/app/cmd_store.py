@@ -7,16 +7,20 @@ import asyncio
 import os
 import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, load_config
 from mlsd.errors import MlsdError, StateError
-from mlsd.rows import HEADER
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+    from mlsd.config import Config
+    from mlsd.store.journals import Journal
     from mlsd.store.ship import Shipper
+    from mlsd.store.sqlite import SqliteStore
 
 
 def rebuild(args: argparse.Namespace) -> int:
@@ -27,7 +31,8 @@ def rebuild(args: argparse.Namespace) -> int:
     from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
     from mlsd.store.contract import Position  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415 - at run time, not just typed
-    from mlsd.store.sqlite import SqliteSink, SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlite import SqliteStore  # noqa: PLC0415
+    from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
 
     cfg = load_config(args, required=True)
     logs.configure(cfg.log.level, cfg.log.format, sys.stderr)
@@ -101,9 +106,10 @@ async def _draw(shipper: Shipper, line: tqdm[NoReturn]) -> None:
 
 def check(args: argparse.Namespace) -> int:
     """`mlsd store check`: rows per day in the store against the CSV, up to the stored
-    position; exit 0 when they agree, 1 with the differing days listed."""
+    position, for the failures and for the logins; exit 0 when they agree, 1 with the
+    differing days listed."""
     from mlsd.app import storejob  # noqa: PLC0415
-    from mlsd.store.check import csv_counts_by_day, differences  # noqa: PLC0415
+    from mlsd.store.journals import EVENTS, LOGINS  # noqa: PLC0415
     from mlsd.store.sqlite import Damaged, SqliteStore  # noqa: PLC0415
 
     cfg = load_config(args, required=True)
@@ -119,35 +125,60 @@ def check(args: argparse.Namespace) -> int:
             sys.stdout.write(f"store {store.path}: integrity_check: {problem}\n")
             return EXIT_FAILURE
         node = storejob.node_name()
-        pos = store.position(node)
         others = [n for n in store.nodes() if n != node]
-        st = os.stat(cfg.paths.csv)
         if others:
             sys.stdout.write(f"store holds the rows of another node: {', '.join(others)}\n")
             return EXIT_FAILURE
-        if pos is not None and (pos.csv_dev, pos.csv_ino) != (st.st_dev, st.st_ino):
-            sys.stdout.write(
-                "store holds the rows of another CSV (rebuilt at the next start, or by "
-                "`mlsd store rebuild`)\n"
-            )
-            return EXIT_FAILURE
-        upto = len(HEADER) if pos is None else pos.csv_offset
-        day_tz = cfg.report_tz()
-        csv_days, bad = csv_counts_by_day(cfg.paths.csv, upto, row_tz=cfg.log_tz(), day_tz=day_tz)
-        diffs = differences(csv_days, store.counts_by_day(day_tz))
-        behind = max(0, st.st_size - upto)
-        sys.stdout.write(
-            f"store {store.path}: {store.count()} rows, CSV rows up to byte {upto} of "
-            f"{st.st_size}" + (f" ({behind} bytes not stored yet)" if behind else "") + "\n"
-        )
-        if bad:
-            sys.stdout.write(f"{bad} CSV lines are not rows (not stored, not counted)\n")
-        if not diffs:
-            sys.stdout.write(f"{len(csv_days)} days agree\n")
-            return EXIT_OK
-        sys.stdout.write("days that differ (day, CSV rows, store rows):\n")
-        for d in diffs:
-            sys.stdout.write(f"  {d.day.isoformat()}  {d.csv}  {d.store}\n")
-        return EXIT_FAILURE
+        ok = _check_journal(cfg, store, node, EVENTS, cfg.paths.csv)
+        logins = cfg.paths.logins()
+        if os.path.lexists(logins):
+            ok = _check_journal(cfg, store, node, LOGINS, logins) and ok
+        else:
+            sys.stdout.write(f"logins: no logins CSV ({logins}), {store.count(LOGINS)} rows\n")
+        return EXIT_OK if ok else EXIT_FAILURE
     finally:
         store.close()
+
+
+def _check_journal(
+    cfg: Config, store: SqliteStore, node: str, journal: Journal, path: Path
+) -> bool:
+    """One journal's counts per day, printed; whether they agree. The failures' lines are
+    unprefixed (as before the logins), the logins' start with `logins: `."""
+    from mlsd.store.check import csv_counts_by_day, differences  # noqa: PLC0415
+    from mlsd.store.journals import EVENTS  # noqa: PLC0415
+
+    say = "" if journal is EVENTS else f"{journal.name}: "
+    pos = store.position(node, journal)
+    st = os.stat(path)
+    if pos is not None and (pos.csv_dev, pos.csv_ino) != (st.st_dev, st.st_ino):
+        sys.stdout.write(
+            f"{say}store holds the rows of another CSV (rebuilt at the next start, or by "
+            "`mlsd store rebuild`)\n"
+        )
+        return False
+    upto = len(journal.header) if pos is None else pos.csv_offset
+    # Logins before `kept_from` may have been deleted by retention: compared from then on.
+    since = store.kept_from(node) if journal is not EVENTS else None
+    day_tz = cfg.report_tz()
+    csv_days, bad = csv_counts_by_day(
+        path, upto, row_tz=cfg.log_tz(), day_tz=day_tz, journal=journal, since=since
+    )
+    diffs = differences(csv_days, store.counts_by_day(day_tz, journal, since))
+    behind = max(0, st.st_size - upto)
+    sys.stdout.write(
+        f"{say}store {store.path}: {store.count(journal)} rows, CSV rows up to byte {upto} of "
+        f"{st.st_size}" + (f" ({behind} bytes not stored yet)" if behind else "") + "\n"
+    )
+    if since:
+        kept = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        sys.stdout.write(f"{say}compared from {kept} on ([sentinel] keep_days)\n")
+    if bad:
+        sys.stdout.write(f"{say}{bad} CSV lines are not rows (not stored, not counted)\n")
+    if not diffs:
+        sys.stdout.write(f"{say}{len(csv_days)} days agree\n")
+        return True
+    sys.stdout.write(f"{say}days that differ (day, CSV rows, store rows):\n")
+    for d in diffs:
+        sys.stdout.write(f"  {d.day.isoformat()}  {d.csv}  {d.store}\n")
+    return False

@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client.registry import Collector
 
 from mlsd import logs
+from mlsd.alertlog import AlertCounts
 from mlsd.app.behind import bytes_behind
 from mlsd.config.schema import Listen
 from mlsd.errors import StateError
@@ -33,7 +34,7 @@ log = logs.get("mlsd.metrics")
 
 EXTRA: list[Callable[[Session, ReportSender], Collector]] = []
 """More collectors, each built from the running parts at start (none yet: the alerts by
-rule come with the sentinel; the store's and the fleet's lag are in `Readings.sinks`)."""
+rule are in `Readings.alerts_by_rule`, the store's and the fleet's lag in `Readings.sinks`)."""
 
 
 def take(
@@ -41,8 +42,10 @@ def take(
     sender: ReportSender,
     mail_log: Path,
     shippers: Mapping[str, Shipper] | None = None,
+    alerts: AlertCounts | None = None,
 ) -> Readings:
-    """The daemon's counters now (called at each scrape, on the event loop)."""
+    """The daemon's counters now (called at each scrape, on the event loop); `alerts`:
+    the sentinel's counters (None: it does not run)."""
     c = session.pipeline.counters
     now = time.time()
     journal = session.journal is not None
@@ -70,6 +73,7 @@ def take(
         reports_delivered=sender.delivered,
         last_report_delivered=sender.last_delivered_at,
         sinks={name: _sink(sh) for name, sh in (shippers or {}).items()},
+        alerts_by_rule=None if alerts is None else dict(alerts.by_rule),
     )
 
 
@@ -87,8 +91,12 @@ class Metrics:
         session: Session,
         sender: ReportSender,
         shippers: Mapping[str, Shipper] | None = None,
+        alerts: AlertCounts | None = None,
     ) -> None:
         self.listen = listen
+        self.alerts = alerts
+        """The sentinel's counters (mlsd.report.alertsend.AlertMailer.counts); None: off.
+        Read at each scrape, so it may be set after construction, before `start`."""
         self._shippers: Mapping[str, Shipper] = shippers if shippers is not None else {}
         self._session = session
         self._sender = sender
@@ -101,7 +109,8 @@ class Metrics:
             return
         s, sender, shippers = self._session, self._sender, self._shippers
         reg = registry(
-            lambda: take(s, sender, mail_log, shippers), [make(s, sender) for make in EXTRA]
+            lambda: take(s, sender, mail_log, shippers, self.alerts),
+            [make(s, sender) for make in EXTRA],
         )
         server = MetricsServer(reg, self.listen.host, self.listen.port)
         try:

@@ -4,7 +4,7 @@ Start-up: lock and recovery (mlsd.ingest.session.open_session), the GeoIP databa
 resolver, the follower task with its inotify watches, the report task; then READY=1.
 Catch-up may still be running at READY: STATUS= says how far behind reading is. A log
 mlsd may not read does not hold READY back: STATUS= and an error line say why, and
-reading starts by itself once the permission is fixed (see `_check_log`).
+reading starts by itself once the permission is fixed (mlsd.app.logwatch).
 
 Serve: one loop acts on what the signal handlers recorded (they only set flags, so no
 work ever runs inside a handler), refreshes STATUS= every few seconds, and notices a
@@ -40,9 +40,11 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from mlsd import access, logs
-from mlsd.app import fleetjob, geoip_job, reload, report_jobs, statusline
+from mlsd.app import fleetjob, geoip_job, reload, report_jobs, statusline, storejob
+from mlsd.app.logwatch import LogWatch
 from mlsd.app.metrics_wiring import Metrics
 from mlsd.app.report_jobs import ReportJobs
+from mlsd.app.sentineljob import SentinelJob
 from mlsd.app.systemd import Notifier, watchdog_interval
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
@@ -91,8 +93,6 @@ class Service:
         self.shippers: dict[str, Shipper] = {}  # the store's and the fleet's, while they run
         self._stop_follow = asyncio.Event()
         self._ledger_saved = -LEDGER_EVERY  # the first refresh writes them
-        self._log_problem: access.Access | None = None
-        """Why the log cannot be read, while it cannot (a missing log is not a problem)."""
 
     # ---- signals: record intent, act later
 
@@ -169,25 +169,37 @@ class Service:
             self.sender = ReportSender(
                 self.cfg, self.reports.produce, first_day=self.ledger.first_day()
             )
+            # Refuses an alerts journal that is a link or open to others, the same way.
+            self.sentinel = SentinelJob(self.cfg, self.session, self.sender)
         except BaseException:
             session.close_session(self.session)
             await self.enricher.close()
             raise
         report_jobs.describe(self.cfg, self.sender)
+        self.logwatch = LogWatch(self.session)
+        self.sentinel.start()  # before the first batch: it must see every one
         follow = asyncio.create_task(
-            fleetjob.follow_and_ship(self.session, self._stop_follow, self.shippers)
+            fleetjob.follow_and_ship(
+                self.session, self._stop_follow, self.shippers, storejob.logins_committed_of
+            )
         )
         reports = asyncio.create_task(self.sender.run())
         interval = watchdog_interval()
         pinger = asyncio.create_task(self._watchdog(interval)) if interval else None
-        self.metrics = Metrics(self.cfg.metrics.listen, self.session, self.sender, self.shippers)
+        self.metrics = Metrics(
+            self.cfg.metrics.listen,
+            self.session,
+            self.sender,
+            self.shippers,
+            alerts=self.sentinel.mailer.counts,
+        )
         await self.metrics.start(self.cfg.paths.mail_log)
         # READY=1 even when the log cannot be read: without it systemd would kill and
         # restart mlsd in a loop (TimeoutStartSec), the error drowned in restarts, and a
         # fixed permission would wait for the next restart. Ready, with STATUS= saying
         # what is wrong, `systemctl status mlsd` shows the reason, and reading starts by
         # itself once the permission is fixed (the follower's reconcile tick looks again).
-        self._check_log()
+        self.logwatch.check(self.cfg)
         self.notifier.ready(self._status())
         warm = asyncio.create_task(self.reports.warm(self._today()))
         geoip_job.start(lambda: self.cfg)  # [geoip] update; ends with the loop
@@ -232,7 +244,7 @@ class Service:
                 self._report_wanted = False
                 log.info("signal SIGUSR1: building the report of today so far")
                 self.sender.request_now()
-            self._check_log()
+            self.logwatch.check(self.cfg)
             self._set_status()  # also adds the running totals to the day's counters
             if self.ledger.changed and time.monotonic() - self._ledger_saved >= LEDGER_EVERY:
                 self._ledger_saved = time.monotonic()
@@ -289,6 +301,7 @@ class Service:
             return
         try:
             await reload.apply(got.config, self.session, self.sender, self.reports)
+            self.sentinel.reconfigure(got.config)
         except Exception as exc:
             self._reload_error = f"reload failed, previous config kept: {exc}"
             log.exception("reload failed, previous config kept", error=str(exc))
@@ -319,44 +332,6 @@ class Service:
             )
         self.notifier.ready(self._status())
 
-    # ---- the log's permissions
-
-    def _check_log(self) -> None:
-        """Probe the live log; say once, as an error, when it becomes unreadable, and when
-        it is readable again. A log that does not exist yet is the follower's to report."""
-        if self.session.journal is not None:
-            return  # the journal's reader says what it cannot read
-        path = self.cfg.paths.mail_log
-        found = access.probe_read(path)
-        problem = None if found.verdict in (access.Verdict.OK, access.Verdict.MISSING) else found
-        if problem == self._log_problem:
-            return
-        self._log_problem = problem
-        if problem is None:
-            log.info("log file readable again", source=str(path))
-            return
-        detail = access.sentence(problem, "[paths] mail_log")
-        if self._reading_live():
-            detail += (
-                "; mlsd still reads it through the descriptor it opened before, "
-                "but could not open it again after a restart or a rotation"
-            )
-        log.error(
-            "cannot read the log file",
-            source=str(path),
-            reason=problem.verdict.value,
-            detail=detail,
-        )
-
-    def _reading_live(self) -> bool:
-        """Whether the open generation is the file at the log's path (same inode)."""
-        cur = self.session.follower.cur
-        try:
-            st = os.stat(self.cfg.paths.mail_log)
-        except OSError:
-            return False
-        return cur is not None and (cur.dev, cur.ino) == (st.st_dev, st.st_ino)
-
     # ---- status
 
     def _today(self) -> date:
@@ -381,8 +356,9 @@ class Service:
             self.cfg,
             self.session,
             events_today=today.events,
-            log_problem=self._log_problem,
-            reading_live=self._reading_live,
+            log_problem=self.logwatch.problem,
+            reading_live=lambda: self.logwatch.reading_live(self.cfg),
+            alerts_today=self.sentinel.today(),
             reload_error=self._reload_error,
             pending_error=self.sender.pending_error,
             shippers=self.shippers,

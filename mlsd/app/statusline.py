@@ -29,9 +29,11 @@ def compose(
     reload_error: str,
     pending_error: str,
     shippers: Mapping[str, Lagging],
+    alerts_today: int | None = None,
 ) -> str:
-    """The status line: what is read (or why not), today's count, the newest event, then
-    what waits (the store, the fleet, the outbox)."""
+    """The status line: what is read (or why not), the sentinel's alerts today (when it
+    runs), today's count, the newest event, then what waits (the store, the fleet, the
+    outbox)."""
     c = session.pipeline.counters
     parts = [reload_error] if reload_error else []
     behind = bytes_behind(session, cfg.paths.mail_log)
@@ -50,6 +52,9 @@ def compose(
         parts.append(f"catching up, {behind / 2**20:.1f} MiB behind")
     else:
         parts.append(f"following {cfg.paths.mail_log}")
+    if alerts_today is not None:
+        # Before the counts: a possible compromise is what the admin looks for first.
+        parts.append(f"{alerts_today} alert{'' if alerts_today == 1 else 's'} today")
     parts.append(f"{events_today} events today")
     if c.last_event is not None:
         parts.append("last " + c.last_event.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))

@@ -13,7 +13,8 @@ so the per-event path never branches on the configuration:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Final
+from datetime import UTC, datetime
+from typing import Final, Protocol
 
 from mlsd import logs
 from mlsd.config import Config
@@ -29,6 +30,16 @@ _NO_GEO: Final = GeoResult()
 # them). Cleared when a database changes or the mode is reloaded, and past this size.
 _MEMO_SIZE: Final = 65536
 _NOT_RESOLVED: Final = Reverse("", NOT_AVAILABLE)
+_NO_ADDRESS: Final = Enrichment("", ReverseStatus.NOT_AVAILABLE)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Addressed(Protocol):
+    """What `prefetch` reads of an event: a failure (AuthFailure) or a login (Login)."""
+
+    @property
+    def ip(self) -> str: ...
+
 
 _log = logs.get("mlsd.enrich")
 
@@ -58,6 +69,15 @@ class Enricher:
         """The event's enrichment (in `lookup` mode: from the last `prefetch`)."""
         return self._enrich(event)
 
+    def address(self, ip: str, hostname: str = "") -> Enrichment:
+        """What an event from `ip` gets, `hostname` being the name the server logged (a
+        successful login's enrichment: no AuthFailure needed). Shares the events' memo.
+        No IP (a local login): no enrichment."""
+        if not ip:
+            return _NO_ADDRESS
+        # Every strategy reads only the IP and the logged hostname of the event.
+        return self._enrich(AuthFailure(_EPOCH, "", "", "", hostname, ip, None, ""))
+
     def _memoized(self, event: AuthFailure) -> Enrichment:
         # postfix/off: the result depends only on (ip, logged hostname) and the databases.
         key = (event.ip, event.hostname)
@@ -79,11 +99,12 @@ class Enricher:
             aso=geo.aso,
         )
 
-    async def prefetch(self, events: Iterable[AuthFailure]) -> None:
-        """`lookup` mode: resolve the batch's IPs concurrently (at most `timeout`). No-op else."""
+    async def prefetch(self, events: Iterable[Addressed]) -> None:
+        """`lookup` mode: resolve the batch's IPs concurrently (at most `timeout`), its
+        failures' and its logins'. No-op else."""
         if self._resolver is None:
             return
-        self._answers = await self._resolver.resolve_many(ev.ip for ev in events)
+        self._answers = await self._resolver.resolve_many(ev.ip for ev in events if ev.ip)
 
     def maybe_reload(self) -> bool:
         """Pick up a replaced database file (one stat per path); call once per batch."""

@@ -18,6 +18,7 @@ statements, so PgBouncer in transaction mode works.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 from urllib.parse import urlsplit
@@ -31,26 +32,44 @@ from mlsd.config.schema import Secret
 from mlsd.fleet import schema
 from mlsd.fleet.errors import FleetError
 from mlsd.store.contract import Batch, Position, StoreConflict
+from mlsd.store.journals import EVENTS, Journal
 
 log = logs.get("mlsd.fleet")
 
-_COLUMNS: Final = (
-    'time, server, ip, "user", hostname, reverse_dns_status, country_code, asn, aso, '
-    "service, mechanism, attempts"
-)
-"""`StoredRow`'s fields, in its order (the COPY writes each row as the tuple it is)."""
+_TYPES: Final = {
+    "time": "timestamptz", "asn": "int8", "attempts": "int4", "recipients": "int4",
+}  # fmt: skip
+"""The PostgreSQL type of each column that is not text."""
 
-_TYPES: Final = (
-    "timestamptz", "text", "text", "text", "text", "text", "text", "int8", "text", "text",
-    "text", "int4",
-)  # fmt: skip
-_STAGE: Final = (
-    'CREATE TEMP TABLE mlsd_batch (time timestamptz, server text, ip text, "user" text, '
-    "hostname text, reverse_dns_status text, country_code text, asn bigint, aso text, "
-    "service text, mechanism text, attempts integer) ON COMMIT DROP"
-)
-# Constants only, no value is formatted in (the node is a parameter).
-_INSERT: Final = f"INSERT INTO mlsd_events (node, {_COLUMNS}) SELECT %s, {_COLUMNS} FROM mlsd_batch"  # noqa: S608
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """One journal's SQL: its rows' columns in the row's order (the COPY writes each row as
+    the tuple it is), the staging table, the insert, the position's table."""
+
+    table: str
+    positions: str
+    columns: str
+    types: tuple[str, ...]
+    stage: str
+    insert: str
+
+
+def _statements(journal: Journal) -> _Statements:
+    names = ("time", *journal.fields)
+    cols = ", ".join(f'"{n}"' if n == "user" else n for n in names)
+    types = tuple(_TYPES.get(n, "text") for n in names)
+    typed = ", ".join(f"{c} {t}" for c, t in zip(cols.split(", "), types, strict=True))
+    # Constants only, no value is formatted in (the node is a parameter).
+    return _Statements(
+        table=journal.table,
+        positions=journal.positions,
+        columns=cols,
+        types=types,
+        stage=f"CREATE TEMP TABLE mlsd_batch ({typed}) ON COMMIT DROP",
+        insert=f"INSERT INTO {journal.table} (node, {cols}) SELECT %s, {cols} FROM mlsd_batch",  # noqa: S608
+    )
+
 
 Conn = AsyncConnection[tuple[object, ...]]
 
@@ -65,9 +84,9 @@ def describe(url: str) -> str:
 
 
 class PgSink:
-    """The fleet database, reached with psycopg 3's asyncio connection."""
-
-    name = "fleet"
+    """The fleet database, reached with psycopg 3's asyncio connection, for one journal (the
+    failures by default; a second `PgSink` with `LOGINS`, on its own connection, for the
+    logins: each journal ships on its own)."""
 
     def __init__(
         self,
@@ -77,7 +96,12 @@ class PgSink:
         keep_months: int = 0,
         connect_timeout: float = 10.0,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        journal: Journal = EVENTS,
     ) -> None:
+        self.journal = journal
+        self.name = "fleet" if journal is EVENTS else f"fleet-{journal.name}"
+        """"fleet", "fleet-logins": in logs, STATUS= and the metrics."""
+        self._sql = _statements(journal)
         self._url = url
         self._password = password
         self._keep_months = keep_months
@@ -121,7 +145,9 @@ class PgSink:
             # waits for the inserts in flight, better now than at midnight on the 1st.
             this = schema.month_start(self._today())
             ahead = schema.month_start(self._today(), -1)
-            await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (this, ahead))
+            await conn.execute(
+                "SELECT mlsd_ensure_partitions(%s, %s, %s)", (self._sql.table, this, ahead)
+            )
         except BaseException:
             await conn.close()
             raise
@@ -134,7 +160,9 @@ class PgSink:
         if self._keep_months < 1:
             return
         try:
-            dropped = await schema.drop_old_partitions(conn, self._keep_months, self._today())
+            dropped = await schema.drop_old_partitions(
+                conn, self._keep_months, self._today(), self._sql.table
+            )
         except psycopg.errors.InsufficientPrivilege:
             log.warning("fleet retention needs the owner role", target=self.target,
                         keep_months=self._keep_months)  # fmt: skip
@@ -152,7 +180,8 @@ class PgSink:
         conn = await self._connection()
         try:
             cur = await conn.execute(
-                "SELECT csv_dev, csv_ino, csv_offset FROM mlsd_positions WHERE node = %s",
+                f"SELECT csv_dev, csv_ino, csv_offset FROM {self._sql.positions} "  # noqa: S608 - a constant name
+                "WHERE node = %s",
                 (node,),
             )
             row = await cur.fetchone()
@@ -168,7 +197,7 @@ class PgSink:
         try:
             async with conn.transaction():
                 cur = await conn.execute(
-                    "SELECT csv_dev, csv_ino, csv_offset FROM mlsd_positions "
+                    f"SELECT csv_dev, csv_ino, csv_offset FROM {self._sql.positions} "  # noqa: S608 - a constant name
                     "WHERE node = %s FOR UPDATE",
                     (node,),
                 )
@@ -183,13 +212,13 @@ class PgSink:
                 end = batch.end
                 if row is None:
                     await conn.execute(
-                        "INSERT INTO mlsd_positions (node, csv_dev, csv_ino, csv_offset) "
-                        "VALUES (%s, %s, %s, %s)",
+                        f"INSERT INTO {self._sql.positions} (node, csv_dev, csv_ino, "  # noqa: S608 - a constant name
+                        "csv_offset) VALUES (%s, %s, %s, %s)",
                         (node, end.csv_dev, end.csv_ino, end.csv_offset),
                     )
                 else:
                     await conn.execute(
-                        "UPDATE mlsd_positions SET csv_dev = %s, csv_ino = %s, "
+                        f"UPDATE {self._sql.positions} SET csv_dev = %s, csv_ino = %s, "  # noqa: S608 - a constant name
                         "csv_offset = %s, updated_at = now() WHERE node = %s",
                         (end.csv_dev, end.csv_ino, end.csv_offset, node),
                     )
@@ -213,16 +242,19 @@ class PgSink:
         # Month by month, not min..max: one far-future stamp must not make a century of
         # partitions (the function refuses a span over ten years).
         for month in sorted(months - self._months):
-            await conn.execute("SELECT mlsd_ensure_partitions(%s, %s)", (month, month))
-        await conn.execute(_STAGE)
+            await conn.execute(
+                "SELECT mlsd_ensure_partitions(%s, %s, %s)", (self._sql.table, month, month)
+            )
+        sql = self._sql
+        await conn.execute(sql.stage.encode())
         async with conn.cursor().copy(
-            f"COPY mlsd_batch ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            f"COPY mlsd_batch ({sql.columns}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             # Binary: no text to format here nor to parse there (twice the rows per second).
-            copy.set_types(_TYPES)
+            copy.set_types(sql.types)
             for row in batch.rows:
                 await copy.write_row(row)
-        await conn.execute(_INSERT, (node,))
+        await conn.execute(sql.insert.encode(), (node,))
         return months
 
     async def close(self) -> None:

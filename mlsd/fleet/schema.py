@@ -5,11 +5,13 @@ transaction, under an advisory lock so that two nodes starting together do not b
 A database at a version newer than this mlsd knows is refused (an older mlsd must not
 write into a layout it does not understand).
 
-`mlsd_events` is partitioned by month on `time`. Node roles cannot create tables, so the
-partitions a batch needs are made by `mlsd_ensure_partitions`, a SECURITY DEFINER function
-owned by the owner role. Row-level security lets a role other than the owner insert only
-rows whose `node` is its own name (`node = current_user`), and read and move only its own
-position (contrib/postgresql/fleet-roles.sql creates the roles and grants).
+`mlsd_events` is partitioned by month on `time`, and so is `mlsd_logins` (version 2, the
+successful logins, with their own positions in `mlsd_login_positions`). Node roles cannot
+create tables, so the partitions a batch needs are made by `mlsd_ensure_partitions`, a
+SECURITY DEFINER function owned by the owner role. Row-level security lets a role other
+than the owner insert only rows whose `node` is its own name (`node = current_user`), and
+read and move only its own positions (contrib/postgresql/fleet-roles.sql creates the roles
+and grants).
 
 Retention drops whole partitions (`DROP TABLE`), never `DELETE`: it needs the owner.
 """
@@ -24,8 +26,10 @@ from psycopg import AsyncConnection, sql
 
 from mlsd.fleet.errors import FleetError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The newest version this mlsd knows (the number of entries in MIGRATIONS)."""
+PARENTS: Final = ("mlsd_events", "mlsd_logins")
+"""The tables partitioned by month (`mlsd_ensure_partitions`, retention)."""
 
 _LOCK_KEY: Final = 0x6D6C7364  # "mlsd": serialises migrations between nodes
 
@@ -104,6 +108,79 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END IF;
     END $$;
     """,
+    # 2: the successful logins (issue 20): their table, partitioned by month like the
+    # events, their own positions, one partition maker for both tables, the same policies.
+    """
+    CREATE TABLE mlsd_logins (
+        node text NOT NULL,
+        time timestamptz NOT NULL,
+        server text NOT NULL,
+        ip text NOT NULL,
+        "user" text NOT NULL,
+        hostname text NOT NULL,
+        country_code text NOT NULL,
+        asn bigint,
+        aso text NOT NULL,
+        service text NOT NULL,
+        mechanism text NOT NULL,
+        event text NOT NULL,
+        recipients integer NOT NULL
+    ) PARTITION BY RANGE (time);
+    CREATE INDEX mlsd_logins_time ON mlsd_logins (time);
+    CREATE INDEX mlsd_logins_user_time ON mlsd_logins ("user", time);
+    CREATE TABLE mlsd_login_positions (
+        node text PRIMARY KEY,
+        csv_dev numeric(20, 0) NOT NULL,
+        csv_ino numeric(20, 0) NOT NULL,
+        csv_offset bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE FUNCTION mlsd_ensure_partitions(parent text, first_month date, last_month date)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    DECLARE
+        m date := date_trunc('month', first_month)::date;
+        name text;
+    BEGIN
+        IF parent IS NULL OR parent NOT IN ('mlsd_events', 'mlsd_logins') THEN
+            RAISE EXCEPTION 'mlsd_ensure_partitions: % is not a table of mlsd', parent;
+        END IF;
+        IF last_month - first_month > 3660 THEN
+            RAISE EXCEPTION 'mlsd_ensure_partitions: % to % is more than ten years',
+                first_month, last_month;
+        END IF;
+        WHILE m <= last_month LOOP
+            name := parent || '_' || to_char(m, 'YYYYMM');
+            IF to_regclass(name) IS NULL THEN
+                PERFORM pg_advisory_xact_lock(1835822948);
+                BEGIN
+                    EXECUTE format(
+                        'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                        name, parent, m::text || ' 00:00:00+00',
+                        (m + interval '1 month')::date::text || ' 00:00:00+00');
+                EXCEPTION WHEN duplicate_table OR unique_violation THEN
+                    NULL;
+                END;
+            END IF;
+            m := (m + interval '1 month')::date;
+        END LOOP;
+    END $$;
+    REVOKE ALL ON FUNCTION mlsd_ensure_partitions(text, date, date) FROM PUBLIC;
+    ALTER TABLE mlsd_logins ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY mlsd_logins_own_node ON mlsd_logins FOR INSERT
+        WITH CHECK (node = current_user);
+    CREATE POLICY mlsd_logins_read ON mlsd_logins FOR SELECT USING (true);
+    ALTER TABLE mlsd_login_positions ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY mlsd_login_positions_own_node ON mlsd_login_positions
+        USING (node = current_user) WITH CHECK (node = current_user);
+    CREATE POLICY mlsd_login_positions_read ON mlsd_login_positions FOR SELECT USING (true);
+    DO $$ BEGIN
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlsd_node') THEN
+            GRANT INSERT ON mlsd_logins TO mlsd_node;
+            GRANT SELECT, INSERT, UPDATE ON mlsd_login_positions TO mlsd_node;
+            GRANT EXECUTE ON FUNCTION mlsd_ensure_partitions(text, date, date) TO mlsd_node;
+        END IF;
+    END $$;
+    """,
 )
 
 
@@ -172,21 +249,27 @@ def month_start(day: date, back: int = 0) -> date:
 
 
 async def drop_old_partitions(
-    conn: AsyncConnection[tuple[object, ...]], keep_months: int, today: date
+    conn: AsyncConnection[tuple[object, ...]],
+    keep_months: int,
+    today: date,
+    parent: str = "mlsd_events",
 ) -> list[str]:
-    """Drop the partitions that end before the kept months; their names.
+    """Drop `parent`'s partitions (one of PARENTS) that end before the kept months; their
+    names.
 
     `keep_months = N` keeps the current month and the N - 1 before it. Whole partitions
     go (`DROP TABLE`, no `DELETE`, no vacuum debt). Needs the owner role.
     """
     if keep_months < 1:
         return []
+    if parent not in PARENTS:
+        raise ValueError(f"not a partitioned table of mlsd: {parent}")
     cutoff = month_start(today, keep_months - 1)
     cur = await conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'mlsd_events'::regclass AND c.relname ~ '^mlsd_events_[0-9]{6}$' "
+        "WHERE i.inhparent = %s::regclass AND c.relname ~ %s "
         "AND c.relname < %s ORDER BY c.relname",
-        (f"mlsd_events_{cutoff:%Y%m}",),
+        (parent, f"^{parent}_[0-9]{{6}}$", f"{parent}_{cutoff:%Y%m}"),
     )
     names = [str(r[0]) for r in await cur.fetchall()]
     for name in names:

@@ -123,11 +123,20 @@ class Checkpoint:
     """With a journal source: journalctl's cursor of the last entry read (the generation is
     then None). Written only when set, so a file source's checkpoint is as before."""
 
+    logins_dev: int | None = None
+    logins_ino: int | None = None
+    logins_length: int | None = None
+    """The logins CSV (mlsd.logins) committed with the same batch: its identity and length,
+    as `csv_*` for the failures CSV. Written only when set: a checkpoint without them (an
+    older mlsd's, or `[sentinel] record_logins = no` from the start) has no logins CSV
+    pinned yet, and the next start pins it."""
+
     def to_json(self) -> str:
         """The versioned on-disk form."""
         data = asdict(self)
-        if data["cursor"] is None:
-            del data["cursor"]
+        for key in ("cursor", *_LOGINS_KEYS):
+            if data[key] is None:
+                del data[key]
         return json.dumps({"version": VERSION, **data}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
@@ -162,6 +171,11 @@ class Checkpoint:
                 ints += [v for v in (first.dev, first.ino) if v is not None]
                 for g in first.rotated:
                     ints += [g.dev, g.ino, g.head_len]
+            pin = [getattr(cp, k) for k in _LOGINS_KEYS]
+            if any(v is not None for v in pin):
+                if any(v is None for v in pin):
+                    raise TypeError("logins CSV pinned in part")
+                ints += pin
             if not all(isinstance(v, int) and v >= 0 for v in ints):
                 raise TypeError("negative or non-integer position")
             if not isinstance(cp.discard_line, bool):
@@ -183,6 +197,9 @@ class Checkpoint:
                 "CSV with it) to start over"
             ) from None
         return cp
+
+
+_LOGINS_KEYS: Final = ("logins_dev", "logins_ino", "logins_length")
 
 
 def journal_source(directory: Path | None) -> str:

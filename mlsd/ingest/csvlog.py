@@ -20,8 +20,10 @@ from typing import Final
 
 from mlsd.durable import write_all
 from mlsd.errors import StateError
+from mlsd.logins import LOGIN_COLUMNS, Login
 from mlsd.memo import Memo
 from mlsd.rows import (
+    DELIMITER,
     HEADER,
     AuthFailure,
     Enrichment,
@@ -32,6 +34,8 @@ from mlsd.untrusted import csv_cell, raw_line
 
 FILE_MODE: Final = 0o640
 DIR_MODE: Final = 0o750
+LOGIN_HEADER: Final = (DELIMITER.join(LOGIN_COLUMNS) + "\n").encode()
+"""The logins CSV's first line (mlsd.logins.LOGIN_COLUMNS)."""
 
 # The cleaning rules live in mlsd.untrusted (one policy for every surface); these names
 # stay for the modules and tests that import them from here.
@@ -154,6 +158,42 @@ class RowFormat:
         return encode_rows([fields(ev, enrich(ev)) for ev in events])
 
 
+class LoginFormat:
+    """How logins become rows of the logins CSV: the failures CSV's date and cleaning."""
+
+    __slots__ = ("_clean", "date_format", "tz")
+
+    def __init__(self, *, tz: tzinfo, date_format: str, cap: int) -> None:
+        self.tz = tz
+        self.date_format = date_format
+        self._clean = _cleaner(cap)
+
+    def fields(self, login: Login, extra: Enrichment) -> list[str]:
+        """One row's cells, in LOGIN_COLUMNS order; every value from a log line is cleaned
+        (as RowFormat.fields: the event and the count are mlsd's own text)."""
+        clean = self._clean
+        when, server, service, user, ip, mechanism, _, kind, recipients = login
+        return [
+            clean[server],
+            _date(when, self.tz, self.date_format),
+            clean[ip],
+            clean[user],
+            clean[extra.hostname],
+            clean[extra.country_code],
+            clean[extra.asn],
+            clean[extra.aso],
+            clean[service],
+            clean[mechanism],
+            kind.value,
+            str(recipients),
+        ]
+
+    def encode(self, logins: Iterable[tuple[Login, Enrichment]]) -> bytes:
+        """The logins as rows, each with its enrichment, ready for one append."""
+        fields = self.fields
+        return encode_rows([fields(login, extra) for login, extra in logins])
+
+
 @functools.lru_cache(maxsize=8)
 def _cleaner(cap: int) -> Memo[str, str]:
     return Memo(functools.partial(clean_field, cap=cap))
@@ -166,8 +206,12 @@ class CsvJournal:
     lost on kill -9. `sync()` is `fdatasync`, which the checkpoint waits for.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, header: bytes = HEADER, what: str = "CSV") -> None:
+        """`header`: the file's first line (LOGIN_HEADER for the logins CSV); `what`: its
+        name in messages."""
         self.path = path
+        self.header = header
+        self.what = what
         self._fd = -1
 
     def open(self) -> None:
@@ -184,18 +228,26 @@ class CsvJournal:
             fd = open_nofollow(self.path, flags, FILE_MODE)
         except OSError as exc:
             why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise StateError(f"{self.path}: cannot open the CSV for writing: {why}") from None
+            raise StateError(
+                f"{self.path}: cannot open the {self.what} for writing: {why}"
+            ) from None
+        header = self.header
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise StateError(f"{self.path}: the CSV path is not a regular file")
+                raise StateError(f"{self.path}: the {self.what} path is not a regular file")
             os.set_blocking(fd, True)
             if st.st_size == 0:
                 # The umask may have narrowed the mode; attack data must not widen it.
                 os.fchmod(fd, FILE_MODE)
-                write_all(fd, HEADER)
+                write_all(fd, header)
                 os.fdatasync(fd)
-            elif os.pread(fd, len(HEADER), 0) != HEADER:
+            elif os.pread(fd, len(header), 0) != header and header is not HEADER:
+                raise StateError(
+                    f"{self.path}: this {self.what} does not start with mlsd's header for it; "
+                    "move it aside and start again"
+                )
+            elif os.pread(fd, len(header), 0) != header:
                 raise StateError(
                     f"{self.path}: this CSV does not start with mlsd's header; move it aside "
                     "(a MailLogSentinel CSV cannot be appended to: its column set differs) "
@@ -224,8 +276,8 @@ class CsvJournal:
 
         Only at start-up, before any append: O_APPEND writes then continue at the new end.
         """
-        if length < len(HEADER):
-            raise StateError(f"{self.path}: refusing to cut the CSV into its header")
+        if length < len(self.header):
+            raise StateError(f"{self.path}: refusing to cut the {self.what} into its header")
         os.ftruncate(self._fd, length)
         os.fsync(self._fd)
 

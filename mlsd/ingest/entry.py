@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mlsd.ingest.grammar import MAX_CANDIDATE_LINE, Result, Skip, _message
+from mlsd.ingest.logins import Parsed, Queued, login_of_message
 from mlsd.ingest.prefilter import RARE_NEEDLES
 from mlsd.ingest.stamps import EARLIEST, LATEST, clock_for, plausible_until
 from mlsd.rows import AuthFailure
@@ -41,3 +42,24 @@ def parse_message(
     if when > plausible_until(ref):
         return Skip.IMPLAUSIBLE_TIME
     return result._replace(time=when)
+
+
+def parse_login_message(
+    program: bytes, host: bytes, message: bytes, when: datetime | None, ref: datetime
+) -> Parsed:
+    """A journal entry's message as mlsd.ingest.logins reads a line: a login (with its
+    queue id), a Queued, or None; `when` is the entry's time (None: not one a datetime
+    can hold). A time after `ref` + a day is left to `logins.collect`. Never raises."""
+    if len(message) > MAX_CANDIDATE_LINE:
+        return None
+    try:
+        stamp = (*_GIVEN_TIME, host or None, program)
+        result = login_of_message(stamp, message.rstrip(b"\r\n"), clock_for(ref, UTC))
+    except Exception:  # pragma: no cover - the contract is "never raises"
+        return None
+    if result is None or when is None or not EARLIEST <= when <= LATEST:
+        return None
+    if isinstance(result, Queued):
+        return result._replace(time=when)
+    qid, login = result
+    return qid, login._replace(time=when)

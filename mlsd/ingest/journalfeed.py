@@ -41,7 +41,7 @@ from mlsd.ingest.sources.journal import (
     last_entry,
     same_entry,
 )
-from mlsd.ingest.sources.journalevents import events_of
+from mlsd.ingest.sources.journalevents import events_of, logins_of
 from mlsd.journalmatch import Matcher
 from mlsd.rows import AuthFailure
 
@@ -241,10 +241,13 @@ class JournalFeed:
             return 0
         async with self.lock:
             events = self._parse(block, start)
+            p = self.pipeline
+            wanted = p.logins is not None or p.observe is not None
+            logins = logins_of(block, start, self.matcher, p.join) if wanted else []
             self.enricher.maybe_reload()
-            if self.enricher.needs_lookup and events:
-                await self.enricher.prefetch(events)
-            rows = self.pipeline.commit_entries(events, cursor, entries)
+            if self.enricher.needs_lookup and (events or logins):
+                await self.enricher.prefetch([*events, *logins])
+            rows = p.commit_entries(events, cursor, entries, logins)
         log.debug("batch committed rows=%d entries=%d cursor=%s", rows, entries, cursor)
         return entries
 

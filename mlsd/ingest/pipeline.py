@@ -2,8 +2,12 @@
 
 The order of those writes is the exactly-once guarantee: rows reach the disk before the
 checkpoint that says they exist, and recovery cuts the CSV back to what the checkpoint
-says. Nothing here retries a failed write: after a failed fsync the kernel may have dropped
-the data, so the only safe answer is to stop and say so.
+says. Successful logins go the same way into the logins CSV, in the same checkpoint (both
+files are synced before it), and each batch's failures and logins are handed to the
+observer (the sentinel) once on disk, before the checkpoint: a crash in between hands the
+batch over again when it is read again (the sentinel's alert ids make that harmless).
+Nothing here retries a failed write: after a failed fsync the kernel may have dropped the
+data, so the only safe answer is to stop and say so.
 """
 
 from __future__ import annotations
@@ -11,18 +15,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from mlsd import logs
+from mlsd.alerts import Observation
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, FirstStart, GenerationId, now
-from mlsd.ingest.csvlog import CsvJournal, RowFormat
+from mlsd.ingest.csvlog import CsvJournal, LoginFormat, RowFormat
 from mlsd.ingest.grammar import Skip, parse_block
+from mlsd.ingest.logins import SubmitJoin, logins_of_block
+from mlsd.ingest.observe import EnrichAddress, address_enricher, enrich_logins, observations
 from mlsd.ingest.prefilter import success_lines
+from mlsd.ingest.recovery import Pin, reconcile
 from mlsd.ingest.sources.file.follow import Batch
-from mlsd.rows import HEADER, AuthFailure, Enrichment
+from mlsd.logins import Login
+from mlsd.rows import AuthFailure, Enrichment
 from mlsd.untrusted import raw_line
 
 log = logs.get("mlsd.pipeline")
@@ -31,6 +40,7 @@ log = logs.get("mlsd.pipeline")
 _level = logging.getLogger("mlsd.pipeline")
 
 Enrich = Callable[[AuthFailure], Enrichment]
+Observe = Callable[[Sequence[Observation]], None]
 SERVICES = 32
 """How many service names `Counters.by_service` keeps apart."""
 
@@ -45,6 +55,9 @@ class Counters:
     skipped: Counter[Skip] = field(default_factory=Counter)
     last_event: datetime | None = None
     """The log time of the newest event written (for STATUS=)."""
+    logins: int = 0
+    """Logins and submissions committed (to the logins CSV when it is kept; to the
+    observer either way)."""
     by_service: Counter[str] = field(default_factory=Counter)
     """Events written per service (for mlsd.metrics); at most SERVICES names, the rest under
     `other`: the service comes from the syslog tag, which any local user can forge."""
@@ -92,7 +105,7 @@ class SkipLog:
 
 
 class Pipeline:
-    """Turns batches into committed rows; owns the CSV journal and the checkpoint store."""
+    """Turns batches into committed rows; owns the CSV journals and the checkpoint store."""
 
     def __init__(
         self,
@@ -104,11 +117,25 @@ class Pipeline:
         tz: tzinfo,
         date_format: str,
         cap: int,
+        logins: CsvJournal | None = None,
+        enrich_address: EnrichAddress | None = None,
     ) -> None:
+        """`logins`: the logins CSV (`[sentinel] record_logins`; None: no logins are
+        written, the observer still gets them). `enrich_address`: a login's enrichment
+        by (ip, hostname) (Enricher.address; by default through `enrich`)."""
         self.source = source
         self.journal = journal
+        self.logins = logins
         self.store = store
         self.enrich = enrich
+        self.enrich_address = enrich_address or address_enricher(enrich)
+        self.join = SubmitJoin()
+        """smtpd logins waiting for qmgr's recipients, from batch to batch (memory only)."""
+        self.observe: Observe | None = None
+        """Handed each batch's failures and logins once they are on disk, before the
+        checkpoint (the sentinel). None: logins are parsed only for the logins CSV."""
+        self._logins_pin: Pin | None = None
+        """The logins CSV as last checkpointed, carried over while it is not kept."""
         self.tz = tz
         self.date_format = date_format
         self.cap = cap
@@ -144,17 +171,13 @@ class Pipeline:
                 "use another state_dir for another log, or move the checkpoint aside"
             )
         self.journal.open()
-        st = self.journal.stat()
-        size = st.st_size
+        if self.logins is not None:
+            self.logins.open()
         if cp is None:
-            if size > len(HEADER):
-                raise StateError(
-                    f"{self.journal.path}: the CSV already holds rows but {self.store.path} "
-                    "does not exist, so mlsd cannot tell which log lines they came from; "
-                    "move the CSV aside (or restore the checkpoint) and start again"
-                )
-            # Pin the CSV before the first batch: a crash inside that batch then leaves a
-            # CSV that is merely longer than the checkpoint says, which recovery cuts back.
+            for journal in self._journals():
+                reconcile(journal, None, self.store.path, unpinned="does not exist")
+            # Pin the CSVs before the first batch: a crash inside that batch then leaves
+            # CSVs that are merely longer than the checkpoint says, which recovery cuts back.
             self._save(None, 0)
             return
         self.committed = cp
@@ -163,35 +186,22 @@ class Pipeline:
         self.discard_line = cp.discard_line
         self.generation_mtime = cp.generation_mtime
         self.cursor = cp.cursor
-        if (st.st_dev, st.st_ino) != (cp.csv_dev, cp.csv_ino):
-            if size == len(HEADER):
-                log.warning(
-                    "csv is new, continuing from the checkpoint",
-                    path=str(self.journal.path),
-                    reason="the checkpointed one was moved away",
-                )
-                self._save(cp.generation, cp.offset)
-                return
-            raise StateError(
-                f"{self.journal.path}: this is not the CSV the checkpoint was written with "
-                f"(it had inode {cp.csv_ino}, this one {st.st_ino}); move it aside and start "
-                "again, or restore the original"
+        if cp.logins_dev is not None and cp.logins_ino is not None and cp.logins_length is not None:
+            self._logins_pin = Pin(cp.logins_dev, cp.logins_ino, cp.logins_length)
+        pin = Pin(cp.csv_dev, cp.csv_ino, cp.csv_length)
+        save = reconcile(self.journal, pin, self.store.path, unpinned="")
+        if self.logins is not None:
+            save |= reconcile(
+                self.logins,
+                self._logins_pin,
+                self.store.path,
+                unpinned="does not pin it (no logins CSV was kept when it was written)",
             )
-        if size > cp.csv_length:
-            # Rows of a batch whose checkpoint never landed: the log gives them again.
-            self.journal.truncate(cp.csv_length)
-            log.warning(
-                "csv cut back",
-                path=str(self.journal.path),
-                **{"from": size, "to": cp.csv_length},  # `from` is a keyword
-                reason="uncommitted rows; they are read again",
-            )
-        elif size < cp.csv_length:
-            raise StateError(
-                f"{self.journal.path}: the CSV is {size} bytes but the checkpoint says "
-                f"{cp.csv_length} were committed: rows were removed behind mlsd's back; "
-                "restore the CSV, or move it and the checkpoint aside to start over"
-            )
+        if save:
+            self._save(cp.generation, cp.offset)
+
+    def _journals(self) -> list[CsvJournal]:
+        return [self.journal] if self.logins is None else [self.journal, self.logins]
 
     def parse(self, batch: Batch) -> list[AuthFailure]:
         """The batch's events (skips counted); for an enrichment that must see them first."""
@@ -205,15 +215,30 @@ class Pipeline:
         self.skiplog.emit(rejected)
         return events
 
-    def commit(self, batch: Batch, events: list[AuthFailure] | None = None) -> int:
+    def parse_logins(self, batch: Batch) -> list[Login]:
+        """The batch's logins, in log order: none when nobody wants them (no logins CSV,
+        no observer), so that a scan without them pays nothing."""
+        if self.logins is None and self.observe is None:
+            return []
+        return logins_of_block(batch.data, batch.ref, self.tz, self.join, final=True)
+
+    def commit(
+        self,
+        batch: Batch,
+        events: list[AuthFailure] | None = None,
+        logins: list[Login] | None = None,
+    ) -> int:
         """Record one batch: rows appended and synced, then the checkpoint. Returns rows.
 
-        `events` are the batch's from `parse` (parsed here when not given).
+        `events` and `logins` are the batch's from `parse` and `parse_logins` (parsed here
+        when not given).
         """
         data = batch.data
         if events is None:
             events = self.parse(batch)
-        self._append(events)
+        if logins is None:
+            logins = self.parse_logins(batch)
+        self._record(events, logins)
         self.discard_line = batch.discard_line
         self.generation_mtime = batch.mtime
         self._save(batch.position, batch.offset)
@@ -223,41 +248,60 @@ class Pipeline:
             c.lines += batch.too_long
             c.skipped[Skip.TOO_LONG] += batch.too_long
         c.events += len(events)
+        c.logins += len(logins)
         c.count_services(events)
         c.batches += 1
         if events:
             c.last_event = events[-1].time
         return len(events)
 
-    def commit_entries(self, events: list[AuthFailure], cursor: str, entries: int) -> int:
+    def commit_entries(
+        self,
+        events: list[AuthFailure],
+        cursor: str,
+        entries: int,
+        logins: Sequence[Login] = (),
+    ) -> int:
         """Record journal entries: rows appended and synced, then the checkpoint with the
         cursor of the last entry read (`entries` of them). Returns rows."""
-        self._append(events)
+        self._record(events, logins)
         self.cursor = cursor
         self._save(None, 0)
         c = self.counters
         c.lines += entries
         c.events += len(events)
+        c.logins += len(logins)
         c.count_services(events)
         c.batches += 1
         if events:
             c.last_event = events[-1].time
         return len(events)
 
-    def _append(self, events: list[AuthFailure]) -> None:
-        if not events:
+    def _record(self, events: list[AuthFailure], logins: Sequence[Login]) -> None:
+        """Append and sync the batch's rows to both CSVs, then hand the batch to `observe`."""
+        if not events and not logins:
             return
-        rows = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap).encode(
-            events, self.enrich
-        )
+        enriched = enrich_logins(logins, self.enrich_address) if logins else []
+        written = []
+        if events:
+            fmt = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap)
+            written.append((self.journal, fmt.encode(events, self.enrich)))
+        if enriched and self.logins is not None:
+            lfmt = LoginFormat(tz=self.tz, date_format=self.date_format, cap=self.cap)
+            written.append((self.logins, lfmt.encode(enriched)))
+        journal = self.journal
         try:
-            self.journal.append(rows)
-            self.journal.sync()
+            for journal, rows in written:
+                journal.append(rows)
+            for journal, _ in written:
+                journal.sync()
         except OSError as exc:
             raise StateError(
-                f"{self.journal.path}: writing rows failed: {exc.strerror}; stopping so "
+                f"{journal.path}: writing rows failed: {exc.strerror}; stopping so "
                 "that no row is lost or repeated (fix the disk, then start again)"
             ) from None
+        if self.observe is not None:
+            self.observe(observations(events, self.enrich, enriched))
 
     def mark(
         self,
@@ -278,6 +322,10 @@ class Pipeline:
 
     def _save(self, position: GenerationId | None, offset: int) -> None:
         st = self.journal.stat()
+        if self.logins is not None:
+            ls = self.logins.stat()
+            self._logins_pin = Pin(ls.st_dev, ls.st_ino, ls.st_size)
+        pin = self._logins_pin
         cp = Checkpoint(
             source=self.source,
             generation=position,
@@ -290,6 +338,9 @@ class Pipeline:
             discard_line=self.discard_line,
             generation_mtime=self.generation_mtime,
             cursor=self.cursor,
+            logins_dev=None if pin is None else pin.dev,
+            logins_ino=None if pin is None else pin.ino,
+            logins_length=None if pin is None else pin.length,
         )
         self.store.save(cp)
         self.committed = cp  # only once on disk: a failed save must not let a row out
@@ -298,6 +349,8 @@ class Pipeline:
             wake()
 
     def close(self) -> None:
-        """Close the CSV."""
+        """Close the CSVs."""
         self.skiplog.flush()
         self.journal.close()
+        if self.logins is not None:
+            self.logins.close()

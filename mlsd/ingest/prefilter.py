@@ -14,11 +14,13 @@ __all__ = [
     "DOVECOT_NEEDLES",
     "FAILURES",
     "NEEDLES",
+    "QUEUED",
     "RARE_NEEDLES",
     "SUCCESSES",
     "SUCCESS_NEEDLES",
     "Search",
     "candidate_lines",
+    "candidate_spans",
     "is_success",
     "success_lines",
 ]
@@ -60,6 +62,10 @@ def _search(anchor: bytes, needles: tuple[bytes, ...]) -> Search:
 
 FAILURES = _search(b" fail", NEEDLES)
 SUCCESSES = _search(b"user", SUCCESS_NEEDLES)
+# qmgr's `QUEUEID: from=<…>, size=…, nrcpt=N (queue active)`: a submission's recipients,
+# joined to its smtpd `sasl_username=` line (mlsd.ingest.logins). Searched for only while
+# such a line waits for its qmgr line.
+QUEUED = _search(b"nrcpt=", (b", nrcpt=",))
 
 
 def candidate_lines(buf: bytes, search: Search = FAILURES, start: int = 0) -> list[bytes]:
@@ -85,6 +91,31 @@ def candidate_lines(buf: bytes, search: Search = FAILURES, start: int = 0) -> li
                 stop = find(b"\n", i, end) + 1
                 out.append(buf[rfind(b"\n", 0, i) + 1 : stop])
                 i = find(anchor, stop, end)  # the rest of this line is already taken
+                break
+        else:
+            i = find(anchor, i + 1, end)
+    return out
+
+
+def candidate_spans(buf: bytes, search: Search, start: int = 0) -> list[tuple[int, bytes]]:
+    """`candidate_lines` with each line's offset in `buf`: lines found by two searches
+    can then be read in log order (mlsd.ingest.logins joins qmgr lines to smtpd ones).
+
+    Not the failures' hot path (that is `candidate_lines`): only successes and queue
+    lines, which a mail log holds far fewer of than normal traffic, come through here.
+    """
+    end = buf.rfind(b"\n") + 1
+    anchor, needles = search
+    find, rfind, startswith = buf.find, buf.rfind, buf.startswith
+    out = []
+    i = find(anchor, start, end)
+    while i >= 0:
+        for needle, at in needles:
+            if i - at >= start and startswith(needle, i - at):
+                stop = find(b"\n", i, end) + 1
+                begin = rfind(b"\n", 0, i) + 1
+                out.append((begin, buf[begin:stop]))
+                i = find(anchor, stop, end)
                 break
         else:
             i = find(anchor, i + 1, end)

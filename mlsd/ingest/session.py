@@ -20,7 +20,7 @@ from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
 from mlsd.ingest.checkpoint import CheckpointStore, StateLock, journal_source
-from mlsd.ingest.csvlog import CsvJournal
+from mlsd.ingest.csvlog import LOGIN_HEADER, CsvJournal
 from mlsd.ingest.journalfeed import JournalFeed
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
@@ -117,6 +117,12 @@ def open_session(
             tz=cfg.log_tz(),
             date_format=cfg.csv.date_format,
             cap=cfg.csv.max_field_length,
+            logins=(
+                CsvJournal(cfg.paths.logins(), LOGIN_HEADER, "logins CSV")
+                if cfg.sentinel.record_logins
+                else None
+            ),
+            enrich_address=enricher.address,
         )
         pipeline.open(cp)
         if journal:
@@ -212,11 +218,12 @@ async def step(s: Session) -> int | None:
         if batch is None:
             return None
         events = s.pipeline.parse(batch)
+        logins = s.pipeline.parse_logins(batch)
         s.enricher.maybe_reload()
-        if s.enricher.needs_lookup and events:
+        if s.enricher.needs_lookup and (events or logins):
             # Bounded by [dns] timeout: a dead resolver costs that, once per batch.
-            await s.enricher.prefetch(events)
-        rows = s.pipeline.commit(batch, events)
+            await s.enricher.prefetch([*events, *logins])
+        rows = s.pipeline.commit(batch, events, logins)
     log.debug(
         "batch committed",
         rows=rows,

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mlsd import __version__
+from mlsd.alerts import Rule
 from mlsd.metrics.readings import Read, Readings
 
 OTHER: Final = "other"
@@ -100,6 +101,19 @@ class MlsdCollector(Collector):
             ),
         )
         yield from _sinks(r)
+        yield from _alerts(r)
+
+
+def _alerts(r: Readings) -> Iterator[Metric]:
+    """Alerts by rule: every rule has its series (0 included), so a rate() sees the first."""
+    if r.alerts_by_rule is None:
+        return
+    family = CounterMetricFamily(
+        "mlsd_alerts", "Possible compromises alerted since start, by rule", labels=["rule"]
+    )
+    for rule in Rule:
+        family.add_metric([rule.value], r.alerts_by_rule.get(rule.value, 0))
+    yield family
 
 
 def _sinks(r: Readings) -> Iterator[Metric]:

@@ -33,6 +33,9 @@ class Readings:
     """Reports delivered since start."""
     last_report_delivered: float | None = None
     """When the last of them was delivered (epoch seconds); None: none since start."""
+    alerts_by_rule: Mapping[str, int] | None = None
+    """Alerts raised since start, by rule (mlsd.alerts.Rule values); None: the sentinel
+    does not run (no series)."""
     sinks: Mapping[str, SinkReading] = field(default_factory=dict)
     """The event store's and the fleet's shippers, by name ("store", "fleet")."""
 

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from mlsd import __version__
 from mlsd.config import Config
+from mlsd.report.alertsection import possible_compromises
 from mlsd.report.attachment import attach
 from mlsd.report.display import SHOWN_CAP, cut, plain, shown
 from mlsd.report.document import Section, decimal, pct
@@ -223,7 +224,8 @@ def build(
         ("GeoIP databases", "not known")
     ]
     title = f"mlsd report: {host}, {when}"
-    sections = sections_of(tally, ctx)
+    # The sentinel's alerts first: a possible compromise matters more than any count.
+    sections = [possible_compromises(cfg, start, end, tz), *sections_of(tally, ctx)]
     if any("DBIP" in g.upper() for g in geoip_dates):  # CC BY 4.0 asks for the credit
         sections.append(Section(title="Data sources", notes=[DBIP_ATTRIBUTION]))
     return Report(

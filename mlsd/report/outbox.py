@@ -16,6 +16,9 @@ Exactly once per day:
 - The outbox then delivers it once (mlsd.mailer), across restarts.
 - A report asked for with SIGUSR1 is extra: it never counts as the day's report.
 
+Alert mail (mlsd.report.alertsend) goes through the same outbox, tagged `alert:<id>`, and
+is delivered at once (`request_delivery`), retried like a report.
+
 Without `[report] to` nothing is mailed: reports are written to `state_dir/reports/`
 (and the text printed when standard output is a terminal, as under `make run`).
 """
@@ -37,11 +40,13 @@ from mlsd.config import Config
 from mlsd.durable import replace_atomically
 from mlsd.errors import MlsdError, StateError
 from mlsd.report.schedule import missed_days, next_report_at
-from mlsd.report.smtp import Entry, Outbox, deliver_due
+from mlsd.report.smtp import Delivery, Entry, Outbox, deliver_due
 from mlsd.safefs import SHARED_DIR, make_dir, read_file
 
 STATE_NAME: Final = "report.json"
 TAG_PREFIX: Final = "report:"
+ALERT_TAG: Final = "alert:"
+"""An alert mail's outbox tag starts so (mlsd.report.alertsend)."""
 MAX_SLEEP: Final = 60.0
 """Re-read the wall clock at least this often (suspend, clock steps, NTP)."""
 RETRY_BUILD: Final = 300.0
@@ -96,12 +101,16 @@ class ReportSender:
         self.reports_dir = state_dir / "reports"
         self._state = state_dir / STATE_NAME
         self._wake = asyncio.Event()
+        self._deliver_wanted = asyncio.Event()
+        self._delivering = asyncio.Lock()
+        """One delivery at a time: the tick's and an alert's (mlsd.report.alertsend)."""
         self._now_wanted = False
         self._build_failed_at: float | None = None
-        self.last_queued: date | None = self._load_last_queued()
         self.delivered = 0
-        self.last_delivered_at: float | None = None
-        """When a report was last delivered since start (epoch seconds; mlsd.metrics)."""
+        self.last_delivered_at: float | None = read_last_delivered(self._state)
+        """When a report was last delivered (epoch seconds; mlsd.metrics), kept in
+        report.json: a restart must not make a healthy daemon look as if it never mailed."""
+        self.last_queued: date | None = self._load_last_queued()
         self.pending_error = ""
         """The last delivery error while a report waits in the outbox (for STATUS=)."""
 
@@ -112,6 +121,11 @@ class ReportSender:
         self._now_wanted = True
         self._wake.set()
 
+    def request_delivery(self) -> None:
+        """A message was just queued (an alert mail): deliver the outbox now, not at the
+        next tick, and without waiting for a report being built."""
+        self._deliver_wanted.set()
+
     def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: new time, zone, recipients or SMTP settings apply from the next wake."""
         self.cfg = cfg
@@ -120,14 +134,30 @@ class ReportSender:
     # ---- the task
 
     async def run(self) -> None:
-        """Until cancelled: queue due reports, deliver the outbox, sleep until needed."""
+        """Until cancelled: queue due reports, deliver the outbox, sleep until needed;
+        beside it, deliver at once when asked (`request_delivery`)."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._deliver_on_request())
+            while True:
+                await self.tick()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._sleep_for())
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+
+    async def _deliver_on_request(self) -> None:
         while True:
-            await self.tick()
+            await self._deliver_wanted.wait()
+            self._deliver_wanted.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self._sleep_for())
-            except TimeoutError:
-                pass
-            self._wake.clear()
+                await self._deliver(self._clock())
+            except Exception:
+                # Not this task's end (nor, through the task group, the report's): the
+                # entry stays in the outbox and the next tick tries it again.
+                log.exception("outbox delivery failed; the next tick tries again")
+            # A retry the delivery scheduled is the tick's: recompute its sleep.
+            self._wake.set()
 
     async def tick(self) -> None:
         """One round: due days, a requested report, then delivery. Never raises."""
@@ -217,11 +247,17 @@ class ReportSender:
         return path
 
     async def _deliver(self, now: float) -> None:
+        async with self._delivering:
+            await self._deliver_locked(now)
+
+    async def _deliver_locked(self, now: float) -> None:
+        # Alert mail goes to [sentinel] to (default [report] to): both are allowed.
+        allowed = (*self.cfg.report.to, *self.cfg.sentinel.to)
         try:
             if not self.outbox.entries():
                 self.pending_error = ""
                 return
-            done = await deliver_due(self.outbox, self.cfg.smtp, now, self.cfg.report.to)
+            done = await deliver_due(self.outbox, self.cfg.smtp, now, allowed)
         except StateError as exc:
             # The outbox was replaced by a link or opened to others while we ran: nothing
             # in it is sent, following goes on, and the error is in STATUS= and the log.
@@ -230,9 +266,14 @@ class ReportSender:
             return
         for d in done:
             what = d.entry.tag or d.entry.id
+            if d.entry.tag.startswith(ALERT_TAG):
+                _log_alert_mail(d)
+                continue
             if d.state == "delivered":
                 self.delivered += 1
                 self.last_delivered_at = self._clock()
+                if self.last_queued is not None:
+                    self._mark(self.last_queued)
                 self.pending_error = ""
                 log.info("report delivered %s to=%s", what, d.detail)
             elif d.state == "retry":
@@ -286,12 +327,28 @@ class ReportSender:
     def _mark(self, day: date) -> None:
         self.last_queued = day
         try:
-            replace_atomically(
-                self._state, json.dumps({"last_queued": day.isoformat()}).encode(), mode=0o640
-            )
+            state: dict[str, object] = {"last_queued": day.isoformat()}
+            if self.last_delivered_at is not None:
+                state["last_delivered"] = self.last_delivered_at
+            replace_atomically(self._state, json.dumps(state).encode(), mode=0o640)
         except OSError as exc:
             # The outbox tag still says it was queued; only a restart could ask again.
             log.warning("report state not written path=%s error=%s", self._state, exc)
+
+
+def _log_alert_mail(d: Delivery) -> None:
+    """An alert mail's delivery: its own wording; the report's counters stay the reports'."""
+    if d.state == "delivered":
+        log.info("alert mail delivered %s to=%s", d.entry.tag, d.detail)
+    elif d.state == "retry":
+        log.warning(
+            "alert mail delivery failed %s, retrying at %s: %s",
+            d.entry.tag,
+            datetime.fromtimestamp(d.entry.next_attempt, UTC).isoformat(timespec="seconds"),
+            d.detail,
+        )
+    else:
+        log.error("alert mail not delivered %s (%s): %s", d.entry.tag, d.state, d.detail)
 
 
 def read_last_queued(path: Path) -> date | None:
@@ -304,6 +361,16 @@ def read_last_queued(path: Path) -> date | None:
         return None
     except (ValueError, KeyError, TypeError):
         raise ValueError("not mlsd's report state") from None
+
+
+def read_last_delivered(path: Path) -> float | None:
+    """When `report.json` says a report was last delivered (epoch seconds); None when it
+    does not say, or cannot be read (the day it was queued is what matters; this is a gauge)."""
+    try:
+        value = json.loads(read_file(path)).get("last_delivered")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def tagged_day(entry: Entry) -> date | None:

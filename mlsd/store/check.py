@@ -1,5 +1,5 @@
-"""`mlsd store check`'s comparison: rows per day in the CSV (up to the stored position)
-against rows per day in the store."""
+"""`mlsd store check`'s comparison: rows per day in a journal's CSV (up to the stored
+position) against rows per day in its table (the failures and the logins alike)."""
 
 from __future__ import annotations
 
@@ -8,47 +8,60 @@ from dataclasses import dataclass
 from datetime import date, tzinfo
 from pathlib import Path
 
-from mlsd.rows import DELIMITER, HEADER, QUOTE, Column, decode_row
+from mlsd.rows import DELIMITER, QUOTE
 from mlsd.safefs import nofollow_opener
+from mlsd.store.journals import EVENTS, Journal
 from mlsd.store.rowmap import parse_time
 
 
 def csv_counts_by_day(
-    path: Path, upto: int, *, row_tz: tzinfo, day_tz: tzinfo
+    path: Path,
+    upto: int,
+    *,
+    row_tz: tzinfo,
+    day_tz: tzinfo,
+    journal: Journal = EVENTS,
+    since: int | None = None,
 ) -> tuple[dict[date, int], int]:
     """Rows per day in `day_tz` among the CSV's first `upto` bytes, and the lines that are
-    not rows (`row_tz`: the zone of a MailLogSentinel-format date)."""
+    not rows (`row_tz`: the zone of a MailLogSentinel-format date). With `since` (epoch
+    seconds), only rows from then on are counted (the logins' retention)."""
     counts: dict[date, int] = {}
-    days: dict[str, date] = {}
+    days: dict[str, date | None] = {}
     bad = 0
-    for line in _lines(path, upto):
+    at = journal.date_cell
+    for line in _lines(path, upto, len(journal.header)):
         if QUOTE in line:
-            cells = decode_row(line)
-            text = cells[Column.DATE] if cells else None
+            cells = journal.cells(line)
+            text = cells[at] if cells else None
         else:
-            parts = line.split(DELIMITER, Column.DATE + 1)
-            text = parts[Column.DATE] if len(parts) > Column.DATE else None
-        day = days.get(text) if text is not None else None
-        if day is None and text is not None:
-            try:
-                day = parse_time(text, row_tz).astimezone(day_tz).date()
-            except ValueError:
-                day = None
-            else:
-                if len(days) > 100_000:
-                    days.clear()
-                days[text] = day
-        if day is None:
+            parts = line.split(DELIMITER, at + 1)
+            text = parts[at] if len(parts) > at else None
+        if text is None:
             bad += 1
             continue
-        counts[day] = counts.get(day, 0) + 1
+        if text in days:
+            day = days[text]
+        else:
+            try:
+                when = parse_time(text, row_tz)
+            except ValueError:
+                bad += 1
+                continue
+            old = since is not None and when.timestamp() < since
+            day = None if old else when.astimezone(day_tz).date()
+            if len(days) > 100_000:
+                days.clear()
+            days[text] = day
+        if day is not None:
+            counts[day] = counts.get(day, 0) + 1
     return counts, bad
 
 
-def _lines(path: Path, upto: int) -> Iterator[str]:
+def _lines(path: Path, upto: int, first: int) -> Iterator[str]:
     with open(path, "rb", opener=nofollow_opener) as fh:
-        fh.seek(len(HEADER))
-        at = len(HEADER)
+        fh.seek(first)
+        at = first
         while at < upto:
             raw = fh.readline(upto - at)
             if not raw.endswith(b"\n"):

@@ -43,11 +43,35 @@ class StoredRow(NamedTuple):
     attempts: int
 
 
+class LoginRow(NamedTuple):
+    """One logins CSV row, typed (built by `mlsd.store.rowmap.login_row`, by column name):
+    `mlsd.logins.LOGIN_COLUMNS` in their order, `date` as `time` first."""
+
+    time: datetime
+    """Aware: the instant the row's `date` names, in the offset it was written with."""
+    server: str
+    ip: str
+    user: str
+    hostname: str
+    country_code: str
+    asn: int | None
+    aso: str
+    service: str
+    mechanism: str
+    event: str
+    """`login` or `submit` (`mlsd.logins.Kind`)."""
+    recipients: int
+
+
+Row = StoredRow | LoginRow
+"""A row of either journal (the failures CSV, the logins CSV)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Rows read from the CSV between two positions, to be stored in one transaction."""
 
-    rows: Sequence[StoredRow]
+    rows: Sequence[Row]
     start: Position
     """The sink's stored position must equal this, else `StoreConflict`."""
     end: Position

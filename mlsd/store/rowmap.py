@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 
+from mlsd.logins import LOGIN_COLUMNS
 from mlsd.rows import NOT_AVAILABLE, Column, attempts_of
-from mlsd.store.contract import StoredRow
+from mlsd.store.contract import LoginRow, StoredRow
 
 _MLS_LEN: Final = len("dd/mm/YYYY HH:MM")
 
@@ -76,4 +77,31 @@ def stored_row(cells: Sequence[str], tz: tzinfo = UTC) -> StoredRow:
         cells[_SERVICE],
         cells[_MECHANISM],
         1 if attempts == "1" else attempts_of(attempts),
+    )
+
+
+_L: Final = {name: LOGIN_COLUMNS.index(name) for name in LOGIN_COLUMNS}
+"""The logins CSV's cells' places, by name (`mlsd.logins.LOGIN_COLUMNS`)."""
+
+
+def login_row(cells: Sequence[str], tz: tzinfo = UTC) -> LoginRow:
+    """One logins CSV row (its cells, quotes undone) as a `LoginRow`.
+
+    Raises ValueError when the date is not one mlsd writes. A `recipients` cell that is not
+    a number (an edited row) is 0.
+    """
+    recipients = cells[_L["recipients"]]
+    return LoginRow(
+        parse_time(cells[_L["date"]], tz),
+        cells[_L["server"]],
+        cells[_L["ip"]],
+        cells[_L["user"]],
+        cells[_L["hostname"]],
+        cells[_L["country_code"]],
+        parse_asn(cells[_L["asn"]]),
+        cells[_L["aso"]],
+        cells[_L["service"]],
+        cells[_L["mechanism"]],
+        cells[_L["event"]],
+        int(recipients) if recipients.isascii() and recipients.isdigit() else 0,
     )

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Final
 
 from mlsd import logs
-from mlsd.rows import HEADER, decode_row
 from mlsd.safefs import nofollow_opener
-from mlsd.store.contract import Batch, Position, Sink, StoreConflict, StoredRow
-from mlsd.store.rowmap import stored_row
+from mlsd.store.contract import Batch, Position, Row, Sink, StoreConflict
+from mlsd.store.journals import EVENTS, Journal
 from mlsd.untrusted import terminal
 
 log = logs.get("mlsd.store")
@@ -61,7 +60,8 @@ class Lag:
 
 
 class Shipper:
-    """Follows the committed rows of one CSV into one sink for one node.
+    """Follows the committed rows of one CSV (one `Journal`: the failures CSV by default,
+    or the logins CSV) into one sink for one node.
 
     `committed` is called each round; `wake` is set by the checkpoint (after each commit);
     `run` returns once `stop` is set and what was committed before is stored (or the sink
@@ -76,6 +76,7 @@ class Shipper:
         node: str,
         *,
         tz: tzinfo = UTC,
+        journal: Journal = EVENTS,
         on_mismatch: OnMismatch | None = None,
         batch_rows: int = BATCH_ROWS,
         max_delay: float = MAX_DELAY,
@@ -85,6 +86,9 @@ class Shipper:
         self.sink = sink
         self.node = node
         self.tz = tz
+        self.journal = journal
+        self._first = len(journal.header)
+        """The offset of the CSV's first row."""
         self.on_mismatch = on_mismatch
         self.batch_rows = batch_rows
         self.max_delay = max_delay
@@ -118,7 +122,7 @@ class Shipper:
                 target.csv_dev,
                 target.csv_ino,
             )
-            start = stored.csv_offset if stored is not None and same else len(HEADER)
+            start = stored.csv_offset if stored is not None and same else self._first
             behind = max(0, target.csv_offset - start)
         return Lag(behind, self._rows_behind, self.last_time, stored, self.error)
 
@@ -156,7 +160,7 @@ class Shipper:
             delay = FIRST_DELAY
             if final:
                 return
-            await _first(self.wake, stop)
+            await first_set(self.wake, stop)
 
     async def ship_committed(self) -> int:
         """Store every row committed now (and any committed meanwhile); rows stored."""
@@ -184,9 +188,9 @@ class Shipper:
             self._known = self._seen = True
         stored = self.stored
         if stored is None:
-            if target.csv_offset > len(HEADER):
+            if target.csv_offset > self._first:
                 self._building()
-            return Position(target.csv_dev, target.csv_ino, len(HEADER))
+            return Position(target.csv_dev, target.csv_ino, self._first)
         why = self._mismatch(stored, target)
         if why is None:
             return stored
@@ -203,19 +207,19 @@ class Shipper:
             raise StoreConflict(f"the {self.sink.name} still holds a position after a rebuild")
         self._counted_to, self._rows_behind = 0, None
         self._building()
-        return Position(target.csv_dev, target.csv_ino, len(HEADER))
+        return Position(target.csv_dev, target.csv_ino, self._first)
 
     def _mismatch(self, stored: Position, target: Position) -> str | None:
         if (stored.csv_dev, stored.csv_ino) != (target.csv_dev, target.csv_ino):
             return "another CSV file (moved aside by `mlsd reset`, or restored)"
         if stored.csv_offset > target.csv_offset:
             return "it is past the committed end of the CSV"
-        if stored.csv_offset < len(HEADER) or not self._at_boundary(stored.csv_offset):
+        if stored.csv_offset < self._first or not self._at_boundary(stored.csv_offset):
             return "it is not at a row boundary"
         return None
 
     def _at_boundary(self, offset: int) -> bool:
-        if offset == len(HEADER):
+        if offset == self._first:
             return True
         with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
             fh.seek(offset - 1)
@@ -223,11 +227,12 @@ class Shipper:
 
     # ---- reading the CSV (in a worker thread)
 
-    def _read(self, start: Position, target: Position) -> tuple[list[StoredRow], Position, int]:
+    def _read(self, start: Position, target: Position) -> tuple[list[Row], Position, int]:
         """Up to `batch_rows` rows from `start`, never past `target` (the committed end)."""
-        rows: list[StoredRow] = []
+        rows: list[Row] = []
         skipped = 0
         tz = self.tz
+        decode, typed = self.journal.cells, self.journal.row
         with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
             st = os.fstat(fh.fileno())
             if (st.st_dev, st.st_ino) != (target.csv_dev, target.csv_ino):
@@ -239,12 +244,12 @@ class Shipper:
                 if not line.endswith(b"\n"):
                     break  # never past the committed end, which is a row boundary
                 at += len(line)
-                cells = decode_row(line[:-1].decode("utf-8", "replace"))
+                cells = decode(line[:-1].decode("utf-8", "replace"))
                 if cells is None:
                     skipped += 1
                     continue
                 try:
-                    rows.append(stored_row(cells, tz))
+                    rows.append(typed(cells, tz))
                 except ValueError:
                     skipped += 1
         return rows, Position(start.csv_dev, start.csv_ino, at), skipped
@@ -266,7 +271,7 @@ class Shipper:
                 left -= len(chunk)
         self._counted_to = target.csv_offset - left
 
-    def _account(self, rows: list[StoredRow], skipped: int) -> None:
+    def _account(self, rows: list[Row], skipped: int) -> None:
         self.rows_shipped += len(rows)
         if self._rows_behind is not None:
             self._rows_behind = max(0, self._rows_behind - len(rows) - skipped)
@@ -315,7 +320,8 @@ def _show(p: Position) -> str:
     return f"dev {p.csv_dev} inode {p.csv_ino} offset {p.csv_offset}"
 
 
-async def _first(*events: asyncio.Event) -> None:
+async def first_set(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

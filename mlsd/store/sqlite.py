@@ -9,6 +9,11 @@ commit could be lost with its rows, which would still be exactly once, but `stat
 `store check` would have said more was stored than is). Shipping is batched and off the
 follower's path, so the one fsync per batch costs little.
 
+Two journals, each with its table and its own position (`mlsd.store.journals`): the
+failures CSV into `mlsd_events`, the logins CSV into `mlsd_logins`; the schema and its
+upgrades are `mlsd.store.sqlschema`'s. Logins older than `[sentinel] keep_days` are
+deleted by `expire`, a few thousand rows per transaction.
+
 A file SQLite cannot read, one that fails `quick_check`, or one whose tables are not
 mlsd's is damaged: it is moved aside (never deleted) and a new one is built from the CSV.
 A schema newer than this mlsd knows is an error naming both versions (a newer mlsd wrote
@@ -17,27 +22,27 @@ it; moving it aside would throw away what that one built).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from mlsd import logs
 from mlsd.errors import StateError
 from mlsd.safefs import SHARED_DIR, make_dir, open_regular
-from mlsd.store.contract import Batch, Position, StoreConflict, StoredRow
+from mlsd.store.contract import Batch, Position, Row, StoreConflict
+from mlsd.store.journals import EVENTS, LOGINS, Journal
+from mlsd.store.sqlschema import SCHEMA_VERSION, TABLES, Damaged, ensure
 from mlsd.untrusted import terminal
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "Damaged", "SqliteStore", "default_path"]
 
 log = logs.get("mlsd.store")
 
-SCHEMA_VERSION: Final = 1
 FILE_MODE: Final = 0o640
 NAME: Final = "events.sqlite3"
 """The default file name, in the state directory."""
@@ -46,53 +51,8 @@ BUSY_MS: Final = 5000
 QUARTER: Final = 900
 """Every UTC offset in use is a multiple of 15 minutes: counts per local day can be made
 from counts per quarter hour without a zone database in SQL."""
-
-SCHEMA: Final = """
-CREATE TABLE mlsd_schema (version INTEGER NOT NULL);
-CREATE TABLE mlsd_events (
-    id INTEGER PRIMARY KEY,
-    node TEXT NOT NULL,
-    server TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    utc_offset INTEGER NOT NULL,
-    ip TEXT NOT NULL,
-    user TEXT NOT NULL,
-    hostname TEXT NOT NULL,
-    reverse_dns_status TEXT NOT NULL,
-    country_code TEXT NOT NULL,
-    asn INTEGER,
-    aso TEXT NOT NULL,
-    service TEXT NOT NULL,
-    mechanism TEXT NOT NULL,
-    attempts INTEGER NOT NULL
-);
-CREATE INDEX mlsd_events_time ON mlsd_events (time);
-CREATE TABLE mlsd_positions (
-    node TEXT PRIMARY KEY,
-    csv_dev INTEGER NOT NULL,
-    csv_ino INTEGER NOT NULL,
-    csv_offset INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-"""
-# Constant text only (the version is ours): nothing from outside reaches this script.
-_CREATE: Final = (
-    f"BEGIN IMMEDIATE;{SCHEMA}INSERT INTO mlsd_schema VALUES ({SCHEMA_VERSION});COMMIT;"  # noqa: S608
-)
-TABLES: Final = frozenset({"mlsd_schema", "mlsd_events", "mlsd_positions"})
-_INSERT: Final = (
-    "INSERT INTO mlsd_events (node, server, time, utc_offset, ip, user, hostname, "
-    "reverse_dns_status, country_code, asn, aso, service, mechanism, attempts) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT: Final = (
-    "SELECT time, utc_offset, server, ip, user, hostname, reverse_dns_status, country_code, "
-    "asn, aso, service, mechanism, attempts FROM mlsd_events"
-)
-
-
-class Damaged(Exception):
-    """The file is not a store this mlsd can use as it is (the reason is the message)."""
+EXPIRE_ROWS: Final = 2000
+"""Rows deleted per transaction by retention: the writer waits for one such delete at most."""
 
 
 def default_path(state_dir: Path) -> Path:
@@ -148,7 +108,10 @@ class SqliteStore:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise Damaged(f"quick_check: {terminal(str(check))}")
-            self._schema(db)
+            was = ensure(db, self.path)
+            if was is not None:
+                log.info("store schema upgraded", path=str(self.path), was=was,
+                         now=SCHEMA_VERSION)  # fmt: skip
         except sqlite3.DatabaseError as exc:
             db.close()
             raise Damaged(f"SQLite cannot read it: {exc}") from None
@@ -171,36 +134,6 @@ class SqliteStore:
                 os.fchmod(fd, FILE_MODE)  # the umask may have narrowed it
         finally:
             os.close(fd)
-
-    def _schema(self, db: sqlite3.Connection) -> None:
-        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        ours = names & TABLES
-        if not ours:
-            if names:
-                raise Damaged("its tables are not mlsd's")
-            # One transaction in the script itself (executescript commits any pending one).
-            try:
-                db.executescript(_CREATE)
-            except BaseException:
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                raise
-            return
-        if "mlsd_schema" not in ours:
-            raise Damaged("its mlsd_schema table is missing")
-        row = db.execute("SELECT max(version) FROM mlsd_schema").fetchone()
-        version = row[0] if row else None
-        if not isinstance(version, int):
-            raise Damaged("its mlsd_schema table holds no version")
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"{self.path}: the store's schema is version {version}, newer than version "
-                f"{SCHEMA_VERSION} that this mlsd knows: a newer mlsd wrote it; run that one, "
-                "or move the file aside to rebuild it from the CSV"
-            )
-        if ours != TABLES:
-            raise Damaged(f"its table {sorted(TABLES - ours)[0]} is missing")
 
     def move_aside(self, why: str) -> Path:
         """Move the file (and its WAL) to `NAME.aside-STAMP`, never deleting; make a new one."""
@@ -244,55 +177,125 @@ class SqliteStore:
         """The nodes with a stored position."""
         return [r[0] for r in self.db.execute("SELECT node FROM mlsd_positions ORDER BY node")]
 
-    def position(self, node: str) -> Position | None:
-        """`node`'s stored position."""
+    def position(self, node: str, journal: Journal = EVENTS) -> Position | None:
+        """`node`'s stored position in `journal`."""
         row = self.db.execute(
-            "SELECT csv_dev, csv_ino, csv_offset FROM mlsd_positions WHERE node = ?", (node,)
+            f"SELECT csv_dev, csv_ino, csv_offset FROM {journal.positions} WHERE node = ?",  # noqa: S608 - a constant table name
+            (node,),
         ).fetchone()
         return None if row is None else Position(*row)
 
-    def append(self, node: str, batch: Batch) -> None:
-        """The batch's rows and end position, in one transaction (StoreConflict: neither)."""
+    def append(self, node: str, batch: Batch, journal: Journal = EVENTS) -> None:
+        """The batch's rows and end position, in one transaction (StoreConflict: neither).
+
+        With no position stored the batch must start at the CSV's first row: a shipper
+        that still believes in a position of a file since moved aside (the other journal's
+        rebuild) is refused, asks again, and starts over."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            stored = self.position(node)
+            stored = self.position(node, journal)
+            first = len(journal.header)
             if stored is not None and stored != batch.start:
                 raise StoreConflict(
-                    f"{self.path}: {node} is stored up to {stored}, the batch starts at "
-                    f"{batch.start}: another writer?"
+                    f"{self.path}: {node}'s {journal.name} are stored up to {stored}, the "
+                    f"batch starts at {batch.start}: another writer?"
                 )
-            db.executemany(_INSERT, (_params(node, r) for r in batch.rows))
+            if stored is None and batch.start.csv_offset != first:
+                raise StoreConflict(
+                    f"{self.path}: no position stored for {node}'s {journal.name}, and the "
+                    f"batch starts at {batch.start}, not at the first row"
+                )
+            db.executemany(_insert(journal), (_params(node, r) for r in batch.rows))
             end = batch.end
             db.execute(
-                "INSERT INTO mlsd_positions (node, csv_dev, csv_ino, csv_offset, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET csv_dev = "
+                f"INSERT INTO {journal.positions} (node, csv_dev, csv_ino, csv_offset, "  # noqa: S608 - constant names
+                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET csv_dev = "
                 "excluded.csv_dev, csv_ino = excluded.csv_ino, csv_offset = "
                 "excluded.csv_offset, updated_at = excluded.updated_at",
                 (node, end.csv_dev, end.csv_ino, end.csv_offset, int(time.time())),
             )
             db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+    def forget(self, journal: Journal, rows: int = EXPIRE_ROWS) -> int:
+        """Delete up to `rows` of `journal`'s rows; with none left, its positions too (it is
+        then shipped again from its first row). The rows deleted: call again until a call
+        deletes fewer than `rows`. The positions go last: until then nothing is appended."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute(
+                f"DELETE FROM {journal.table} WHERE id IN "  # noqa: S608 - constant names
+                f"(SELECT id FROM {journal.table} LIMIT ?)",
+                (rows,),
+            )
+            if cur.rowcount < rows:
+                db.execute(f"DELETE FROM {journal.positions}")  # noqa: S608
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return int(cur.rowcount)
+
+    # ---- retention (the logins)
+
+    def expire(self, before: int, rows: int = EXPIRE_ROWS) -> int:
+        """Delete up to `rows` logins with `time` < `before` (epoch seconds), in one short
+        transaction, and record `before` as `kept_from`; the rows deleted (call again while
+        it returns `rows`)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE mlsd_login_positions SET kept_from = max(kept_from, ?)", (before,))
+            cur = db.execute(
+                "DELETE FROM mlsd_logins WHERE id IN "
+                "(SELECT id FROM mlsd_logins WHERE time < ? LIMIT ?)",
+                (before, rows),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return int(cur.rowcount)
+
+    def kept_from(self, node: str) -> int:
+        """Epoch seconds from which every shipped login of `node` is still stored (0: all)."""
+        row = self.db.execute(
+            "SELECT kept_from FROM mlsd_login_positions WHERE node = ?", (node,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     # ---- reading (tests, `store check`)
 
-    def rows(self) -> list[StoredRow]:
-        """Every stored row, in the order stored."""
-        return [_row(r) for r in self.db.execute(_SELECT + " ORDER BY id")]
+    def rows(self, journal: Journal = EVENTS) -> list[Row]:
+        """Every stored row of `journal`, in the order stored."""
+        make = journal.row_type
+        query = f"SELECT time, utc_offset, {_names(journal)} FROM {journal.table} ORDER BY id"  # noqa: S608
+        return [make(row_time(r[0], r[1]), *r[2:]) for r in self.db.execute(query)]
 
-    def count(self) -> int:
+    def count(self, journal: Journal = EVENTS) -> int:
         """Rows stored."""
-        return int(self.db.execute("SELECT count(*) FROM mlsd_events").fetchone()[0])
+        query = f"SELECT count(*) FROM {journal.table}"  # noqa: S608 - a constant table name
+        return int(self.db.execute(query).fetchone()[0])
 
-    def counts_by_day(self, tz: tzinfo) -> dict[date, int]:
-        """Rows per day in `tz` (every node's)."""
+    def counts_by_day(
+        self, tz: tzinfo, journal: Journal = EVENTS, since: int | None = None
+    ) -> dict[date, int]:
+        """Rows per day in `tz` (every node's), of those with `time` >= `since`."""
         out: dict[date, int] = {}
-        query = f"SELECT time / {QUARTER}, count(*) FROM mlsd_events GROUP BY 1"  # noqa: S608
-        for quarter, n in self.db.execute(query):
+        query = (
+            f"SELECT time / {QUARTER}, count(*) FROM {journal.table} "  # noqa: S608
+            "WHERE time >= ? GROUP BY 1"
+        )
+        for quarter, n in self.db.execute(query, (-(2**62) if since is None else since,)):
             day = datetime.fromtimestamp(quarter * QUARTER, UTC).astimezone(tz).date()
             out[day] = out.get(day, 0) + n
         return out
@@ -302,65 +305,34 @@ class SqliteStore:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def _params(node: str, r: StoredRow) -> tuple[Any, ...]:
+def _names(journal: Journal) -> str:
+    return ", ".join(journal.fields)
+
+
+_INSERTS: Final = {
+    j.name: (
+        f"INSERT INTO {j.table} (node, time, utc_offset, {_names(j)}) "  # noqa: S608 - constants
+        f"VALUES (?, ?, ?{', ?' * len(j.fields)})"
+    )
+    for j in (EVENTS, LOGINS)
+}
+
+
+def _insert(journal: Journal) -> str:
+    return _INSERTS[journal.name]
+
+
+def _params(node: str, r: Row) -> tuple[Any, ...]:
     when = r.time
     offset = when.utcoffset()
     return (
         node,
-        r.server,
         int(when.timestamp()),
         0 if offset is None else int(offset.total_seconds()),
-        r.ip,
-        r.user,
-        r.hostname,
-        r.reverse_dns_status,
-        r.country_code,
-        r.asn,
-        r.aso,
-        r.service,
-        r.mechanism,
-        r.attempts,
+        *r[1:],
     )
 
 
-def _row(r: tuple[Any, ...]) -> StoredRow:
-    epoch, offset, *cells = r
-    when = datetime.fromtimestamp(epoch, timezone(timedelta(seconds=offset)))
-    return StoredRow(when, *cells)
-
-
-T = TypeVar("T")
-
-
-class SqliteSink:
-    """The `Sink` on a `SqliteStore`, whose blocking calls run in one worker thread."""
-
-    name = "store"
-
-    def __init__(self, path: Path) -> None:
-        self.store = SqliteStore(path)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsd-store")
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def open(self, node: str) -> str | None:
-        """Open and check the file (see `SqliteStore.open`): why it was moved aside, if it was."""
-        return await self._call(self.store.open, node)
-
-    async def position(self, node: str) -> Position | None:
-        """The node's stored position."""
-        return await self._call(self.store.position, node)
-
-    async def append(self, node: str, batch: Batch) -> None:
-        """Rows and end position in one transaction."""
-        await self._call(self.store.append, node, batch)
-
-    async def rebuild(self, stored: Position, committed: Position, why: str) -> None:
-        """The shipper's `on_mismatch`: move the file aside and start a new one."""
-        await self._call(self.store.move_aside, f"its position is not on this CSV: {why}")
-
-    async def close(self) -> None:
-        """Close the connection once the worker is done with what it was given."""
-        await self._call(self.store.close)
-        self._pool.shutdown(wait=True)
+def row_time(epoch: int, offset: int) -> datetime:
+    """A stored row's `time` and `utc_offset` as the aware datetime the CSV said."""
+    return datetime.fromtimestamp(epoch, timezone(timedelta(seconds=offset)))

@@ -12,11 +12,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Final
 
-from mlsd.ingest.entry import parse_message
+from mlsd.ingest.entry import parse_login_message, parse_message
 from mlsd.ingest.grammar import Skip
-from mlsd.ingest.prefilter import FAILURES, candidate_lines
+from mlsd.ingest.logins import Parsed, SubmitJoin, collect, in_order
+from mlsd.ingest.prefilter import FAILURES, SUCCESSES, candidate_lines, candidate_spans
 from mlsd.ingest.sources.journal import entry_of, entry_time, field_bytes
 from mlsd.journalmatch import Matcher
+from mlsd.logins import Login
 from mlsd.rows import AuthFailure
 
 _OPAQUE: Final = (b'"MESSAGE":[', b'"MESSAGE":null')
@@ -68,3 +70,29 @@ def events_of(
             if rejected is not None:
                 rejected.append((result, message))
     return events
+
+
+def logins_of(block: bytes, start: int, matcher: Matcher, join: SubmitJoin) -> list[Login]:
+    """The logins and submissions among the entries of `block` from `start`, in journal
+    order (`join`: as for a file, mlsd.ingest.logins). Only the lines whose MESSAGE shows
+    a needle are decoded: a login in a message journalctl cannot show as text is not
+    read (the failures' search decodes those; a login is not worth a decode per entry)."""
+    lines = in_order(block, candidate_spans(block, SUCCESSES, start), join, start)
+    now = datetime.now(UTC)
+    return collect(lines, join, now, lambda line: _login(line, matcher, now))
+
+
+def _login(line: bytes, matcher: Matcher, now: datetime) -> Parsed:
+    entry = entry_of(line)
+    if entry is None or not matcher(entry):
+        return None
+    message = field_bytes(entry.get("MESSAGE"))
+    if message is None:
+        return None
+    return parse_login_message(
+        field_bytes(entry.get("SYSLOG_IDENTIFIER")) or b"",
+        field_bytes(entry.get("_HOSTNAME")) or b"",
+        message,
+        entry_time(entry),
+        now,
+    )

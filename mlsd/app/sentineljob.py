@@ -1,0 +1,179 @@
+"""The sentinel in the daemon: warmed from the journals at start, fed every committed batch,
+its alerts told through the report's outbox (issue 20).
+
+Only `mlsd run` alerts: `mlsd scan` imports history, and the next `run` warms up from
+what it wrote. The detector sees a batch after its rows are on disk and before the
+checkpoint (mlsd.ingest.pipeline): a crash in between replays the batch, which raises
+the same alerts with the same ids, and the alerts journal records each id once.
+
+Nothing here may stop following: an exception from the rules or the mailer is logged and
+that batch's alerts are lost, never the rows.
+
+Warm-up reads the two CSVs, the journals, up to the lengths the checkpoint committed:
+logins of the last `history_days` (+ a day and `quiet_minutes`) and failures of the last
+`failure_window` (+ `quiet_minutes`), each found by the date column's binary search
+(mlsd.report.window.find_offset). A cell there is as the CSV wrote it (cleaned: a name
+that began with `=` carries a `'`), so such a name's history restarts under its cleaned
+form; ordinary names are the same.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+
+from mlsd import logs
+from mlsd.alerts import Observation
+from mlsd.config import Config
+from mlsd.ingest import session
+from mlsd.logins import Kind
+from mlsd.report.alertsend import AlertMailer
+from mlsd.report.outbox import ReportSender
+from mlsd.report.window import find_offset, parse_date
+from mlsd.rows import Column, attempts_of, decode_row
+from mlsd.safefs import nofollow_opener
+from mlsd.sentinel.engine import Sentinel, warm_window
+
+log = logs.get("mlsd.sentinel")
+
+# The logins CSV's cells (mlsd.logins.LOGIN_COLUMNS): server, date, ip, user, hostname,
+# country_code, asn, aso, service, mechanism, event, recipients.
+_L_SERVER, _L_DATE, _L_IP, _L_USER, _L_HOST, _L_CC, _L_ASN, _L_ASO = range(8)
+_L_SERVICE, _L_MECH, _L_EVENT, _L_RCPT = range(8, 12)
+
+
+_Maker = Callable[[list[str], datetime], Observation]
+"""A CSV row's cells and its time → an observation."""
+
+
+class SentinelJob:
+    """The detector and its alert sink, for one run of the daemon."""
+
+    def __init__(self, cfg: Config, opened: session.Session, sender: ReportSender) -> None:
+        self.cfg = cfg
+        self.mailer = AlertMailer(cfg, sender)
+        self.detector = Sentinel(cfg.sentinel)
+        self.failed = 0
+        """Batches whose alerts were lost to an error (logged each time)."""
+        self._session = opened
+
+    def start(self) -> None:
+        """Warm the rules from the journals, then watch every committed batch."""
+        started = time.monotonic()
+        seen = 0
+        try:
+            history = list(self._history(datetime.now(UTC)))
+            seen = len(history)
+            self.detector.warm(history)
+        except (OSError, ValueError) as exc:
+            # Rules that start cold stay quiet longer; following must not wait on it.
+            log.warning("sentinel not warmed from the journals", error=str(exc))
+        log.info(
+            "sentinel watching",
+            warmed_events=seen,
+            seconds=round(time.monotonic() - started, 3),
+            alerts_today=self.mailer.today(),
+        )
+        self._session.pipeline.observe = self.observe
+
+    def observe(self, batch: Sequence[Observation]) -> None:
+        """One committed batch: the rules, then the alerts told. Never raises."""
+        if not batch:
+            return
+        try:
+            alerts = self.detector.observe(batch)
+            if alerts and self.cfg.sentinel.alerts:
+                self.mailer.raise_alerts(alerts)
+        except Exception:
+            self.failed += 1
+            log.exception("sentinel: this batch's alerts are lost", events=len(batch))
+
+    def reconfigure(self, cfg: Config) -> None:
+        """SIGHUP: thresholds, allow-lists and recipients apply from the next batch."""
+        self.cfg = cfg
+        self.detector.reconfigure(cfg.sentinel)
+        self.mailer.reconfigure(cfg)
+
+    def today(self) -> int | None:
+        """Alerts recorded today (STATUS=); None when alerts are off."""
+        return self.mailer.today() if self.cfg.sentinel.alerts else None
+
+    # ---- warm-up
+
+    def _history(self, end: datetime) -> Iterator[Observation]:
+        window = warm_window(self.cfg.sentinel, end)
+        committed = self._session.pipeline.committed
+        tz = self.cfg.log_tz()
+        failures = _rows(
+            self.cfg.paths.csv,
+            window.failures_since,
+            committed.csv_length if committed is not None else 0,
+            tz,
+            _failure,
+        )
+        logins_length = committed.logins_length if committed is not None else None
+        logins = _rows(self.cfg.paths.logins(), window.logins_since, logins_length or 0, tz, _login)
+        return heapq.merge(failures, logins, key=lambda ob: ob.time)
+
+
+def _rows(
+    path: Path,
+    since: datetime,
+    length: int,
+    tz: tzinfo,
+    make: _Maker,
+) -> Iterator[Observation]:
+    """The observations of `path`'s committed rows dated at or after `since`."""
+    if length <= 0 or not path.exists():
+        return
+    offset = find_offset(path, since, tz)
+    with open(path, "rb", opener=nofollow_opener) as fh:
+        fh.seek(offset)
+        left = length - offset
+        for raw in fh:
+            left -= len(raw)
+            if left < 0:
+                return  # beyond the checkpoint: not committed, cut back at the next start
+            cells = decode_row(raw.decode("utf-8", "replace"))
+            if cells is None:
+                continue
+            when = parse_date(cells[Column.DATE], tz)
+            if when is None or when < since:
+                continue
+            yield make(cells, when)
+
+
+def _failure(cells: list[str], when: datetime) -> Observation:
+    return Observation(
+        time=when,
+        kind=Kind.FAILURE,
+        user=cells[Column.USER],
+        ip=cells[Column.IP],
+        server=cells[Column.SERVER],
+        service=cells[Column.SERVICE],
+        country=cells[Column.COUNTRY_CODE],
+        asn=cells[Column.ASN],
+        aso=cells[Column.ASO],
+        hostname=cells[Column.HOSTNAME],
+        attempts=attempts_of(cells[Column.ATTEMPTS]),
+    )
+
+
+def _login(cells: list[str], when: datetime) -> Observation:
+    kind = Kind.SUBMIT if cells[_L_EVENT] == Kind.SUBMIT.value else Kind.LOGIN
+    return Observation(
+        time=when,
+        kind=kind,
+        user=cells[_L_USER],
+        ip=cells[_L_IP],
+        server=cells[_L_SERVER],
+        service=cells[_L_SERVICE],
+        country=cells[_L_CC],
+        asn=cells[_L_ASN],
+        aso=cells[_L_ASO],
+        hostname=cells[_L_HOST],
+        recipients=attempts_of(cells[_L_RCPT]) if kind is Kind.SUBMIT else 0,
+    )
