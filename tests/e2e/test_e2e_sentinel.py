@@ -315,7 +315,9 @@ def test_breach_alert_mailed_within_seconds(sentinel_run: Run, name: str) -> Non
     assert re.search(rf"(?<![\d.]){re.escape(case.source)}(?![\d])", text), text
     # A word of its own: `min13` or `13x` is not a count an admin can read.
     count = re.compile(rf"(?<![\w.,]){case.failures}(?![\w]|[.,]\d)")
-    assert any(re.search("fail", ln, re.I) and count.search(ln) for ln in text.splitlines()), (
+    # Not the threshold (`failures  10`, the [sentinel] key): alice's count is the same.
+    said = [ln for ln in text.splitlines() if not re.fullmatch(r"\s*failures\s+\d+\s*", ln)]
+    assert any(re.search("fail", ln, re.I) and count.search(ln) for ln in said), (
         f"the alert does not name the {case.failures} failures:\n{text}"
     )
 
