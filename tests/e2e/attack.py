@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tests.e2e.mailserver import IMAP_PORT, SERVICE_BY_PORT, SINK_DOMAIN, USERS, insecure_context
@@ -69,6 +70,8 @@ class Session:
     port: int
     source: str
     attempts: tuple[Attempt, ...]
+    send: bool = False
+    """SMTP: after a success, send a message (to the sink) through the account."""
 
 
 @dataclass(slots=True)
@@ -186,6 +189,12 @@ def _smtp_session(s: Session, host: str, timeout: float) -> list[Outcome]:
             except smtplib.SMTPAuthenticationError as e:
                 code = e.smtp_code
             out.append(Outcome(a, code == 535, str(code), time.time()))
+            if code == 235 and s.send:
+                # What a spammer with a guessed password does: a real message, which
+                # Postfix queues (smtpd `client=…, sasl_username=…`, qmgr `nrcpt=1`).
+                sender = a.user if "@" in a.user else f"{a.user}@e2e.example"
+                smtp.sendmail(sender, [f"nobody@{SINK_DOMAIN}"], _spam(sender))
+                break
             if code == 235:
                 # A transaction, so that Postfix logs `client=…, sasl_method=…` too.
                 smtp.mail(f"someone@{SINK_DOMAIN}")
@@ -194,6 +203,13 @@ def _smtp_session(s: Session, host: str, timeout: float) -> list[Outcome]:
                 break
         smtp.quit()
     return out
+
+
+def _spam(sender: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: nobody@{SINK_DOMAIN}\r\nSubject: e2e breach\r\n\r\n"
+        "sent with a guessed password\r\n"
+    ).encode()
 
 
 def _imap_session(s: Session, host: str, timeout: float) -> list[Outcome]:
@@ -318,3 +334,42 @@ class Attacker:
                         self.errors.append(f"good password refused: {o.reply} {o.attempt}")
                 self._busy -= 1
                 self._cond.notify_all()
+
+
+class AttackError(AssertionError):
+    """A reply other than the one the attempt must get (the expectation is then unknown)."""
+
+
+def breach(port: int, source: str, user: str, failures: int, timeout: float = 20) -> list[Outcome]:
+    """A brute force that succeeds: `failures` wrong passwords for `user` from `source`,
+    one connection each (Postfix slows down a client after smtpd_soft_error_limit errors
+    on one connection), then the right password on a new one. Over SMTP the account then
+    sends a message; over IMAP the session logs in and out. Returns every outcome, the
+    success last; AttackError unless each wrong password got 535/NO and the right one
+    235/OK."""
+    good = USERS[user]
+    mechs = ("LOGIN",) if port == IMAP_PORT else ("PLAIN", "LOGIN")
+    sessions = [
+        Session(port, source, (Attempt(port, source, user, f"guess-{i}", mechs[i % len(mechs)]),))
+        for i in range(failures)
+    ]
+    sessions.append(
+        Session(port, source, (Attempt(port, source, user, good, mechs[0]),), send=True)
+    )
+    # The failures in parallel: Dovecot's auth process answers a failure only on its next
+    # 0.5 s tick (AUTH_FAILURE_DELAY_CHECK_MSECS), even with auth_failure_delay = 0. All
+    # of them are answered (so logged) before the success starts.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda s: run_session(s, timeout), sessions[:-1]))
+    results.append(run_session(sessions[-1], timeout))
+    out: list[Outcome] = []
+    for s, got in zip(sessions, results, strict=True):
+        want_failure = not s.attempts[0].good
+        if len(got) != 1 or got[0].failed != want_failure:
+            raise AttackError(
+                f"{s}: expected {'a refusal' if want_failure else 'a login'}, got {got}"
+            )
+        if not want_failure and got[0].reply not in ("235", "OK"):
+            raise AttackError(f"{s}: login answered {got[0].reply}")
+        out.extend(got)
+    return out

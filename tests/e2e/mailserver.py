@@ -25,8 +25,9 @@ Dovecot (passwd-file). Dovecot's per-IP auth penalty is disabled and
 deterministic (with the penalty, Postfix answers 454 and logs "Connection lost to
 authentication server" instead — production behaviour, but not what is tested here).
 
-Mail to `REPORT_RCPT` is delivered by Postfix's virtual(8) agent into a Maildir under
-the root, so a report sent by mlsd through this Postfix can be read back.
+Mail to `REPORT_RCPT` (and to `ALERT_RCPT`) is delivered by Postfix's virtual(8) agent
+into a Maildir under the root, so a report (an alert) sent by mlsd through this Postfix
+can be read back.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ MYHOSTNAME: Final = f"mail.{DOMAIN}"
 SINK_DOMAIN: Final = f"sink.{DOMAIN}"  # RCPT accepted after AUTH, then discarded
 REPORT_DOMAIN: Final = f"reports.{DOMAIN}"
 REPORT_RCPT: Final = f"admin@{REPORT_DOMAIN}"
+ALERT_RCPT: Final = f"alerts@{REPORT_DOMAIN}"  # the sentinel's alerts, a mailbox of their own
 
 SMTP_PORTS: Final = (25, 587, 465)
 IMAP_PORT: Final = 143
@@ -308,6 +310,11 @@ class MailServer:
         """Maildir receiving REPORT_RCPT."""
         return self.vmail / "admin"
 
+    @property
+    def alert_mailbox(self) -> Path:
+        """Maildir receiving ALERT_RCPT."""
+        return self.vmail / "alerts"
+
     def postfix(self, *args: str, timeout: float = 60) -> str:
         """`postfix -c OUR_ETC ARGS…`."""
         return run([BINARIES["postfix"], "-c", str(self.etc), *args], timeout=timeout)
@@ -494,7 +501,7 @@ relay_domains = {SINK_DOMAIN}
 transport_maps = inline:{{{SINK_DOMAIN}=discard:e2e-sink}}
 virtual_mailbox_domains = {REPORT_DOMAIN}
 virtual_mailbox_base = {self.vmail}
-virtual_mailbox_maps = inline:{{{REPORT_RCPT}=admin/}}
+virtual_mailbox_maps = inline:{{{REPORT_RCPT}=admin/, {ALERT_RCPT}=alerts/}}
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 virtual_minimum_uid = 100

@@ -124,7 +124,8 @@ class Scenario:
     started: datetime
 
 
-def write_config(server: MailServer, reverse: str) -> Path:
+def write_config(server: MailServer, reverse: str, *, paths: str = "", extra: str = "") -> Path:
+    """mlsd's config for `server`; `paths` goes into [paths], `extra` (sections) at the end."""
     assert MLSD.exists(), f"{MLSD} not found: run pytest from the project's virtualenv"
     home = server.root / "mlsd"
     home.mkdir(exist_ok=True)
@@ -134,6 +135,7 @@ def write_config(server: MailServer, reverse: str) -> Path:
 mail_log = {server.maillog}
 csv = {home / "mlsd.csv"}
 state_dir = {home / "state"}
+{paths}
 
 [dns]
 reverse = {reverse}
@@ -158,7 +160,7 @@ format = json
 
 [follow]
 reconcile_interval = 1.0
-"""
+{extra}"""
     )
     p = subprocess.run(
         [str(MLSD), "check-config", "-c", str(conf)],
