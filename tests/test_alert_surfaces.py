@@ -20,7 +20,7 @@ from mlsd.alertlog import AlertLog
 from mlsd.alerts import Alert, Rule
 from mlsd.app import statusline
 from mlsd.ingest.session import Session
-from mlsd.report import compose
+from mlsd.report import alertmail, compose
 from tests.alertkit import T0, make_cfg, plain
 
 DAY = T0.date()
@@ -206,3 +206,20 @@ def test_status_line_says_alerts_today_when_the_sentinel_runs(
         alerts_today=alerts,
     )
     assert expected.format(log=cfg.paths.mail_log) == line
+
+
+def test_a_long_evidence_label_never_runs_into_its_value(tmp_path: Path) -> None:
+    """The rules put the username in a label (`failures for U in 60 min`): the value stays a
+    word of its own (the e2e suite found `… in 60 min13`)."""
+    label = "failures for bob.with.a.long.name@example.org in 60 min"
+    alert = plain(evidence=((label, "13, first 10:00:01, last 10:00:09"),))
+    text = alertmail.render(alert, make_cfg(tmp_path)).text
+    assert "min13" not in text
+    assert any(line.strip().startswith("13, first") for line in text.splitlines())
+    assert max(len(line) for line in text.splitlines()) <= alertmail.WIDTH
+
+
+def test_a_line_without_a_host_names_the_node_in_the_subject(tmp_path: Path) -> None:
+    """Dovecot's own log file has no host field: the subject says this node, not `?`."""
+    cfg = make_cfg(tmp_path, "[fleet]\nnode = mx7\n")
+    assert "ALERT mx7: possible compromise" in alertmail.render(plain(server=""), cfg).subject

@@ -19,6 +19,7 @@ form; ordinary names are the same.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -78,6 +79,8 @@ class SentinelJob:
             alerts_today=self.mailer.today(),
         )
         self._session.pipeline.observe = self.observe
+        # The sender's mail host (postconf, DNS) in a thread now, not at the first alert.
+        self._prepared = asyncio.ensure_future(self.mailer.prepare())
 
     def observe(self, batch: Sequence[Observation]) -> None:
         """One committed batch: the rules, then the alerts told. Never raises."""

@@ -59,10 +59,11 @@ class AlertText:
     text: str
 
 
-def subject(alert: Alert, prefix: str) -> str:
-    """`[mlsd] ALERT mx1: possible compromise of alice@example.org (new country SE)`."""
+def subject(alert: Alert, prefix: str, node: str = "?") -> str:
+    """`[mlsd] ALERT mx1: possible compromise of alice@example.org (new country SE)`.
+    `node` names the server when the line did not (Dovecot's own log file has no host)."""
     return (
-        f"{prefix} ALERT {shown(alert.server or '?')}: possible compromise of "
+        f"{prefix} ALERT {shown(alert.server or node)}: possible compromise of "
         f"{shown(alert.user or '?')} ({shown(alert.headline)})"
     ).strip()
 
@@ -90,8 +91,14 @@ def _pairs(pairs: Sequence[tuple[str, str]]) -> list[str]:
             WIDTH - 2 - width,
             break_on_hyphens=False,
         ) or [""]
-        lines.append(("  " + label.ljust(width) + chunks[0]).rstrip())
-        lines += ["  " + " " * width + c for c in chunks[1:]]
+        if len(label) < width:
+            lines.append(("  " + label.ljust(width) + chunks[0]).rstrip())
+            chunks = chunks[1:]
+        else:
+            # A long label (it may quote a username) on its own lines: never run into
+            # its value (`… in 60 min13`).
+            lines += ["  " + part for part in textwrap.wrap(label, WIDTH - 2) or [""]]
+        lines += ["  " + " " * width + c for c in chunks]
     return lines
 
 
@@ -119,7 +126,8 @@ def render(alert: Alert, cfg: Config) -> AlertText:
     lines += _pairs(alert.thresholds) if alert.thresholds else ["  (none given)"]
     lines += ["", *_para(DISMISS), "", *_para(ACT), ""]
     lines += _para(f"`mlsd alerts --since 1d` lists the last day's alerts; this one is {alert.id}.")
-    return AlertText(subject(alert, cfg.report.subject_prefix), "\n".join(lines) + "\n")
+    node = cfg.fleet.node_name()
+    return AlertText(subject(alert, cfg.report.subject_prefix, node), "\n".join(lines) + "\n")
 
 
 def _head(pairs: list[tuple[str, str]]) -> list[str]:

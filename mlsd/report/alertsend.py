@@ -14,6 +14,7 @@ Mail is never reported as sent unless the server accepted it: delivery is the ou
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -57,12 +58,24 @@ class AlertMailer:
                 path=str(self.journal.path),
                 lines=self.journal.damaged,
             )
-        # Asked once (postconf may take a moment), not on each alert.
-        self._mail_host = mail_hostname(hostname or socket.gethostname())
+        # Asked once, and not here (postconf may take seconds, and this runs on the event
+        # loop at start): by `prepare` in a thread, else at the first alert.
+        self._hostname = hostname
+        self._mail_host: str | None = None
         now = datetime.fromtimestamp(clock(), UTC)
         day = now.astimezone(cfg.report_tz()).date()
         start = datetime.combine(day, datetime.min.time(), cfg.report_tz())
         self.counts = AlertCounts.from_journal(self.journal.path, day, start)
+
+    def mail_host(self) -> str:
+        """The domain of the sender and the Message-ID (mlsd.report.mailname), asked once."""
+        if self._mail_host is None:
+            self._mail_host = mail_hostname(self._hostname or socket.gethostname())
+        return self._mail_host
+
+    async def prepare(self) -> None:
+        """Ask the mail host name in a thread, before any alert needs it."""
+        await asyncio.to_thread(self.mail_host)
 
     def reconfigure(self, cfg: Config) -> None:
         """SIGHUP: new recipients, zone, subject prefix apply to the next alert."""
@@ -108,7 +121,7 @@ class AlertMailer:
         now = self._clock()
         try:
             data, sender, to = alertmail.to_message(
-                a, self.cfg, now=datetime.fromtimestamp(now, UTC), mail_host=self._mail_host
+                a, self.cfg, now=datetime.fromtimestamp(now, UTC), mail_host=self.mail_host()
             )
             entry = self._sender.outbox.put(data, sender, to, now, tag=ALERT_TAG + a.id)
         except (OSError, StateError) as exc:
