@@ -83,8 +83,8 @@ def test_distributed_failures_for_a_user_then_a_login() -> None:
     evidence = dict(alerts[0].evidence)
     assert evidence["from IPs"].startswith(f"{n} distinct: 203.0.113.0 (1), 203.0.113.1 (1)")
     assert evidence["from IPs"].endswith(f"+{n - 5} more")
-    assert evidence["failures for alice in 60 min"] == (
-        f"{n}, first 2026-11-02 08:00:00 UTC, last 2026-11-02 08:{n - 1:02d}:00 UTC"
+    assert evidence["failures, this user"] == (
+        f"{n}, first 2026-11-02 08:00:00 UTC, last 2026-11-02 08:{n - 1:02d}:00 UTC (in 60 min)"
     )
     assert (("failures", "10"), ("failure_window", "60")) == alerts[0].thresholds
     assert ("198.51.100.7", "mx1", "FR", "AS3215") == (
@@ -106,7 +106,7 @@ def test_an_ip_that_failed_for_many_users_then_logs_in() -> None:
     ] == rules_of(alerts)
     evidence = dict(alerts[0].evidence)
     assert evidence["users tried from that IP"].startswith(f"{n} distinct: user0 (1), user1 (1)")
-    assert "none" == evidence["failures for bob in 60 min"]
+    assert "none" == evidence["failures, this user"]
 
 
 def test_failures_weigh_their_attempts() -> None:
@@ -361,7 +361,7 @@ def test_naive_times_are_utc_not_the_local_zone() -> None:
         for o in [fail(at(i), "zed", "203.0.113.1") for i in range(10)]
     ]
     alert = run([*naive, login(at(11).replace(tzinfo=None), "zed", "x")])[0]
-    assert "10, first 2026-11-02 08:00:00 UTC" in dict(alert.evidence)["failures for zed in 60 min"]
+    assert "10, first 2026-11-02 08:00:00 UTC" in dict(alert.evidence)["failures, this user"]
 
 
 # -- bounded memory ------------------------------------------------------------------------

@@ -90,6 +90,10 @@ def _tally(t: Tally) -> str:
     return text
 
 
+def _within(tally: str, cfg: SentinelConfig) -> str:
+    return tally if tally == "none" else f"{tally} (in {cfg.failure_window} min)"
+
+
 def success_after_failures(
     ob: Observation, cfg: SentinelConfig, by_user: Tally, by_ip: Tally
 ) -> Alert:
@@ -100,11 +104,13 @@ def success_after_failures(
         headline = f"{by_ip.count} failures from {ob.ip} then a login"
     evidence: Pairs = (
         _login(ob),
-        (f"failures for {ob.user} in {cfg.failure_window} min", _tally(by_user)),
+        # Labels of mlsd's own words: the user and the IP are on the alert's User and
+        # From lines already, and an attacker's long name must not make a label unreadable.
+        ("failures, this user", _within(_tally(by_user), cfg)),
         ("from IPs", f"{len(by_user.others)} distinct: {top_counts(by_user.others)}")
         if by_user.others
         else ("from IPs", "none"),
-        (f"failures from {ob.ip or '(no IP)'} in {cfg.failure_window} min", _tally(by_ip)),
+        ("failures, this IP", _within(_tally(by_ip), cfg)),
         ("users tried from that IP", f"{len(by_ip.others)} distinct: {top_counts(by_ip.others)}")
         if by_ip.others
         else ("users tried from that IP", "none"),
