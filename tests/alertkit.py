@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from mlsd import config
-from mlsd.alerts import Alert, Rule
+from mlsd.alerts import Alert, Observation, Rule
+from mlsd.config import SentinelConfig
+from mlsd.logins import Kind
+from mlsd.sentinel.engine import Sentinel
 
 HOSTILE_FILE = Path(__file__).parent / "hostile" / "alerts.jsonl"
 T0 = datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC)
@@ -72,24 +75,46 @@ def make_cfg(tmp_path: Path, extra: str = "", port: int = 25) -> config.Config:
     return config.loads(text, tmp_path / "mlsd.conf")
 
 
-README_ALERT = Alert(
-    rule=Rule.NEW_COUNTRY,
-    user="alice@example.org",
-    time=datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC),
-    server="mx1",
-    ip="198.51.100.23",
-    country="SE",
-    asn="AS64500",
-    aso="Example Net AB",
-    headline="new country SE",
-    evidence=(
-        ("usual countries", "DE (212 logins), last 2026-11-24 07:58"),
-        ("usual networks", "AS64496 Example Telecom (198 logins), AS64497 Example Mobile (14)"),
-        ("usual IPs", "192.0.2.10, 192.0.2.11, 203.0.113.40 and 6 more"),
-        ("new country", "SE"),
-        ("new network", "AS64500 Example Net AB"),
-        ("service", "imap (PLAIN)"),
-    ),
-    thresholds=(("history_days", "30"), ("min_history_days", "7"), ("min_history_logins", "5")),
-)
-"""The README's example alert ("Sentinel"), rendered with `[report] timezone = Europe/Berlin`."""
+def readme_alert() -> Alert:
+    """The README's example alert ("Sentinel"): what the rules raise for alice, who logged in
+    from Germany on two networks for two weeks, then from Sweden (rendered with `[report]
+    timezone = Europe/Berlin`)."""
+    start = datetime(2026, 11, 10, 7, 58, tzinfo=UTC)
+    homes = [
+        ("192.0.2.10", "AS64496", "Example Telecom"),
+        ("192.0.2.11", "AS64496", "Example Telecom"),
+        ("203.0.113.40", "AS64497", "Example Mobile"),
+    ]
+    history = [
+        Observation(
+            time=start + timedelta(days=day, hours=3 * k),
+            kind=Kind.LOGIN,
+            user="alice@example.org",
+            ip=ip,
+            server="mx1",
+            service="imap",
+            country="DE",
+            asn=asn,
+            aso=aso,
+        )
+        for day in range(14)
+        for k, (ip, asn, aso) in enumerate(homes)
+    ]
+    sentinel = Sentinel(SentinelConfig())
+    sentinel.warm(history)
+    trigger = Observation(
+        time=datetime(2026, 11, 24, 9, 30, 5, tzinfo=UTC),
+        kind=Kind.LOGIN,
+        user="alice@example.org",
+        ip="198.51.100.23",
+        server="mx1",
+        service="imap",
+        country="SE",
+        asn="AS64500",
+        aso="Example Net AB",
+    )
+    (alert,) = [a for a in sentinel.observe([trigger]) if a.rule is Rule.NEW_COUNTRY]
+    return alert
+
+
+README_ALERT = readme_alert()
