@@ -119,6 +119,9 @@ def test_failures_then_a_login_mail_one_alert_within_seconds(
     assert [(a["rule"], a["user"]) for a in listed] == [
         ("success_after_failures", "bob@example.org")
     ]
+    status = subprocess.run(env.cmd("status"), capture_output=True, text=True, env=ENV, check=False)
+    assert "alerts        1 today (newest " in status.stdout, status.stdout
+    assert "success_after_failures bob@example.org" in status.stdout
     assert env.stop(proc) == 0
     assert "possible compromise" in env.stderr(proc)
 

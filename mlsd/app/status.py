@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from mlsd.app import fleetstatus, journalstatus, storeread, storestatus
+from mlsd.app import alertstatus, fleetstatus, journalstatus, storeread, storestatus
 from mlsd.app.lockholder import lock_holder
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
@@ -83,6 +83,7 @@ class Status:
     geoip: list[dict[str, str]] = field(default_factory=list)
     store: str = ""
     fleet: str = ""
+    alerts: str = ""
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cannot_read: list[str] = field(default_factory=list)
@@ -160,6 +161,7 @@ def gather(cfg: Config, now: datetime) -> Status:
     _geoip(st, cfg, now)
     st.store = storestatus.summary(cfg)
     st.fleet = fleetstatus.summary(cfg)
+    st.alerts = alertstatus.summary(cfg, now)
     if st.running is False:
         st.problems.insert(0, "mlsd is not running (no process holds the state lock)")
     return st

@@ -55,6 +55,8 @@ def render(st: Status) -> str:
         lines.append(f"  store         {st.store}")
     if st.fleet:
         lines.append(f"  fleet         {st.fleet}")
+    if st.alerts:
+        lines.append(f"  alerts        {st.alerts}")
     for db in st.geoip:
         what = f"{db['type']}, built {db['built']}" if db["state"] == "loaded" else db["state"]
         lines.append(f"  geoip {db['role']:<8}{db['path']}: {what}")
