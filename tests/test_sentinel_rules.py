@@ -17,7 +17,7 @@ from mlsd.config import SentinelConfig
 from mlsd.logins import Kind
 from mlsd.sentinel.caps import Caps
 from mlsd.sentinel.engine import Sentinel, warm_window
-from mlsd.sentinel.windows import Entry, FailureIndex
+from mlsd.sentinel.windows import MAX_NAME, Entry, FailureIndex
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 CFG = SentinelConfig()
@@ -409,3 +409,49 @@ def test_the_failure_index_counts_what_it_stores() -> None:
             index.expire(now)
         assert index.recount() == index.items <= 400
         assert len(index) <= 50
+
+
+def test_histories_stay_within_their_caps() -> None:
+    """Many users, and one user seen from every country and 500 IPs in a day: the users,
+    their places and today's IPs are capped, and evidence still names the newest."""
+    caps = Caps(users=100, places=8, ips=8, day_ips=64)
+    sentinel = Sentinel(replace(CFG, quiet_minutes=0), caps)
+    crowd = [login(at(i * 0.01, days=-15), f"u{i}", "192.0.2.1") for i in range(1_000)]
+    countries = [f"{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(200)]
+    globetrotter = [
+        login(at(20 + i * 0.1), "gus", f"2001:db8::{i:x}", countries[i % 200], f"AS{i}")
+        for i in range(500)
+    ]
+    sentinel.observe([*crowd, *habit("gus"), *globetrotter])
+    sizes = sentinel.sizes()
+    assert sizes["users"] <= caps.users
+    # day buckets (11 days here) + countries + networks and their names + IPs + today's
+    # IPs + today's countries (200: GeoIP's codes, not attacker-chosen) + hourly highs
+    assert 11 + 8 + 2 * 8 + 8 + 64 + 200 + 0 == sizes["largest_history"]
+    last = sentinel.observe([login(at(80), "gus", "2001:db8::ffff", "ZZ", "AS9")])
+    evidence = dict(next(a for a in last if a.rule is Rule.NEW_COUNTRY).evidence)
+    # The 8 most recently seen remain: i = 492..499, countries[92..99], newest first.
+    assert evidence["usual countries"].startswith("DV (last seen 2026-11-02 09:09:54 UTC), DU")
+    assert evidence["usual countries"].endswith("DR (last seen 2026-11-02 09:09:30 UTC), +3 more")
+
+
+def test_alerts_no_runs_the_rules_but_raises_nothing() -> None:
+    """`alerts = no`: nothing raised; a reload to `yes` judges with the state kept."""
+    sentinel = Sentinel(replace(CFG, alerts=False))
+    assert [] == sentinel.observe(habit("ola"))
+    sentinel.reconfigure(CFG)
+    trip = sentinel.observe([login(at(0), "ola", "203.0.113.5", "SE", "AS3215")])
+    assert [Rule.NEW_COUNTRY] == [a.rule for a in trip]
+
+
+def test_a_huge_username_is_kept_cut() -> None:
+    """A 100 kB username costs the index no more than MAX_NAME characters, and a login
+    with the same name still finds its failures."""
+    huge = "a" * 100_000
+    sentinel = Sentinel(CFG)
+    alerts = sentinel.observe(
+        [*[fail(at(i), huge, "203.0.113.1") for i in range(10)], login(at(11), huge, "x")]
+    )
+    assert [Rule.SUCCESS_AFTER_FAILURES] == [a.rule for a in alerts]
+    assert huge == alerts[0].user
+    assert max(len(k) for k in sentinel._failures.by_user._keys) == MAX_NAME

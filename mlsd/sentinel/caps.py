@@ -47,5 +47,8 @@ class Caps:
     day_ips: int = 1_024
     """Distinct IPs per user and day counted exactly for many_sources; past it every IP not
     among them counts as new (an over-count, only far above any sane `max_ips`)."""
+    # Not a cap here but bounded all the same: a user's countries of the day (GeoIP's
+    # codes, a few hundred at most); names in the failure indexes are cut at
+    # mlsd.sentinel.windows.MAX_NAME characters.
     quiet: int = 100_000
     """(user, rule) pairs whose last alert time is kept for `quiet_minutes`."""

@@ -137,6 +137,7 @@ class Sentinel:
                 self._failures.by_user.largest_key(), self._failures.by_ip.largest_key()
             ),
             "users": len(self._histories),
+            "largest_history": self._histories.largest(),
             "quiet": len(self._quiet),
         }
 
@@ -222,7 +223,9 @@ class Sentinel:
         self._quiet.move_to_end(key)
         if len(self._quiet) > self.caps.quiet:
             self._quiet.popitem(last=False)
-        if raised is not None:
+        # `alerts = no` keeps the rules running (the state stays right for a reload that
+        # turns them on) but raises nothing.
+        if raised is not None and self._cfg.alerts:
             raised.append(alert)
 
     def _expire(self) -> None:

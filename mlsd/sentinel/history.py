@@ -93,6 +93,19 @@ class UserHistory:
         self.highs: deque[list[int]] = deque()
         """[day, recipients of the day's highest finished hour], oldest first."""
 
+    def size(self) -> int:
+        """Items held: day buckets, places, today's sources, hourly highs."""
+        return (
+            len(self.days)
+            + len(self.countries)
+            + len(self.networks)
+            + len(self.network_names)
+            + len(self.ips)
+            + len(self.day_ips)
+            + len(self.day_countries)
+            + len(self.highs)
+        )
+
     # -- the history window ----------------------------------------------------------
 
     def prune(self, now: float, history_days: int) -> None:
@@ -230,6 +243,10 @@ class Histories:
 
     def __len__(self) -> int:
         return len(self._users)
+
+    def largest(self) -> int:
+        """The most items one user's history holds (for the bounded-memory tests)."""
+        return max((h.size() for h in self._users.values()), default=0)
 
     def get(self, user: str) -> UserHistory | None:
         """The user's history, if any (no LRU touch: reading is not activity)."""

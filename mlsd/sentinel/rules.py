@@ -189,7 +189,10 @@ def many_sources(
 
 
 def send_burst(ob: Observation, cfg: SentinelConfig, history: UserHistory) -> Alert:
-    """Recipients in a UTC clock hour above `send_floor` and `send_multiple` times the high."""
+    """Recipients in a UTC clock hour above `send_floor` and `send_multiple` times the high.
+
+    Raised at the submission that crosses both (promptness over a full count): the
+    headline's figure is the hour's total at that moment, not at the hour's end."""
     high, high_day = history.high()
     start = history.hour * HOUR
     before = (

@@ -16,6 +16,15 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+MAX_NAME = 320
+"""Longest username or IP kept as a key or in an entry: past a mailbox's 254 characters
+nothing real is lost, and an attacker's 10 kB usernames cost no more than real ones."""
+
+
+def name_key(name: str) -> str:
+    """`name` as the indexes keep it (cut at MAX_NAME)."""
+    return name if len(name) <= MAX_NAME else name[:MAX_NAME]
+
 
 class Entry(NamedTuple):
     """One failure line: when, how many attempts it stands for, the other side's name."""
@@ -125,7 +134,7 @@ class FailureIndex:
     def tally(self, key: str, now: float) -> Tally:
         """The failures of `key` within (now - window, now]; does not touch the LRU order."""
         out = Tally()
-        series = self._keys.get(key)
+        series = self._keys.get(name_key(key))
         if series is None:
             return out
         cutoff = now - self.window
@@ -203,6 +212,7 @@ class Failures:
     def add(self, time: float, user: str, ip: str, attempts: int) -> None:
         """One failure line (a line naming no user, or no IP, counts on one side only)."""
         attempts = max(1, attempts)
+        user, ip = name_key(user), name_key(ip)
         if user:
             self.by_user.add(user, Entry(time, attempts, ip))
         if ip:
