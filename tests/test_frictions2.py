@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mlsd import config
 from mlsd.app import status
 from tests.followkit import ENV, Env, Writer, now_line, wait_for
+from tests.journalkit import JournalEnv
 from tests.test_access import GID, SETPRIV, UID
 
 # Every update drawn (tqdm reads its defaults from TQDM_* variables): a fast run in a test
@@ -259,3 +260,19 @@ def test_store_rebuild_draws_progress_on_a_terminal(env: Env) -> None:
     )
     assert piped.returncode == 0, piped.stderr
     assert "%|" not in piped.stderr and "\r" not in piped.stderr
+
+
+def test_scan_of_the_journal_draws_entries_and_rate_on_a_terminal(tmp_path: Path) -> None:
+    """The journal has no size to measure: the line counts entries read and their rate,
+    and each log line is written above it."""
+    env = JournalEnv(tmp_path)
+    env.journal.seq(range(20_000))
+    code, term = on_pty(env.cmd("scan"), env.root / "out.txt")
+    assert 0 == code, term
+    drawn = screen_lines(term)
+    bars = [d for d in drawn if d.startswith("scan journal:")]
+    assert bars and any("entries/s" in b for b in bars), drawn
+    logged = [d for d in drawn if "[info" in d]
+    assert any("scan done" in d for d in logged), drawn
+    assert all("entries/s" not in d for d in logged), logged
+    assert 20_000 == env.csv.read_bytes().count(b"\n") - 1

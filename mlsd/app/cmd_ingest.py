@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from mlsd.app.cmd_common import EXIT_OK, load_config
 from mlsd.errors import InputError, StateError
+
+if TYPE_CHECKING:
+    from mlsd.app.progress import EntryProgress
+    from mlsd.ingest.session import Session
 
 # Modules that only some commands need (asyncio, structlog, pyinotify, maxminddb, aiodns;
 # json too) are imported where used: `mlsd parse` and `--version` start in half the time.
@@ -25,7 +29,7 @@ def scan(args: argparse.Namespace) -> int:
     from mlsd.ingest import session  # noqa: PLC0415 - see the note on imports at the top
 
     cfg = load_config(args, required=True)
-    shown = cfg.source.kind == "file" and progress.on_terminal()
+    shown = progress.on_terminal()
     # With a progress line, each log line is written above it, not into it.
     above = cast(TextIO, progress.AboveBar(sys.stderr)) if shown else None  # writes only
     logs.configure(cfg.log.level, cfg.log.format, above)
@@ -46,10 +50,17 @@ def scan(args: argparse.Namespace) -> int:
         try:
             first = session.LIVE_ONLY if args.live_only else session.BACKLOG
             opened = session.open_session(cfg, enricher, first_start=first)
-            bar = progress.ScanProgress(cfg.paths.mail_log) if shown else None
+            journal = opened.journal is not None
+            bar = progress.ScanProgress(cfg.paths.mail_log) if shown and not journal else None
+            entries = progress.EntryProgress() if shown and journal else None
+            drawing = asyncio.create_task(_draw(opened, entries)) if entries else None
             try:
                 await session.scan(opened, bar)
             finally:
+                if drawing is not None:
+                    drawing.cancel()
+                if entries is not None:
+                    entries.done()
                 if bar is not None:
                     bar.done()
                 session.close_session(opened)
@@ -58,6 +69,15 @@ def scan(args: argparse.Namespace) -> int:
 
     asyncio.run(catch_up())
     return EXIT_OK
+
+
+async def _draw(opened: Session, entries: EntryProgress) -> None:
+    """The journal's entries read, five times a second, until cancelled."""
+    import asyncio  # noqa: PLC0415 - see the note on imports at the top
+
+    while True:
+        entries.show(opened.pipeline.counters.lines)
+        await asyncio.sleep(0.2)
 
 
 def run(args: argparse.Namespace) -> int:

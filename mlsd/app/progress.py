@@ -151,3 +151,20 @@ class ScanProgress:
     def done(self) -> None:
         """Clear the line before the summary is logged."""
         self.bar.close()
+
+
+class EntryProgress:
+    """`scan` of the journal: entries read so far and the rate (journalctl gives no total,
+    so there is no time left to show), redrawn from the pipeline's counter."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.bar = bar("scan journal", None, stream)
+        self.bar.unit, self.bar.unit_scale, self.bar.unit_divisor = " entries", True, 1000
+
+    def show(self, entries: int) -> None:
+        """`entries` read in all."""
+        self.bar.update(max(0, entries - int(self.bar.n)))
+
+    def done(self) -> None:
+        """Clear the line before the summary is logged."""
+        self.bar.close()
