@@ -147,7 +147,8 @@ def test_scrape_counts_what_was_written_and_shows_no_user_or_ip(env: Env) -> Non
     env.wait_rows(Counter({USERS[0]: 3, USERS[1]: 2, USERS[2]: 1, USERS[3]: 1}))
     wait_for(lambda: scrape(port)[("mlsd_lines_read_total", ())] == data.count(b"\n"))
     # The event store has every committed row (the fleet is off: no "fleet" sink).
-    wait_for(lambda: scrape(port).get(("mlsd_sink_rows_behind", (("sink", "store"),))) == 0)
+    behind = [("mlsd_sink_bytes_behind", (("sink", s),)) for s in ("store", "store-logins")]
+    wait_for(lambda: all(scrape(port).get(key) == 0 for key in behind))
 
     status, _, text = scrape_text(port)
     assert status == 200
@@ -165,8 +166,8 @@ def test_scrape_counts_what_was_written_and_shows_no_user_or_ip(env: Env) -> Non
     assert skipped["server_error"] == 1
     assert sum(skipped.values()) == 1
     assert got[("mlsd_gaps_total", ())] == 0
-    assert by_label(got, "mlsd_sink_up", "sink") == {"store": 1}
-    assert by_label(got, "mlsd_sink_bytes_behind", "sink") == {"store": 0}
+    assert by_label(got, "mlsd_sink_up", "sink") == {"store": 1, "store-logins": 1}
+    assert by_label(got, "mlsd_sink_bytes_behind", "sink") == {"store": 0, "store-logins": 0}
     assert got[("mlsd_bytes_behind", ())] == 0
     assert got[("mlsd_outbox_messages", ())] == 0
     assert got[("mlsd_outbox_oldest_message_age_seconds", ())] == 0

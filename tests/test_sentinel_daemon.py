@@ -145,7 +145,7 @@ def test_failures_before_a_restart_still_count_after_it(
     assert env.stop(proc) == 0
     proc = env.start()
     wait_for(lambda: "sentinel watching" in env.stderr(proc))
-    assert "sentinel watching warmed_events=3 " in env.stderr(proc)
+    assert "sentinel watching warmed=3 " in env.stderr(proc)
     w.write(login("carol@example.org", ip="192.0.2.200"))
     wait_for(lambda: len(box.messages) >= 1, timeout=30)
     assert "possible compromise of carol@example.org" in subjects(box)[0]

@@ -455,3 +455,34 @@ def test_a_huge_username_is_kept_cut() -> None:
     assert [Rule.SUCCESS_AFTER_FAILURES] == [a.rule for a in alerts]
     assert huge == alerts[0].user
     assert max(len(k) for k in sentinel._failures.by_user._keys) == MAX_NAME
+
+
+def test_a_spray_of_distinct_usernames_costs_a_bounded_few_hundred_bytes_a_key() -> None:
+    """150,000 failures, each a new username from a new address: the two indexes fill to
+    their caps and hold there, at under 1 KiB a key (an empty deque per key cost ~600 B
+    each, and the daemon grew by 190 MB; issue 17's lesson, held for the sentinel)."""
+    import tracemalloc
+
+    s = Sentinel(SentinelConfig())
+    t0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+    tracemalloc.start()
+    try:
+        for start in range(0, 150_000, 1000):
+            s.observe(
+                [
+                    Observation(
+                        time=t0 + timedelta(milliseconds=10 * i),
+                        kind=Kind.FAILURE,
+                        user=f"user{i}@example.org",
+                        ip=f"2001:db8::{i >> 16:x}:{i & 0xFFFF:x}",
+                    )
+                    for i in range(start, start + 1000)
+                ]
+            )
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    sizes = s.sizes()
+    assert sizes["failure_users"] == sizes["failure_ips"] == Caps().failure_keys
+    keys = sizes["failure_users"] + sizes["failure_ips"]
+    assert held < keys * 1024, f"{held / keys:.0f} bytes a key"

@@ -64,17 +64,21 @@ class SentinelJob:
     def start(self) -> None:
         """Warm the rules from the journals, then watch every committed batch."""
         started = time.monotonic()
-        seen = 0
+        seen = [0]
+
+        def counted(history: Iterator[Observation]) -> Iterator[Observation]:
+            for ob in history:  # streamed: a day of failures is never held in a list
+                seen[0] += 1
+                yield ob
+
         try:
-            history = list(self._history(datetime.now(UTC)))
-            seen = len(history)
-            self.detector.warm(history)
+            self.detector.warm(counted(self._history(datetime.now(UTC))))
         except (OSError, ValueError) as exc:
             # Rules that start cold stay quiet longer; following must not wait on it.
             log.warning("sentinel not warmed from the journals", error=str(exc))
         log.info(
             "sentinel watching",
-            warmed_events=seen,
+            warmed=seen[0],
             seconds=round(time.monotonic() - started, 3),
             alerts_today=self.mailer.today(),
         )

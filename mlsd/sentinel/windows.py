@@ -12,7 +12,7 @@ input gives the same counts, which is what makes alerts replayable.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -53,8 +53,10 @@ class Series:
     __slots__ = ("entries", "slices")
 
     def __init__(self) -> None:
-        self.entries: deque[Entry] = deque()
-        self.slices: deque[Slice] = deque()
+        # Lists, not deques: an empty deque costs ~600 bytes, and an attacker makes one
+        # Series per username (at most per_key entries and slices + 1 slices: pop(0) is cheap).
+        self.entries: list[Entry] = []
+        self.slices: list[Slice] = []
 
     def size(self) -> int:
         """Stored items, the unit the total cap counts."""
@@ -126,7 +128,7 @@ class FailureIndex:
         self._items += 1
         if len(series.entries) > self._per_key:
             self._items -= 1
-            self._fold(series, series.entries.popleft())
+            self._fold(series, series.entries.pop(0))
         while len(self._keys) > self._max_keys or self._items > self._max_items:
             _, evicted = self._keys.popitem(last=False)
             self._items -= evicted.size()
@@ -175,15 +177,15 @@ class FailureIndex:
         # Log order keeps the slices within one window; a clock jumping back could not
         # make them grow past it.
         if len(series.slices) > self._slices + 1:
-            series.slices.popleft()
+            series.slices.pop(0)
             self._items -= 1
 
     def _prune(self, series: Series, cutoff: float) -> None:
         while series.slices and series.slices[0].last <= cutoff:
-            series.slices.popleft()
+            series.slices.pop(0)
             self._items -= 1
         while series.entries and series.entries[0].time <= cutoff:
-            series.entries.popleft()
+            series.entries.pop(0)
             self._items -= 1
 
 
