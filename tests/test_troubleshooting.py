@@ -67,6 +67,10 @@ class Site:
     bindir: Path
     sink: smtpkit.Sink
 
+    def daemon_log(self) -> str:
+        """What the daemon started by the systemctl stand-in has logged."""
+        return (self.root / "mlsd-run.err").read_text(errors="replace")
+
     def users(self) -> Counter[str]:
         with open(self.csv, newline="", encoding="utf-8") as fh:
             return Counter(r["user"] for r in csv.DictReader(fh, delimiter=";"))
@@ -189,6 +193,10 @@ def test_every_command_of_the_guide_runs(site: Site) -> None:
     ran: list[Ran] = []
     for block in blocks:
         ran += site.run_block(block)
+        if any("kill -s USR1" in line for line in block):
+            # The report is built in a child: let it be queued before the guide's next
+            # commands restart the daemon (a restart abandons a build under way).
+            wait_for(lambda: "report queued day=" in site.daemon_log(), 90)
         if any("reset" in r.line for r in ran[-len(block) :]):
             # After `reset`: the daemon started again re-reads the live log, exactly once.
             wait_for(lambda: site.csv.exists() and site.users() == attackers)
