@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from mlsd import untrusted
-from mlsd.fleet import report
-from mlsd.store.contract import Batch, StoredRow
+from mlsd.fleet import report, report_text
+from mlsd.store.contract import Batch, LoginRow, StoredRow
+from mlsd.store.journals import LOGINS
 from tests import smtpkit
 from tests.fleetkit import PASSWORD, Fleet, make_fleet, pos
 from tests.pgkit import Database
@@ -277,3 +278,50 @@ def test_the_day_is_cut_in_the_report_timezone(fleet: Fleet, tmp_path: Path) -> 
     # mx2 has a row after the day's end there (23:41 UTC): complete; mx1's 01:00 UTC is 14:00.
     assert "BEHIND" not in done.stdout
     assert re.search(r"^  mx2 +18:00 ", done.stdout, re.M), done.stdout
+
+
+def ship_logins(fleet: Fleet, node: str, rows: list[LoginRow]) -> None:
+    """`node`'s logins through PgSink (as the owner)."""
+
+    async def go() -> None:
+        sink = fleet.sink(fleet.owner, journal=LOGINS)
+        try:
+            await sink.append(node, Batch(rows, pos(0), pos(100)))
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
+
+
+def login_row(at: datetime, user: str, ip: str) -> LoginRow:
+    return LoginRow(
+        time=at, server="imap", ip=ip, user=user, hostname="", country_code="SE", asn=64501,
+        aso="Example Net", service="imap", mechanism="PLAIN", event="login", recipients=0,
+    )  # fmt: skip
+
+
+def test_a_login_after_failures_spread_over_servers_is_a_possible_compromise(
+    fleet: Fleet,
+) -> None:
+    """Guesses for frank spread over mx1 and mx2 (6 + 5: neither alone reaches 10), then a
+    login on mx3: the fleet report names it, with the servers the failures came from. A
+    login with too few failures before it, or after the window, is not named."""
+    ship(fleet, {"mx1": [row(h(10, i), "192.0.2.50", "frank") for i in range(6)],
+                 "mx2": [row(h(10, 10 + i), "192.0.2.51", "frank") for i in range(5)]})  # fmt: skip
+    ship_logins(fleet, "mx3", [
+        login_row(h(10, 30), "frank", "198.51.100.99"),  # 11 failures in the hour before
+        login_row(h(12, 30), "frank", "198.51.100.99"),  # the failures are 2 hours old
+        login_row(h(10, 30), "alice", "192.0.2.7"),  # one failure (NODE_ROWS): not named
+    ])  # fmt: skip
+    built = build(fleet)
+    assert [(c.node, c.user, c.failures, c.failed_on) for c in built.compromises] == [
+        ("mx3", "frank", 11, ("mx1", "mx2"))
+    ]
+    text = report_text.render(built, UTC)
+    assert "Possible compromises across servers (a login after failures for the user): 1" in text
+    assert re.search(r"10:30:00 +mx3 +frank +198\.51\.100\.99 +SE +11 +mx1, mx2", text), text
+
+
+def test_no_login_after_failures_says_none(fleet: Fleet) -> None:
+    text = report_text.render(build(fleet), UTC)
+    assert "Possible compromises across servers (a login after failures for the user): none" in text

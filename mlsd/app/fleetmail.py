@@ -46,7 +46,11 @@ def build_day(cfg: Config, day: date, now: datetime) -> FleetReport:
             application_name="mlsd report",
         ) as conn:  # fmt: skip
             conn.execute("SET default_transaction_read_only = on")  # it only reads
-            return report.build(conn, day, start, end, now=now)
+            rule = cfg.sentinel
+            return report.build(
+                conn, day, start, end, now=now,
+                failures=rule.failures, window_minutes=rule.failure_window,
+            )  # fmt: skip
     except psycopg.errors.InsufficientPrivilege as e:
         raise FleetUnavailable(
             f"{target}: this role may not read the fleet's tables ({e.diag.message_primary}): "

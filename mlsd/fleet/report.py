@@ -26,6 +26,8 @@ from typing import Final
 
 import psycopg
 
+from mlsd.fleet.compromise import FleetLogin, logins_after_failures
+
 TOP: Final = 10
 """Entries in each top list."""
 BEHIND_AFTER: Final = timedelta(minutes=10)
@@ -152,6 +154,9 @@ class FleetReport:
     top_ips: tuple[Top, ...]
     top_users: tuple[Top, ...]
     top_countries: tuple[Top, ...]
+    compromises: tuple[FleetLogin, ...] = ()
+    """Logins after failures for the user across the fleet (mlsd.fleet.compromise)."""
+    compromises_total: int = 0
 
     def behind(self) -> tuple[NodeLine, ...]:
         """The nodes whose rows for the day may not all be there."""
@@ -193,6 +198,8 @@ def build(
     *,
     now: datetime,
     top: int = TOP,
+    failures: int = 10,
+    window_minutes: int = 60,
 ) -> FleetReport:
     """The figures of [start, end) (aware datetimes; `end` > `now` is cut to `now`)."""
     partial = end > now
@@ -231,6 +238,9 @@ def build(
     total = by_ip["total"][0]
     cross_ips, n_ips = _cross(by_ip.get("cross", []), 6)
     cross_users, n_users = _cross(by_user.get("cross", []), 5)
+    compromises, n_compromises = logins_after_failures(
+        conn, start, end, failures=failures, window_minutes=window_minutes, top=top
+    )
     return FleetReport(
         day=day,
         start=start,
@@ -249,4 +259,6 @@ def build(
         top_ips=_tops(by_ip.get("top", [])),
         top_users=_tops(by_user.get("top", [])),
         top_countries=_tops(by_ip.get("country", [])),
+        compromises=compromises,
+        compromises_total=n_compromises,
     )

@@ -86,6 +86,29 @@ def _coverage(r: FleetReport, tz: tzinfo) -> list[str]:
     return lines
 
 
+def _compromises(r: FleetReport, tz: tzinfo) -> list[str]:
+    title = "Possible compromises across servers (a login after failures for the user)"
+    if not r.compromises:
+        return [f"{title}: none"]
+    rows = [
+        [
+            f"{c.time.astimezone(tz):%H:%M:%S}",
+            safe(c.node, 20),
+            safe(c.user),
+            safe(c.ip),
+            safe(c.country, 3),
+            str(c.failures),
+            ", ".join(safe(n, 20) for n in c.failed_on),
+        ]
+        for c in r.compromises
+    ]
+    more = r.compromises_total - len(r.compromises)
+    head = ["time", "on", "user", "IP", "cc", "failures", "failed on"]
+    right = [False, False, False, False, False, True, False]
+    lines = [f"{title}: {r.compromises_total}", *_table(head, rows, right)]
+    return lines + ([f"  … and {more} more"] if more > 0 else [])
+
+
 def render(r: FleetReport, tz: tzinfo) -> str:
     """The whole report, lines of plain text (no attacker-chosen character unescaped)."""
     span = "so far" if r.partial else "whole day"
@@ -98,6 +121,8 @@ def render(r: FleetReport, tz: tzinfo) -> str:
     if r.behind():
         names = ", ".join(safe(n.node, 30) for n in r.behind())
         lines.append(f"Incomplete: {names} may not have shipped all of the day (see Coverage)")
+    lines.append("")
+    lines += _compromises(r, tz)
     lines.append("")
     rows = [[safe(n.node, 30), str(n.attempts), str(n.rows), str(n.ips), str(n.users)]
             for n in r.per_node]  # fmt: skip
