@@ -127,11 +127,18 @@ def test_a_damaged_store_is_rebuilt_at_start_and_check_agrees(env: Env) -> None:
     assert f"  store         {db_path(env)}: 300 rows, up to date\n" in status, status
 
 
+LOGIN = (
+    b"Nov 25 05:59:00 srv dovecot: imap-login: Login: user=<alice>, method=PLAIN, "
+    b"rip=192.0.2.5, lip=192.0.2.1, mpid=7, TLS, session=<abc>\n"
+)
+"""A successful login (the logins CSV)."""
+
+
 def test_store_check_names_the_day_that_differs_and_rebuild_fixes_it(env: Env) -> None:
     """A row deleted behind mlsd's back: check exits 1 naming its day; rebuild (refused
     while the daemon runs) makes them agree again."""
     w = Writer(env.log)
-    w.write(lines(range(40)))
+    w.write(lines(range(40)) + LOGIN)
     proc = env.start()
     wait_for(lambda: len(csv_rows(env.csv)) == 40 and caught_up(env))
     res = mlsd(env, "store", "rebuild")
@@ -145,7 +152,12 @@ def test_store_check_names_the_day_that_differs_and_rebuild_fixes_it(env: Env) -
     assert f"  {day}  40  39" in res.stdout
     res = mlsd(env, "store", "rebuild")
     assert res.returncode == 0, res.stderr
-    assert "store rebuilt: 40 rows" in res.stdout
+    # The logins CSV's committed row is rebuilt too, into its own table.
+    assert "store rebuilt: 40 rows and 1 logins" in res.stdout
+    with sqlite3.connect(db_path(env)) as con:
+        assert [("alice", "192.0.2.5")] == con.execute(
+            "SELECT user, ip FROM mlsd_logins"
+        ).fetchall()
     assert mlsd(env, "store", "check").returncode == 0
     assert_store_is_the_csv(env)
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from mlsd.config import Config
+    from mlsd.ingest.checkpoint import Checkpoint
+    from mlsd.store.contract import Position
     from mlsd.store.journals import Journal
     from mlsd.store.ship import Shipper
     from mlsd.store.sqlite import SqliteStore
@@ -31,6 +33,7 @@ def rebuild(args: argparse.Namespace) -> int:
     from mlsd.app import archive, progress, storejob  # noqa: PLC0415
     from mlsd.ingest.checkpoint import CheckpointStore  # noqa: PLC0415
     from mlsd.store.contract import Position  # noqa: PLC0415
+    from mlsd.store.journals import LOGINS  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415 - at run time, not just typed
     from mlsd.store.sqlite import SqliteStore  # noqa: PLC0415
     from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
@@ -57,6 +60,7 @@ def rebuild(args: argparse.Namespace) -> int:
         path = storejob.store_path(cfg)
         node = storejob.node_name()
         committed = Position(cp.csv_dev, cp.csv_ino, min(cp.csv_length, st.st_size))
+        logins_at = _logins_committed(cfg.paths.logins(), cp)
 
         old = SqliteStore(path)
         old.open(node)  # a damaged file is moved aside here
@@ -64,7 +68,7 @@ def rebuild(args: argparse.Namespace) -> int:
             old.move_aside("`mlsd store rebuild`")
         old.close()
 
-        async def go() -> int:
+        async def go() -> tuple[int, int]:
             sink = SqliteSink(path)
             # Progress on a terminal only: bytes of the CSV stored, rate, time left.
             line = (
@@ -78,7 +82,19 @@ def rebuild(args: argparse.Namespace) -> int:
                 shipper = Shipper(cfg.paths.csv, lambda: committed, sink, node, tz=cfg.log_tz())
                 if line is not None:
                     draw = asyncio.create_task(_draw(shipper, line))
-                return await shipper.ship_committed()
+                rows = await shipper.ship_committed()
+                logins = 0
+                if logins_at is not None:
+                    # The logins CSV's committed rows too, into their own table (same file).
+                    logins = await Shipper(
+                        cfg.paths.logins(),
+                        lambda: logins_at,
+                        sink.sibling(LOGINS),
+                        node,
+                        tz=cfg.log_tz(),
+                        journal=LOGINS,
+                    ).ship_committed()
+                return rows, logins
             finally:
                 if draw is not None:
                     draw.cancel()
@@ -87,13 +103,30 @@ def rebuild(args: argparse.Namespace) -> int:
                 await sink.close()
 
         started = time.monotonic()
-        rows = asyncio.run(go())
+        rows, logins = asyncio.run(go())
         sys.stdout.write(
-            f"store rebuilt: {rows} rows in {time.monotonic() - started:.1f} s into {path}\n"
+            f"store rebuilt: {rows} rows and {logins} logins in "
+            f"{time.monotonic() - started:.1f} s into {path}\n"
         )
         return EXIT_OK
     finally:
         held.release()
+
+
+def _logins_committed(path: Path, cp: Checkpoint) -> Position | None:
+    """What the checkpoint committed of the logins CSV at `path`; None when it pins none,
+    or the file there is another one (the daemon's next start reconciles and ships it)."""
+    from mlsd.store.contract import Position  # noqa: PLC0415
+
+    if cp.logins_dev is None or cp.logins_ino is None or cp.logins_length is None:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if (st.st_dev, st.st_ino) != (cp.logins_dev, cp.logins_ino):
+        return None
+    return Position(cp.logins_dev, cp.logins_ino, min(cp.logins_length, st.st_size))
 
 
 async def _draw(shipper: Shipper, line: tqdm[NoReturn]) -> None:
