@@ -12,6 +12,8 @@ import enum
 from datetime import datetime
 from typing import Final, NamedTuple
 
+from mlsd.rows import DELIMITER
+
 
 class Kind(enum.StrEnum):
     """What a line said about an account."""
@@ -59,3 +61,5 @@ LOGIN_COLUMNS: Final = (
     "recipients",
 )
 """The logins CSV's header names, in order (`;`-separated like the failures CSV)."""
+LOGIN_HEADER: Final = (DELIMITER.join(LOGIN_COLUMNS) + "\n").encode()
+"""The logins CSV's first line (the one definition: ingest writes it, the store reads past it)."""

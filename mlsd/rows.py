@@ -149,15 +149,16 @@ def split_cells(line: str) -> list[str]:
         return line.rstrip("\r\n").split(DELIMITER)
 
 
-def decode_row(line: str) -> list[str] | None:
+def decode_row(line: str, width: int = len(COLUMNS)) -> list[str] | None:
     """A line's cells in COLUMNS order (more are tolerated: the first ones are the row's),
-    or None when it is not a row: fewer cells than columns.
+    or None when it is not a row: fewer cells than columns (`width`: another CSV's, the
+    logins CSV's).
 
     Only a line holding a quote needs the csv module; any other is split on the delimiter,
     which is what csvlog wrote between its cells.
     """
     cells = split_cells(line) if QUOTE in line else line.split(DELIMITER)
-    return cells if len(cells) >= len(COLUMNS) else None
+    return cells if len(cells) >= width else None
 
 
 def attempts_of(cell: str) -> int:

@@ -16,10 +16,10 @@ import pytest
 from mlsd.alerts import Observation
 from mlsd.errors import StateError
 from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, GenerationId
-from mlsd.ingest.csvlog import LOGIN_HEADER, CsvJournal
+from mlsd.ingest.csvlog import CsvJournal
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Batch
-from mlsd.logins import LOGIN_COLUMNS, Kind, Login
+from mlsd.logins import LOGIN_COLUMNS, LOGIN_HEADER, Kind, Login
 from mlsd.rows import HEADER, AuthFailure, Enrichment
 from tests.followkit import Env
 

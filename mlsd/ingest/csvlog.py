@@ -20,10 +20,9 @@ from typing import Final
 
 from mlsd.durable import write_all
 from mlsd.errors import StateError
-from mlsd.logins import LOGIN_COLUMNS, Login
+from mlsd.logins import Login
 from mlsd.memo import Memo
 from mlsd.rows import (
-    DELIMITER,
     HEADER,
     AuthFailure,
     Enrichment,
@@ -34,8 +33,6 @@ from mlsd.untrusted import csv_cell, raw_line
 
 FILE_MODE: Final = 0o640
 DIR_MODE: Final = 0o750
-LOGIN_HEADER: Final = (DELIMITER.join(LOGIN_COLUMNS) + "\n").encode()
-"""The logins CSV's first line (mlsd.logins.LOGIN_COLUMNS)."""
 
 # The cleaning rules live in mlsd.untrusted (one policy for every surface); these names
 # stay for the modules and tests that import them from here.

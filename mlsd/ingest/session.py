@@ -20,11 +20,12 @@ from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
 from mlsd.ingest.checkpoint import CheckpointStore, StateLock, journal_source
-from mlsd.ingest.csvlog import LOGIN_HEADER, CsvJournal
+from mlsd.ingest.csvlog import CsvJournal
 from mlsd.ingest.journalfeed import JournalFeed
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.file.follow import Follower
 from mlsd.ingest.sources.file.watch import InotifyWake, Watches, snapshot
+from mlsd.logins import LOGIN_HEADER
 
 log = logs.get("mlsd.daemon")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Final
 
-from mlsd.logins import LOGIN_COLUMNS
-from mlsd.rows import DELIMITER, HEADER, QUOTE, Column, decode_row, split_cells
+from mlsd.logins import LOGIN_COLUMNS, LOGIN_HEADER
+from mlsd.rows import HEADER, Column, decode_row
 from mlsd.store.contract import LoginRow, Row, StoredRow
 from mlsd.store.rowmap import login_row, stored_row
 
@@ -47,11 +47,11 @@ class Journal:
 
 
 def _login_cells(line: str) -> list[str] | None:
-    cells = split_cells(line) if QUOTE in line else line.split(DELIMITER)
-    return cells if len(cells) >= len(LOGIN_COLUMNS) else None
+    return decode_row(line, len(LOGIN_COLUMNS))
 
 
-LOGINS_HEADER: Final = (DELIMITER.join(LOGIN_COLUMNS) + "\n").encode()
+LOGINS_HEADER: Final = LOGIN_HEADER
+"""The same line under the name the store's tests know (mlsd.logins.LOGIN_HEADER)."""
 
 EVENTS: Final = Journal(
     name="events",
@@ -66,7 +66,7 @@ EVENTS: Final = Journal(
 )
 LOGINS: Final = Journal(
     name="logins",
-    header=LOGINS_HEADER,
+    header=LOGIN_HEADER,
     date_cell=LOGIN_COLUMNS.index("date"),
     cells=_login_cells,
     row=login_row,
