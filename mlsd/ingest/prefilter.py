@@ -79,6 +79,12 @@ def candidate_lines(buf: bytes, search: Search = FAILURES, start: int = 0) -> li
     per line. Each returned line includes its `\n`. Bytes after the last `\n` are
     never returned: a partial line is the caller's to keep until it is complete.
     """
+    return [line for _, line in candidate_spans(buf, search, start)]
+
+
+def candidate_spans(buf: bytes, search: Search, start: int = 0) -> list[tuple[int, bytes]]:
+    """`candidate_lines` with each line's offset in `buf`: lines found by two searches
+    can then be read in log order (mlsd.ingest.logins joins qmgr lines to smtpd ones)."""
     end = buf.rfind(b"\n") + 1
     anchor, needles = search
     find, rfind, startswith = buf.find, buf.rfind, buf.startswith
@@ -89,33 +95,9 @@ def candidate_lines(buf: bytes, search: Search = FAILURES, start: int = 0) -> li
             # A needle has no newline, so one that holds this anchor is on the anchor's line.
             if i - at >= start and startswith(needle, i - at):
                 stop = find(b"\n", i, end) + 1
-                out.append(buf[rfind(b"\n", 0, i) + 1 : stop])
-                i = find(anchor, stop, end)  # the rest of this line is already taken
-                break
-        else:
-            i = find(anchor, i + 1, end)
-    return out
-
-
-def candidate_spans(buf: bytes, search: Search, start: int = 0) -> list[tuple[int, bytes]]:
-    """`candidate_lines` with each line's offset in `buf`: lines found by two searches
-    can then be read in log order (mlsd.ingest.logins joins qmgr lines to smtpd ones).
-
-    Not the failures' hot path (that is `candidate_lines`): only successes and queue
-    lines, which a mail log holds far fewer of than normal traffic, come through here.
-    """
-    end = buf.rfind(b"\n") + 1
-    anchor, needles = search
-    find, rfind, startswith = buf.find, buf.rfind, buf.startswith
-    out = []
-    i = find(anchor, start, end)
-    while i >= 0:
-        for needle, at in needles:
-            if i - at >= start and startswith(needle, i - at):
-                stop = find(b"\n", i, end) + 1
                 begin = rfind(b"\n", 0, i) + 1
                 out.append((begin, buf[begin:stop]))
-                i = find(anchor, stop, end)
+                i = find(anchor, stop, end)  # the rest of this line is already taken
                 break
         else:
             i = find(anchor, i + 1, end)
