@@ -13,7 +13,6 @@ so the per-event path never branches on the configuration:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from mlsd import logs
@@ -30,8 +29,6 @@ _NO_GEO: Final = GeoResult()
 # them). Cleared when a database changes or the mode is reloaded, and past this size.
 _MEMO_SIZE: Final = 65536
 _NOT_RESOLVED: Final = Reverse("", NOT_AVAILABLE)
-_NO_ADDRESS: Final = Enrichment("", ReverseStatus.NOT_AVAILABLE)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Addressed(Protocol):
@@ -68,15 +65,6 @@ class Enricher:
     def __call__(self, event: AuthFailure) -> Enrichment:
         """The event's enrichment (in `lookup` mode: from the last `prefetch`)."""
         return self._enrich(event)
-
-    def address(self, ip: str, hostname: str = "") -> Enrichment:
-        """What an event from `ip` gets, `hostname` being the name the server logged (a
-        successful login's enrichment: no AuthFailure needed). Shares the events' memo.
-        No IP (a local login): no enrichment."""
-        if not ip:
-            return _NO_ADDRESS
-        # Every strategy reads only the IP and the logged hostname of the event.
-        return self._enrich(AuthFailure(_EPOCH, "", "", "", hostname, ip, None, ""))
 
     def _memoized(self, event: AuthFailure) -> Enrichment:
         # postfix/off: the result depends only on (ip, logged hostname) and the databases.

@@ -15,37 +15,30 @@ from mlsd.logins import Kind, Login
 from mlsd.rows import AuthFailure, Enrichment, ReverseStatus
 
 Enrich = Callable[[AuthFailure], Enrichment]
-EnrichAddress = Callable[[str, str], Enrichment]
-"""(ip, hostname as logged) → the enrichment an event from there gets."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LOCAL: Final = Enrichment(hostname="", reverse_dns_status=ReverseStatus.NOT_AVAILABLE)
 
 
-def address_enricher(enrich: Enrich) -> EnrichAddress:
-    """An EnrichAddress through an event enricher (which reads only the IP and hostname):
-    for a pipeline given no other (tests, benchmarks)."""
-
-    def by_address(ip: str, hostname: str) -> Enrichment:
-        if not ip:
-            return _LOCAL
-        return enrich(AuthFailure(_EPOCH, "", "", "", hostname, ip, None, ""))
-
-    return by_address
-
-
-def enrich_logins(logins: Sequence[Login], enrich: EnrichAddress) -> list[tuple[Login, Enrichment]]:
-    """Each login with its enrichment; a login without an IP (a local one) gets none."""
-    return [(x, enrich(x.ip, x.hostname) if x.ip else _LOCAL) for x in logins]
+def enrich_logins(logins: Sequence[Login], enrich: Enrich) -> list[tuple[Login, Enrichment]]:
+    """Each login with the enrichment a failure from its address gets (every enrichment
+    strategy reads only the IP and the logged hostname, so the failures' memo serves);
+    a login without an IP (a local one) gets none."""
+    return [
+        (x, enrich(AuthFailure(_EPOCH, "", "", "", x.hostname, x.ip, None, "")) if x.ip else _LOCAL)
+        for x in logins
+    ]
 
 
 def observations(
-    events: Sequence[AuthFailure], enrich: Enrich, logins: Sequence[tuple[Login, Enrichment]]
+    events: Sequence[AuthFailure],
+    extras: Sequence[Enrichment],
+    logins: Sequence[tuple[Login, Enrichment]],
 ) -> list[Observation]:
-    """The batch's failures and (enriched) logins, merged in log time order."""
+    """The batch's failures (with `extras`, their enrichments, in the same order) and
+    (enriched) logins, merged in log time order."""
     keyed: list[tuple[datetime, int, int, Observation]] = []
-    for i, ev in enumerate(events):
-        extra = enrich(ev)
+    for i, (ev, extra) in enumerate(zip(events, extras, strict=True)):
         keyed.append(
             (
                 ev.time,

@@ -26,7 +26,7 @@ from mlsd.ingest.checkpoint import Checkpoint, CheckpointStore, FirstStart, Gene
 from mlsd.ingest.csvlog import CsvJournal, LoginFormat, RowFormat
 from mlsd.ingest.grammar import Skip, parse_block
 from mlsd.ingest.logins import SubmitJoin, logins_of_block
-from mlsd.ingest.observe import EnrichAddress, address_enricher, enrich_logins, observations
+from mlsd.ingest.observe import enrich_logins, observations
 from mlsd.ingest.prefilter import success_lines
 from mlsd.ingest.recovery import Pin, reconcile
 from mlsd.ingest.sources.file.follow import Batch
@@ -118,17 +118,14 @@ class Pipeline:
         date_format: str,
         cap: int,
         logins: CsvJournal | None = None,
-        enrich_address: EnrichAddress | None = None,
     ) -> None:
         """`logins`: the logins CSV (`[sentinel] record_logins`; None: no logins are
-        written, the observer still gets them). `enrich_address`: a login's enrichment
-        by (ip, hostname) (Enricher.address; by default through `enrich`)."""
+        written, the observer still gets them)."""
         self.source = source
         self.journal = journal
         self.logins = logins
         self.store = store
         self.enrich = enrich
-        self.enrich_address = enrich_address or address_enricher(enrich)
         self.join = SubmitJoin()
         """smtpd logins waiting for qmgr's recipients, from batch to batch (memory only)."""
         self.observe: Observe | None = None
@@ -281,11 +278,12 @@ class Pipeline:
         """Append and sync the batch's rows to both CSVs, then hand the batch to `observe`."""
         if not events and not logins:
             return
-        enriched = enrich_logins(logins, self.enrich_address) if logins else []
+        extras = [self.enrich(ev) for ev in events]  # once: for the CSV and the observer
+        enriched = enrich_logins(logins, self.enrich) if logins else []
         written = []
         if events:
             fmt = RowFormat(tz=self.tz, date_format=self.date_format, cap=self.cap)
-            written.append((self.journal, fmt.encode(events, self.enrich)))
+            written.append((self.journal, fmt.encode_enriched(events, extras)))
         if enriched and self.logins is not None:
             lfmt = LoginFormat(tz=self.tz, date_format=self.date_format, cap=self.cap)
             written.append((self.logins, lfmt.encode(enriched)))
@@ -301,7 +299,7 @@ class Pipeline:
                 "that no row is lost or repeated (fix the disk, then start again)"
             ) from None
         if self.observe is not None:
-            self.observe(observations(events, self.enrich, enriched))
+            self.observe(observations(events, extras, enriched))
 
     def mark(
         self,

@@ -123,7 +123,6 @@ def open_session(
                 if cfg.sentinel.record_logins
                 else None
             ),
-            enrich_address=enricher.address,
         )
         pipeline.open(cp)
         if journal:
