@@ -12,9 +12,10 @@ that batch's alerts are lost, never the rows.
 Warm-up reads the two CSVs, the journals, up to the lengths the checkpoint committed:
 logins of the last `history_days` (+ a day and `quiet_minutes`) and failures of the last
 `failure_window` (+ `quiet_minutes`), each found by the date column's binary search
-(mlsd.report.window.find_offset). A cell there is as the CSV wrote it (cleaned: a name
-that began with `=` carries a `'`), so such a name's history restarts under its cleaned
-form; ordinary names are the same.
+(mlsd.report.window.find_offset) and typed by the store's readers of those journals
+(mlsd.store.journals). A cell there is as the CSV wrote it (cleaned: a name that began
+with `=` carries a `'`), so such a name's history restarts under its cleaned form;
+ordinary names are the same.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
@@ -33,21 +34,14 @@ from mlsd.ingest import session
 from mlsd.logins import Kind
 from mlsd.report.alertsend import AlertMailer
 from mlsd.report.outbox import ReportSender
-from mlsd.report.window import find_offset, parse_date
-from mlsd.rows import Column, attempts_of, decode_row
+from mlsd.report.window import find_offset
 from mlsd.safefs import nofollow_opener
 from mlsd.sentinel.engine import Sentinel, warm_window
+from mlsd.store.contract import Row, StoredRow
+from mlsd.store.journals import EVENTS, LOGINS, Journal
+from mlsd.store.rowmap import asn_text
 
 log = logs.get("mlsd.sentinel")
-
-# The logins CSV's cells (mlsd.logins.LOGIN_COLUMNS): server, date, ip, user, hostname,
-# country_code, asn, aso, service, mechanism, event, recipients.
-_L_SERVER, _L_DATE, _L_IP, _L_USER, _L_HOST, _L_CC, _L_ASN, _L_ASO = range(8)
-_L_SERVICE, _L_MECH, _L_EVENT, _L_RCPT = range(8, 12)
-
-
-_Maker = Callable[[list[str], datetime], Observation]
-"""A CSV row's cells and its time → an observation."""
 
 
 class SentinelJob:
@@ -114,29 +108,21 @@ class SentinelJob:
         window = warm_window(self.cfg.sentinel, end)
         committed = self._session.pipeline.committed
         tz = self.cfg.log_tz()
-        failures = _rows(
-            self.cfg.paths.csv,
-            window.failures_since,
-            committed.csv_length if committed is not None else 0,
-            tz,
-            _failure,
-        )
-        logins_length = committed.logins_length if committed is not None else None
-        logins = _rows(self.cfg.paths.logins(), window.logins_since, logins_length or 0, tz, _login)
-        return heapq.merge(failures, logins, key=lambda ob: ob.time)
+        csv_length = committed.csv_length if committed is not None else 0
+        failures = _rows(self.cfg.paths.csv, window.failures_since, csv_length, tz, EVENTS)
+        logins_length = (committed.logins_length if committed is not None else None) or 0
+        logins = _rows(self.cfg.paths.logins(), window.logins_since, logins_length, tz, LOGINS)
+        merged = heapq.merge(failures, logins, key=lambda row: row.time)
+        return (_observation(row) for row in merged)
 
 
-def _rows(
-    path: Path,
-    since: datetime,
-    length: int,
-    tz: tzinfo,
-    make: _Maker,
-) -> Iterator[Observation]:
-    """The observations of `path`'s committed rows dated at or after `since`."""
+def _rows(path: Path, since: datetime, length: int, tz: tzinfo, journal: Journal) -> Iterator[Row]:
+    """`path`'s committed rows dated at or after `since`, typed by the store's reader of
+    that journal (cells by name, not by place)."""
     if length <= 0 or not path.exists():
         return
     offset = find_offset(path, since, tz)
+    cells_of, typed = journal.cells, journal.row
     with open(path, "rb", opener=nofollow_opener) as fh:
         fh.seek(offset)
         left = length - offset
@@ -144,43 +130,34 @@ def _rows(
             left -= len(raw)
             if left < 0:
                 return  # beyond the checkpoint: not committed, cut back at the next start
-            cells = decode_row(raw.decode("utf-8", "replace"))
+            cells = cells_of(raw.decode("utf-8", "replace").rstrip("\n"))
             if cells is None:
                 continue
-            when = parse_date(cells[Column.DATE], tz)
-            if when is None or when < since:
-                continue
-            yield make(cells, when)
+            try:
+                row = typed(cells, tz)
+            except ValueError:
+                continue  # a date mlsd does not write (an edited row)
+            if row.time >= since:
+                yield row
 
 
-def _failure(cells: list[str], when: datetime) -> Observation:
+def _observation(row: Row) -> Observation:
+    if isinstance(row, StoredRow):
+        kind, attempts, recipients = Kind.FAILURE, row.attempts, 0
+    else:
+        kind = Kind.SUBMIT if row.event == Kind.SUBMIT.value else Kind.LOGIN
+        attempts, recipients = 1, row.recipients if kind is Kind.SUBMIT else 0
     return Observation(
-        time=when,
-        kind=Kind.FAILURE,
-        user=cells[Column.USER],
-        ip=cells[Column.IP],
-        server=cells[Column.SERVER],
-        service=cells[Column.SERVICE],
-        country=cells[Column.COUNTRY_CODE],
-        asn=cells[Column.ASN],
-        aso=cells[Column.ASO],
-        hostname=cells[Column.HOSTNAME],
-        attempts=attempts_of(cells[Column.ATTEMPTS]),
-    )
-
-
-def _login(cells: list[str], when: datetime) -> Observation:
-    kind = Kind.SUBMIT if cells[_L_EVENT] == Kind.SUBMIT.value else Kind.LOGIN
-    return Observation(
-        time=when,
+        time=row.time,
         kind=kind,
-        user=cells[_L_USER],
-        ip=cells[_L_IP],
-        server=cells[_L_SERVER],
-        service=cells[_L_SERVICE],
-        country=cells[_L_CC],
-        asn=cells[_L_ASN],
-        aso=cells[_L_ASO],
-        hostname=cells[_L_HOST],
-        recipients=attempts_of(cells[_L_RCPT]) if kind is Kind.SUBMIT else 0,
+        user=row.user,
+        ip=row.ip,
+        server=row.server,
+        service=row.service,
+        country=row.country_code,
+        asn=asn_text(row.asn),
+        aso=row.aso,
+        hostname=row.hostname,
+        attempts=attempts,
+        recipients=recipients,
     )
