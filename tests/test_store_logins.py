@@ -15,7 +15,6 @@ import pytest
 import structlog
 
 from mlsd.rows import HEADER
-from mlsd.store import recent
 from mlsd.store.check import csv_counts_by_day, differences
 from mlsd.store.contract import Batch, LoginRow, Position, StoreConflict
 from mlsd.store.journals import EVENTS, LOGINS, LOGINS_HEADER
@@ -236,30 +235,3 @@ def test_retention_deletes_only_the_old_logins_in_batches(tmp_path: Path) -> Non
     everything, _ = csv_counts_by_day(logins, position(logins).csv_offset, row_tz=UTC,
                                       day_tz=UTC, journal=LOGINS)  # fmt: skip
     assert 5 == len(differences(everything, store.counts_by_day(UTC, LOGINS)))
-
-
-def test_the_warm_up_reads_recent_rows_in_time_order_and_bounded(tmp_path: Path) -> None:
-    """The logins of the last N days and the failures of the last M minutes, oldest first;
-    a limit keeps the newest and says it cut; a far-future row is not read."""
-    csv, logins, db = tmp_path / "mlsd.csv", tmp_path / "logins.csv", tmp_path / "e.sqlite3"
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    cells = day_logins(start, 10)
-    future = login_cells(1, seed=99)[0]
-    future[1] = "2099-01-01T00:00:00+00:00"
-    # Out of time order in the CSV: the read is by time, not by file position.
-    write_logins(logins, [cells[-1], future, *cells[:-1]])
-    write_csv(csv, events(200, start=start + timedelta(days=9, hours=22, minutes=30)))
-    ship_both(csv, logins, db, lambda: position(csv), lambda: position(logins))
-    now = int((start + timedelta(days=10)).timestamp())
-    got = recent.read_recent(db, now=now, login_days=3, failure_minutes=30)
-    want = sorted(
-        (r for r in login_rows(logins) if now - 3 * 86400 <= r.time.timestamp() <= now),
-        key=lambda r: r.time,
-    )
-    assert want == got.logins and 9 == len(got.logins)
-    fails = [r for r in csv_rows(csv) if now - 1800 <= r.time.timestamp() <= now]
-    assert fails and fails == got.failures
-    assert (False, False) == (got.logins_cut, got.failures_cut)
-    cut = recent.read_recent(db, now=now, login_days=3, failure_minutes=30, login_limit=4)
-    assert (want[-4:], True) == (cut.logins, cut.logins_cut)
-    assert got.logins[0].user == want[0].user  # by field name, as the integrator reads it
