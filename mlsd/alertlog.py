@@ -48,9 +48,10 @@ class AlertLog:
         self.damaged = 0
         """Lines found unreadable at open (torn by a crash, or edited)."""
 
-    def open(self) -> None:
+    def open(self) -> list[Alert]:
         """Check the directory, create the file (0640) if missing, load the recorded ids,
-        and end a torn last line. Raises StateError (the directory) or OSError."""
+        and end a torn last line; the alerts read (the caller's counts come from them, not
+        from a second read). Raises StateError (the directory) or OSError."""
         make_dir(self._state_dir, SHARED_DIR, "state directory", top=True)
         alerts, self.damaged = scan(self.path)
         self._ids = {a.id for a in alerts}
@@ -63,6 +64,7 @@ class AlertLog:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        return alerts
 
     def __contains__(self, alert_id: object) -> bool:
         return alert_id in self._ids
@@ -188,10 +190,14 @@ class AlertCounts:
         """Counters at start: `today` from the journal's alerts since `start` (the day's
         beginning); `by_rule` at 0 (a counter since start). An unreadable journal: 0."""
         try:
-            today = sum(count_since(path, start).values())
+            return cls.of(read(path, start), day, start)
         except OSError:
-            today = 0
-        return cls(day=day, today=today)
+            return cls(day=day, today=0)
+
+    @classmethod
+    def of(cls, alerts: Sequence[Alert], day: date, start: datetime) -> AlertCounts:
+        """Counters at start from alerts already read: `today` those since `start`."""
+        return cls(day=day, today=sum(1 for a in alerts if a.time >= start))
 
     def note(self, alerts: Sequence[Alert], day: date) -> None:
         """Count newly raised `alerts`, on `day`."""

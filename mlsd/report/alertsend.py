@@ -51,7 +51,7 @@ class AlertMailer:
         self._sender = sender
         self._clock = clock
         self.journal = journal if journal is not None else AlertLog(cfg.paths.state_dir)
-        self.journal.open()
+        recorded = self.journal.open()
         if self.journal.damaged:
             log.warning(
                 "alerts journal has unreadable lines, skipped",
@@ -65,7 +65,7 @@ class AlertMailer:
         now = datetime.fromtimestamp(clock(), UTC)
         day = now.astimezone(cfg.report_tz()).date()
         start = datetime.combine(day, datetime.min.time(), cfg.report_tz())
-        self.counts = AlertCounts.from_journal(self.journal.path, day, start)
+        self.counts = AlertCounts.of(recorded, day, start)
 
     def mail_host(self) -> str:
         """The domain of the sender and the Message-ID (mlsd.report.mailname), asked once."""
