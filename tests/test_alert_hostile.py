@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -28,7 +25,7 @@ from mlsd.report.html import render_html
 from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.report.text import WIDTH, render_text
 from tests.alertkit import README_ALERT, hostile, hostile_cases, make_cfg, plain
-from tests.test_hostile import assert_inert
+from tests.test_hostile import assert_inert, mlsd
 
 CASES = hostile_cases()
 IDS = [c["id"] for c in CASES]
@@ -163,16 +160,6 @@ def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf = tmp / "mlsd.conf"
     conf.write_text(f"[paths]\nstate_dir = {state}\n[report]\ntimezone = UTC\n")
     return conf
-
-
-def mlsd(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlsd", *args],
-        capture_output=True,
-        timeout=60,
-        env={**os.environ, "TZ": "UTC"},
-        check=False,
-    )
 
 
 def test_mlsd_alerts_table_is_inert(journal: Path) -> None:

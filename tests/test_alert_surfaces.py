@@ -5,9 +5,6 @@ STATUS= ("N alerts today")."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +19,7 @@ from mlsd.app import statusline
 from mlsd.ingest.session import Session
 from mlsd.report import alertmail, compose
 from tests.alertkit import T0, make_cfg, plain
+from tests.test_lookup_cli import mlsd
 
 DAY = T0.date()
 ALERTS = [
@@ -44,17 +42,6 @@ def record(tmp_path: Path, alerts: list[Alert]) -> Path:
     conf = tmp_path / "mlsd.conf"
     conf.write_text(f"[paths]\nstate_dir = {state}\n[report]\ntimezone = UTC\n")
     return conf
-
-
-def mlsd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlsd", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "TZ": "UTC"},
-        check=False,
-    )
 
 
 def test_mlsd_alerts_prints_a_table_oldest_first(tmp_path: Path) -> None:
