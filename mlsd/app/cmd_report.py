@@ -23,6 +23,7 @@ def report(args: argparse.Namespace) -> int:
     import socket  # noqa: PLC0415
 
     from mlsd import logs  # noqa: PLC0415
+    from mlsd.app import storeread  # noqa: PLC0415
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
     from mlsd.report import compose, message  # noqa: PLC0415
     from mlsd.report.smtp import Entry, send_once  # noqa: PLC0415
@@ -64,6 +65,7 @@ def report(args: argparse.Namespace) -> int:
         geoip_dates=dates,
         hostname=host,
         now=now,
+        source=storeread.report_source(cfg),
     )
     if args.how == "text":
         sys.stdout.write(built.text + "\n")

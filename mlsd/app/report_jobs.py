@@ -12,9 +12,10 @@ import asyncio
 import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Final
 
 from mlsd import logs
-from mlsd.app import fleetmail
+from mlsd.app import fleetmail, storeread
 from mlsd.app.isolate import run_limited
 from mlsd.config import Config
 from mlsd.enrich.geo import Geo
@@ -24,6 +25,8 @@ from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.watched import Ledger
 
 log = logs.get("mlsd.service")
+STORE_WAIT: Final = 30.0
+"""Seconds a report waits for the event store to hold the rows just committed."""
 
 
 class ReportJobs:
@@ -54,6 +57,13 @@ class ReportJobs:
         dates = [db.summary() for db in self._geo.describe()]
         host = socket.gethostname()
         cfg = self.cfg
+        source = await storeread.caught_up_within(cfg, STORE_WAIT)
+        if source is None:
+            log.warning(
+                "report counted from the CSV: the event store is not caught up",
+                day=day.isoformat(),
+                waited_s=STORE_WAIT,
+            )
         # A child process: its memory grows with the day's distinct names and IPs, which an
         # attacker chooses; the limit fails the report, never the daemon (mlsd.isolate).
         async with self._lock:
@@ -65,6 +75,7 @@ class ReportJobs:
                 coverage=coverage,
                 geoip_dates=dates,
                 hostname=host,
+                source=source,
                 limit_mib=cfg.report.max_memory,
                 what=f"report of {day}",
             )

@@ -8,6 +8,7 @@ count from the CSV as before, and say which they used.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sqlite3
@@ -19,6 +20,7 @@ from mlsd.errors import MlsdError
 from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint
 from mlsd.safefs import read_file
 from mlsd.store import queries
+from mlsd.store.dayquery import StoreDays
 from mlsd.store.sqlite import default_path
 
 
@@ -66,3 +68,22 @@ def rows_between(cfg: Config, start: datetime, end: datetime) -> int | None:
         finally:
             db.close()
     return None
+
+
+def report_source(cfg: Config) -> StoreDays | None:
+    """What a report reads its figures from: the store when it is caught up, else None
+    (the report counts from the CSV and says so)."""
+    path = caught_up(cfg)
+    return None if path is None else StoreDays(path)
+
+
+async def caught_up_within(cfg: Config, seconds: float) -> StoreDays | None:
+    """`report_source`, waiting up to `seconds` for the store to catch up: the daemon's
+    report comes right after the day's last rows were committed, and the store ships
+    them a moment later."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        source = await asyncio.to_thread(report_source, cfg)
+        if source is not None or asyncio.get_running_loop().time() >= deadline:
+            return source
+        await asyncio.sleep(0.2)

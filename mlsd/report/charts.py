@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Final
 
-from mlsd.report.daycache import DaySummary
+from mlsd.dayfigures import PastDay
 from mlsd.report.document import Bar, Chart, Section, decimal, plural
 
 DAYS_SHOWN: Final = 30
@@ -43,7 +43,7 @@ def hours_section(histogram: Sequence[int], start: datetime, end: datetime, tz: 
 
 
 def days_section(
-    day: date, failures: int, partial: bool, past: Mapping[date, DaySummary | None]
+    day: date, failures: int, partial: bool, past: Mapping[date, PastDay | None]
 ) -> Section:
     """Failed attempts per day: the DAYS_SHOWN days ending with the report day, which is
     marked. Days before the CSV began are not known: they are left out and the note says

@@ -20,16 +20,17 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from mlsd import __version__
 from mlsd.config import Config
+from mlsd.dayfigures import DayFigures, DaySource, PastDay
 from mlsd.report.alertsection import possible_compromises
 from mlsd.report.attachment import attach
 from mlsd.report.display import SHOWN_CAP, cut, plain, shown
 from mlsd.report.document import Section, decimal, pct
-from mlsd.report.history import csv_rows, history
+from mlsd.report.history import HISTORY_DAYS, csv_rows, history
 from mlsd.report.html import render_html
 from mlsd.report.schedule import report_window
 from mlsd.report.sections import Context, sections_of, week_median
@@ -138,10 +139,12 @@ def build(
     geoip_dates: Sequence[str] = (),
     hostname: str | None = None,
     now: datetime | None = None,
+    source: DaySource | None = None,
 ) -> Report:
     """The report of calendar day `day` in `[report] timezone`, up to `until` if given.
 
-    Reads the day's rows from `[paths] csv` and the per-day history (see the module
+    The figures come from `source` (the event store, when it holds every committed row),
+    else from the day's rows of `[paths] csv` and the per-day history (see the module
     docstring); never raises for a missing CSV (that is a day with no events).
     """
     tz = cfg.report_tz()
@@ -153,16 +156,21 @@ def build(
     if until is not None:
         end = max(start, min(end, until))
     path = cfg.paths.csv
-    hours = max(1, -(-int((end - start).total_seconds()) // 3600))
-    tally = Tally(int(start.timestamp()), hours)
-    lines: list[str] = []
-    tally.add_all(window(path, start, end, log_tz, lines if cfg.report.attach == "day" else None))
-    tally.derive()
+    lines: list[str] | None = [] if cfg.report.attach == "day" else None
+    if source is not None:
+        figures, past = _from_source(source, day, start, end, tz=tz, top=cfg.report.top)
+        if lines is not None:  # the attachment is the CSV's own lines of the window
+            for _ in window(path, start, end, log_tz, lines):
+                pass
+        origin = ""
+    else:
+        figures, past = _from_csv(cfg, day, start, end, tz=tz, lines=lines)
+        origin = "Figures counted from the CSV: the event store was not caught up with it."
     try:
         csv_size = os.path.getsize(path)
     except OSError:
         csv_size = 0
-    attachment, attach_note = attach(cfg, day, partial, lines) if csv_size else (None, "")
+    attachment, attach_note = attach(cfg, day, partial, lines or []) if csv_size else (None, "")
     ctx = Context(
         day=day,
         start=start,
@@ -171,11 +179,12 @@ def build(
         tz=tz,
         top=cfg.report.top,
         masked=cfg.report.mask_usernames,
-        past=history(cfg, day, tz),
+        past=past,
         csv_path=path,
         csv_size=csv_size,
         csv_rows=csv_rows(cfg),
         attachment=attach_note or "Nothing attached: the CSV does not exist yet.",
+        source=origin,
     )
     median, _ = week_median(ctx)
     if median is None:
@@ -183,10 +192,10 @@ def build(
     elif partial:
         change = f"7-day median {decimal(median)} a whole day"
     else:
-        change = f"{pct(tally.failures, median)} vs 7-day median {decimal(median)}"
+        change = f"{pct(figures.failures, median)} vs 7-day median {decimal(median)}"
     when = f"{day.isoformat()} so far" if partial else day.isoformat()
     subject = (
-        f"{cfg.report.subject_prefix} {host} {when}: {tally.failures:,} failed logins, {change}"
+        f"{cfg.report.subject_prefix} {host} {when}: {figures.failures:,} failed logins, {change}"
     ).strip()
     unknown = (
         "not known (report built outside the daemon)"
@@ -208,7 +217,7 @@ def build(
         header.append(("Coverage", started_note(cov.first_start, tz)))
     header += [
         ("Lines read", _coverage_value(cov.lines_read, unknown)),
-        ("Events recorded", f"{tally.events:,} rows, {tally.failures:,} failed attempts"),
+        ("Events recorded", f"{figures.events:,} rows, {figures.failures:,} failed attempts"),
         (
             "Server-side errors",
             _coverage_value(cov.server_errors, unknown)
@@ -225,7 +234,7 @@ def build(
     ]
     title = f"mlsd report: {host}, {when}"
     # The sentinel's alerts first: a possible compromise matters more than any count.
-    sections = [possible_compromises(cfg, start, end, tz), *sections_of(tally, ctx)]
+    sections = [possible_compromises(cfg, start, end, tz), *sections_of(figures, ctx)]
     if any("DBIP" in g.upper() for g in geoip_dates):  # CC BY 4.0 asks for the credit
         sections.append(Section(title="Data sources", notes=[DBIP_ATTRIBUTION]))
     return Report(
@@ -236,10 +245,35 @@ def build(
         subject=subject,
         text=render_text(title, header, sections),
         html=render_html(title, header, sections),
-        events=tally.events,
-        failures=tally.failures,
+        events=figures.events,
+        failures=figures.failures,
         attachment=attachment,
     )
+
+
+def _from_source(
+    source: DaySource, day: date, start: datetime, end: datetime, *, tz: tzinfo, top: int
+) -> tuple[DayFigures, dict[date, PastDay | None]]:
+    """The day's figures and the days before it, from the event store's SQL."""
+    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+    past = source.past([(d, *report_window(d, tz)) for d in days], tz)
+    known = sum(1 for v in past.values() if v is not None)
+    since = report_window(days[0], tz)[0]
+    return source.day(start, end, since, top, known), past
+
+
+def _from_csv(
+    cfg: Config, day: date, start: datetime, end: datetime, *, tz: tzinfo, lines: list[str] | None
+) -> tuple[DayFigures, dict[date, PastDay | None]]:
+    """The day's figures and the days before it, counted from the CSV's rows (the
+    fallback while the store is behind); the window's lines go to `lines` when given."""
+    hours = max(1, -(-int((end - start).total_seconds()) // 3600))
+    tally = Tally(int(start.timestamp()), hours)
+    tally.add_all(window(cfg.paths.csv, start, end, cfg.log_tz(), lines))
+    tally.derive()
+    summaries = history(cfg, day, tz)
+    past = {d: None if s is None else PastDay(s.rows, s.failures) for d, s in summaries.items()}
+    return tally.figures(cfg.report.top, summaries), past
 
 
 def build_portable(cfg: Config, day: date, **kwargs: Any) -> Report:

@@ -1,28 +1,24 @@
-"""The report's sections: from the day's tally and the history before it to titled notes
-and tables (`report.document`), the same for the text and the HTML part."""
+"""The report's sections: from the day's figures (`mlsd.dayfigures`) and the days before
+it to titled notes and tables (`report.document`), the same for the text and the HTML part.
+Nothing is counted here: the figures come ranked and cut, from the store or the CSV."""
 
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from heapq import nsmallest
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final
 
+from mlsd.dayfigures import MANY_IPS, DayFigures, Group, PastDay, Ranked
 from mlsd.report.charts import days_section, hours_section
-from mlsd.report.daycache import DaySummary
 from mlsd.report.display import mask, plain, shown
 from mlsd.report.document import Col, Section, Table, decimal, number, pct, plural, size
-from mlsd.report.tally import Tally, network
 from mlsd.rows import ReverseStatus
 
 MEDIAN_DAYS: Final = 7
-MANY_IPS: Final = 3
-"""A username tried from at least this many IPs in a day is listed as a distributed attack."""
 _NO_USER: Final = "(none)"
-K = TypeVar("K", str, tuple[str, str], tuple[str, str, str, str])
 COMPARISON: Final = "Against yesterday and the previous 7 days"
 _RDNS: Final[dict[str, str]] = {
     ReverseStatus.OK: "a name (Postfix resolved the client)",
@@ -34,7 +30,7 @@ _RDNS: Final[dict[str, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What the sections need besides the tally."""
+    """What the sections need besides the day's figures."""
 
     day: date
     start: datetime
@@ -43,11 +39,14 @@ class Context:
     tz: tzinfo
     top: int
     masked: bool
-    past: dict[date, DaySummary | None]
+    past: dict[date, PastDay | None]
     csv_path: Path
     csv_size: int
     csv_rows: int
     attachment: str
+    source: str = ""
+    """Where the figures came from, when it is worth a line (the CSV, while the store is
+    behind)."""
 
     def user(self, user: str) -> str:
         if not user:
@@ -67,7 +66,7 @@ def week_median(ctx: Context) -> tuple[float | None, list[date]]:
     return (statistics.median(counts) if counts else None), known
 
 
-def _comparison(t: Tally, ctx: Context) -> Section:
+def _comparison(t: DayFigures, ctx: Context) -> Section:
     # Part of a day against whole days would make every morning look calm: no percentages.
     def change(value: float) -> str:
         return "" if ctx.partial else pct(t.failures, value)
@@ -89,7 +88,7 @@ def _comparison(t: Tally, ctx: Context) -> Section:
     return Section(COMPARISON, [], Table(cols, rows))
 
 
-def sections_of(t: Tally, ctx: Context) -> list[Section]:
+def sections_of(t: DayFigures, ctx: Context) -> list[Section]:
     """The report's sections, in the order the mail shows them."""
     out: list[Section] = []
     if t.events == 0:
@@ -103,7 +102,6 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
         out.append(_days(t, ctx))
         out.append(_csv_section(ctx))
         return out
-    n = ctx.top
     rows: list[tuple[str, ...]]
     cols: tuple[Col, ...]
     out.append(
@@ -111,7 +109,7 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
             "Total attempts",
             [
                 f"{plural(t.failures, 'failed attempt')} in {plural(t.events, 'event')}, from "
-                f"{plural(len(t.ips), 'IP')}, against {plural(len(t.users), 'username')}."
+                f"{plural(t.ips, 'IP')}, against {plural(t.users, 'username')}."
             ],
         )
     )
@@ -120,14 +118,13 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
     out.append(_days(t, ctx))
     out.append(hours_section(t.histogram, ctx.start, ctx.end, ctx.tz))
 
-    top, more = _ranked(t.services, n)
-    rows = [(number(c), shown(k or "?")) for k, c in top]
-    out.append(Section("By service", [], Table((Col("fails", "num"), Col("service")), rows, more)))
+    rows = [(number(c), shown(k or "?")) for k, c in t.services.top]
+    cols = (Col("fails", "num"), Col("service"))
+    out.append(Section("By service", [], Table(cols, rows, _more(t.services))))
 
-    auth, more = _ranked(t.pairs, n)
     rows = [
-        (number(c), ctx.user(u), shown(ip), shown(t.pair_host[u, ip]), shown(t.pair_cc[u, ip]))
-        for (u, ip), c in auth
+        (number(p.failures), ctx.user(p.user), shown(p.ip), shown(p.hostname), shown(p.country))
+        for p in t.pairs.top
     ]
     cols = (
         Col("fails", "num"),
@@ -136,22 +133,20 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
         Col("hostname", "untrusted"),
         Col("cc", "untrusted"),
     )
-    out.append(Section("Top failed authentications", [], Table(cols, rows, more)))
+    out.append(Section("Top failed authentications", [], Table(cols, rows, _more(t.pairs))))
 
-    past_ips = _Past(ctx)
-    ips, more = _ranked(t.ips, n)
     rows = [
         (
-            number(c),
-            number(len(t.ip_users[ip])),
-            shown(ip),
-            shown(t.ip_cc[ip]),
-            shown(t.ip_asn[ip]),
-            ctx.hhmm(t.ip_first[ip]),
-            ctx.hhmm(t.ip_last[ip]),
-            ("new" if ip not in past_ips else "seen") if past_ips else "",
+            number(a.failures),
+            number(a.users),
+            shown(a.ip),
+            shown(a.country),
+            shown(a.asn),
+            ctx.hhmm(a.first),
+            ctx.hhmm(a.last),
+            "" if a.seen_before is None else "seen" if a.seen_before else "new",
         )
-        for ip, c in ips
+        for a in t.addresses.top
     ]
     cols = (
         Col("fails", "num"),
@@ -167,34 +162,18 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
         "users: distinct usernames tried; first/last: seen at (local time); "
         "30d: new, or seen in the previous 30 days."
     ]
-    out.append(Section("Top attacking IPs", notes, Table(cols, rows, more)))
+    out.append(Section("Top attacking IPs", notes, Table(cols, rows, _more(t.addresses))))
 
-    nets: Counter[str] = Counter()
-    net_ips: defaultdict[str, set[str]] = defaultdict(set)
-    for ip, c in t.ips.items():
-        net = network(ip)
-        nets[net] += c
-        net_ips[net].add(ip)
-    top_nets, more = _ranked(nets, n)
-    rows = [(number(c), number(len(net_ips[k])), shown(k)) for k, c in top_nets]
     cols = (Col("fails", "num"), Col("IPs", "num"), Col("network (/24, /48)", "ip"))
-    out.append(Section("Top networks", [], Table(cols, rows, more)))
+    out.append(Section("Top networks", [], _groups(t.networks, cols)))
 
-    users, more = _ranked(t.users, n)
-    rows = [(number(c), number(len(t.user_ips[u])), ctx.user(u)) for u, c in users]
+    rows = [(number(g.failures), number(g.ips), ctx.user(g.key)) for g in t.usernames.top]
     cols = (Col("fails", "num"), Col("IPs", "num"), Col("user", "untrusted"))
-    out.append(Section("Top usernames", [], Table(cols, rows, more)))
+    out.append(Section("Top usernames", [], Table(cols, rows, _more(t.usernames))))
 
-    spread: Counter[str] = Counter({u: len(s) for u, s in t.user_ips.items() if len(s) >= MANY_IPS})
-    wide, more = _ranked(spread, n)
     rows = [
-        (
-            number(k),
-            number(t.users[u]),
-            number(len({t.ip_cc[ip] for ip in t.user_ips[u]})),
-            ctx.user(u),
-        )
-        for u, k in wide
+        (number(w.ips), number(w.failures), number(w.countries), ctx.user(w.user))
+        for w in t.spread.top
     ]
     cols = (
         Col("IPs", "num"),
@@ -207,21 +186,23 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
         notes.append("None today.")
     out.append(
         Section(
-            "Usernames attacked from many IPs", notes, Table(cols, rows, more) if rows else None
+            "Usernames attacked from many IPs",
+            notes,
+            Table(cols, rows, _more(t.spread)) if rows else None,
         )
     )
 
-    out.append(_new_attackers(t, ctx, past_ips))
+    out.append(_new_attackers(t))
 
-    for title, counter, sets, col in (
-        ("Top countries", t.countries, t.country_ips, "country"),
-        ("Top ASN", t.asns, t.asn_ips, "ASN"),
-        ("Top ASO (network owners)", t.orgs, t.org_ips, "organisation"),
+    for title, ranked, col in (
+        ("Top countries", t.countries, "country"),
+        ("Top ASN", t.asns, "ASN"),
+        ("Top ASO (network owners)", t.orgs, "organisation"),
     ):
-        top, more = _ranked(counter, n)
         if col == "ASN":
             rows = [
-                (number(c), number(len(sets[k])), shown(k), shown(t.asn_org[k])) for k, c in top
+                (number(g.failures), number(g.ips), shown(g.key), shown(g.label))
+                for g in ranked.top
             ]
             cols = (
                 Col("fails", "num"),
@@ -229,64 +210,47 @@ def sections_of(t: Tally, ctx: Context) -> list[Section]:
                 Col("ASN", "untrusted"),
                 Col("organisation", "untrusted"),
             )
+            out.append(Section(title, [], Table(cols, rows, _more(ranked))))
         else:
-            rows = [(number(c), number(len(sets[k])), shown(k)) for k, c in top]
             cols = (Col("fails", "num"), Col("IPs", "num"), Col(col, "untrusted"))
-        out.append(Section(title, [], Table(cols, rows, more)))
+            out.append(Section(title, [], _groups(ranked, cols)))
 
-    top, more = _ranked(t.rdns, n)
-    rows = [(number(c), shown(k), _RDNS.get(k, "")) for k, c in top]
+    rows = [(number(c), shown(k), _RDNS.get(k, "")) for k, c in t.rdns.top]
     cols = (Col("fails", "num"), Col("status", "untrusted"), Col("meaning"))
-    out.append(Section("Reverse DNS", [], Table(cols, rows, more)))
+    out.append(Section("Reverse DNS", [], Table(cols, rows, _more(t.rdns))))
 
     out.append(_csv_section(ctx))
     return out
 
 
-class _Past:
-    """The IPs of the previous days, newest first; `None`-like (falsy) when none is known."""
-
-    def __init__(self, ctx: Context) -> None:
-        # Kept as the per-day sets: a union of 30 sets would cost more than the lookups.
-        known = sorted(((d, s) for d, s in ctx.past.items() if s is not None), reverse=True)
-        self.days = len(known)
-        self._sets = [s.ips for _, s in known]
-
-    def __bool__(self) -> bool:
-        return bool(self.days)
-
-    def __contains__(self, ip: str) -> bool:
-        return any(ip in ips for ips in self._sets)
+def _groups(ranked: Ranked[Group], cols: Sequence[Col]) -> Table:
+    rows = [(number(g.failures), number(g.ips), shown(g.key)) for g in ranked.top]
+    return Table(tuple(cols), rows, _more(ranked))
 
 
-def _new_attackers(t: Tally, ctx: Context, past: _Past) -> Section:
+def _new_attackers(t: DayFigures) -> Section:
     title = "New attackers"
-    if not past:
+    n = t.newcomers
+    if not n.known_days:
         return Section(title, ["Not known: the CSV holds none of the previous 30 days."])
-    days = past.days
-    new = [ip for ip in t.ips if ip not in past]
-    new_failures = sum(t.ips[ip] for ip in new)
-    seen = len(t.ips) - len(new)
-    seen_failures = t.failures - new_failures
     notes = [
-        f"{plural(len(new), 'IP')} ({plural(new_failures, 'failure')}) not seen in the previous "
-        f"{plural(days, 'day')}; {plural(seen, 'IP')} ({plural(seen_failures, 'failure')}) "
-        "seen before."
+        f"{plural(n.new, 'IP')} ({plural(n.new_failures, 'failure')}) not seen in the previous "
+        f"{plural(n.known_days, 'day')}; {plural(n.seen, 'IP')} "
+        f"({plural(n.seen_failures, 'failure')}) seen before."
     ]
-    if not new:
+    if not n.new:
         return Section(title, notes)
-    top, more = _ranked(Counter({ip: t.ips[ip] for ip in new}), ctx.top)
-    rows = [(number(c), shown(ip), shown(t.ip_cc[ip]), shown(t.ip_asn[ip])) for ip, c in top]
+    rows = [(number(a.failures), shown(a.ip), shown(a.country), shown(a.asn)) for a in n.top.top]
     cols = (
         Col("fails", "num"),
         Col("new IP", "ip"),
         Col("cc", "untrusted"),
         Col("ASN", "untrusted", drop=1),
     )
-    return Section(title, notes, Table(cols, rows, more))
+    return Section(title, notes, Table(cols, rows, _more(n.top)))
 
 
-def _days(t: Tally, ctx: Context) -> Section:
+def _days(t: DayFigures, ctx: Context) -> Section:
     return days_section(ctx.day, t.failures, ctx.partial, ctx.past)
 
 
@@ -296,16 +260,13 @@ def _csv_section(ctx: Context) -> Section:
         [
             f"{plain(str(ctx.csv_path))}: {size(ctx.csv_size)}, {number(ctx.csv_rows)} rows.",
             ctx.attachment,
+            *([ctx.source] if ctx.source else []),
         ],
     )
 
 
-def _ranked(counter: Counter[K], n: int) -> tuple[list[tuple[K, int]], str]:
-    """The n largest (ties broken by key, so a report is reproducible) and the
-    "… and N more" line for the rest (empty when nothing is left out)."""
-    top = nsmallest(n, counter.items(), key=lambda kv: (-kv[1], kv[0]))
-    rest = len(counter) - len(top)
-    if rest <= 0:
-        return top, ""
-    rest_failures = sum(counter.values()) - sum(v for _, v in top)
-    return top, f"… and {rest:,} more ({rest_failures:,} failures)"
+def _more(ranked: Ranked[Any]) -> str:
+    """The "… and N more" line for what a top list left out (empty when nothing)."""
+    if ranked.rest <= 0:
+        return ""
+    return f"… and {ranked.rest:,} more ({ranked.rest_value:,} failures)"

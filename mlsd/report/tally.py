@@ -1,5 +1,8 @@
-"""Counting the window's rows, once, into the counters every section of the report derives
-from.
+"""Counting the window's rows in Python, once, into the day's figures (`mlsd.dayfigures`).
+
+The report reads its figures from the event store's SQL; this is the other producer: the
+fallback while the store is not caught up with the CSV, and the oracle the store's
+figures are tested against (on the corpus days, equal entry for entry).
 
 Counts: "failures" are failed attempts, the sum of the `attempts` column (Dovecot folds
 several into one row); "events" are rows. Every top list, histogram and comparison counts
@@ -8,33 +11,29 @@ failures.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import date
+from heapq import nsmallest
+from typing import TypeVar
 
+from mlsd.dayfigures import (
+    MANY_IPS,
+    Address,
+    DayFigures,
+    Group,
+    NewAddress,
+    Newcomers,
+    Pair,
+    Ranked,
+    Spread,
+    network,
+)
+from mlsd.report.daycache import DaySummary
 from mlsd.rows import Column, attempts_of
 
-
-def network(ip: str) -> str:
-    """The /24 (IPv4) or /48 (IPv6) an IP belongs to; the text itself if it is not an IP.
-
-    By hand rather than with `ipaddress.ip_network`, which costs ~20 µs an address (a busy
-    day has tens of thousands): a.b.c.d → a.b.c.0/24, and for IPv6 the first three hextets,
-    written as RFC 5952 does (the five zero hextets after them are always the run `::` takes).
-    """
-    if ":" not in ip:
-        head, _, last = ip.rpartition(".")
-        if head.count(".") == 2 and (head + last).replace(".", "").isdigit():
-            return f"{head}.0/24"
-        return ip
-    try:
-        packed = ipaddress.IPv6Address(ip).packed
-    except ValueError:
-        return ip
-    hextets = [packed[k] << 8 | packed[k + 1] for k in (0, 2, 4)]
-    while hextets and hextets[-1] == 0:
-        hextets.pop()
-    return ":".join(f"{h:x}" for h in hextets) + "::/48"
+K = TypeVar("K", str, tuple[str, str])
+__all__ = ["Tally", "network"]
 
 
 class Tally:
@@ -148,3 +147,106 @@ class Tally:
                 pair_cc[pair] = (n, cc)
         self.pair_host = {pair: host for pair, (_, _, host) in pair_best.items()}
         self.pair_cc = {pair: cc for pair, (_, cc) in pair_cc.items()}
+
+    def figures(self, n: int, past: Mapping[date, DaySummary | None]) -> DayFigures:
+        """The day's figures, each list cut to `n` (`derive` first); `past` are the days
+        before (None: not known), whose IPs decide which of the day's are new."""
+        known = [s.ips for _, s in sorted(((d, s) for d, s in past.items() if s), reverse=True)]
+
+        def seen(ip: str) -> bool:
+            return any(ip in ips for ips in known)
+
+        nets: Counter[str] = Counter()
+        net_ips: defaultdict[str, set[str]] = defaultdict(set)
+        for ip, c in self.ips.items():
+            net = network(ip)
+            nets[net] += c
+            net_ips[net].add(ip)
+        spread = Counter({u: len(s) for u, s in self.user_ips.items() if len(s) >= MANY_IPS})
+        new = Counter({ip: c for ip, c in self.ips.items() if known and not seen(ip)})
+        new_failures = sum(new.values())
+
+        def groups(counter: Counter[str], sets: Mapping[str, set[str]]) -> Ranked[Group]:
+            top, rest, value = _ranked(counter, n)
+            label = self.asn_org if sets is self.asn_ips else {}
+            return Ranked(
+                [Group(k, c, len(sets[k]), label.get(k, "")) for k, c in top], rest, value
+            )
+
+        def ranked(counter: Counter[str]) -> Ranked[tuple[str, int]]:
+            top, rest, value = _ranked(counter, n)
+            return Ranked(top, rest, value)
+
+        pairs, p_rest, p_value = _ranked(self.pairs, n)
+        ips, i_rest, i_value = _ranked(self.ips, n)
+        wide, w_rest, w_value = _ranked(spread, n)
+        top_new, n_rest, n_value = _ranked(new, n)
+        return DayFigures(
+            events=self.events,
+            failures=self.failures,
+            ips=len(self.ips),
+            users=len(self.users),
+            histogram=list(self.histogram),
+            services=ranked(self.services),
+            rdns=ranked(self.rdns),
+            pairs=Ranked(
+                [
+                    Pair(u, ip, c, self.pair_host[u, ip], self.pair_cc[u, ip])
+                    for (u, ip), c in pairs
+                ],
+                p_rest,
+                p_value,
+            ),
+            addresses=Ranked(
+                [
+                    Address(
+                        ip,
+                        c,
+                        len(self.ip_users[ip]),
+                        self.ip_cc[ip],
+                        self.ip_asn[ip],
+                        self.ip_first[ip],
+                        self.ip_last[ip],
+                        seen(ip) if known else None,
+                    )
+                    for ip, c in ips
+                ],
+                i_rest,
+                i_value,
+            ),
+            networks=groups(nets, net_ips),
+            usernames=groups(self.users, self.user_ips),
+            spread=Ranked(
+                [
+                    Spread(u, k, self.users[u], len({self.ip_cc[ip] for ip in self.user_ips[u]}))
+                    for u, k in wide
+                ],
+                w_rest,
+                w_value,
+            ),
+            countries=groups(self.countries, self.country_ips),
+            asns=groups(self.asns, self.asn_ips),
+            orgs=groups(self.orgs, self.org_ips),
+            newcomers=Newcomers(
+                known_days=len(known),
+                new=len(new),
+                new_failures=new_failures,
+                seen=len(self.ips) - len(new),
+                seen_failures=self.failures - new_failures,
+                top=Ranked(
+                    [NewAddress(ip, c, self.ip_cc[ip], self.ip_asn[ip]) for ip, c in top_new],
+                    n_rest,
+                    n_value,
+                ),
+            ),
+        )
+
+
+def _ranked(counter: Counter[K], n: int) -> tuple[list[tuple[K, int]], int, int]:
+    """The n largest (ties broken by key, so a report is reproducible), and how many
+    entries and how much of the total the cut left out."""
+    top = nsmallest(n, counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    rest = len(counter) - len(top)
+    if rest <= 0:
+        return top, 0, 0
+    return top, rest, sum(counter.values()) - sum(v for _, v in top)

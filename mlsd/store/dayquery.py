@@ -1,0 +1,367 @@
+"""A day's report figures (`mlsd.dayfigures`) computed by SQLite from the event store.
+
+The day's rows are grouped once, by the store's time index, into a temporary table of
+distinct (ip, user, hostname, reverse DNS, country, ASN, owner, service) with their
+failures, rows, first row id and first and last time; every figure is then an aggregate of
+that table. Only the top lists and a handful of counts come back into Python: the memory
+of a report is SQLite's page cache and temporary b-trees (on disk when large), whatever
+the number of distinct names and addresses an attacker sends. Rows are selected by time,
+not by their place in the file, so a far-future stamp hides nothing.
+
+The rules the CSV's count (`mlsd.report.tally`) follows are kept exactly, and a test
+holds the two equal: ties by key; an IP's country and ASN are those of most of its
+failures, ties to the first seen (the lowest row id); a (user, IP) pair shows a real
+hostname when any of its rows had one, else "unknown", else blank.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from typing import Any, Final
+
+from mlsd.dayfigures import (
+    MANY_IPS,
+    Address,
+    DayFigures,
+    Group,
+    NewAddress,
+    Newcomers,
+    Pair,
+    PastDay,
+    Ranked,
+    Spread,
+    network,
+)
+from mlsd.store import queries
+
+_ASN: Final = "CASE WHEN asn IS NULL THEN 'N/A' ELSE 'AS' || asn END"
+"""The ASN as the CSV wrote it (`mlsd.store.rowmap.asn_text`), so it sorts as text."""
+
+_GROUP: Final = f"""
+CREATE TEMP TABLE day AS
+SELECT ip, user, hostname, reverse_dns_status AS rdns, country_code AS cc, {_ASN} AS asn,
+       aso, service, sum(attempts) AS f, count(*) AS n, min(id) AS m,
+       min(time) AS t0, max(time) AS t1
+FROM main.mlsd_events WHERE time >= :start AND time < :end
+GROUP BY ip, user, hostname, reverse_dns_status, country_code, asn, aso, service
+"""  # noqa: S608 - constants only; values are parameters
+_SEEN: Final = """
+CREATE TEMP TABLE seen AS
+SELECT DISTINCT ip FROM main.mlsd_events
+WHERE time >= :since AND time < :start AND ip IN (SELECT ip FROM temp.day)
+"""
+_PER_IP: Final = "SELECT ip, sum(f) AS v FROM temp.day GROUP BY ip"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDays:
+    """`mlsd.dayfigures.DaySource` on the SQLite store at `path` (a connection per call,
+    read-only: it never blocks the daemon's writer)."""
+
+    path: Path
+
+    def day(
+        self, start: datetime, end: datetime, since: datetime, top: int, known_days: int
+    ) -> DayFigures:
+        """The figures of [start, end); `known_days` of [since, start) decide which IPs are
+        new (0: none is known, the split is not made)."""
+        db = queries.connect(self.path)
+        try:
+            return day_figures(
+                db, _second(start), _second(end), _second(since), n=top, known_days=known_days
+            )
+        finally:
+            db.close()
+
+    def past(
+        self, days: list[tuple[date, datetime, datetime]], tz: tzinfo
+    ) -> dict[date, PastDay | None]:
+        """Rows and failures of each (day, start, end); None for a day that ended before
+        the store's first row (not known, rather than zero)."""
+        out: dict[date, PastDay | None] = {d: None for d, _, _ in days}
+        if not days:
+            return out
+        db = queries.connect(self.path)
+        try:
+            first = db.execute("SELECT min(time) FROM mlsd_events").fetchone()[0]
+            if first is None:
+                return out
+            since = min(_second(s) for _, s, _ in days)
+            until = max(_second(e) for _, _, e in days)
+            counted = queries.per_day(db, since, until, tz)
+        finally:
+            db.close()
+        for d, _, end in days:
+            if _second(end) > first:
+                totals = counted.get(d)
+                out[d] = PastDay(totals.rows, totals.failures) if totals else PastDay(0, 0)
+        return out
+
+
+def _second(when: datetime) -> int:
+    # Stamps are whole seconds: t >= x exactly when t >= ceil(x), as the CSV reader does.
+    return math.ceil(when.timestamp())
+
+
+def day_figures(
+    db: sqlite3.Connection, start: int, end: int, since: int, *, n: int, known_days: int
+) -> DayFigures:
+    """Every figure of the report of [start, end) on `db` (see the module docstring)."""
+    db.create_function("mlsd_network", 1, network, deterministic=True)
+    args = {"start": start, "end": end, "since": since}
+    db.execute("DROP TABLE IF EXISTS temp.day")
+    db.execute("DROP TABLE IF EXISTS temp.seen")
+    db.execute(_GROUP, args)
+    try:
+        if known_days:
+            db.execute(_SEEN, args)
+        return _figures(db, start, end, n, known_days)
+    finally:
+        db.execute("DROP TABLE IF EXISTS temp.day")
+        db.execute("DROP TABLE IF EXISTS temp.seen")
+
+
+def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: int) -> DayFigures:
+    events, failures, ips, users = db.execute(
+        "SELECT coalesce(sum(n), 0), coalesce(sum(f), 0), count(DISTINCT ip), "
+        "count(DISTINCT user) FROM temp.day"
+    ).fetchone()
+    hours = max(1, -(-(end - start) // 3600))
+    histogram = queries.per_hour(db, start, end)
+    histogram += [0] * (hours - len(histogram))
+
+    pairs = _ranked(db, "SELECT user, ip, sum(f) AS v FROM temp.day GROUP BY user, ip", n, 2)
+    details = _pair_details(db, [(str(r[0]), str(r[1])) for r in pairs.top])
+    addresses = _ranked(
+        db,
+        "SELECT ip, sum(f) AS v, count(DISTINCT user), min(t0), max(t1) FROM temp.day GROUP BY ip",
+        n,
+    )
+    spread = _ranked(
+        db,
+        "SELECT user, count(DISTINCT ip) AS v, sum(f) FROM temp.day GROUP BY user "  # noqa: S608
+        f"HAVING v >= {MANY_IPS}",
+        n,
+    )
+    new = _newcomers(db, n, known_days, int(ips), int(failures))
+    top_ips = [str(r[0]) for r in addresses.top]
+    geo = _best_geo(db, top_ips + [a.ip for a in new.top.top])
+    seen = _seen(db, top_ips) if known_days else set()
+    countries = _countries(db, [str(r[0]) for r in spread.top])
+    return DayFigures(
+        events=int(events),
+        failures=int(failures),
+        ips=int(ips),
+        users=int(users),
+        histogram=histogram,
+        services=_pairs_of(_ranked(db, "SELECT service, sum(f) AS v FROM temp.day GROUP BY 1", n)),
+        rdns=_pairs_of(_ranked(db, "SELECT rdns, sum(f) AS v FROM temp.day GROUP BY 1", n)),
+        pairs=Ranked(
+            [Pair(u, ip, int(v), *details[u, ip]) for u, ip, v in pairs.top],
+            pairs.rest,
+            pairs.rest_value,
+        ),
+        addresses=Ranked(
+            [
+                Address(
+                    ip,
+                    int(v),
+                    int(k),
+                    *geo[ip],
+                    int(t0),
+                    int(t1),
+                    (ip in seen) if known_days else None,
+                )
+                for ip, v, k, t0, t1 in addresses.top
+            ],
+            addresses.rest,
+            addresses.rest_value,
+        ),
+        networks=_groups(
+            _ranked(
+                db,
+                f"SELECT mlsd_network(ip), sum(v) AS v, count(*) FROM ({_PER_IP}) GROUP BY 1",  # noqa: S608
+                n,
+            )
+        ),
+        usernames=_groups(
+            _ranked(db, "SELECT user, sum(f) AS v, count(DISTINCT ip) FROM temp.day GROUP BY 1", n)
+        ),
+        spread=Ranked(
+            [Spread(str(u), int(k), int(f), countries[str(u)]) for u, k, f in spread.top],
+            spread.rest,
+            spread.rest_value,
+        ),
+        countries=_groups(
+            _ranked(db, "SELECT cc, sum(f) AS v, count(DISTINCT ip) FROM temp.day GROUP BY 1", n)
+        ),
+        # The owner shown with an ASN is that of its first row (min(m) picks the row).
+        asns=_groups(
+            _ranked(
+                db,
+                "SELECT asn, sum(f) AS v, count(DISTINCT ip), aso, min(m) FROM temp.day "
+                "GROUP BY asn",
+                n,
+            )
+        ),
+        orgs=_groups(
+            _ranked(db, "SELECT aso, sum(f) AS v, count(DISTINCT ip) FROM temp.day GROUP BY 1", n)
+        ),
+        newcomers=Newcomers(
+            new.known_days,
+            new.new,
+            new.new_failures,
+            new.seen,
+            new.seen_failures,
+            Ranked(
+                [NewAddress(a.ip, a.failures, *geo[a.ip]) for a in new.top.top],
+                new.top.rest,
+                new.top.rest_value,
+            ),
+        ),
+    )
+
+
+def _ranked(db: sqlite3.Connection, grouped: str, n: int, keys: int = 1) -> Ranked[Any]:
+    """The `n` rows of `grouped` (its first `keys` columns the key, then `v`, then extras)
+    with the largest `v`, ties by key, and how many rows and how much `v` the cut left out."""
+    order = ", ".join(str(k) for k in range(1, keys + 1))
+    cur = db.execute(
+        f"SELECT *, count(*) OVER (), sum(v) OVER () FROM ({grouped}) "  # noqa: S608
+        f"ORDER BY v DESC, {order} LIMIT ?",
+        (n,),
+    )
+    rows = cur.fetchall()
+    if not rows:
+        return Ranked([])
+    total, value = int(rows[0][-2]), int(rows[0][-1])
+    top = [tuple(r[:-2]) for r in rows]
+    rest = total - len(top)
+    if rest <= 0:
+        return Ranked(top)
+    return Ranked(top, rest, value - sum(int(r[keys]) for r in top))
+
+
+def _pairs_of(ranked: Ranked[Any]) -> Ranked[tuple[str, int]]:
+    return Ranked([(str(k), int(v)) for k, v in ranked.top], ranked.rest, ranked.rest_value)
+
+
+def _groups(ranked: Ranked[Any]) -> Ranked[Group]:
+    return Ranked(
+        [
+            Group(str(r[0]), int(r[1]), int(r[2]), str(r[3]) if len(r) > 3 else "")
+            for r in ranked.top
+        ],
+        ranked.rest,
+        ranked.rest_value,
+    )
+
+
+def _values(keys: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in keys)
+
+
+def _best_geo(db: sqlite3.Connection, ips: list[str]) -> dict[str, tuple[str, str]]:
+    """Each IP's (country, ASN): those of most of its failures, ties to the first seen."""
+    best: dict[str, tuple[int, str, str]] = {}
+    unique = sorted(set(ips))
+    if not unique:
+        return {}
+    rows = db.execute(
+        "SELECT ip, cc, asn, sum(f), min(m) AS first FROM temp.day "  # noqa: S608
+        f"WHERE ip IN ({_values(unique)}) GROUP BY ip, cc, asn, aso ORDER BY first",
+        unique,
+    )
+    for ip, cc, asn, f, _ in rows:
+        if int(f) > best.get(ip, (0, "", ""))[0]:
+            best[ip] = (int(f), str(cc), str(asn))
+    return {ip: (cc, asn) for ip, (_, cc, asn) in best.items()}
+
+
+def _pair_details(
+    db: sqlite3.Connection, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """Each (user, IP) pair's hostname and country, by the rules of the module docstring."""
+    if not pairs:
+        return {}
+    values = ", ".join("(?, ?)" for _ in pairs)
+    rows = db.execute(
+        "SELECT user, ip, hostname, cc, sum(f), min(m) AS first FROM temp.day "  # noqa: S608
+        f"WHERE (user, ip) IN (VALUES {values}) GROUP BY user, ip, hostname, cc ORDER BY first",
+        [x for pair in pairs for x in pair],
+    )
+    host: dict[tuple[str, str], tuple[int, int, str]] = {}
+    country: dict[tuple[str, str], tuple[int, str]] = {}
+    for user, ip, name, cc, value, _ in rows:
+        pair, f = (str(user), str(ip)), int(value)
+        rank = 0 if not name else 1 if name == "unknown" else 2
+        if (rank, f) > host.get(pair, (-1, 0, ""))[:2]:
+            host[pair] = (rank, f, str(name))
+        if f > country.get(pair, (0, ""))[0]:
+            country[pair] = (f, str(cc))
+    return {pair: (host[pair][2], country[pair][1]) for pair in pairs}
+
+
+_COUNTRIES: Final = """
+WITH users(user) AS (VALUES {users}),
+pairs AS (SELECT DISTINCT user, ip FROM temp.day WHERE user IN users),
+geo AS (
+    SELECT ip, cc, sum(f) AS f, min(m) AS m FROM temp.day
+    WHERE ip IN (SELECT ip FROM pairs) GROUP BY ip, cc, asn, aso
+),
+best AS (
+    SELECT ip, cc FROM (
+        SELECT ip, cc, row_number() OVER (PARTITION BY ip ORDER BY f DESC, m) AS r FROM geo
+    ) WHERE r = 1
+)
+SELECT pairs.user, count(DISTINCT best.cc) FROM pairs JOIN best USING (ip) GROUP BY pairs.user
+"""
+
+
+def _countries(db: sqlite3.Connection, users: list[str]) -> dict[str, int]:
+    """For each user, how many countries its IPs are from (each IP's own country, as
+    `_best_geo` decides it over the whole day) — in SQL: a user may have a million IPs."""
+    if not users:
+        return {}
+    query = _COUNTRIES.format(users=", ".join("(?)" for _ in users))
+    counted = {str(u): int(c) for u, c in db.execute(query, users)}
+    return {u: counted.get(u, 0) for u in users}
+
+
+def _seen(db: sqlite3.Connection, ips: Iterable[str]) -> set[str]:
+    wanted = sorted(set(ips))
+    if not wanted:
+        return set()
+    rows = db.execute(
+        f"SELECT ip FROM temp.seen WHERE ip IN ({_values(wanted)})",  # noqa: S608
+        wanted,
+    )
+    return {str(r[0]) for r in rows}
+
+
+def _newcomers(
+    db: sqlite3.Connection, n: int, known_days: int, ips: int, failures: int
+) -> Newcomers:
+    """The day's IPs not in `temp.seen` (no split when no earlier day is known); the top
+    list's countries and ASNs are filled in by the caller."""
+    if not known_days:
+        return Newcomers(0, 0, 0, ips, failures, Ranked([]))
+    fresh = f"SELECT ip, v FROM ({_PER_IP}) WHERE ip NOT IN temp.seen"  # noqa: S608
+    new = _ranked(db, fresh, n)
+    count, value = db.execute(
+        f"SELECT count(*), coalesce(sum(v), 0) FROM ({fresh})"  # noqa: S608
+    ).fetchone()
+    top = [NewAddress(str(ip), int(v), "", "") for ip, v in new.top]
+    return Newcomers(
+        known_days,
+        int(count),
+        int(value),
+        ips - int(count),
+        failures - int(value),
+        Ranked(top, new.rest, new.rest_value),
+    )
