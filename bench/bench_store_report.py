@@ -1,10 +1,10 @@
 """The day report's figures from the SQLite store (issue 19, "Reports from SQL").
 
-A store with one day of ROWS rows (plus the day before and after, so the time index has
-work to do) is built off the clock; then a child process opens it read-only and computes
-every figure `mlsd.store.queries` offers for the day: totals, per hour, the top 10 IPs,
-users, countries and ASNs, the distinct counts, per-day totals. Timed in the child
-(queries only, not the interpreter start) with the child's peak RSS (`os.wait4`).
+A store with one day of ROWS rows, the 30 days before it (ROWS / 20 rows each, from the
+same 2 000 IPs) and the day after is built off the clock; then a child process asks it
+what a report asks (`mlsd.store.dayquery.StoreDays`: every figure of every section, new
+attackers against the 30 days, the days' totals). Timed in the child (queries only, not
+the interpreter start) with the child's peak RSS (`os.wait4`).
 
 Two shapes: `store-report-500k` (500 k rows from 2 000 IPs and 200 users: the goal is
 < 1 s) and `store-report-1m-distinct` (1 M rows, every IP and user different: the goal is
@@ -22,18 +22,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from registry import Context, Metrics, benchmark
 
-from mlsd.store import queries
-from mlsd.store.queries import Key
+from mlsd.report.schedule import report_window
+from mlsd.store.dayquery import StoreDays
 from mlsd.store.sqlite import SqliteStore
 
 DAY: Final = date(2026, 11, 25)
 TOP: Final = 10
+HISTORY: Final = 30
 _INSERT: Final = (
     "INSERT INTO mlsd_events (node, server, time, utc_offset, ip, user, hostname, "
     "reverse_dns_status, country_code, asn, aso, service, mechanism, attempts) "
@@ -58,7 +59,8 @@ def build(path: Path, rows: int, distinct: bool) -> None:
     db = store.db
     start = int(datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC).timestamp())
     db.execute("BEGIN")
-    db.executemany(_INSERT, _rows(rows // 10, start - 86400, False))
+    for back in range(HISTORY, 0, -1):  # the 30 days a report compares with
+        db.executemany(_INSERT, _rows(rows // 20, start - back * 86400, False))
     db.executemany(_INSERT, _rows(rows, start, distinct))
     db.executemany(_INSERT, _rows(rows // 10, start + 86400, False))
     db.execute("COMMIT")
@@ -66,25 +68,24 @@ def build(path: Path, rows: int, distinct: bool) -> None:
 
 
 def figures(path: Path) -> dict[str, Any]:
-    """Every figure of DAY (run in the child): seconds and a few results to check."""
-    start = int(datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC).timestamp())
-    end = start + 86400
+    """What a report asks of the store for DAY (run in the child): every figure of the day
+    and the 30 days before, as `mlsd.report.compose` asks them; seconds and a few results."""
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
     t0 = time.perf_counter()
-    db = queries.connect(path)
-    total = queries.totals(db, start, end)
-    hours = queries.per_hour(db, start, end)
-    tops = {k.value: queries.top(db, k, start, end, TOP) for k in Key}
-    distinct = {k.value: queries.distinct(db, k, start, end) for k in Key}
-    days = queries.per_day(db, start - 30 * 86400, end, UTC)
-    db.close()
+    source = StoreDays(path)
+    days = [DAY - timedelta(days=k) for k in range(HISTORY, 0, -1)]
+    past = source.past([(d, *report_window(d, UTC)) for d in days], UTC)
+    known = sum(1 for v in past.values() if v is not None)
+    since, _ = report_window(days[0], UTC)
+    got = source.day(start, start + timedelta(days=1), since, TOP, known)
     return {
         "seconds": time.perf_counter() - t0,
-        "rows": total.rows,
-        "hours": len(hours),
-        "tops": sum(len(v) for v in tops.values()),
-        "distinct_ips": distinct["ip"],
-        "distinct_users": distinct["user"],
-        "days": len(days),
+        "rows": got.events,
+        "hours": len(got.histogram),
+        "distinct_ips": got.ips,
+        "distinct_users": got.users,
+        "known_days": known,
+        "new_ips": got.newcomers.new,
     }
 
 
@@ -107,7 +108,12 @@ def measure(rows: int, distinct: bool) -> Metrics:
         shutil.rmtree(work, ignore_errors=True)
     rss = usage.ru_maxrss / 1024  # KiB on Linux
     want_distinct = rows if distinct else min(rows, 2000)
-    ok = got["rows"] == rows and got["hours"] == 24 and got["distinct_ips"] == want_distinct
+    ok = (
+        got["rows"] == rows
+        and got["hours"] == 24
+        and got["distinct_ips"] == want_distinct
+        and got["known_days"] == HISTORY
+    )
     goal = "< 10 s, < 150 MB" if distinct else "< 1 s"
     return {
         "seconds": got["seconds"],

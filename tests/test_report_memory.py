@@ -44,8 +44,11 @@ def _peak_kib(pid: int) -> int:
 
 def test_a_big_report_is_built_outside_the_daemon(env: Env) -> None:
     """150,000 distinct names and IPs: the report is built and written, and the daemon's
-    peak memory stays that of a follower (before: the build's hundreds of MB were its own)."""
+    peak memory stays that of a follower (before: the build's hundreds of MB were its own).
+    Its figures come from the store's SQL, within the smallest `[report] max_memory`."""
     _big_day(env)
+    env.extra = "[report]\nmax_memory = 256\n"
+    env.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
     proc = env.start()
     # After the sentinel's warm-up: its counters of the same 150,000 failures are its own,
     # bounded by mlsd.sentinel.caps (tests/test_sentinel_rules.py), not the report's.
@@ -59,19 +62,25 @@ def test_a_big_report_is_built_outside_the_daemon(env: Env) -> None:
     assert peak < 150 * 1024, (before, peak)
     text = next((env.state / "reports").glob("*-so-far.txt")).read_text()
     assert "150,000 rows" in text
+    assert "Figures counted from the CSV" not in text
 
 
 def test_a_day_beyond_max_memory_fails_its_report_not_the_daemon(env: Env) -> None:
-    """With `[report] max_memory = 256` the same day does not fit: the report fails with a
-    clear error (to be tried again), the daemon goes on following."""
+    """While the store cannot be written (here: its "directory" is a file), the report counts
+    from the CSV, whose memory grows with the day's distinct names and IPs: with
+    `[report] max_memory = 256` the same day does not fit. The report fails with a clear
+    error (to be tried again), the daemon goes on following."""
     _big_day(env)
-    env.extra = "[report]\nmax_memory = 256\n"
+    blocker = env.state.parent / "not-a-directory"
+    blocker.write_text("")
+    env.extra = f"[report]\nmax_memory = 256\n[store]\npath = {blocker}/events.sqlite3\n"
     env.write_conf({"rotate_grace": "1.0", "reconcile_interval": "1"})
     proc = env.start()
     wait_for(lambda: "daily report at" in env.stderr(proc), 30)
     proc.send_signal(signal.SIGUSR1)
     wait_for(lambda: "needs more than [report] max_memory = 256 MiB" in env.stderr(proc), 120)
     err = env.stderr(proc)
+    assert "report counted from the CSV: the event store is not caught up" in err
     line = next(x for x in err.splitlines() if "needs more than" in x)
     assert "could not be built or queued; trying again in 300 s: report of " in line
     assert "Traceback" not in err

@@ -1,10 +1,10 @@
-"""The report's figures from SQL equal the ones the CSV-based report computes.
+"""The store's range counts equal the ones the CSV-based report computes.
 
 The oracle is the report's own code: `mlsd.report.window` reads the day's rows from the
 CSV and `mlsd.report.tally.Tally` counts them. Each corpus day (and synthetic days: rows
 out of order, a DST day, a far-future stamp) is written as csvlog writes it, stored with
-the store's own append, and every figure is compared: totals, per hour, top lists
-(ties ordered by key in both), distinct counts, per-day totals.
+the store's own append, and the counts are compared: totals, per hour, per-day totals.
+Every other figure of the report: tests/test_store_dayquery.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 import random
 import sqlite3
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -21,14 +20,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mlsd.figures import Figures
 from mlsd.report import window
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
 from mlsd.rows import HEADER, AuthFailure
 from mlsd.store import queries
 from mlsd.store.contract import Batch, Position
-from mlsd.store.queries import Key
 from mlsd.store.sqlite import SqliteStore
 from tests.storekit import csv_rows, events, position, write_csv
 
@@ -95,24 +92,10 @@ def tally_of(rows: Iterator[tuple[int, list[str]]], start: int, end: int) -> Tal
     return tally
 
 
-def ranked(counter: Counter[str]) -> list[tuple[str, int]]:
-    """A tally's top list with the order SQL defines: most failures first, ties by key."""
-    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
-
-
 def assert_same(db: sqlite3.Connection, tally: Tally, start: int, end: int) -> None:
-    """Every figure, asked the way the report will: through `mlsd.figures.Figures`."""
-    f: Figures = queries.SqlFigures(db)
-    assert f.totals(start, end) == queries.Totals(tally.events, tally.failures)
-    assert f.per_hour(start, end) == tally.histogram
-    for key, counter in (
-        (Key.IP, tally.ips),
-        (Key.USER, tally.users),
-        (Key.COUNTRY, tally.countries),
-        (Key.ASN, tally.asns),
-    ):
-        assert f.top(key, start, end, TOP) == ranked(counter), key
-        assert f.distinct(key, start, end) == len(counter), key
+    """The range's counts (the report's every figure: tests/test_store_dayquery.py)."""
+    assert queries.totals(db, start, end) == queries.Totals(tally.events, tally.failures)
+    assert queries.per_hour(db, start, end) == tally.histogram
 
 
 def day_range(day: date, tz: tzinfo) -> tuple[int, int]:
@@ -187,54 +170,8 @@ def test_a_far_future_stamp_hides_none_of_the_days_rows(tmp_path: Path) -> None:
     db.close()
 
 
-def test_ties_are_ordered_by_key_and_the_cut_is_exact(tmp_path: Path) -> None:
-    base = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    evs = [
-        events(1, seed=1, start=base)[0]._replace(
-            time=base + timedelta(seconds=k), ip=ip, attempts=1, user="u"
-        )
-        for k, ip in enumerate(["198.51.100.3", "198.51.100.1", "198.51.100.2"] * 2)
-    ]
-    _, db = store(tmp_path, evs)
-    s, e = day_range(date(2026, 11, 25), UTC)
-    assert queries.top(db, Key.IP, s, e, 2) == [("198.51.100.1", 2), ("198.51.100.2", 2)]
-    assert queries.top(db, Key.USER, s, e, 2) == [("u", 6)]
-    assert queries.per_hour(db, s, e)[12] == 6
-    assert queries.totals(db, e, e + 86400) == queries.Totals(0, 0)
-    db.close()
-
-
 def test_the_connection_is_read_only(tmp_path: Path) -> None:
     _, db = store(tmp_path, events(3))
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         db.execute("DELETE FROM mlsd_events")
-    db.close()
-
-
-def test_new_attackers_equal_the_reports_split_by_the_past_days_ips(tmp_path: Path) -> None:
-    """The report's "new attackers": the day's IPs not in the previous days' IP sets (what
-    `history` gives the report), counted by the CSV tally; SQL splits the same way."""
-    rnd = random.Random(21)
-    evs = [
-        ev._replace(ip=f"10.0.{(r := rnd.randint(0, 3000)) // 256}.{r % 256}")
-        for ev in events(6000, seed=21, start=datetime(2026, 11, 22, 0, 0, tzinfo=UTC))
-    ]
-    csv, db = store(tmp_path, evs)
-    day = date(2026, 11, 24)
-    tally, s, e = window_tally(csv, day, UTC)
-    past: set[str] = set()
-    for back in (1, 2):
-        before, *_ = window_tally(csv, day - timedelta(days=back), UTC)
-        past |= set(before.ips)
-    new = Counter({ip: n for ip, n in tally.ips.items() if ip not in past})
-    since, _ = day_range(day - timedelta(days=2), UTC)
-    got = queries.new_ips(db, s, e, since, TOP)
-    assert 0 < got.new < len(tally.ips)  # both kinds are there
-    assert got == queries.NewIps(
-        len(new),
-        sum(new.values()),
-        len(tally.ips) - len(new),
-        tally.failures - sum(new.values()),
-        ranked(new),
-    )
     db.close()

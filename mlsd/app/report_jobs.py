@@ -25,7 +25,7 @@ from mlsd.report.outbox import Rendered, ReportSender
 from mlsd.watched import Ledger
 
 log = logs.get("mlsd.service")
-STORE_WAIT: Final = 30.0
+STORE_WAIT: Final = 10.0
 """Seconds a report waits for the event store to hold the rows just committed."""
 
 
