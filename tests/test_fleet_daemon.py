@@ -172,3 +172,42 @@ def test_a_fixed_password_file_is_used_after_sighup(fleet: Fleet, tmp_path: Path
     for secret in (PASSWORD, wrong):
         assert secret not in err
         assert base64.b64encode(secret.encode()).decode() not in err
+
+
+def test_the_fleet_goes_on_after_mlsd_reset(fleet: Fleet, tmp_path: Path) -> None:
+    """Rows the fleet could not take (a wrong password) wait in the CSV; `mlsd reset` moves
+    that CSV aside. Restarted with the right password, the daemon ships the archived CSV's
+    committed rest, then the new CSV: the fleet holds both, once each (before: it stopped
+    with a conflict until the owner deleted the node's position)."""
+    fleet.add_node("mx8")
+    env = node_env(fleet, tmp_path / "mx8", "mx8")
+    secret = tmp_path / "mx8" / "fleet.pass"
+    w = Writer(env.log)
+    try:
+        proc = env.start()
+        w.seq(range(20))
+        wait_for(lambda: expected({"mx8": env}) == fleet.events() and fleet.events())
+        secret.write_text("Wr0ng-fleet-pw-88\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in env.stderr(proc))
+        kill_connections(fleet)  # the next connection uses the wrong password
+        w.seq(range(20, 35))
+        wait_for(lambda: len(csv_rows(env.csv)) == 35)
+        assert 0 == env.stop(proc)
+        assert sum(fleet.events().values()) < 35
+        res = subprocess.run(
+            env.cmd("reset", "--yes"), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert res.returncode == 0, res.stderr
+        (archive,) = env.state.glob("archive-*")
+        archived = Counter(("mx8", *r) for r in csv_rows(archive / "mlsd.csv"))
+        assert sum(archived.values()) == 35
+        secret.write_text(PASSWORD + "\n")
+        proc = env.start()
+        w.seq(range(35, 40))
+        wait_for(lambda: archived + expected({"mx8": env}) == fleet.events(), timeout=90)
+        assert "shipping on after mlsd reset" in env.stderr(proc)
+        assert 0 == env.stop(proc)
+    finally:
+        w.close()
+        env.cleanup()

@@ -265,6 +265,15 @@ def test_reset_refused_while_running_then_archives_after_stop(env: Env) -> None:
     assert not env.csv.exists() and not (env.state / "checkpoint.json").exists()
     assert not env.csv.with_name("logins.csv").exists()
     assert f"moved {env.csv} -> {archive / 'mlsd.csv'}" in res.stdout
+    # What a fleet needs to go on from the node's position (mlsd.store.handover): each CSV
+    # moved, as the checkpoint committed it, and where it is now (renamed: same inode).
+    recorded = json.loads((env.state / "handover.json").read_text())
+    for journal, name in (("events", "mlsd.csv"), ("logins", "logins.csv")):
+        st = (archive / name).stat()
+        assert recorded[journal] == [
+            {"dev": st.st_dev, "ino": st.st_ino, "length": st.st_size, "path": str(archive / name)}
+        ]
+    assert stat.S_IMODE((env.state / "handover.json").stat().st_mode) == 0o600
     # Report state stays: reset is not purge.
     assert (env.state / "report.json").exists()
 

@@ -25,10 +25,12 @@ from typing import Final
 
 from mlsd.config import Config
 from mlsd.durable import fsync_dir
-from mlsd.errors import StateError
-from mlsd.ingest.checkpoint import CHECKPOINT_NAME, StateLock
+from mlsd.errors import MlsdError, StateError
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint, StateLock
 from mlsd.report.reportstate import STATE_NAME
+from mlsd.safefs import read_file
 from mlsd.statedir import ALERTS_NAME
+from mlsd.store import handover
 from mlsd.store.sqlite import default_path
 from mlsd.watched import NAME as COVERAGE_NAME
 
@@ -90,6 +92,31 @@ def _managed(cfg: Config, *, purge: bool) -> list[Move]:
             Move(state / ALERTS_NAME, "the alerts journal"),
         ]
     return items
+
+
+def record_handover(cfg: Config, archive: Path) -> None:
+    """Before the CSVs move into `archive`: record each with what the checkpoint committed
+    of it, so a fleet goes on from the node's stored position (mlsd.store.handover). A CSV
+    the checkpoint does not pin (no checkpoint, another file) is not recorded."""
+    where = cfg.paths.state_dir / CHECKPOINT_NAME
+    try:
+        cp = Checkpoint.from_json(read_file(where).decode("utf-8", "replace"), where)
+    except (OSError, MlsdError):
+        return
+    for journal, path, pinned in (
+        ("events", cfg.paths.csv, (cp.csv_dev, cp.csv_ino, cp.csv_length)),
+        ("logins", cfg.paths.logins(), (cp.logins_dev, cp.logins_ino, cp.logins_length)),
+    ):
+        dev, ino, length = pinned
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue
+        if dev is None or ino is None or length is None or (st.st_dev, st.st_ino) != (dev, ino):
+            continue
+        handover.record(
+            cfg.paths.state_dir, journal, handover.Moved(dev, ino, length, archive / path.name)
+        )
 
 
 def new_archive(parent: Path, now: float) -> Path:

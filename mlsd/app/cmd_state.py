@@ -85,6 +85,7 @@ def reset(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"mlsd: {what} cancelled; nothing moved\n")
                 return EXIT_FAILURE
         dest = archive.new_archive(parent, time.time())
+        archive.record_handover(cfg, dest)
         for m in moves:
             sys.stdout.write(f"moved {m.source} -> {archive.move(m.source, dest)}\n")
     finally:

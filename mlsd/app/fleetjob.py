@@ -21,6 +21,7 @@ from mlsd.app import storejob
 from mlsd.app.storejob import LoginsCommitted, committed_of
 from mlsd.fleet.pgsink import PgSink
 from mlsd.ingest import session
+from mlsd.store import handover
 from mlsd.store.journals import EVENTS, LOGINS, Journal
 from mlsd.store.ship import Committed, Shipper
 
@@ -79,6 +80,10 @@ async def _beside_fleet(
         shipper = Shipper(s.cfg.paths.csv, committed, sink, node, tz=s.pipeline.tz)
     else:
         shipper = storejob.logins_shipper(s, sink, node, committed)
+    # The fleet keeps the node's position across `mlsd reset`: it goes on through the CSVs
+    # reset moved aside (mlsd.store.handover).
+    state_dir = s.cfg.paths.state_dir
+    shipper.moved = lambda: handover.load(state_dir, journal.name)
     log.info("fleet shipping", target=sink.target, node=node, journal=journal.name)
     try:
         async with storejob.beside(

@@ -23,6 +23,7 @@ from typing import Final
 from mlsd import logs
 from mlsd.safefs import nofollow_opener
 from mlsd.store.contract import Batch, Position, Row, Sink, StoreConflict
+from mlsd.store.handover import Leg, Moved, next_leg
 from mlsd.store.journals import EVENTS, Journal
 from mlsd.untrusted import terminal
 
@@ -78,6 +79,7 @@ class Shipper:
         tz: tzinfo = UTC,
         journal: Journal = EVENTS,
         on_mismatch: OnMismatch | None = None,
+        moved: Callable[[], list[Moved]] | None = None,
         batch_rows: int = BATCH_ROWS,
         max_delay: float = MAX_DELAY,
     ) -> None:
@@ -90,6 +92,11 @@ class Shipper:
         self._first = len(journal.header)
         """The offset of the CSV's first row."""
         self.on_mismatch = on_mismatch
+        self.moved = moved
+        """The CSVs `mlsd reset` moved aside (mlsd.store.handover), for a sink that keeps
+        its position across resets (the fleet); None: a moved CSV is a mismatch."""
+        self._leg: Leg | None = None
+        self._leg_path: Path | None = None
         self.batch_rows = batch_rows
         self.max_delay = max_delay
         self.wake = asyncio.Event()
@@ -170,19 +177,27 @@ class Shipper:
             if target is None:
                 return shipped
             start = await self._start(target)
-            await asyncio.to_thread(self._count_behind, start, target)
-            if start.csv_offset >= target.csv_offset:
-                self._built()
-                return shipped
-            rows, end, skipped = await asyncio.to_thread(self._read, start, target)
+            leg = self._leg
+            if leg is None:
+                path, until, expect = self.csv_path, target, start
+                await asyncio.to_thread(self._count_behind, start, target)
+                if start.csv_offset >= target.csv_offset:
+                    self._built()
+                    return shipped
+            else:  # the node goes on from a CSV that `mlsd reset` moved aside
+                path, until, expect = leg.path, leg.until, leg.expect
+                if start.csv_offset >= until.csv_offset:
+                    return shipped  # the live CSV has no committed row yet
+            rows, end, skipped = await asyncio.to_thread(self._read, start, until, path)
             if end == start:  # the committed end is not at a line end: edited in place?
-                raise StoreConflict(f"{self.csv_path}: no whole row before the committed end")
-            await self.sink.append(self.node, Batch(rows, start, end))
+                raise StoreConflict(f"{path}: no whole row before the committed end")
+            await self.sink.append(self.node, Batch(rows, expect, end))
             self.stored = end
             shipped += len(rows)
             self._account(rows, skipped)
 
     async def _start(self, target: Position) -> Position:
+        self._leg = None
         if not self._known:
             self.stored = await self.sink.position(self.node)
             self._known = self._seen = True
@@ -194,6 +209,23 @@ class Shipper:
         why = self._mismatch(stored, target)
         if why is None:
             return stored
+        leg = (
+            None
+            if self.moved is None
+            else next_leg(self.moved(), stored, self.csv_path, target, self._first)
+        )
+        if leg is not None:
+            if leg.path != self._leg_path:  # once per file
+                self._leg_path = leg.path
+                log.info(
+                    "shipping on after mlsd reset",
+                    sink=self.sink.name,
+                    node=self.node,
+                    csv=str(leg.path),
+                    stored=_show(stored),
+                )
+            self._leg = leg
+            return leg.read_from
         if self.on_mismatch is None:
             raise StoreConflict(
                 f"the {self.sink.name}'s position for {self.node} ({_show(stored)}) is not "
@@ -227,16 +259,19 @@ class Shipper:
 
     # ---- reading the CSV (in a worker thread)
 
-    def _read(self, start: Position, target: Position) -> tuple[list[Row], Position, int]:
-        """Up to `batch_rows` rows from `start`, never past `target` (the committed end)."""
+    def _read(
+        self, start: Position, target: Position, path: Path
+    ) -> tuple[list[Row], Position, int]:
+        """Up to `batch_rows` rows of `path` from `start`, never past `target` (the
+        committed end)."""
         rows: list[Row] = []
         skipped = 0
         tz = self.tz
         decode, typed = self.journal.cells, self.journal.row
-        with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
+        with open(path, "rb", opener=nofollow_opener) as fh:
             st = os.fstat(fh.fileno())
             if (st.st_dev, st.st_ino) != (target.csv_dev, target.csv_ino):
-                raise StoreConflict(f"{self.csv_path} is not the CSV the checkpoint committed")
+                raise StoreConflict(f"{path} is not the CSV the checkpoint committed")
             fh.seek(start.csv_offset)
             at, end = start.csv_offset, target.csv_offset
             while at < end and len(rows) < self.batch_rows:
