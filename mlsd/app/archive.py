@@ -11,6 +11,9 @@ daemon would be rewritten by it a moment later, against a CSV that is gone.
 - purge: also the report state (the last day sent, the coverage counters, reports written
   to disk), the outbox, failed messages included, and the alerts journal: the next start
   behaves like a first install, and mails no report queued before the purge.
+
+Both first record the CSVs they move in `handover.json`, which stays (mlsd.store.handover):
+a fleet keeps the node's position across them, and follows it through the archive.
 """
 
 from __future__ import annotations
