@@ -15,7 +15,11 @@ import pytest
 from tests.chaoskit import run_in_process, run_subprocess
 
 _ONE = os.environ.get("MLSD_CHAOS_SEED")
-IN_PROCESS = [int(_ONE)] if _ONE else list(range(20))
+IN_PROCESS = [int(_ONE)] if _ONE else [*range(20), 114]
+"""Seeds 0-19, and 114: a generation renamed by a `create` rotation and written to by the
+lagging writer, read, then compressed (another inode) and listed after an empty newer
+generation; a restart took it for new and read it again (23 rows twice) until the
+checkpoint remembered the generations read to their end (Checkpoint.sealed)."""
 SUBPROCESS = [int(_ONE)] if _ONE else list(range(3))
 
 

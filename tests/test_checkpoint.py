@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -40,6 +41,24 @@ def test_checkpoint_round_trip_and_atomic_replace(tmp_path: Path) -> None:
     )
     store.save(pinned)  # before the first batch: the CSV pinned, no generation yet
     assert pinned == store.load()
+    assert "sealed" not in (tmp_path / "checkpoint.json").read_text()  # only when set
+    sealed = GenerationId(dev=1, ino=9, head_len=1024, head_sha256="cd", prefix_sha256="ef")
+    with_sealed = dataclasses.replace(_cp(30), sealed=(sealed,))
+    store.save(with_sealed)
+    assert with_sealed == store.load()
+
+
+@pytest.mark.parametrize(
+    "sealed", ['"x"', '[{"dev": -1, "ino": 2, "head_len": 3, "head_sha256": "ab"}]', "[3]"]
+)
+def test_a_damaged_sealed_list_is_a_damaged_checkpoint(tmp_path: Path, sealed: str) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(_cp(10))
+    path = tmp_path / "checkpoint.json"
+    text = path.read_text().replace('"committed_at"', f'"sealed": {sealed},\n "committed_at"')
+    path.write_text(text)
+    with pytest.raises(StateError, match="checkpoint is damaged"):
+        store.load()
 
 
 def test_torn_temp_file_is_ignored(env: Env) -> None:

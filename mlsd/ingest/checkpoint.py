@@ -131,12 +131,21 @@ class Checkpoint:
     older mlsd's, or `[sentinel] record_logins = no` from the start) has no logins CSV
     pinned yet, and the next start pins it."""
 
+    sealed: tuple[GenerationId, ...] = ()
+    """The last generations the follower read to their end and let go (newest last), so
+    that a restart never takes one of them for a newer generation: a file a lagging
+    writer wrote to after its successor was created sorts after that successor by time,
+    and once compressed it has another inode (found as chaos seed 114). Written only when
+    set."""
+
     def to_json(self) -> str:
         """The versioned on-disk form."""
         data = asdict(self)
         for key in ("cursor", *_LOGINS_KEYS):
             if data[key] is None:
                 del data[key]
+        if not data["sealed"]:
+            del data["sealed"]
         return json.dumps({"version": VERSION, **data}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
@@ -159,10 +168,18 @@ class Checkpoint:
             if raw_first is not None:
                 listed = tuple(GenerationId(**g) for g in raw_first.pop("rotated", ()))
                 first = FirstStart(**raw_first, rotated=listed)
-            cp = cls(generation=gen, first_start=first, **data)
+            raw_sealed = data.pop("sealed", [])
+            if not isinstance(raw_sealed, list):
+                raise TypeError("sealed is not a list")
+            sealed = tuple(GenerationId(**g) for g in raw_sealed)
+            cp = cls(generation=gen, first_start=first, sealed=sealed, **data)
             ints = [cp.offset, cp.csv_dev, cp.csv_ino, cp.csv_length]
             if gen is not None:
                 ints += [gen.dev, gen.ino, gen.head_len]
+            for g in sealed:
+                ints += [g.dev, g.ino, g.head_len]
+                if not isinstance(g.head_sha256, str):
+                    raise TypeError("a sealed generation's digest is not a string")
             if first is not None:
                 if first.policy not in get_args(Policy):
                     raise ValueError(f"unknown first-start policy {first.policy!r}")

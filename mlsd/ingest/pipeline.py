@@ -145,6 +145,8 @@ class Pipeline:
         self.discard_line = False
         """The last committed offset is inside an over-long line (Checkpoint.discard_line)."""
         self.generation_mtime: float | None = None
+        self.sealed: tuple[GenerationId, ...] = ()
+        """The generations read to their end before the committed one (Checkpoint.sealed)."""
         """The committed generation's last-write time (Checkpoint.generation_mtime)."""
         self.cursor: str | None = None
         """A journal source's last committed cursor (Checkpoint.cursor)."""
@@ -182,6 +184,7 @@ class Pipeline:
         self.first_start = cp.first_start
         self.discard_line = cp.discard_line
         self.generation_mtime = cp.generation_mtime
+        self.sealed = cp.sealed
         self.cursor = cp.cursor
         if cp.logins_dev is not None and cp.logins_ino is not None and cp.logins_length is not None:
             self._logins_pin = Pin(cp.logins_dev, cp.logins_ino, cp.logins_length)
@@ -238,6 +241,7 @@ class Pipeline:
         self._record(events, logins)
         self.discard_line = batch.discard_line
         self.generation_mtime = batch.mtime
+        self.sealed = batch.sealed
         self._save(batch.position, batch.offset)
         c = self.counters
         c.lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
@@ -335,6 +339,7 @@ class Pipeline:
             first_start=self.first_start,
             discard_line=self.discard_line,
             generation_mtime=self.generation_mtime,
+            sealed=self.sealed,
             cursor=self.cursor,
             logins_dev=None if pin is None else pin.dev,
             logins_ino=None if pin is None else pin.ino,

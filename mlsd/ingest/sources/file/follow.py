@@ -57,6 +57,8 @@ class Batch:
     """`offset` is inside an over-long line (see Checkpoint.discard_line)."""
     mtime: float | None = None
     """The generation's last-write time when read (see Checkpoint.generation_mtime)."""
+    sealed: tuple[GenerationId, ...] = ()
+    """The generations read to their end before this one (see Checkpoint.sealed)."""
 
     @property
     def consumed(self) -> int:
@@ -98,6 +100,8 @@ class Follower:
 
     def start(self, cp: Checkpoint | None, *, start_at: str, import_rotated: bool) -> str:
         """Place the reader from the checkpoint (or the first-start policy); returns how."""
+        if cp is not None:
+            self.lineage.restore(cp.sealed)
         placed = Placement(self.lineage, self.logpath)
         how = placed.start(cp, start_at=start_at, import_rotated=import_rotated)
         self.cur, self.first = placed.cur, placed.first
@@ -234,6 +238,7 @@ class Follower:
             piece.too_long,
             cur.discard,
             mtime,
+            self.lineage.sealed_ids(),
         )
 
     def _stat_live(self) -> os.stat_result | None:

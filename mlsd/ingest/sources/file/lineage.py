@@ -28,6 +28,8 @@ from mlsd.ingest.sources.file.reading import Generation
 
 log = logs.get("mlsd.follow")
 
+SEALED_KEPT: Final = 8
+"""Generations remembered as read to their end (here and in the checkpoint)."""
 MTIME_SLACK: Final = 0.05
 """Seconds: file times come from the kernel's coarse clock, which may lag `time.time()` by
 a tick, so a write just after a decision can carry a time just before it."""
@@ -83,7 +85,15 @@ class Lineage:
     def sealed(self, cur: Generation) -> None:
         """`cur` was read to its end and let go: never read it again."""
         if cur.head:
-            self._sealed = [*self._sealed[-7:], cur.ident()]
+            self._sealed = [*self._sealed[-(SEALED_KEPT - 1) :], cur.ident()]
+
+    def sealed_ids(self) -> tuple[GenerationId, ...]:
+        """The generations sealed here, for the checkpoint (Checkpoint.sealed)."""
+        return tuple(self._sealed)
+
+    def restore(self, sealed: tuple[GenerationId, ...]) -> None:
+        """Know again, after a restart, the generations a previous run sealed."""
+        self._sealed = list(sealed[-SEALED_KEPT:])
 
     def successor(
         self, cur: Generation, live_st: os.stat_result | None
