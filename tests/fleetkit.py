@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from mlsd.config.schema import Secret
 from mlsd.fleet.pgsink import PgSink
 from mlsd.store.contract import Position, StoredRow
@@ -108,3 +110,13 @@ def as_stored(node: str, batch: list[StoredRow]) -> Counter[tuple[object, ...]]:
 
 def pos(offset: int, ino: int = 42, dev: int = 7) -> Position:
     return Position(csv_dev=dev, csv_ino=ino, csv_offset=offset)
+
+
+@pytest.fixture(name="fleet")
+def migrated_fleet(pg_db: Database) -> Fleet:
+    """Fixture `fleet`: a fresh database with mlsd's fleet schema, for the tests that ship
+    into it (import it into the test module; the tests that migrate themselves define
+    their own `fleet`)."""
+    f = make_fleet(pg_db)
+    f.migrate()
+    return f

@@ -12,9 +12,10 @@ from pathlib import Path
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.ingest.csvlog import RowFormat
 from mlsd.rows import HEADER, AuthFailure, Enrichment, decode_row, encode_rows, split_cells
-from mlsd.store.contract import LoginRow, Position, Row, StoredRow
+from mlsd.store.contract import Batch, LoginRow, Position, Row, StoredRow
 from mlsd.store.journals import LOGINS_HEADER
 from mlsd.store.rowmap import login_row, stored_row
+from mlsd.store.sqlite import SqliteStore
 
 
 def events(n: int, *, seed: int = 1, start: datetime | None = None) -> list[AuthFailure]:
@@ -58,6 +59,18 @@ def write_csv(path: Path, evs: list[AuthFailure], **kw: object) -> None:
     """A new CSV (header and rows), mode 0640."""
     path.write_bytes(HEADER + encode(evs, **kw))  # type: ignore[arg-type]
     os.chmod(path, 0o640)
+
+
+def sqlite_of(csv: Path, path: Path, tz: tzinfo = UTC) -> Path:
+    """A SQLite store at `path` holding every row of `csv`, as the daemon's store would
+    (`tz`: the zone of MailLogSentinel-format dates)."""
+    st = os.stat(csv)
+    store = SqliteStore(path)
+    store.open("mx1")
+    first = Position(st.st_dev, st.st_ino, len(HEADER))
+    store.append("mx1", Batch(csv_rows(csv, tz), first, position(csv)))
+    store.close()
+    return path
 
 
 def append_csv(path: Path, evs: list[AuthFailure]) -> None:

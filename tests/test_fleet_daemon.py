@@ -18,19 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleetkit import PASSWORD, Fleet, make_fleet
+from tests.fleetkit import (
+    PASSWORD,
+    Fleet,
+    migrated_fleet,  # noqa: F401 - the `fleet` fixture
+)
 from tests.followkit import Env, Writer, kill9, wait_for
-from tests.pgkit import Database
 from tests.storekit import csv_rows
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def fleet(pg_db: Database) -> Fleet:
-    f = make_fleet(pg_db)
-    f.migrate()
-    return f
 
 
 def node_env(fleet: Fleet, root: Path, name: str) -> Env:

@@ -22,18 +22,13 @@ import pytest
 from mlsd.store import handover, ship
 from mlsd.store.contract import Position, StoreConflict
 from mlsd.store.ship import Shipper
-from tests.fleetkit import Fleet, make_fleet
-from tests.pgkit import Database
+from tests.fleetkit import (
+    Fleet,
+    migrated_fleet,  # noqa: F401 - the `fleet` fixture
+)
 from tests.storekit import append_csv, csv_rows, events, position, write_csv
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def fleet(pg_db: Database) -> Fleet:
-    f = make_fleet(pg_db)
-    f.migrate()
-    return f
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +64,23 @@ async def ship_all(s: Shipper) -> None:
         await s.ship_committed()
     finally:
         await s.sink.close()
+
+
+def shipped(fleet: Fleet, tmp_path: Path, rows: int) -> tuple[Path, Path]:
+    """A node's state directory and CSV of `rows` rows, all shipped to the fleet."""
+    state = tmp_path / "state"
+    state.mkdir()
+    csv = tmp_path / "mlsd.csv"
+    write_csv(csv, events(rows, seed=1))
+    asyncio.run(ship_all(shipper(fleet, csv, state, [position(csv)])))
+    return state, csv
+
+
+def copied(path: Path) -> None:
+    """`path` replaced by a copy of itself: the same bytes under another inode (an
+    archive moved to another file system)."""
+    shutil.copy(path, path.with_suffix(".copy"))
+    os.replace(path.with_suffix(".copy"), path)
 
 
 def test_after_two_resets_the_fleet_gets_every_committed_row_once(
@@ -108,16 +120,10 @@ def test_a_reset_with_everything_shipped_moves_on_even_if_the_archive_is_a_copy(
 ) -> None:
     """The archive on another file system is a copy (another inode): nothing of it is
     read when the fleet had all of it, so the node moves on to its new CSV."""
-    state = tmp_path / "state"
-    state.mkdir()
-    csv = tmp_path / "mlsd.csv"
-    write_csv(csv, events(12, seed=1))
-    committed = [position(csv)]
-    asyncio.run(ship_all(shipper(fleet, csv, state, committed)))
+    state, csv = shipped(fleet, tmp_path, 12)
     old = rows_of(csv)
     a = reset(state, csv, tmp_path / "archive-1", csv.stat().st_size)
-    shutil.copy(a, a.with_suffix(".copy"))
-    os.replace(a.with_suffix(".copy"), a)  # same path, another inode
+    copied(a)
     write_csv(csv, events(9, seed=2))
     committed = [position(csv)]
     asyncio.run(ship_all(shipper(fleet, csv, state, committed)))
@@ -129,16 +135,10 @@ def test_a_rest_left_in_a_copied_archive_is_a_conflict_naming_it(
 ) -> None:
     """Rows the fleet lacks are in an archive that is no longer the same file: nothing is
     shipped (not the new CSV either, which would skip them), and the error names it."""
-    state = tmp_path / "state"
-    state.mkdir()
-    csv = tmp_path / "mlsd.csv"
-    write_csv(csv, events(12, seed=1))
-    committed = [position(csv)]
-    asyncio.run(ship_all(shipper(fleet, csv, state, committed)))
+    state, csv = shipped(fleet, tmp_path, 12)
     append_csv(csv, events(6, seed=2))
     a = reset(state, csv, tmp_path / "archive-1", csv.stat().st_size)
-    shutil.copy(a, a.with_suffix(".copy"))
-    os.replace(a.with_suffix(".copy"), a)
+    copied(a)
     write_csv(csv, events(9, seed=3))
     committed = [position(csv)]
     with pytest.raises(StoreConflict, match=str(a)):
@@ -149,12 +149,7 @@ def test_a_rest_left_in_a_copied_archive_is_a_conflict_naming_it(
 def test_without_the_record_a_moved_csv_is_still_a_conflict(fleet: Fleet, tmp_path: Path) -> None:
     """No handover record (or a shipper that does not read it): the position on another
     CSV stops shipping, as before; nothing of the new CSV goes in."""
-    state = tmp_path / "state"
-    state.mkdir()
-    csv = tmp_path / "mlsd.csv"
-    write_csv(csv, events(12, seed=1))
-    committed = [position(csv)]
-    asyncio.run(ship_all(shipper(fleet, csv, state, committed)))
+    state, csv = shipped(fleet, tmp_path, 12)
     (tmp_path / "archive").mkdir()
     os.rename(csv, tmp_path / "archive" / "mlsd.csv")  # moved by hand: no record
     write_csv(csv, events(9, seed=3))

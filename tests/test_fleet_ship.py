@@ -19,18 +19,13 @@ import pytest
 from mlsd.store import ship
 from mlsd.store.contract import Position, StoreConflict
 from mlsd.store.ship import Shipper
-from tests.fleetkit import Fleet, make_fleet
-from tests.pgkit import Database
+from tests.fleetkit import (
+    Fleet,
+    migrated_fleet,  # noqa: F401 - the `fleet` fixture
+)
 from tests.storekit import append_csv, csv_rows, events, position, write_csv
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def fleet(pg_db: Database) -> Fleet:
-    f = make_fleet(pg_db)
-    f.migrate()
-    return f
 
 
 @pytest.fixture(autouse=True)

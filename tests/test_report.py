@@ -34,11 +34,9 @@ from mlsd.report import compose, display, history, message, sections, tally
 from mlsd.report.daycache import DaySummary
 from mlsd.report.schedule import report_window
 from mlsd.rows import HEADER, AuthFailure, Enrichment, encode_rows
-from mlsd.store.contract import Batch, Position
 from mlsd.store.dayquery import StoreDays
-from mlsd.store.sqlite import SqliteStore
 from mlsd.watched import FirstStart
-from tests.storekit import csv_rows, position
+from tests.storekit import sqlite_of
 
 PARIS = ZoneInfo("Europe/Paris")
 DAY = date(2026, 11, 24)
@@ -127,19 +125,7 @@ def stored(cfg: Config) -> StoreDays | None:
         return None
     path = cfg.paths.state_dir / "test-events.sqlite3"
     path.unlink(missing_ok=True)
-    st = os.stat(csv_path)
-    store = SqliteStore(path)
-    store.open("mx1")
-    store.append(
-        "mx1",
-        Batch(
-            csv_rows(csv_path, PARIS),
-            Position(st.st_dev, st.st_ino, len(HEADER)),
-            position(csv_path),
-        ),
-    )
-    store.close()
-    return StoreDays(path)
+    return StoreDays(sqlite_of(csv_path, path, PARIS))
 
 
 def build(cfg: Config, day: date = DAY, **kw: object) -> compose.Report:

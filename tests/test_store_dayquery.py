@@ -27,10 +27,8 @@ from mlsd.report.history import HISTORY_DAYS
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
 from mlsd.rows import HEADER, AuthFailure, Enrichment
-from mlsd.store.contract import Batch, Position
 from mlsd.store.dayquery import StoreDays
-from mlsd.store.sqlite import SqliteStore
-from tests.storekit import csv_rows, events, position, write_csv
+from tests.storekit import events, sqlite_of, write_csv
 from tests.test_store_queries import CORPUS_FILES, corpus_events
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -38,15 +36,7 @@ PARIS = ZoneInfo("Europe/Paris")
 
 def store_of(tmp_path: Path, csv: Path) -> StoreDays:
     """The store of the CSV's rows, as the daemon's store holds them."""
-    st = os.stat(csv)
-    path = tmp_path / "events.sqlite3"
-    store = SqliteStore(path)
-    store.open("mx1")
-    store.append(
-        "mx1", Batch(csv_rows(csv), Position(st.st_dev, st.st_ino, len(HEADER)), position(csv))
-    )
-    store.close()
-    return StoreDays(path)
+    return StoreDays(sqlite_of(csv, tmp_path / "events.sqlite3"))
 
 
 def rows_of(csv: Path) -> list[tuple[int, list[str]]]:

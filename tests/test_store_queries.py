@@ -23,11 +23,9 @@ import pytest
 from mlsd.report import window
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
-from mlsd.rows import HEADER, AuthFailure
+from mlsd.rows import AuthFailure
 from mlsd.store import queries
-from mlsd.store.contract import Batch, Position
-from mlsd.store.sqlite import SqliteStore
-from tests.storekit import csv_rows, events, position, write_csv
+from tests.storekit import events, sqlite_of, write_csv
 
 CORPUS = Path(__file__).parent / "corpus"
 PARIS = ZoneInfo("Europe/Paris")
@@ -64,15 +62,7 @@ def store(tmp_path: Path, evs: list[AuthFailure]) -> tuple[Path, sqlite3.Connect
     """The CSV of `evs` (in that order) and a read-only connection to a store of it."""
     csv = tmp_path / "events.csv"
     write_csv(csv, evs)
-    st = os.stat(csv)
-    db = tmp_path / "events.sqlite3"
-    sq = SqliteStore(db)
-    sq.open("mx1")
-    sq.append(
-        "mx1", Batch(csv_rows(csv), Position(st.st_dev, st.st_ino, len(HEADER)), position(csv))
-    )
-    sq.close()
-    return csv, queries.connect(db)
+    return csv, queries.connect(sqlite_of(csv, tmp_path / "events.sqlite3"))
 
 
 def all_rows(csv: Path) -> Iterator[tuple[int, list[str]]]:
