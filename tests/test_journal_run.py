@@ -75,6 +75,36 @@ def test_kill9_at_arbitrary_points_with_entries_written_while_down(tmp_path: Pat
     env.cleanup()
 
 
+def test_entries_of_earlier_boots_are_read_on_a_first_start_and_after_a_reboot(
+    tmp_path: Path,
+) -> None:
+    """journalctl 252 `--follow` shows only the latest boot unless `--merge`: a first start
+    from the beginning read only the last boot's entries (silently), and a restart whose
+    cursor was in the boot before a reboot lost that boot's rest (said as a vacuum gap).
+    Here: boot A's entries, a first start, A's later entries while mlsd is down, then
+    boot B's; every failure once, no gap."""
+    env = JournalEnv(tmp_path)
+    j = env.journal
+
+    def boot(boot_id: str, seqs: range) -> None:
+        j.write([{**e, "_BOOT_ID": boot_id} for e in j.seq_entries(seqs)])
+
+    boot("a" * 32, range(0, 5))
+    boot("b" * 32, range(5, 8))  # a second boot already in the journal at the first start
+    proc = env.start()
+    env.wait_rows(users(range(8)))
+    assert env.stop(proc) == 0
+    boot("b" * 32, range(8, 12))  # the rest of boot b, while mlsd is down
+    boot("c" * 32, range(12, 15))  # then a reboot
+    proc = env.start()
+    env.wait_rows(users(range(15)))
+    time.sleep(0.3)  # nothing more arrives late
+    assert env.rows() == users(range(15))
+    assert env.stop(proc) == 0
+    assert "gap journal" not in env.all_stderr()
+    env.cleanup()
+
+
 def _journalctl_pids(err: str) -> list[int]:
     return [int(p) for p in re.findall(r"journalctl started pid=(\d+)", err)]
 

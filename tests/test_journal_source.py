@@ -21,6 +21,7 @@ from mlsd.ingest.sources.journal import (
     entry_time,
     field_bytes,
     last_cursor,
+    local_machine_id,
     realtime,
     same_entry,
 )
@@ -90,6 +91,7 @@ def test_argv_follow_from_a_cursor_with_exact_matches(tmp_path: Path) -> None:
         "--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_HOSTNAME,_SYSTEMD_UNIT",
         "--no-pager",
         f"--directory={tmp_path}",
+        "--merge",
         f"--cursor={C}",
         "--follow",
         "--no-tail",
@@ -111,6 +113,39 @@ def test_argv_with_patterns_reads_every_entry() -> None:
         "--no-pager",
     ]
     assert argv(m, None, follow=False, cursor=C, last=True)[-1] == "--lines=1"
+
+
+MID = "0123456789abcdef0123456789abcdef"
+
+
+def test_argv_of_the_system_journal_merges_only_this_machines_entries() -> None:
+    """`--merge` (no implied current boot when following), and this machine's id in every
+    OR'd group, so that other machines' journals (`/var/log/journal/remote`) stay out."""
+    exact = Matcher(("_SYSTEMD_UNIT=postfix.service", "SYSLOG_IDENTIFIER=dovecot"))
+    args = argv(exact, None, follow=True, machine_id=MID)
+    assert args[4:] == [
+        "--merge",
+        "--follow",
+        "--no-tail",
+        f"_MACHINE_ID={MID}",
+        "_SYSTEMD_UNIT=postfix.service",
+        "+",
+        f"_MACHINE_ID={MID}",
+        "SYSLOG_IDENTIFIER=dovecot",
+    ]
+    patterns = argv(Matcher(DEFAULT_MATCH), None, follow=True, machine_id=MID)
+    assert patterns[4:] == ["--merge", "--follow", "--no-tail", f"_MACHINE_ID={MID}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(MID + "\n", MID), ("", None), ("not-an-id\n", None), (MID.upper(), None)],
+)
+def test_local_machine_id(tmp_path: Path, text: str, expected: str | None) -> None:
+    path = tmp_path / "machine-id"
+    path.write_text(text)
+    assert local_machine_id(path) == expected
+    assert local_machine_id(tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from mlsd.ingest.grammar import Skip
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.ingest.sources.journal import (
     CHUNK,
+    MACHINE_ID,
     JournalCtl,
     argv,
     cursor_time,
@@ -39,6 +40,7 @@ from mlsd.ingest.sources.journal import (
     entry_time,
     last_cursor,
     last_entry,
+    local_machine_id,
     same_entry,
 )
 from mlsd.ingest.sources.journalevents import events_of, logins_of
@@ -68,6 +70,14 @@ class JournalFeed:
         self.lock = lock
         self.matcher = Matcher(cfg.source.journal_match)
         self.directory = cfg.source.journal_directory
+        self.machine_id = local_machine_id() if self.directory is None else None
+        """This machine's id, for the system journal (see `argv`)."""
+        if self.directory is None and self.machine_id is None:
+            log.warning(
+                "journal: %s cannot be read: journalctl follows only the current boot, so "
+                "after a reboot entries of the boot before that were not read yet are missed",
+                MACHINE_ID,
+            )
         self.gaps = 0
         self.restarts = 0
         self.problem: str | None = None
@@ -138,7 +148,7 @@ class JournalFeed:
     def probe(self) -> bytes | None:
         """Ask journalctl for the journal's last entry: what it wrote, or None when it cannot
         read the journal (said as an error, and kept for STATUS= until it can)."""
-        out, problem = last_entry(self.matcher, self.directory)
+        out, problem = last_entry(self.matcher, self.directory, self.machine_id)
         if problem is not None:
             self._say_problem(problem)
             return None
@@ -146,7 +156,14 @@ class JournalFeed:
 
     async def _start(self, *, follow: bool = False, last: bool = False) -> JournalCtl:
         cursor = None if last else self.pipeline.cursor
-        args = argv(self.matcher, self.directory, follow=follow, cursor=cursor, last=last)
+        args = argv(
+            self.matcher,
+            self.directory,
+            follow=follow,
+            cursor=cursor,
+            last=last,
+            machine_id=self.machine_id,
+        )
         try:
             proc = await JournalCtl.start(args, self.directory, self._say_problem)
         except OSError as exc:

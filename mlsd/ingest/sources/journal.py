@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -142,6 +143,18 @@ def field_bytes(value: object) -> bytes | None:
     return None
 
 
+MACHINE_ID: Final = Path("/etc/machine-id")
+
+
+def local_machine_id(path: Path = MACHINE_ID) -> str | None:
+    """This machine's id (32 hex digits), or None when it cannot be read."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
+
+
 def argv(
     matcher: Matcher,
     directory: Path | None,
@@ -149,20 +162,44 @@ def argv(
     follow: bool,
     cursor: str | None = None,
     last: bool = False,
+    machine_id: str | None = None,
 ) -> list[str]:
     """journalctl's command line: from `cursor` (inclusive: see JournalReader) or the
-    start, or only the `last` entry; following or to the end."""
+    start, or only the `last` entry; following or to the end.
+
+    Always `--merge`: without it, journalctl 252 `--follow` shows only the current boot (a
+    directory's latest), so a restart after a reboot lost the rest of the boot before it
+    and a first start missed every earlier boot. For the system journal, `--merge` would
+    also open other machines' journals (`/var/log/journal/remote`): `machine_id` (this
+    machine's) keeps only its own entries, as journalctl's default does. Without it the
+    system journal is read as before (`--merge` left out)."""
     fields = sorted({*FIELDS, *matcher.fields})
     out = [JOURNALCTL, "--output=json", f"--output-fields={','.join(fields)}", "--no-pager"]
     if directory is not None:
         out.append(f"--directory={directory}")
+    if directory is not None or machine_id is not None:
+        out.append("--merge")
     if last:
         out.append("--lines=1")
     elif cursor is not None:
         out.append(f"--cursor={cursor}")
     if follow:
         out += ["--follow", "--no-tail"]
-    return out + matcher.journalctl_args()
+    matches = matcher.journalctl_args()
+    if directory is None and machine_id is not None:
+        # The machine's term joins each OR'd group (terms of different fields are AND'd).
+        local = f"_MACHINE_ID={machine_id}"
+        groups: list[list[str]] = [[]]
+        for arg in matches:
+            if arg == "+":
+                groups.append([])
+            else:
+                groups[-1].append(arg)
+        matches = []
+        for group in groups:
+            matches += [local, *group, "+"]
+        matches = matches[:-1]
+    return out + matches
 
 
 def journalctl_env() -> dict[str, str]:
@@ -192,10 +229,12 @@ def access_problem(line: str, directory: Path | None) -> str | None:
     return None
 
 
-def last_entry(matcher: Matcher, directory: Path | None) -> tuple[bytes, str | None]:
+def last_entry(
+    matcher: Matcher, directory: Path | None, machine_id: str | None = None
+) -> tuple[bytes, str | None]:
     """Run journalctl for the journal's last entry: what it wrote (b"" for an empty
     journal), and why it cannot read the journal (cause and fix), if it cannot."""
-    args = argv(matcher, directory, follow=False, last=True)
+    args = argv(matcher, directory, follow=False, last=True, machine_id=machine_id)
     try:
         done = subprocess.run(
             args, capture_output=True, timeout=60, check=False, env=journalctl_env()
