@@ -174,20 +174,19 @@ class Checkpoint:
             sealed = tuple(GenerationId(**g) for g in raw_sealed)
             cp = cls(generation=gen, first_start=first, sealed=sealed, **data)
             ints = [cp.offset, cp.csv_dev, cp.csv_ino, cp.csv_length]
-            if gen is not None:
-                ints += [gen.dev, gen.ino, gen.head_len]
-            for g in sealed:
-                ints += [g.dev, g.ino, g.head_len]
-                if not isinstance(g.head_sha256, str):
-                    raise TypeError("a sealed generation's digest is not a string")
             if first is not None:
                 if first.policy not in get_args(Policy):
                     raise ValueError(f"unknown first-start policy {first.policy!r}")
                 if not isinstance(first.decided_at, int | float):
                     raise TypeError("decision time is not a number")
                 ints += [v for v in (first.dev, first.ino) if v is not None]
-                for g in first.rotated:
-                    ints += [g.dev, g.ino, g.head_len]
+            # Every generation named: the current one, the first start's, the sealed ones.
+            for g in (*([gen] if gen else []), *(first.rotated if first else ()), *sealed):
+                ints += [g.dev, g.ino, g.head_len]
+                if not isinstance(g.head_sha256, str):
+                    raise TypeError("a generation's digest is not a string")
+                if not isinstance(g.prefix_sha256, str | None):
+                    raise TypeError("prefix_sha256 is not a string")
             pin = [getattr(cp, k) for k in _LOGINS_KEYS]
             if any(v is not None for v in pin):
                 if any(v is None for v in pin):
@@ -199,8 +198,6 @@ class Checkpoint:
                 raise TypeError("discard_line is not true or false")
             if cp.generation_mtime is not None and not isinstance(cp.generation_mtime, int | float):
                 raise TypeError("generation_mtime is not a number")
-            if gen is not None and not isinstance(gen.prefix_sha256, str | None):
-                raise TypeError("prefix_sha256 is not a string")
             if cp.cursor is not None and not (
                 isinstance(cp.cursor, str) and _CURSOR.fullmatch(cp.cursor)
             ):

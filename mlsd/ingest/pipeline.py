@@ -145,9 +145,9 @@ class Pipeline:
         self.discard_line = False
         """The last committed offset is inside an over-long line (Checkpoint.discard_line)."""
         self.generation_mtime: float | None = None
+        """The committed generation's last-write time (Checkpoint.generation_mtime)."""
         self.sealed: tuple[GenerationId, ...] = ()
         """The generations read to their end before the committed one (Checkpoint.sealed)."""
-        """The committed generation's last-write time (Checkpoint.generation_mtime)."""
         self.cursor: str | None = None
         """A journal source's last committed cursor (Checkpoint.cursor)."""
         self.committed: Checkpoint | None = None
