@@ -52,13 +52,16 @@ class Matcher:
         self.exact = not any("*" in v for _, v in pairs)
         """Whether journalctl can do all the matching (no `*` in any term)."""
 
-    def journalctl_args(self) -> list[str]:
-        """The matches to pass to journalctl: the terms OR'd with `+`, or none (all entries)."""
+    def journalctl_args(self, also: str | None = None) -> list[str]:
+        """The matches to pass to journalctl: the terms OR'd with `+`, or none (all entries).
+        `also`, a `FIELD=VALUE` term, is AND'd with each of them (journalctl ANDs terms of
+        different fields within a group), or is the only match."""
+        lead = [also] if also else []
         if not self.exact:
-            return []
+            return lead
         out: list[str] = []
         for term in self.terms:
-            out += [term, "+"]
+            out += [*lead, term, "+"]
         return out[:-1]
 
     def __call__(self, entry: Mapping[str, object]) -> bool:

@@ -13,7 +13,7 @@ from typing import BinaryIO, Final
 from mlsd.config import Config
 from mlsd.errors import InputError
 from mlsd.ingest.grammar import Skip
-from mlsd.ingest.sources.journal import access_problem, argv, journalctl_env, local_machine_id
+from mlsd.ingest.sources.journal import access_problem, argv, journalctl_env, machine_of
 from mlsd.ingest.sources.journalevents import events_of
 from mlsd.journalmatch import Matcher
 from mlsd.rows import AuthFailure
@@ -35,8 +35,7 @@ def parse_journal(
     with tempfile.TemporaryFile() as err:
         # stderr to a file: journalctl says little there, but a pipe left unread could
         # fill and stall it while its output is read here.
-        mine = local_machine_id() if where is None else None
-        args = argv(matcher, where, follow=False, machine_id=mine)
+        args = argv(matcher, where, follow=False, machine_id=machine_of(where))
         try:
             proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=journalctl_env())
         except OSError as exc:

@@ -40,7 +40,7 @@ from mlsd.ingest.sources.journal import (
     entry_time,
     last_cursor,
     last_entry,
-    local_machine_id,
+    machine_of,
     same_entry,
 )
 from mlsd.ingest.sources.journalevents import events_of, logins_of
@@ -70,7 +70,7 @@ class JournalFeed:
         self.lock = lock
         self.matcher = Matcher(cfg.source.journal_match)
         self.directory = cfg.source.journal_directory
-        self.machine_id = local_machine_id() if self.directory is None else None
+        self.machine_id = machine_of(self.directory)
         """This machine's id, for the system journal (see `argv`)."""
         if self.directory is None and self.machine_id is None:
             log.warning(
@@ -148,7 +148,7 @@ class JournalFeed:
     def probe(self) -> bytes | None:
         """Ask journalctl for the journal's last entry: what it wrote, or None when it cannot
         read the journal (said as an error, and kept for STATUS= until it can)."""
-        out, problem = last_entry(self.matcher, self.directory, self.machine_id)
+        out, problem = last_entry(self.matcher, self.directory)
         if problem is not None:
             self._say_problem(problem)
             return None

@@ -155,6 +155,12 @@ def local_machine_id(path: Path = MACHINE_ID) -> str | None:
     return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
 
 
+def machine_of(directory: Path | None) -> str | None:
+    """The machine id `argv` needs: this machine's for the system journal, none for a
+    directory (whose entries may be another machine's: that is why it was named)."""
+    return local_machine_id() if directory is None else None
+
+
 def argv(
     matcher: Matcher,
     directory: Path | None,
@@ -185,21 +191,8 @@ def argv(
         out.append(f"--cursor={cursor}")
     if follow:
         out += ["--follow", "--no-tail"]
-    matches = matcher.journalctl_args()
-    if directory is None and machine_id is not None:
-        # The machine's term joins each OR'd group (terms of different fields are AND'd).
-        local = f"_MACHINE_ID={machine_id}"
-        groups: list[list[str]] = [[]]
-        for arg in matches:
-            if arg == "+":
-                groups.append([])
-            else:
-                groups[-1].append(arg)
-        matches = []
-        for group in groups:
-            matches += [local, *group, "+"]
-        matches = matches[:-1]
-    return out + matches
+    local = f"_MACHINE_ID={machine_id}" if directory is None and machine_id else None
+    return out + matcher.journalctl_args(also=local)
 
 
 def journalctl_env() -> dict[str, str]:
@@ -229,12 +222,10 @@ def access_problem(line: str, directory: Path | None) -> str | None:
     return None
 
 
-def last_entry(
-    matcher: Matcher, directory: Path | None, machine_id: str | None = None
-) -> tuple[bytes, str | None]:
+def last_entry(matcher: Matcher, directory: Path | None) -> tuple[bytes, str | None]:
     """Run journalctl for the journal's last entry: what it wrote (b"" for an empty
     journal), and why it cannot read the journal (cause and fix), if it cannot."""
-    args = argv(matcher, directory, follow=False, last=True, machine_id=machine_id)
+    args = argv(matcher, directory, follow=False, last=True, machine_id=machine_of(directory))
     try:
         done = subprocess.run(
             args, capture_output=True, timeout=60, check=False, env=journalctl_env()
