@@ -82,8 +82,9 @@ def record(state_dir: Path, journal: str, moved: Moved) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """The next stretch to ship after a reset: read `path` from `read_from` up to `until`,
-    stored as a batch that expects the sink's position `expect`."""
+    """A stretch to ship: read `path` from `read_from` up to `until`, stored as batches
+    whose first expects the sink's position `expect` (the live CSV from the stored
+    position, or, after a reset, a moved CSV's rest or the next CSV from its first row)."""
 
     path: Path
     read_from: Position

@@ -95,8 +95,8 @@ class Shipper:
         self.moved = moved
         """The CSVs `mlsd reset` moved aside (mlsd.store.handover), for a sink that keeps
         its position across resets (the fleet); None: a moved CSV is a mismatch."""
-        self._leg: Leg | None = None
         self._leg_path: Path | None = None
+        """The CSV reset moved aside that was last said to be shipped on from."""
         self.batch_rows = batch_rows
         self.max_delay = max_delay
         self.wake = asyncio.Event()
@@ -176,28 +176,25 @@ class Shipper:
             target = self.committed()
             if target is None:
                 return shipped
-            start = await self._start(target)
-            leg = self._leg
-            if leg is None:
-                path, until, expect = self.csv_path, target, start
+            leg = await self._start(target)
+            start, until = leg.read_from, leg.until
+            if leg.path == self.csv_path:
                 await asyncio.to_thread(self._count_behind, start, target)
-                if start.csv_offset >= target.csv_offset:
-                    self._built()
-                    return shipped
-            else:  # the node goes on from a CSV that `mlsd reset` moved aside
-                path, until, expect = leg.path, leg.until, leg.expect
-                if start.csv_offset >= until.csv_offset:
-                    return shipped  # the live CSV has no committed row yet
-            rows, end, skipped = await asyncio.to_thread(self._read, start, until, path)
+            if start.csv_offset >= until.csv_offset:
+                self._built()
+                return shipped
+            rows, end, skipped = await asyncio.to_thread(self._read, start, until, leg.path)
             if end == start:  # the committed end is not at a line end: edited in place?
-                raise StoreConflict(f"{path}: no whole row before the committed end")
-            await self.sink.append(self.node, Batch(rows, expect, end))
+                raise StoreConflict(f"{leg.path}: no whole row before the committed end")
+            await self.sink.append(self.node, Batch(rows, leg.expect, end))
             self.stored = end
             shipped += len(rows)
             self._account(rows, skipped)
 
-    async def _start(self, target: Position) -> Position:
-        self._leg = None
+    async def _start(self, target: Position) -> Leg:
+        """What to ship next toward `target`: from the sink's position on this CSV, from
+        this CSV's first row (no position, or a rebuild), or on from a CSV `mlsd reset`
+        moved aside."""
         if not self._known:
             self.stored = await self.sink.position(self.node)
             self._known = self._seen = True
@@ -205,10 +202,10 @@ class Shipper:
         if stored is None:
             if target.csv_offset > self._first:
                 self._building()
-            return Position(target.csv_dev, target.csv_ino, self._first)
+            return self._live(Position(target.csv_dev, target.csv_ino, self._first), target)
         why = self._mismatch(stored, target)
         if why is None:
-            return stored
+            return self._live(stored, target)
         leg = (
             None
             if self.moved is None
@@ -224,8 +221,7 @@ class Shipper:
                     csv=str(leg.path),
                     stored=_show(stored),
                 )
-            self._leg = leg
-            return leg.read_from
+            return leg
         if self.on_mismatch is None:
             raise StoreConflict(
                 f"the {self.sink.name}'s position for {self.node} ({_show(stored)}) is not "
@@ -239,7 +235,11 @@ class Shipper:
             raise StoreConflict(f"the {self.sink.name} still holds a position after a rebuild")
         self._counted_to, self._rows_behind = 0, None
         self._building()
-        return Position(target.csv_dev, target.csv_ino, self._first)
+        return self._live(Position(target.csv_dev, target.csv_ino, self._first), target)
+
+    def _live(self, start: Position, target: Position) -> Leg:
+        """This CSV from `start` (the sink's position, or none yet) to the committed end."""
+        return Leg(self.csv_path, start, target, start)
 
     def _mismatch(self, stored: Position, target: Position) -> str | None:
         if (stored.csv_dev, stored.csv_ino) != (target.csv_dev, target.csv_ino):
