@@ -148,9 +148,9 @@ def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: i
         f"HAVING v >= {MANY_IPS}",
         n,
     )
-    new = _newcomers(db, n, known_days, int(ips), int(failures))
+    new_ips, new_failures, new = _newcomers(db, n) if known_days else (0, 0, Ranked([]))
     top_ips = [str(r[0]) for r in addresses.top]
-    geo = _best_geo(db, top_ips + [a.ip for a in new.top.top])
+    geo = _best_geo(db, top_ips + [str(r[0]) for r in new.top])
     seen = _seen(db, top_ips) if known_days else set()
     countries = _countries(db, [str(r[0]) for r in spread.top])
     return DayFigures(
@@ -213,15 +213,15 @@ def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: i
             _ranked(db, "SELECT aso, sum(f) AS v, count(DISTINCT ip) FROM temp.day GROUP BY 1", n)
         ),
         newcomers=Newcomers(
-            new.known_days,
-            new.new,
-            new.new_failures,
-            new.seen,
-            new.seen_failures,
+            known_days,
+            new_ips,
+            new_failures,
+            int(ips) - new_ips,
+            int(failures) - new_failures,
             Ranked(
-                [NewAddress(a.ip, a.failures, *geo[a.ip]) for a in new.top.top],
-                new.top.rest,
-                new.top.rest_value,
+                [NewAddress(str(ip), int(v), *geo[str(ip)]) for ip, v in new.top],
+                new.rest,
+                new.rest_value,
             ),
         ),
     )
@@ -266,21 +266,28 @@ def _values(keys: Sequence[Any]) -> str:
     return ", ".join("?" for _ in keys)
 
 
+def _best(ips: str) -> str:
+    """The CTEs `geo` and `best`: each IP of `ips` (an SQL list or subquery) with the
+    country and ASN of most of its failures over the day, ties to the first seen."""
+    return f"""geo AS (
+    SELECT ip, cc, asn, sum(f) AS f, min(m) AS m FROM temp.day
+    WHERE ip IN ({ips}) GROUP BY ip, cc, asn, aso
+),
+best AS (
+    SELECT ip, cc, asn FROM (
+        SELECT ip, cc, asn, row_number() OVER (PARTITION BY ip ORDER BY f DESC, m) AS r
+        FROM geo
+    ) WHERE r = 1
+)"""  # noqa: S608 - `ips` is placeholders or a constant subquery, never a value
+
+
 def _best_geo(db: sqlite3.Connection, ips: list[str]) -> dict[str, tuple[str, str]]:
-    """Each IP's (country, ASN): those of most of its failures, ties to the first seen."""
-    best: dict[str, tuple[int, str, str]] = {}
+    """Each IP's (country, ASN), by `_best`'s rule."""
     unique = sorted(set(ips))
     if not unique:
         return {}
-    rows = db.execute(
-        "SELECT ip, cc, asn, sum(f), min(m) AS first FROM temp.day "  # noqa: S608
-        f"WHERE ip IN ({_values(unique)}) GROUP BY ip, cc, asn, aso ORDER BY first",
-        unique,
-    )
-    for ip, cc, asn, f, _ in rows:
-        if int(f) > best.get(ip, (0, "", ""))[0]:
-            best[ip] = (int(f), str(cc), str(asn))
-    return {ip: (cc, asn) for ip, (_, cc, asn) in best.items()}
+    query = f"WITH {_best(_values(unique))} SELECT ip, cc, asn FROM best"  # noqa: S608
+    return {str(ip): (str(cc), str(asn)) for ip, cc, asn in db.execute(query, unique)}
 
 
 def _pair_details(
@@ -307,25 +314,17 @@ def _pair_details(
     return {pair: (host[pair][2], country[pair][1]) for pair in pairs}
 
 
-_COUNTRIES: Final = """
-WITH users(user) AS (VALUES {users}),
+_COUNTRIES: Final = f"""
+WITH users(user) AS (VALUES {{users}}),
 pairs AS (SELECT DISTINCT user, ip FROM temp.day WHERE user IN users),
-geo AS (
-    SELECT ip, cc, sum(f) AS f, min(m) AS m FROM temp.day
-    WHERE ip IN (SELECT ip FROM pairs) GROUP BY ip, cc, asn, aso
-),
-best AS (
-    SELECT ip, cc FROM (
-        SELECT ip, cc, row_number() OVER (PARTITION BY ip ORDER BY f DESC, m) AS r FROM geo
-    ) WHERE r = 1
-)
+{_best("SELECT ip FROM pairs")}
 SELECT pairs.user, count(DISTINCT best.cc) FROM pairs JOIN best USING (ip) GROUP BY pairs.user
-"""
+"""  # noqa: S608 - constants only; the users are parameters
 
 
 def _countries(db: sqlite3.Connection, users: list[str]) -> dict[str, int]:
-    """For each user, how many countries its IPs are from (each IP's own country, as
-    `_best_geo` decides it over the whole day) — in SQL: a user may have a million IPs."""
+    """For each user, how many countries its IPs are from (each IP's own country, by
+    `_best`'s rule) — in SQL: a user may have a million IPs."""
     if not users:
         return {}
     query = _COUNTRIES.format(users=", ".join("(?)" for _ in users))
@@ -344,24 +343,8 @@ def _seen(db: sqlite3.Connection, ips: Iterable[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def _newcomers(
-    db: sqlite3.Connection, n: int, known_days: int, ips: int, failures: int
-) -> Newcomers:
-    """The day's IPs not in `temp.seen` (no split when no earlier day is known); the top
-    list's countries and ASNs are filled in by the caller."""
-    if not known_days:
-        return Newcomers(0, 0, 0, ips, failures, Ranked([]))
-    fresh = f"SELECT ip, v FROM ({_PER_IP}) WHERE ip NOT IN temp.seen"  # noqa: S608
-    new = _ranked(db, fresh, n)
-    count, value = db.execute(
-        f"SELECT count(*), coalesce(sum(v), 0) FROM ({fresh})"  # noqa: S608
-    ).fetchone()
-    top = [NewAddress(str(ip), int(v), "", "") for ip, v in new.top]
-    return Newcomers(
-        known_days,
-        int(count),
-        int(value),
-        ips - int(count),
-        failures - int(value),
-        Ranked(top, new.rest, new.rest_value),
-    )
+def _newcomers(db: sqlite3.Connection, n: int) -> tuple[int, int, Ranked[Any]]:
+    """The day's IPs not in `temp.seen`: how many, their failures, and the top `n`."""
+    new = _ranked(db, f"SELECT ip, v FROM ({_PER_IP}) WHERE ip NOT IN temp.seen", n)  # noqa: S608
+    shown = sum(int(v) for _, v in new.top)
+    return len(new.top) + new.rest, shown + new.rest_value, new
