@@ -29,9 +29,8 @@ from typing import Final
 from mlsd.config import Config
 from mlsd.durable import fsync_dir
 from mlsd.errors import MlsdError, StateError
-from mlsd.ingest.checkpoint import CHECKPOINT_NAME, Checkpoint, StateLock
+from mlsd.ingest.checkpoint import CHECKPOINT_NAME, CheckpointStore, StateLock
 from mlsd.report.reportstate import STATE_NAME
-from mlsd.safefs import read_file
 from mlsd.statedir import ALERTS_NAME
 from mlsd.store import handover
 from mlsd.store.sqlite import default_path
@@ -101,10 +100,11 @@ def record_handover(cfg: Config, archive: Path) -> None:
     """Before the CSVs move into `archive`: record each with what the checkpoint committed
     of it, so a fleet goes on from the node's stored position (mlsd.store.handover). A CSV
     the checkpoint does not pin (no checkpoint, another file) is not recorded."""
-    where = cfg.paths.state_dir / CHECKPOINT_NAME
     try:
-        cp = Checkpoint.from_json(read_file(where).decode("utf-8", "replace"), where)
-    except (OSError, MlsdError):
+        cp = CheckpointStore(cfg.paths.state_dir).load()
+    except MlsdError:
+        return
+    if cp is None:
         return
     for journal, path, pinned in (
         ("events", cfg.paths.csv, (cp.csv_dev, cp.csv_ino, cp.csv_length)),

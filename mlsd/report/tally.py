@@ -166,11 +166,15 @@ class Tally:
         new = Counter({ip: c for ip, c in self.ips.items() if known and not seen(ip)})
         new_failures = sum(new.values())
 
-        def groups(counter: Counter[str], sets: Mapping[str, set[str]]) -> Ranked[Group]:
+        def groups(
+            counter: Counter[str],
+            sets: Mapping[str, set[str]],
+            label: Mapping[str, str] | None = None,
+        ) -> Ranked[Group]:
             top, rest, value = _ranked(counter, n)
-            label = self.asn_org if sets is self.asn_ips else {}
+            labels = label or {}
             return Ranked(
-                [Group(k, c, len(sets[k]), label.get(k, "")) for k, c in top], rest, value
+                [Group(k, c, len(sets[k]), labels.get(k, "")) for k, c in top], rest, value
             )
 
         def ranked(counter: Counter[str]) -> Ranked[tuple[str, int]]:
@@ -225,7 +229,7 @@ class Tally:
                 w_value,
             ),
             countries=groups(self.countries, self.country_ips),
-            asns=groups(self.asns, self.asn_ips),
+            asns=groups(self.asns, self.asn_ips, self.asn_org),
             orgs=groups(self.orgs, self.org_ips),
             newcomers=Newcomers(
                 known_days=len(known),
