@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsd.store import handover, ship
+from mlsd.store import handover
 from mlsd.store.contract import Position, StoreConflict
 from mlsd.store.ship import Shipper
 from tests.fleetkit import (
@@ -29,11 +29,6 @@ from tests.fleetkit import (
 from tests.storekit import append_csv, csv_rows, events, position, write_csv
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ship, "FIRST_DELAY", 0.05)
 
 
 def rows_of(*paths: Path, upto: dict[Path, int] | None = None) -> Counter[tuple[object, ...]]:
