@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from registry import Context, Metrics, benchmark
 
-from mlsd.report.schedule import report_window
+from mlsd.report import compose
 from mlsd.store.dayquery import StoreDays
 from mlsd.store.sqlite import SqliteStore
 
@@ -72,12 +72,10 @@ def figures(path: Path) -> dict[str, Any]:
     and the 30 days before, as `mlsd.report.compose` asks them; seconds and a few results."""
     start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
     t0 = time.perf_counter()
-    source = StoreDays(path)
-    days = [DAY - timedelta(days=k) for k in range(HISTORY, 0, -1)]
-    past = source.past([(d, *report_window(d, UTC)) for d in days], UTC)
+    got, past = compose.figures_from(
+        StoreDays(path), DAY, start, start + timedelta(days=1), tz=UTC, top=TOP
+    )
     known = sum(1 for v in past.values() if v is not None)
-    since, _ = report_window(days[0], UTC)
-    got = source.day(start, start + timedelta(days=1), since, TOP, known)
     return {
         "seconds": time.perf_counter() - t0,
         "rows": got.events,

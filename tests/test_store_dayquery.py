@@ -21,9 +21,9 @@ import pytest
 
 from mlsd.dayfigures import DayFigures, PastDay
 from mlsd.ingest.csvlog import RowFormat
-from mlsd.report import window
+from mlsd.report import compose, window
 from mlsd.report.daycache import DaySummary
-from mlsd.report.history import HISTORY_DAYS
+from mlsd.report.history import days_before
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
 from mlsd.rows import HEADER, AuthFailure, Enrichment
@@ -59,8 +59,7 @@ def expected(
     tally.derive()
     first = min(t for t, _ in rows)
     summaries: dict[date, DaySummary | None] = {}
-    for back in range(HISTORY_DAYS, 0, -1):
-        d = day - timedelta(days=back)
+    for d in days_before(day):
         s, e = (int(x.timestamp()) for x in report_window(d, tz))
         if e <= first:
             summaries[d] = None
@@ -77,12 +76,8 @@ def from_sql(
     source: StoreDays, day: date, tz: tzinfo, top: int
 ) -> tuple[DayFigures, dict[date, PastDay | None]]:
     """What compose asks of the store for `day`."""
-    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
-    past = source.past([(d, *report_window(d, tz)) for d in days], tz)
-    known = sum(1 for v in past.values() if v is not None)
     start, end = report_window(day, tz)
-    since, _ = report_window(days[0], tz)
-    return source.day(start, end, since, top, known), past
+    return compose.figures_from(source, day, start, end, tz=tz, top=top)
 
 
 def assert_days_equal(csv: Path, source: StoreDays, days: list[date], tz: tzinfo, top: int) -> None:

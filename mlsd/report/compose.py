@@ -20,7 +20,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Final
 
 from mlsd import __version__
@@ -30,7 +30,7 @@ from mlsd.report.alertsection import possible_compromises
 from mlsd.report.attachment import attach
 from mlsd.report.display import SHOWN_CAP, cut, plain, shown
 from mlsd.report.document import Section, decimal, pct
-from mlsd.report.history import HISTORY_DAYS, csv_rows, history
+from mlsd.report.history import csv_rows, days_before, history
 from mlsd.report.html import render_html
 from mlsd.report.schedule import report_window
 from mlsd.report.sections import Context, sections_of, week_median
@@ -158,7 +158,7 @@ def build(
     path = cfg.paths.csv
     lines: list[str] | None = [] if cfg.report.attach == "day" else None
     if source is not None:
-        figures, past = _from_source(source, day, start, end, tz=tz, top=cfg.report.top)
+        figures, past = figures_from(source, day, start, end, tz=tz, top=cfg.report.top)
         if lines is not None:  # the attachment is the CSV's own lines of the window
             for _ in window(path, start, end, log_tz, lines):
                 pass
@@ -251,11 +251,12 @@ def build(
     )
 
 
-def _from_source(
+def figures_from(
     source: DaySource, day: date, start: datetime, end: datetime, *, tz: tzinfo, top: int
 ) -> tuple[DayFigures, dict[date, PastDay | None]]:
-    """The day's figures and the days before it, from the event store's SQL."""
-    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+    """The figures of [start, end) (the window of `day`) and of the days before it, from
+    `source` (the event store's SQL)."""
+    days = days_before(day)
     past = source.past([(d, *report_window(d, tz)) for d in days], tz)
     known = sum(1 for v in past.values() if v is not None)
     since = report_window(days[0], tz)[0]

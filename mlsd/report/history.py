@@ -46,9 +46,14 @@ def warm(cfg: Config, day: date) -> int:
     return sum(1 for v in history(cfg, day, cfg.report_tz()).values() if v is not None)
 
 
+def days_before(day: date) -> list[date]:
+    """The HISTORY_DAYS days a report of `day` compares it with, oldest first."""
+    return [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+
+
 def history(cfg: Config, day: date, tz: tzinfo) -> dict[date, DaySummary | None]:
     """Summaries of the HISTORY_DAYS days before `day`; None for days before the CSV began."""
-    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS, 0, -1)]
+    days = days_before(day)
     out: dict[date, DaySummary | None] = dict.fromkeys(days)
     path = cfg.paths.csv
     log_tz = cfg.log_tz()
