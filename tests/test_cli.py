@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import io
@@ -19,6 +20,7 @@ import pytest
 from mlsd import __version__
 from mlsd.app.cli import (  # imported before fork: the dropped child cannot read /root
     build_parser,
+    command_of,
     main,
 )
 
@@ -222,3 +224,54 @@ def test_parse_is_the_same_whatever_the_block_size(
     assert whole == capsysbinary.readouterr()
     # 139 sample rows, the lab capture's 32, and the unterminated copy of the first line.
     assert b" 172 events" in whole.err
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_a_command_alone_is_parsed_as_by_the_whole_parser() -> None:
+    """`main` builds only the parser of the command being run (a quarter of a start):
+    every command's options, help and defaults are those of the whole parser."""
+    whole = _commands(build_parser())
+    assert len(whole) >= 15
+    for name, sub in whole.items():
+        alone = _commands(build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == sub.format_help()
+        assert _named(alone[name]._defaults) == _named(sub._defaults)
+
+
+def _named(defaults: dict[str, object]) -> dict[str, object]:
+    # A command's `func` may be a closure made with its parser: the same code, another object.
+    return {k: getattr(v, "__qualname__", v) for k, v in defaults.items()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["parse", "x"], "parse"),
+        (["-c", "/etc/x.conf", "status"], "status"),
+        (["--config", "parse", "report"], "report"),  # a config file named "parse"
+        (["--config=/x", "--debug", "store", "check"], "store"),
+        (["-c/x", "scan"], "scan"),
+        (["--help", "parse"], None),
+        (["--version"], None),
+        ([], None),
+        (["--bogus", "parse"], None),
+    ],
+)
+def test_the_command_being_run(argv: list[str], command: str | None) -> None:
+    assert command_of(argv) == command
+
+
+def test_an_unknown_command_lists_them_all(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bogus"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err
+    assert "'parse'" in err and "'store'" in err

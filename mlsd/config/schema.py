@@ -11,7 +11,6 @@ INI file is `mlsd.config.reader`'s job; the key names and their parsers are in
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from datetime import time, tzinfo
 from pathlib import Path
@@ -255,8 +254,9 @@ class FleetConfig:
     """Months kept (the current one and those before); 0 = all. Needs the owner role."""
 
     def node_name(self) -> str:
-        """`node`, or the host's name."""
-        return self.node or socket.gethostname()
+        """`node`, or the host's name (the kernel's, as socket.gethostname() reads it on
+        Linux, without importing socket into every command's start)."""
+        return self.node or os.uname().nodename
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
