@@ -43,16 +43,21 @@ class ScanRun:
     """Rows in the CSV."""
     stored: int
     """Rows in the store (-1 without one)."""
+    logins: int
+    """Rows in the logins CSV."""
+    logins_stored: int
+    """Logins in the store (-1 without one)."""
 
 
 def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
     """`mlsd scan`'s work on `log` in `work` (fresh), with the store shipping beside it or not."""
     from mlsd import logs  # noqa: PLC0415 - a broken mlsd is an error row, not an import crash
-    from mlsd.app.storejob import committed_of  # noqa: PLC0415
+    from mlsd.app.storejob import committed_of, logins_committed_of  # noqa: PLC0415
     from mlsd.config import load  # noqa: PLC0415
     from mlsd.enrich.enricher import Enricher  # noqa: PLC0415
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
     from mlsd.ingest import session  # noqa: PLC0415
+    from mlsd.store.journals import LOGINS  # noqa: PLC0415
     from mlsd.store.ship import Shipper  # noqa: PLC0415
     from mlsd.store.sqlite import SqliteStore  # noqa: PLC0415
     from mlsd.store.sqlsink import SqliteSink  # noqa: PLC0415
@@ -83,12 +88,25 @@ def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
                     tz=s.pipeline.tz,
                     on_mismatch=sink.rebuild,
                 )
+                # The logins (`[sentinel] record_logins`, on by default) go into the
+                # same store through their own shipper, as `mlsd run` wires them.
+                lsink = sink.sibling(LOGINS)
+                lshipper = Shipper(
+                    cfg.paths.logins(),
+                    lambda: logins_committed_of(s.pipeline),
+                    lsink,
+                    NODE,
+                    tz=s.pipeline.tz,
+                    journal=LOGINS,
+                    on_mismatch=lsink.rebuild,
+                )
                 s.pipeline.on_commit.append(shipper.wake.set)
+                s.pipeline.on_commit.append(lshipper.wake.set)
                 done = asyncio.Event()
 
                 async def ship() -> None:
                     await sink.open(NODE)
-                    await shipper.run(done)
+                    await asyncio.gather(shipper.run(done), lshipper.run(done))
 
                 task = asyncio.create_task(ship())
                 try:
@@ -96,8 +114,9 @@ def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
                     follow = time.perf_counter() - t0
                     done.set()
                     await task
-                    if shipper.error is not None:
-                        raise RuntimeError(f"the store failed: {shipper.error}")
+                    for one in (shipper, lshipper):
+                        if one.error is not None:
+                            raise RuntimeError(f"the {one.sink.name} failed: {one.error}")
                     return time.perf_counter() - t0, follow
                 finally:
                     await sink.close()
@@ -107,14 +126,15 @@ def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
             await enricher.close()
 
     seconds, follow = asyncio.run(go())
-    stored = -1
+    stored = logins_stored = -1
     if store:
         st = SqliteStore(db)
         try:
-            stored = st.count()
+            stored, logins_stored = st.count(), st.count(LOGINS)
         finally:
             st.close()
-    return ScanRun(seconds, follow, count_rows(cfg.paths.csv), stored)
+    logins = count_rows(cfg.paths.logins()) if cfg.paths.logins().exists() else 0
+    return ScanRun(seconds, follow, count_rows(cfg.paths.csv), stored, logins, logins_stored)
 
 
 def rebuild_rate(csv: Path, db: Path) -> tuple[float, int]:
@@ -160,7 +180,7 @@ def measure(log: Path, lines: int, failures: int, repeat: int, out: Path) -> Met
     ratio = best / max(floor, 1e-9)
     rows = with_store[-1].rows
     bad = [r for r in (*plain, *with_store) if r.rows != failures] + [
-        r for r in with_store if r.stored != r.rows
+        r for r in with_store if r.stored != r.rows or r.logins_stored != r.logins
     ]
     store_rate = rebuilt / max(rebuild_s, 1e-9)
     return {
@@ -173,6 +193,8 @@ def measure(log: Path, lines: int, failures: int, repeat: int, out: Path) -> Met
         "vs_floor": ratio,
         "events": rows,
         "stored": with_store[-1].stored,
+        "logins": with_store[-1].logins,
+        "logins_stored": with_store[-1].logins_stored,
         "store_rows_per_s": store_rate,
         "rebuild_s": rebuild_s,
         "check": check(rows, failures)

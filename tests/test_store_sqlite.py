@@ -13,8 +13,10 @@ import pytest
 import structlog
 
 from mlsd.errors import StateError
-from mlsd.rows import HEADER
+from mlsd.rows import HEADER, decode_row
+from mlsd.store import ship as ship_module
 from mlsd.store.contract import Batch, Position, StoreConflict
+from mlsd.store.rowmap import stored_row
 from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SCHEMA_VERSION, SqliteStore
 from mlsd.store.sqlsink import SqliteSink
@@ -269,3 +271,55 @@ def test_a_committed_end_inside_a_line_ships_the_whole_rows_then_stops(tmp_path:
     with pytest.raises(StoreConflict, match="no whole row"):
         ship(csv, db, lambda: cut)
     assert csv_rows(csv)[:9] == stored(db).rows()
+
+
+def test_rows_longer_than_a_read_block_and_bad_utf8_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipper reads the CSV a block at a time and decodes a block at once: rows longer
+    than the block, a cut at `batch_rows` inside a block and bytes that are not UTF-8 give
+    the rows of reading and decoding line by line."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(40))
+    data = csv.read_bytes()
+    # A cell that is not UTF-8 (a truncated sequence right before the delimiter and
+    # before the line end): each line's replacement characters stay on that line.
+    lines = data.split(b"\n")
+    lines[5] = lines[5].replace(b";", b"\xe2\x82;", 1) + b"\xf0\x9f"
+    csv.write_bytes(b"\n".join(lines))
+    committed = position(csv)
+    oracle = []
+    for line in csv.read_bytes()[len(HEADER) :].split(b"\n")[:-1]:
+        cells = decode_row(line.decode("utf-8", "replace"))
+        assert cells is not None
+        oracle.append(stored_row(cells))
+    monkeypatch.setattr(ship_module, "READ_BLOCK", 64)  # shorter than every row
+    ship(csv, db, lambda: committed, batch_rows=3)
+    assert oracle == stored(db).rows()
+    assert committed == stored(db).position(NODE)
+
+
+@pytest.mark.parametrize("variables", [None, 100])
+def test_a_batch_is_stored_in_a_few_statements_of_many_rows(
+    tmp_path: Path, variables: int | None
+) -> None:
+    """Not a statement per row: each statement's SQLite work runs without the GIL, which a
+    statement per row gives up and takes back once per row (beside the busy follower, a
+    switch interval each). With SQLite's limit on bound values as low as an old build's,
+    the statements are smaller and the rows the same."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(3000))
+    rows = csv_rows(csv)
+    store = stored(db)
+    if variables is not None:
+        store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+    inserts: list[str] = []
+    store.db.set_trace_callback(
+        lambda sql: inserts.append(sql) if sql.startswith("INSERT INTO mlsd_events") else None
+    )
+    first = Position(1, 2, len(HEADER))
+    store.append(NODE, Batch(rows, first, Position(1, 2, 99)))
+    store.db.set_trace_callback(None)
+    assert rows == store.rows()
+    # 3000 = 2 * 1024 + 512 + 256 + 128 + 32 + 16 + 8; with 100 values, 4 rows (15 each).
+    assert len(inserts) == (8 if variables is None else 750)
