@@ -180,12 +180,16 @@ class Shipper:
                 return shipped
             leg = await self._start(target)
             start, until = leg.read_from, leg.until
-            if leg.path == self.csv_path:
-                await asyncio.to_thread(self._count_behind, start, target)
             if start.csv_offset >= until.csv_offset:
+                if leg.path == self.csv_path:
+                    self._count_behind(start, target)  # at the end: nothing to count
                 self._built()
                 return shipped
-            rows, end, skipped = await asyncio.to_thread(self._read, start, until, leg.path)
+            # Counted and read in one worker call: while the follower catches up, the event
+            # loop gets a turn only between its batches, and each call costs one.
+            rows, end, skipped = await asyncio.to_thread(
+                self._count_and_read, start, until, leg.path, target
+            )
             if end == start:  # the committed end is not at a line end: edited in place?
                 raise StoreConflict(f"{leg.path}: no whole row before the committed end")
             await self.sink.append(self.node, Batch(rows, leg.expect, end))
@@ -309,6 +313,13 @@ class Shipper:
                     except ValueError:
                         skipped += 1
         return rows, Position(start.csv_dev, start.csv_ino, at), skipped
+
+    def _count_and_read(
+        self, start: Position, until: Position, path: Path, target: Position
+    ) -> tuple[list[Row], Position, int]:
+        if path == self.csv_path:
+            self._count_behind(start, target)
+        return self._read(start, until, path)
 
     def _count_behind(self, start: Position, target: Position) -> None:
         """Rows between `start` and `target`, counting each byte once (newlines only)."""
