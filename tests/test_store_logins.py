@@ -142,8 +142,8 @@ def test_a_new_logins_csv_reships_the_logins_only(tmp_path: Path) -> None:
 
 
 def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    """A store written by the previous mlsd: its failures and position stay, the logins
-    tables appear, the version is 2, and the logins ship from the first row."""
+    """A store written by mlsd before the logins: its failures and position stay, the
+    logins tables and the version 3 indexes appear, and the logins ship from the first row."""
     csv, logins, db = tmp_path / "mlsd.csv", tmp_path / "logins.csv", tmp_path / "e.sqlite3"
     write_csv(csv, events(40))
     con = sqlite3.connect(db, isolation_level=None)
@@ -174,7 +174,7 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert login_rows(logins) == store.rows(LOGINS)
     assert [(SCHEMA_VERSION,)] == store.db.execute("SELECT version FROM mlsd_schema").fetchall()
     indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"mlsd_logins_time", "mlsd_logins_user_time"} <= indexes
+    assert {"mlsd_logins_time", "mlsd_logins_user_time", "mlsd_events_ip"} <= indexes
     assert not list(tmp_path.glob("e.sqlite3.aside-*"))
 
 

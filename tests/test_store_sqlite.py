@@ -323,3 +323,40 @@ def test_a_batch_is_stored_in_a_few_statements_of_many_rows(
     assert rows == store.rows()
     # 3000 = 2 * 1024 + 512 + 256 + 128 + 32 + 16 + 8; with 100 values, 4 rows (15 each).
     assert len(inserts) == (8 if variables is None else 750)
+
+
+def _index_columns(db: sqlite3.Connection) -> dict[str, list[str]]:
+    names = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+    return {
+        n: [r[2] for r in db.execute(f"PRAGMA index_info({n})")]
+        for (n,) in names.fetchall()
+        if n.startswith("mlsd_events")
+    }
+
+
+def test_a_version_2_store_gets_the_report_indexes_in_place(tmp_path: Path) -> None:
+    """Version 3 widens the time index to (time, attempts) and adds (ip, time), for the
+    report's counts and its "seen before" lookups: a version 2 store keeps its rows and
+    position and gets them at the next open, logged once."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(50))
+    ship(csv, db, lambda: position(csv))
+    with sqlite3.connect(db, isolation_level=None) as con:  # back to what version 2 wrote
+        con.executescript(
+            "BEGIN; DROP INDEX mlsd_events_ip; DROP INDEX mlsd_events_time;"
+            "CREATE INDEX mlsd_events_time ON mlsd_events (time);"
+            "UPDATE mlsd_schema SET version = 2; COMMIT;"
+        )
+        assert {"mlsd_events_time": ["time"]} == _index_columns(con)
+    con.close()
+    with structlog.testing.capture_logs() as logs:
+        store = stored(db)
+    upgraded = [e for e in logs if e["event"] == "store schema upgraded"]
+    assert [(2, 3)] == [(e["was"], e["now"]) for e in upgraded]
+    assert {
+        "mlsd_events_time": ["time", "attempts"],
+        "mlsd_events_ip": ["ip", "time"],
+    } == _index_columns(store.db)
+    assert csv_rows(csv) == store.rows()
+    assert position(csv) == store.position(NODE)
+    assert [(SCHEMA_VERSION,)] == store.db.execute("SELECT version FROM mlsd_schema").fetchall()

@@ -1,21 +1,27 @@
 """A day's report figures (`mlsd.dayfigures`) computed by SQLite from the event store.
 
-The day's rows are grouped once, by the store's time index, into a temporary table of
-distinct (ip, user, hostname, reverse DNS, country, ASN, owner, service) with their
-failures, rows, first row id and first and last time; every figure is then an aggregate of
-that table. Only the top lists and a handful of counts come back into Python: the memory
-of a report is SQLite's page cache and temporary b-trees (on disk when large), whatever
-the number of distinct names and addresses an attacker sends. Rows are selected by time,
-not by their place in the file, so a far-future stamp hides nothing.
+The day's rows are folded once, by the store's time index, into a temporary table of
+distinct (user, ip, hostname, reverse DNS, country, ASN, owner, service) with their
+failures, rows, first row id and first and last time — by inserting each row into that table
+keyed on those columns (an upsert), which costs less than sorting the day for a GROUP BY
+(0.5 s instead of 0.7 s for 500 k rows, 1.0 s instead of 2.3 s for 1 M distinct).
+Per-address and per-user totals are then grouped once each (`temp.ips`, `temp.users`), and
+every figure is an aggregate of these tables. Which addresses the 30 days before saw is a
+lookup per address in the (`ip`, `time`) index. Only the top lists and a handful of counts
+come back into Python: the memory of a report is SQLite's page cache and temporary b-trees
+(on disk when large), whatever the number of distinct names and addresses an attacker sends.
+Rows are selected by time, not by their place in the file, so a far-future stamp hides
+nothing.
 
-The rules the CSV's count (`mlsd.report.tally`) follows are kept exactly, and a test
-holds the two equal: ties by key; an IP's country and ASN are those of most of its
-failures, ties to the first seen (the lowest row id); a (user, IP) pair shows a real
-hostname when any of its rows had one, else "unknown", else blank.
+The rules the CSV's count (`mlsd.report.tally`) follows are kept exactly, and a test holds
+the two equal: ties by key; an IP's country and ASN are those of most of its failures, ties
+to the first seen (the lowest row id); a (user, IP) pair shows a real hostname when any of
+its rows had one, else "unknown", else blank.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -42,20 +48,47 @@ from mlsd.store import queries
 _ASN: Final = "CASE WHEN asn IS NULL THEN 'N/A' ELSE 'AS' || asn END"
 """The ASN as the CSV wrote it (`mlsd.store.rowmap.asn_text`), so it sorts as text."""
 
-_GROUP: Final = f"""
-CREATE TEMP TABLE day AS
-SELECT ip, user, hostname, reverse_dns_status AS rdns, country_code AS cc, {_ASN} AS asn,
-       aso, service, sum(attempts) AS f, count(*) AS n, min(id) AS m,
-       min(time) AS t0, max(time) AS t1
+_DAY: Final = """
+CREATE TEMP TABLE day (
+    user TEXT NOT NULL, ip TEXT NOT NULL, hostname TEXT NOT NULL, rdns TEXT NOT NULL,
+    cc TEXT NOT NULL, asn TEXT NOT NULL, aso TEXT NOT NULL, service TEXT NOT NULL,
+    f INTEGER NOT NULL, n INTEGER NOT NULL, m INTEGER NOT NULL,
+    t0 INTEGER NOT NULL, t1 INTEGER NOT NULL,
+    PRIMARY KEY (user, ip, hostname, rdns, cc, asn, aso, service)
+)"""
+"""Keyed by user first: grouping by user, or by user and IP, then reads the key in order."""
+_FILL: Final = f"""
+INSERT INTO temp.day
+SELECT user, ip, hostname, reverse_dns_status, country_code, {_ASN}, aso, service,
+       attempts, 1, id, time, time
 FROM main.mlsd_events WHERE time >= :start AND time < :end
-GROUP BY ip, user, hostname, reverse_dns_status, country_code, asn, aso, service
+ON CONFLICT (user, ip, hostname, rdns, cc, asn, aso, service) DO UPDATE SET
+    f = f + excluded.f, n = n + 1, m = min(m, excluded.m),
+    t0 = min(t0, excluded.t0), t1 = max(t1, excluded.t1)
 """  # noqa: S608 - constants only; values are parameters
+_IPS: Final = """
+CREATE TEMP TABLE ips AS
+SELECT ip, sum(f) AS f, count(DISTINCT user) AS users, min(t0) AS t0, max(t1) AS t1
+FROM temp.day GROUP BY ip
+"""
+_USERS: Final = """
+CREATE TEMP TABLE users AS
+SELECT user, sum(f) AS f, count(DISTINCT ip) AS ips FROM temp.day GROUP BY user
+"""
 _SEEN: Final = """
 CREATE TEMP TABLE seen AS
-SELECT DISTINCT ip FROM main.mlsd_events
-WHERE time >= :since AND time < :start AND ip IN (SELECT ip FROM temp.day)
+SELECT ip FROM temp.ips
+WHERE EXISTS (
+    SELECT 1 FROM main.mlsd_events AS e WHERE e.ip = ips.ip AND e.time >= :since AND e.time < :start
+)
 """
-_PER_IP: Final = "SELECT ip, sum(f) AS v FROM temp.day GROUP BY ip"
+_SEEN_SCAN: Final = """
+CREATE TEMP TABLE seen AS
+SELECT DISTINCT ip FROM main.mlsd_events
+WHERE time >= :since AND time < :start AND ip IN (SELECT ip FROM temp.ips)
+"""
+"""For a store not yet upgraded to the (`ip`, `time`) index (read by `mlsd report` before
+the daemon's next start): each address looked up would scan its whole table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +124,14 @@ class StoreDays:
             first = db.execute("SELECT min(time) FROM mlsd_events").fetchone()[0]
             if first is None:
                 return out
-            since = min(_second(s) for _, s, _ in days)
-            until = max(_second(e) for _, _, e in days)
-            counted = queries.per_day(db, since, until, tz)
+            # A count per day over its own range (the index alone, in order), not one
+            # GROUP BY over the month that sorts every row.
+            for d, start, end in days:
+                if _second(end) > first:
+                    totals = queries.totals(db, _second(start), _second(end))
+                    out[d] = PastDay(totals.rows, totals.failures)
         finally:
             db.close()
-        for d, _, end in days:
-            if _second(end) > first:
-                totals = counted.get(d)
-                out[d] = PastDay(totals.rows, totals.failures) if totals else PastDay(0, 0)
         return out
 
 
@@ -111,41 +143,45 @@ def _second(when: datetime) -> int:
 def day_figures(
     db: sqlite3.Connection, start: int, end: int, since: int, *, n: int, known_days: int
 ) -> DayFigures:
-    """Every figure of the report of [start, end) on `db` (see the module docstring)."""
+    """Every figure of the report of [start, end) on `db` (see the module docstring).
+
+    The temporary tables are left to the connection's close, which deletes them whole:
+    dropping the day's table of a million distinct rows took longer (0.5 s) than most
+    figures. Those of an earlier call on the same connection are dropped first."""
     db.create_function("mlsd_network", 1, network, deterministic=True)
     args = {"start": start, "end": end, "since": since}
-    db.execute("DROP TABLE IF EXISTS temp.day")
-    db.execute("DROP TABLE IF EXISTS temp.seen")
-    db.execute(_GROUP, args)
-    try:
-        if known_days:
-            db.execute(_SEEN, args)
-        return _figures(db, start, end, n, known_days)
-    finally:
-        db.execute("DROP TABLE IF EXISTS temp.day")
-        db.execute("DROP TABLE IF EXISTS temp.seen")
+    for (name,) in db.execute("SELECT name FROM temp.sqlite_master WHERE type = 'table'"):
+        db.execute(f"DROP TABLE temp.{name}")
+    db.execute(_DAY)
+    db.execute(_FILL, args)
+    db.execute(_IPS)
+    db.execute(_USERS)
+    if known_days:
+        db.execute(_SEEN if _has_index(db, "mlsd_events_ip") else _SEEN_SCAN, args)
+    return _figures(db, start, end, n, known_days)
+
+
+def _has_index(db: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM main.sqlite_master WHERE type = 'index' AND name = ?"
+    return db.execute(query, (name,)).fetchone() is not None
 
 
 def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: int) -> DayFigures:
-    events, failures, ips, users = db.execute(
-        "SELECT coalesce(sum(n), 0), coalesce(sum(f), 0), count(DISTINCT ip), "
-        "count(DISTINCT user) FROM temp.day"
+    events, failures = db.execute(
+        "SELECT coalesce(sum(n), 0), coalesce(sum(f), 0) FROM temp.day"
     ).fetchone()
+    ips = db.execute("SELECT count(*) FROM temp.ips").fetchone()[0]
+    users = db.execute("SELECT count(*) FROM temp.users").fetchone()[0]
     hours = max(1, -(-(end - start) // 3600))
     histogram = queries.per_hour(db, start, end)
     histogram += [0] * (hours - len(histogram))
 
     pairs = _ranked(db, "SELECT user, ip, sum(f) AS v FROM temp.day GROUP BY user, ip", n, 2)
     details = _pair_details(db, [(str(r[0]), str(r[1])) for r in pairs.top])
-    addresses = _ranked(
-        db,
-        "SELECT ip, sum(f) AS v, count(DISTINCT user), min(t0), max(t1) FROM temp.day GROUP BY ip",
-        n,
-    )
+    addresses = _ranked(db, "SELECT ip, f AS v, users, t0, t1 FROM temp.ips", n)
     spread = _ranked(
         db,
-        "SELECT user, count(DISTINCT ip) AS v, sum(f) FROM temp.day GROUP BY user "  # noqa: S608
-        f"HAVING v >= {MANY_IPS}",
+        f"SELECT user, ips AS v, f FROM temp.users WHERE ips >= {MANY_IPS}",  # noqa: S608
         n,
     )
     new_ips, new_failures, new = _newcomers(db, n) if known_days else (0, 0, Ranked([]))
@@ -185,13 +221,11 @@ def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: i
         networks=_groups(
             _ranked(
                 db,
-                f"SELECT mlsd_network(ip), sum(v) AS v, count(*) FROM ({_PER_IP}) GROUP BY 1",  # noqa: S608
+                "SELECT mlsd_network(ip), sum(f) AS v, count(*) FROM temp.ips GROUP BY 1",
                 n,
             )
         ),
-        usernames=_groups(
-            _ranked(db, "SELECT user, sum(f) AS v, count(DISTINCT ip) FROM temp.day GROUP BY 1", n)
-        ),
+        usernames=_groups(_ranked(db, "SELECT user, f AS v, ips FROM temp.users", n)),
         spread=Ranked(
             [Spread(str(u), int(k), int(f), countries[str(u)]) for u, k, f in spread.top],
             spread.rest,
@@ -227,24 +261,31 @@ def _figures(db: sqlite3.Connection, start: int, end: int, n: int, known_days: i
     )
 
 
-def _ranked(db: sqlite3.Connection, grouped: str, n: int, keys: int = 1) -> Ranked[Any]:
-    """The `n` rows of `grouped` (its first `keys` columns the key, then `v`, then extras)
-    with the largest `v`, ties by key, and how many rows and how much `v` the cut left out."""
+def _ranked(db: sqlite3.Connection, select: str, n: int, keys: int = 1) -> Ranked[Any]:
+    """The `n` rows of `select` (its first `keys` columns the key, then `v`, then extras)
+    with the largest `v`, ties by key, and how many rows and how much `v` the cut left out.
+
+    A grouping is stored in a temporary table first, then counted and cut in two passes:
+    a window count over the query kept all of it in the sorter before the cut (0.43 s
+    instead of 0.09 s for the 1 M addresses of a day of distinct attackers). A select from
+    one of the day's tables is read as it is."""
+    source = select
+    if " GROUP BY " in select:
+        name = f"ranked_{next(_RANKED)}"
+        db.execute(f"CREATE TEMP TABLE {name} AS {select}")
+        source = f"SELECT * FROM temp.{name}"  # noqa: S608 - our own name
     order = ", ".join(str(k) for k in range(1, keys + 1))
-    cur = db.execute(
-        f"SELECT *, count(*) OVER (), sum(v) OVER () FROM ({grouped}) "  # noqa: S608
-        f"ORDER BY v DESC, {order} LIMIT ?",
-        (n,),
-    )
-    rows = cur.fetchall()
-    if not rows:
-        return Ranked([])
-    total, value = int(rows[0][-2]), int(rows[0][-1])
-    top = [tuple(r[:-2]) for r in rows]
-    rest = total - len(top)
+    total, value = db.execute(
+        f"SELECT count(*), coalesce(sum(v), 0) FROM ({source})"  # noqa: S608 - constants
+    ).fetchone()
+    top = [tuple(r) for r in db.execute(f"{source} ORDER BY v DESC, {order} LIMIT ?", (n,))]
+    rest = int(total) - len(top)
     if rest <= 0:
         return Ranked(top)
-    return Ranked(top, rest, value - sum(int(r[keys]) for r in top))
+    return Ranked(top, rest, int(value) - sum(int(r[keys]) for r in top))
+
+
+_RANKED: Final = itertools.count()
 
 
 def _pairs_of(ranked: Ranked[Any]) -> Ranked[tuple[str, int]]:
@@ -345,6 +386,6 @@ def _seen(db: sqlite3.Connection, ips: Iterable[str]) -> set[str]:
 
 def _newcomers(db: sqlite3.Connection, n: int) -> tuple[int, int, Ranked[Any]]:
     """The day's IPs not in `temp.seen`: how many, their failures, and the top `n`."""
-    new = _ranked(db, f"SELECT ip, v FROM ({_PER_IP}) WHERE ip NOT IN temp.seen", n)  # noqa: S608
+    new = _ranked(db, "SELECT ip, f AS v FROM temp.ips WHERE ip NOT IN temp.seen", n)
     shown = sum(int(v) for _, v in new.top)
     return len(new.top) + new.rest, shown + new.rest_value, new

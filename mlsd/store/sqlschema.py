@@ -2,11 +2,14 @@
 
 Version 1 (issue 19): `mlsd_events` and `mlsd_positions`. Version 2 (issue 20) adds the
 successful logins: `mlsd_logins`, indexed on `time` and on (`user`, `time`), and their own
-position, `mlsd_login_positions`, so the two journals ship independently. A version 1
-file is upgraded in place, in one transaction (its events stay; the logins are shipped
-from the logins CSV's first row, since it holds no position for them). A newer version
-than this mlsd knows is an error naming both versions; a file whose tables are not those
-of its version is damaged (moved aside and rebuilt by the caller).
+position, `mlsd_login_positions`, so the two journals ship independently. Version 3 (the
+report's figures in SQL, issue 19) widens the time index to (`time`, `attempts`), so counts
+per day and per hour read the index alone, and adds (`ip`, `time`), so which of a day's
+addresses were seen before is a lookup per address, not a scan of the 30 days before. An
+older file is upgraded in place, in one transaction (its events stay; from version 1 the
+logins are shipped from the logins CSV's first row, since it holds no position for them). A
+newer version than this mlsd knows is an error naming both versions; a file whose tables are
+not those of its version is damaged (moved aside and rebuilt by the caller).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Final
 
 from mlsd.errors import StateError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 V1: Final = """
 CREATE TABLE mlsd_schema (version INTEGER NOT NULL);
@@ -79,15 +82,23 @@ CREATE TABLE mlsd_login_positions (
 """
 """`kept_from`: rows with an earlier `time` may have been deleted by retention
 (`[sentinel] keep_days`); from it on the table holds every shipped row."""
+V3: Final = """
+DROP INDEX mlsd_events_time;
+CREATE INDEX mlsd_events_time ON mlsd_events (time, attempts);
+CREATE INDEX mlsd_events_ip ON mlsd_events (ip, time);
+"""
 
 TABLES_V1: Final = frozenset({"mlsd_schema", "mlsd_events", "mlsd_positions"})
 TABLES: Final = TABLES_V1 | {"mlsd_logins", "mlsd_login_positions"}
 
 # Constant text only (the versions are ours): nothing from outside reaches these scripts.
 _CREATE: Final = (
-    f"BEGIN IMMEDIATE;{V1}{V2}INSERT INTO mlsd_schema VALUES ({SCHEMA_VERSION});COMMIT;"  # noqa: S608
+    f"BEGIN IMMEDIATE;{V1}{V2}{V3}INSERT INTO mlsd_schema VALUES ({SCHEMA_VERSION});COMMIT;"  # noqa: S608
 )
-_UPGRADE_1: Final = f"BEGIN IMMEDIATE;{V2}UPDATE mlsd_schema SET version = 2;COMMIT;"  # noqa: S608
+_UPGRADES: Final = {
+    1: f"BEGIN IMMEDIATE;{V2}{V3}UPDATE mlsd_schema SET version = 3;COMMIT;",  # noqa: S608
+    2: f"BEGIN IMMEDIATE;{V3}UPDATE mlsd_schema SET version = 3;COMMIT;",  # noqa: S608
+}
 
 
 class Damaged(Exception):
@@ -123,9 +134,9 @@ def ensure(db: sqlite3.Connection, path: Path) -> int | None:
     want = TABLES_V1 if version == 1 else TABLES
     if ours != want:
         raise Damaged(f"its table {sorted(want ^ ours)[0]} is missing or unexpected")
-    if version == 1:
-        _script(db, _UPGRADE_1)
-        return 1
+    if version < SCHEMA_VERSION:
+        _script(db, _UPGRADES[version])
+        return version
     return None
 
 
