@@ -1,7 +1,8 @@
 """Benchmarks of mlsd as a process: `mlsd scan` throughput, live delay, idle CPU.
 
 - `scan`, `scan-enriched`: `mlsd scan -c CONF` over a copy of the generated log, fresh
-  state each run; lines/s, peak RSS (`os.wait4`), rows checked against the generator.
+  state each run; lines/s, peak RSS (`registry.spawn_measured`), rows checked against
+  the generator.
   `scan-enriched` runs plain and enriched scans interleaved and reports their ratio.
 - `live-1k`, `live-20k`: `mlsd run` follows a log this process appends to at a fixed rate;
   every failure line carries a unique username (`u000123`), a thread polls the CSV every
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry import MLSD, REPO, Context, Metrics, benchmark, check, taskset
+from registry import MLSD, REPO, Context, Metrics, benchmark, check, spawn_measured, taskset
 
 # --- shared helpers ---------------------------------------------------------------------
 
@@ -110,20 +111,27 @@ class ChildResult:
         return lines[-1] if lines else "(no stderr)"
 
 
+def _vm_hwm_kib(pid: int) -> int:
+    """A running process's peak RSS since its exec (`VmHWM`), in KiB; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def run_child(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> ChildResult:
-    """Run `cmd` to its end; wall time from spawn to reap, the child's own rusage."""
-    # stderr to a file, not a pipe: we block in wait4, and a full pipe would deadlock.
+    """Run `cmd` to its end; wall time from fork to reap, its own CPU time and peak RSS
+    (`registry.spawn_measured`)."""
+    # stderr to a file, not a pipe: a full pipe would deadlock the wait.
     with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env or ENV)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        got = spawn_measured(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env or ENV)
         err.seek(0)
         tail = err.read()[-20_000:].decode("utf-8", "replace")
-    return ChildResult(
-        proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, tail
-    )
+    return ChildResult(got.code, got.wall, got.cpu, got.maxrss_kib, tail)
 
 
 def count_rows(path: Path) -> int:
@@ -471,6 +479,7 @@ class Daemon:
         )
         self.code: int | None = None
         self.maxrss_kib = 0
+        self.hwm_kib = 0
         self.cpu = 0.0
 
     @property
@@ -497,7 +506,10 @@ class Daemon:
         self._err.close()
 
     def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then reap (SIGKILL after `timeout`); the exit code."""
+        """SIGTERM, then reap (SIGKILL after `timeout`); the exit code. The peak RSS is
+        the daemon's own high-water mark, read while it still runs: its rusage would also
+        count the copy of this process it was forked as (`registry.spawn_measured`)."""
+        self.hwm_kib = _vm_hwm_kib(self.pid)
         if self.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             if not _wait_for(lambda: self.poll() is not None, timeout):
@@ -650,7 +662,7 @@ def live(ctx: Context, rate: float, fail_every: int) -> Metrics:
         "child_cpu_s": (user1 - user0) + (sys1 - sys0),
         "cpu_user_s": user1 - user0,
         "cpu_sys_s": sys1 - sys0,
-        "peak_rss_mib": daemon.maxrss_kib / 1024,
+        "peak_rss_mib": daemon.hwm_kib / 1024,
         "geoip": dbs is not None,
     }
 
@@ -737,7 +749,7 @@ def idle_cpu(ctx: Context) -> Metrics:
         "events": sum(final.values()),
         "check": exact if code == 0 else f"{exact}; exit code {code} after SIGTERM",
         "exit_code": code,
-        "peak_rss_mib": daemon.maxrss_kib / 1024,
+        "peak_rss_mib": daemon.hwm_kib / 1024,
         "summary": (
             f"{cpu:.3f} s CPU (/proc stat, 10 ms ticks; schedstat {sched * 1000:.1f} ms) and "
             f"{wakeups} wake-ups over {window:.0f} s idle; bar < 0.05 s over 60 s: "

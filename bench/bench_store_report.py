@@ -4,7 +4,7 @@ A store with one day of ROWS rows, the 30 days before it (ROWS / 20 rows each, f
 same 2 000 IPs) and the day after is built off the clock; then a child process asks it
 what a report asks (`mlsd.store.dayquery.StoreDays`: every figure of every section, new
 attackers against the 30 days, the days' totals). Timed in the child (queries only, not
-the interpreter start) with the child's peak RSS (`os.wait4`).
+the interpreter start) with the child's own peak RSS (`registry.spawn_measured`).
 
 Two shapes: `store-report-500k` (500 k rows from 2 000 IPs and 200 users: the goal is
 < 1 s) and `store-report-1m-distinct` (1 M rows, every IP and user different: the goal is
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from registry import Context, Metrics, benchmark
+from registry import Context, Metrics, benchmark, spawn_measured
 
 from mlsd.report import compose
 from mlsd.store.dayquery import StoreDays
@@ -93,18 +91,15 @@ def measure(rows: int, distinct: bool) -> Metrics:
     try:
         path = work / "events.sqlite3"
         build(path, rows, distinct)
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--figures", str(path)], stdout=subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status != 0:
-            return {"error": f"the child exited with status {status}"}
-        got = json.loads(out)
+        with tempfile.TemporaryFile() as out:
+            child = spawn_measured([sys.executable, __file__, "--figures", str(path)], stdout=out)
+            if child.code != 0:
+                return {"error": f"the child exited with status {child.code}"}
+            out.seek(0)
+            got = json.loads(out.read())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rss = usage.ru_maxrss / 1024  # KiB on Linux
+    rss = child.maxrss_kib / 1024  # KiB on Linux
     want_distinct = rows if distinct else min(rows, 2000)
     ok = (
         got["rows"] == rows

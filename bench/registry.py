@@ -7,9 +7,11 @@ by run.py) without importing the runner script itself.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,3 +110,58 @@ def taskset() -> list[str]:
     # between cores mid-run, which on a 2-core box is a visible source of run-to-run noise.
     path = shutil.which("taskset")
     return [path, "-c", "0"] if path else []
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """How a measured child ended: exit code, wall time, CPU time and peak RSS, its own."""
+
+    code: int
+    wall: float
+    cpu: float
+    maxrss_kib: int
+
+
+# A child's peak RSS (`ru_maxrss`) counts what it had before its exec: a child of this
+# process starts as a copy of it (or shares it, with vfork), and Linux keeps that high-water
+# mark across exec. After building a store or a log in-process this parent is 50-100 MiB,
+# and every child "peaked" there. So children are started by this small launcher
+# (`python -S`, ~9 MiB), which forks, execs the command, and writes its own child's
+# figures to a file: the command's peak, its wall time from fork to reap, its CPU time.
+_LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {wall} "
+              f"{usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
+"""
+
+
+def spawn_measured(
+    cmd: Sequence[str],
+    *,
+    stdout: Any = None,
+    stderr: Any = None,
+    env: dict[str, str] | None = None,
+) -> Spawned:
+    """Run `cmd` to its end through the launcher; its own figures (see `_LAUNCHER`)."""
+    with tempfile.NamedTemporaryFile("r", prefix="mlsd-bench-", suffix=".spawn") as figures:
+        subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, figures.name, *cmd],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            check=False,
+        )
+        text = figures.read().split()
+    if len(text) != 4:
+        raise RuntimeError(f"the launcher of {cmd[0]} wrote no figures")
+    return Spawned(int(text[0]), float(text[1]), float(text[2]), int(text[3]))

@@ -40,6 +40,7 @@ from registry import (
     benchmark,
     best_of,
     check,
+    spawn_measured,
     taskset,
     throughput,
 )
@@ -206,19 +207,17 @@ def parse_cli(ctx: Context) -> Metrics:
     compile_bytecode()
     stats: list[tuple[int, float, int, str]] = []
 
-    def once() -> None:
-        # stderr to a file, not a pipe: we block in wait4, and a full pipe would deadlock.
+    def once() -> float:
+        # stderr to a file, not a pipe: a full pipe would deadlock the wait.
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-            # wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the max over
-            # every child so far (grep included), which is not what we want to report.
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            got = spawn_measured(cmd, stdout=subprocess.DEVNULL, stderr=err)
             err.seek(0)
             tail = err.read()[-2000:].decode("utf-8", "replace").strip()
-        stats.append((proc.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, tail))
+        stats.append((got.code, got.cpu, got.maxrss_kib, tail))
+        return got.wall
 
-    best, runs, _ = best_of(ctx.repeat, once)
+    runs = [once() for _ in range(max(1, ctx.repeat))]  # the child's own wall time
+    best = min(runs)
     codes = {code for code, _, _, _ in stats}
     if codes != {0}:
         code, _, _, tail = next(s for s in stats if s[0] != 0)
