@@ -20,9 +20,9 @@ import pytest
 from mlsd import __version__
 from mlsd.app.cli import (  # imported before fork: the dropped child cannot read /root
     build_parser,
-    command_of,
     main,
 )
+from mlsd.app.onecommand import command_of
 
 CORPUS = Path(__file__).parent / "corpus"
 MLS_LOG = CORPUS / "maillogsentinel" / "sample_sasl.log"

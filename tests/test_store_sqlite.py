@@ -360,3 +360,52 @@ def test_a_version_2_store_gets_the_report_indexes_in_place(tmp_path: Path) -> N
     assert csv_rows(csv) == store.rows()
     assert position(csv) == store.position(NODE)
     assert [(SCHEMA_VERSION,)] == store.db.execute("SELECT version FROM mlsd_schema").fetchall()
+
+
+class FailsAfter(FlakySink):
+    """A sink that stores its first `ok` batches, then fails until `failures` runs out."""
+
+    def __init__(self, inner: SqliteSink, ok: int, failures: int) -> None:
+        super().__init__(inner, failures)
+        self.ok = ok
+
+    async def append(self, node: str, batch: Batch) -> None:
+        if self.ok:
+            self.ok -= 1
+            await self.inner.append(node, batch)
+            return
+        await super().append(node, batch)
+
+
+def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(tmp_path: Path) -> None:
+    """Rows behind are counted in the worker call that reads a batch, and stored rows
+    taken off as batches are stored: when the sink fails after some batches, the rows
+    behind are exactly those not stored, and once it is back every row is stored once."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(40))
+    lines = csv.read_bytes()[len(HEADER) :].split(b"\n")
+    after_15 = len(HEADER) + sum(len(line) + 1 for line in lines[:15])
+    behind: list[tuple[int | None, int | None]] = []
+
+    async def go() -> None:
+        inner = SqliteSink(db)
+        await inner.open(NODE)
+        sink = FailsAfter(inner, ok=3, failures=4)
+        shipper = Shipper(csv, lambda: position(csv), sink, NODE, batch_rows=5, max_delay=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        while shipper.error is None:
+            await asyncio.sleep(0.005)
+        behind.append((shipper.lag().bytes, shipper.lag().rows))
+        for _ in range(400):
+            await asyncio.sleep(0.01)
+            if shipper.lag().bytes == 0 and shipper.error is None:
+                break
+        behind.append((shipper.lag().bytes, shipper.lag().rows))
+        stop.set()
+        await task
+        await sink.close()
+
+    asyncio.run(go())
+    assert [(os.path.getsize(csv) - after_15, 25), (0, 0)] == behind
+    assert csv_rows(csv) == stored(db).rows()

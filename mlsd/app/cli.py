@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from mlsd import __version__, config
 from mlsd.app import cli_admin, cmd_ingest, cmd_parse, cmd_report, cmd_setup, cmd_state, cmd_store
 from mlsd.app.cmd_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mlsd.app.cmd_report import FIRST_DAY
+from mlsd.app.onecommand import Commands, command_of
 from mlsd.errors import ConfigError, MlsdError
 from mlsd.untrusted import terminal
 
@@ -46,52 +47,6 @@ def _common(*, top: bool) -> argparse.ArgumentParser:
     return common
 
 
-class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """The subcommands' action that, given `only`, builds that command's parser alone.
-
-    argparse spends about half a millisecond on each parser (gettext lookups, formatters)
-    and the options of a command not being run are never read: building all twenty was a
-    quarter of `mlsd parse`'s start. The others are an `_Unused`, which takes any call.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.only: str | None = None
-        self.found = False
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        if self.only is not None and name != self.only:
-            return cast(argparse.ArgumentParser, _Unused())
-        self.found = True
-        return cast(argparse.ArgumentParser, super().add_parser(name, **kwargs))
-
-
-class _Unused:
-    """The parser of a command that is not being run: every call is accepted and ignored."""
-
-    def __getattr__(self, name: str) -> Callable[..., _Unused]:
-        return self._ignore
-
-    def _ignore(self, *args: object, **kwargs: object) -> _Unused:
-        return self
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The command `argv` runs, or None when the whole parser is needed (`--help`,
-    `--version`, no command, an option this cannot skip over)."""
-    args = iter(argv)
-    for arg in args:
-        if arg in ("-c", "--config"):
-            next(args, None)
-        elif arg == "--debug" or arg.startswith(("--config=", "-c")):
-            continue
-        elif arg.startswith("-"):
-            return None
-        else:
-            return arg
-    return None
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; each subcommand sets `func`. With `only`, the parser of that
     command alone (the whole parser when there is no such command, so that argparse's
@@ -106,9 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     # it (`mlsd -c X status`) to the default, as argparse's subparser defaults otherwise do.
     common = _common(top=False)
     parser.add_argument("--version", action="version", version=f"mlsd {__version__}")
-    sub = cast(
-        _Commands, parser.add_subparsers(dest="command", metavar="COMMAND", action=_Commands)
-    )
+    sub = cast(Commands, parser.add_subparsers(dest="command", metavar="COMMAND", action=Commands))
     sub.only = only
     sub.required = True
 
