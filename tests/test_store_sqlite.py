@@ -409,3 +409,17 @@ def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(tmp_path:
     asyncio.run(go())
     assert [(os.path.getsize(csv) - after_15, 25), (0, 0)] == behind
     assert csv_rows(csv) == stored(db).rows()
+
+
+def test_a_limit_on_bound_values_below_one_row_is_an_error_not_a_row_left_out(
+    tmp_path: Path,
+) -> None:
+    """No statement shape fits: SQLite refuses the first, and the batch is not stored at
+    all (rows and position roll back together)."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(3))
+    store = stored(db)
+    store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 10)  # a row has 15 values
+    with pytest.raises(sqlite3.OperationalError, match="too many SQL variables"):
+        store.append(NODE, Batch(csv_rows(csv), Position(1, 2, len(HEADER)), Position(1, 2, 9)))
+    assert (0, None) == (store.count(), store.position(NODE))
