@@ -161,11 +161,18 @@ def decode_row(line: str, width: int = len(COLUMNS)) -> list[str] | None:
     return cells if len(cells) >= width else None
 
 
+ATTEMPTS_MAX: Final = 2**31 - 1
+"""The most attempts a row may stand for: what the stores' integer columns hold (the fleet's
+is PostgreSQL's `integer`). mlsd writes small numbers; a larger one is an edited row."""
+
+
 def attempts_of(cell: str) -> int:
-    """The `attempts` cell as a number: 1 when it is not one (a damaged or edited row)."""
+    """The `attempts` cell as a number: 1 when it is not one, or not one a store can hold
+    (a damaged or edited row: it must not stop the store, which would refuse it forever)."""
     if cell == "1":
         return 1
     try:
-        return int(cell)
+        n = int(cell)
     except ValueError:
         return 1
+    return n if -ATTEMPTS_MAX - 1 <= n <= ATTEMPTS_MAX else 1

@@ -9,9 +9,10 @@ import pytest
 
 from mlsd.ingest.csvlog import RowFormat
 from mlsd.ingest.grammar import parse_line
+from mlsd.logins import LOGIN_COLUMNS
 from mlsd.rows import AuthFailure, decode_row
-from mlsd.store.rowmap import asn_text, parse_asn, parse_time, stored_row
-from tests.storekit import enrich
+from mlsd.store.rowmap import asn_text, login_row, parse_asn, parse_time, stored_row
+from tests.storekit import enrich, login_cells
 from tests.test_parse_corpus import CASES
 
 ROWS = [c for c in CASES if c.expected["expect"] == "row"]
@@ -82,7 +83,8 @@ def test_a_date_mlsd_never_writes_is_an_error(text: str) -> None:
 @pytest.mark.parametrize(
     ("cell", "asn"),
     [("AS29518", 29518), ("29518", 29518), ("N/A", None), ("AS", None), ("AS-1", None),
-     ("AS\u0661\u0662", None)],
+     ("AS\u0661\u0662", None), ("AS4294967295", 4294967295), ("AS4294967296", None),
+     ("99999999999999999999", None)],
 )  # fmt: skip
 def test_asn_cell(cell: str, asn: int | None) -> None:
     assert asn == parse_asn(cell)
@@ -97,3 +99,15 @@ def test_offset_survives_as_written() -> None:
     assert timedelta(hours=5, minutes=45) == row.time.utcoffset()
     assert timezone(timedelta(hours=5, minutes=45)) == row.time.tzinfo
     assert (None, 2) == (row.asn, row.attempts)
+
+
+@pytest.mark.parametrize(
+    ("cell", "want"),
+    [("3", 3), ("2147483647", 2147483647), ("2147483648", 0), ("99999999999999999999", 0),
+     ("x", 0), ("", 0)],
+)  # fmt: skip
+def test_a_logins_recipients_cell_no_store_holds_is_zero(cell: str, want: int) -> None:
+    """As for `attempts` and `asn`: an edited number must not make a store refuse the batch."""
+    cells = login_cells(1)[0]
+    cells[LOGIN_COLUMNS.index("recipients")] = cell
+    assert want == login_row(cells).recipients

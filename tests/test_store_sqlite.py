@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from mlsd.errors import StateError
-from mlsd.rows import HEADER, decode_row
+from mlsd.rows import COLUMNS, HEADER, decode_row
 from mlsd.store import ship as ship_module
 from mlsd.store.contract import Batch, Position, StoreConflict
 from mlsd.store.rowmap import stored_row
@@ -423,3 +423,34 @@ def test_a_limit_on_bound_values_below_one_row_is_an_error_not_a_row_left_out(
     with pytest.raises(sqlite3.OperationalError, match="too many SQL variables"):
         store.append(NODE, Batch(csv_rows(csv), Position(1, 2, len(HEADER)), Position(1, 2, 9)))
     assert (0, None) == (store.count(), store.position(NODE))
+
+
+# Cells of hand-edited rows that no store column holds: (column, value, stored as).
+EDITED = [
+    ("asn", "AS99999999999999999999", None),
+    ("asn", "AS4294967296", None),
+    ("attempts", "99999999999999999999", 1),
+    ("attempts", "2147483648", 1),
+    ("attempts", "-2147483649", 1),
+    ("attempts", "2147483647", 2147483647),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "want"), EDITED)
+def test_an_edited_row_with_a_number_no_store_holds_does_not_stop_the_store(
+    tmp_path: Path, column: str, value: str, want: int | None
+) -> None:
+    """A number too large for the store's column would make every try of its batch fail:
+    the row is stored with the cell read as not a number, and the rows after it too."""
+    csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
+    write_csv(csv, events(6, seed=4))
+    lines = csv.read_bytes().split(b"\n")
+    at = next(i for i in range(1, len(lines)) if lines[i] and b'"' not in lines[i])
+    cells = lines[at].decode().split(";")
+    cells[COLUMNS.index(column)] = value
+    lines[at] = ";".join(cells).encode()
+    csv.write_bytes(b"\n".join(lines))
+    ship(csv, db, lambda: position(csv))
+    rows = stored(db).rows()
+    assert len(rows) == 6
+    assert want == getattr(rows[at - 1], column)

@@ -25,14 +25,23 @@ def parse_time(text: str, tz: tzinfo = UTC) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=tz)
 
 
+ASN_MAX: Final = 2**32 - 1
+"""AS numbers are 32 bits (RFC 6793)."""
+RECIPIENTS_MAX: Final = 2**31 - 1
+"""What the stores' integer columns hold (see mlsd.rows.ATTEMPTS_MAX)."""
+
+
 def parse_asn(text: str) -> int | None:
-    """`AS29518` (or a bare `29518`) → 29518; `N/A`, or anything else, → None."""
+    """`AS29518` (or a bare `29518`) → 29518; `N/A`, or anything else, → None. A number
+    no AS has (an edited row) is None too: a store would refuse it, and with it the batch,
+    at every try."""
     if text == NOT_AVAILABLE:
         return None
     digits = text[2:] if text[:2] in ("AS", "as") else text
     if not digits.isascii() or not digits.isdigit():
         return None
-    return int(digits)
+    asn = int(digits)
+    return asn if asn <= ASN_MAX else None
 
 
 def asn_text(asn: int | None) -> str:
@@ -88,7 +97,7 @@ def login_row(cells: Sequence[str], tz: tzinfo = UTC) -> LoginRow:
     """One logins CSV row (its cells, quotes undone) as a `LoginRow`.
 
     Raises ValueError when the date is not one mlsd writes. A `recipients` cell that is not
-    a number (an edited row) is 0.
+    a number a store can hold (an edited row) is 0.
     """
     recipients = cells[_L["recipients"]]
     return LoginRow(
@@ -103,5 +112,12 @@ def login_row(cells: Sequence[str], tz: tzinfo = UTC) -> LoginRow:
         cells[_L["service"]],
         cells[_L["mechanism"]],
         cells[_L["event"]],
-        int(recipients) if recipients.isascii() and recipients.isdigit() else 0,
+        _recipients(recipients),
     )
+
+
+def _recipients(cell: str) -> int:
+    if not cell.isascii() or not cell.isdigit():
+        return 0
+    n = int(cell)
+    return n if n <= RECIPIENTS_MAX else 0
