@@ -191,3 +191,40 @@ def test_positions_are_per_csv(fleet: Fleet, tmp_path: Path) -> None:
 
     asyncio.run(go())
     assert 5 == sum(fleet.events().values())
+
+
+def _edited(csv: Path) -> None:
+    """Edit the CSV by hand, as an admin might (or a damaged disk): a NUL in a user cell
+    (PostgreSQL refuses NUL in text) and an ASN no AS has (over its bigint, too)."""
+    lines = csv.read_bytes().split(b"\n")
+    plain = [i for i in range(1, len(lines)) if lines[i] and b'"' not in lines[i]]
+    cells = lines[plain[0]].split(b";")
+    cells[3] = b"ro\x00ot"
+    lines[plain[0]] = b";".join(cells)
+    cells = lines[plain[1]].split(b";")
+    cells[7] = b"AS99999999999999999999"
+    lines[plain[1]] = b";".join(cells)
+    csv.write_bytes(b"\n".join(lines))
+
+
+def test_an_edited_row_cannot_stop_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
+    """Both rows are shipped with the cell read as mlsd reads it (NUL shown as U+FFFD, the
+    ASN as none), and every row after them too: no batch is refused at every try."""
+    csv = tmp_path / "mlsd.csv"
+    write_csv(csv, events(30, seed=8))
+    _edited(csv)
+    committed = position(csv)
+
+    async def go() -> None:
+        sink = fleet.sink(fleet.owner)
+        try:
+            await Shipper(csv, lambda: committed, sink, "mx1", batch_rows=7).ship_committed()
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
+    got = fleet.events()
+    assert 30 == sum(got.values())
+    users = {row[4] for row in got}
+    assert "ro\ufffdot" in users
+    assert not any("\x00" in str(u) for u in users)

@@ -14,7 +14,7 @@ import structlog
 
 from mlsd.errors import StateError
 from mlsd.rows import COLUMNS, HEADER, decode_row
-from mlsd.store import ship as ship_module
+from mlsd.store import csvrows
 from mlsd.store.contract import Batch, Position, StoreConflict
 from mlsd.store.rowmap import stored_row
 from mlsd.store.ship import Shipper
@@ -293,7 +293,7 @@ def test_rows_longer_than_a_read_block_and_bad_utf8_are_read_whole(
         cells = decode_row(line.decode("utf-8", "replace"))
         assert cells is not None
         oracle.append(stored_row(cells))
-    monkeypatch.setattr(ship_module, "READ_BLOCK", 64)  # shorter than every row
+    monkeypatch.setattr(csvrows, "READ_BLOCK", 64)  # shorter than every row
     ship(csv, db, lambda: committed, batch_rows=3)
     assert oracle == stored(db).rows()
     assert committed == stored(db).position(NODE)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Final
 from mlsd import logs
 from mlsd.safefs import nofollow_opener
 from mlsd.store.contract import Batch, Position, Row, Sink, StoreConflict
+from mlsd.store.csvrows import read_rows
 from mlsd.store.handover import Leg, Moved, next_leg
 from mlsd.store.journals import EVENTS, Journal
 from mlsd.untrusted import terminal
@@ -31,8 +31,6 @@ log = logs.get("mlsd.store")
 
 BATCH_ROWS: Final = 5000
 """Rows per transaction: bounded memory, and few commits (one fsync each) when catching up."""
-READ_BLOCK: Final = 1 << 20
-"""Bytes read at a time (doubled for a row longer than that)."""
 FIRST_DELAY: Final = 0.5
 MAX_DELAY: Final = 60.0
 """Backoff between attempts while a sink fails: doubling from FIRST_DELAY up to this."""
@@ -269,50 +267,8 @@ class Shipper:
         self, start: Position, target: Position, path: Path
     ) -> tuple[list[Row], Position, int]:
         """Up to `batch_rows` rows of `path` from `start`, never past `target` (the
-        committed end).
-
-        Read and decoded a block at a time, not line by line: a third less time per row
-        (29.5 k rows: 0.051 s instead of 0.077 s), all of it holding the GIL the follower
-        needs."""
-        rows: list[Row] = []
-        skipped = 0
-        tz = self.tz
-        decode, typed = self.journal.cells, self.journal.row
-        with open(path, "rb", buffering=0, opener=nofollow_opener) as fh:
-            fd = fh.fileno()
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (target.csv_dev, target.csv_ino):
-                raise StoreConflict(f"{path} is not the CSV the checkpoint committed")
-            at, end = start.csv_offset, target.csv_offset
-            size = READ_BLOCK
-            while at < end and len(rows) < self.batch_rows:
-                block = os.pread(fd, min(end - at, size), at)
-                cut = block.rfind(b"\n") + 1
-                if not cut:
-                    if len(block) < min(end - at, size):
-                        break  # the file is shorter than committed: nothing more to read
-                    if size >= end - at:
-                        break  # never past the committed end, which is a row boundary
-                    size *= 2  # a row longer than the block
-                    continue
-                lines = block[:cut].split(b"\n")
-                lines.pop()  # the empty string after the last newline
-                want = self.batch_rows - len(rows)
-                if len(lines) > want:
-                    del lines[want:]
-                at += sum(map(len, lines)) + len(lines)
-                # One decode for the block: a newline is never inside a UTF-8 sequence, so
-                # the lines are those of decoding each on its own, replacements included.
-                for line in b"\n".join(lines).decode("utf-8", "replace").split("\n"):
-                    cells = decode(line)
-                    if cells is None:
-                        skipped += 1
-                        continue
-                    try:
-                        rows.append(typed(cells, tz))
-                    except ValueError:
-                        skipped += 1
-        return rows, Position(start.csv_dev, start.csv_ino, at), skipped
+        committed end); see `mlsd.store.csvrows.read_rows`."""
+        return read_rows(path, self.journal, start, target, most=self.batch_rows, tz=self.tz)
 
     def _count_and_read(
         self, start: Position, until: Position, path: Path, target: Position
