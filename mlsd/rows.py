@@ -162,8 +162,9 @@ def decode_row(line: str, width: int = len(COLUMNS)) -> list[str] | None:
 
 
 ATTEMPTS_MAX: Final = 2**31 - 1
-"""The most attempts a row may stand for: what the stores' integer columns hold (the fleet's
-is PostgreSQL's `integer`). mlsd writes small numbers; a larger one is an edited row."""
+"""The most attempts a row may stand for (and a logins row's recipients): what the stores'
+integer columns hold (the fleet's is PostgreSQL's `integer`). mlsd writes small numbers; a
+larger one is an edited row."""
 
 
 def attempts_of(cell: str) -> int:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Final
 
 from mlsd.logins import LOGIN_COLUMNS
-from mlsd.rows import NOT_AVAILABLE, Column, attempts_of
+from mlsd.rows import ATTEMPTS_MAX, NOT_AVAILABLE, Column, attempts_of
 from mlsd.store.contract import LoginRow, StoredRow
 
 _MLS_LEN: Final = len("dd/mm/YYYY HH:MM")
@@ -27,8 +27,6 @@ def parse_time(text: str, tz: tzinfo = UTC) -> datetime:
 
 ASN_MAX: Final = 2**32 - 1
 """AS numbers are 32 bits (RFC 6793)."""
-RECIPIENTS_MAX: Final = 2**31 - 1
-"""What the stores' integer columns hold (see mlsd.rows.ATTEMPTS_MAX)."""
 
 
 def parse_asn(text: str) -> int | None:
@@ -37,11 +35,15 @@ def parse_asn(text: str) -> int | None:
     at every try."""
     if text == NOT_AVAILABLE:
         return None
-    digits = text[2:] if text[:2] in ("AS", "as") else text
+    return _number(text[2:] if text[:2] in ("AS", "as") else text, ASN_MAX)
+
+
+def _number(digits: str, most: int) -> int | None:
+    """ASCII digits as a number of at most `most` (a store's column), else None."""
     if not digits.isascii() or not digits.isdigit():
         return None
-    asn = int(digits)
-    return asn if asn <= ASN_MAX else None
+    n = int(digits)
+    return n if n <= most else None
 
 
 def asn_text(asn: int | None) -> str:
@@ -112,12 +114,5 @@ def login_row(cells: Sequence[str], tz: tzinfo = UTC) -> LoginRow:
         cells[_L["service"]],
         cells[_L["mechanism"]],
         cells[_L["event"]],
-        _recipients(recipients),
+        _number(recipients, ATTEMPTS_MAX) or 0,
     )
-
-
-def _recipients(cell: str) -> int:
-    if not cell.isascii() or not cell.isdigit():
-        return 0
-    n = int(cell)
-    return n if n <= RECIPIENTS_MAX else 0
