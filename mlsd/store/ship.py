@@ -263,19 +263,14 @@ class Shipper:
 
     # ---- reading the CSV (in a worker thread)
 
-    def _read(
-        self, start: Position, target: Position, path: Path
-    ) -> tuple[list[Row], Position, int]:
-        """Up to `batch_rows` rows of `path` from `start`, never past `target` (the
-        committed end); see `mlsd.store.csvrows.read_rows`."""
-        return read_rows(path, self.journal, start, target, most=self.batch_rows, tz=self.tz)
-
     def _count_and_read(
         self, start: Position, until: Position, path: Path, target: Position
     ) -> tuple[list[Row], Position, int]:
+        """In a worker: count what is behind (this CSV only), then read up to `batch_rows`
+        rows of `path` from `start`, never past `until` (mlsd.store.csvrows)."""
         if path == self.csv_path:
             self._count_behind(start, target)
-        return self._read(start, until, path)
+        return read_rows(path, self.journal, start, until, most=self.batch_rows, tz=self.tz)
 
     def _count_behind(self, start: Position, target: Position) -> None:
         """Rows between `start` and `target`, counting each byte once (newlines only)."""
