@@ -52,7 +52,11 @@ class ScanRun:
 def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
     """`mlsd scan`'s work on `log` in `work` (fresh), with the store shipping beside it or not."""
     from mlsd import logs  # noqa: PLC0415 - a broken mlsd is an error row, not an import crash
-    from mlsd.app.storejob import committed_of, logins_committed_of  # noqa: PLC0415
+    from mlsd.app.storejob import (  # noqa: PLC0415
+        committed_of,
+        logins_committed_of,
+        logins_shipper,
+    )
     from mlsd.config import load  # noqa: PLC0415
     from mlsd.enrich.enricher import Enricher  # noqa: PLC0415
     from mlsd.enrich.geo import Geo  # noqa: PLC0415
@@ -91,15 +95,8 @@ def run_scan(log: Path, work: Path, *, store: bool) -> ScanRun:
                 # The logins (`[sentinel] record_logins`, on by default) go into the
                 # same store through their own shipper, as `mlsd run` wires them.
                 lsink = sink.sibling(LOGINS)
-                lshipper = Shipper(
-                    cfg.paths.logins(),
-                    lambda: logins_committed_of(s.pipeline),
-                    lsink,
-                    NODE,
-                    tz=s.pipeline.tz,
-                    journal=LOGINS,
-                    on_mismatch=lsink.rebuild,
-                )
+                lshipper = logins_shipper(s, lsink, NODE, lambda: logins_committed_of(s.pipeline))
+                lshipper.on_mismatch = lsink.rebuild
                 s.pipeline.on_commit.append(shipper.wake.set)
                 s.pipeline.on_commit.append(lshipper.wake.set)
                 done = asyncio.Event()
