@@ -11,7 +11,15 @@ from pathlib import Path
 
 from mlsd.enrich.postfix import postfix_reverse
 from mlsd.ingest.csvlog import RowFormat
-from mlsd.rows import HEADER, AuthFailure, Enrichment, decode_row, encode_rows, split_cells
+from mlsd.rows import (
+    COLUMNS,
+    HEADER,
+    AuthFailure,
+    Enrichment,
+    decode_row,
+    encode_rows,
+    split_cells,
+)
 from mlsd.store.contract import Batch, LoginRow, Position, Row, StoredRow
 from mlsd.store.journals import LOGINS_HEADER
 from mlsd.store.rowmap import login_row, stored_row
@@ -156,3 +164,16 @@ def login_rows(path: Path, tz: tzinfo = UTC, upto: int | None = None) -> list[Lo
         if cells:
             out.append(login_row(cells, tz))
     return out
+
+
+def edit_row(csv: Path, nth: int, **cells: str) -> int:
+    """Edit the CSV by hand, as an admin might (or a damaged disk): in its `nth` row
+    without quotes, the named columns get these texts. The row's place among all rows."""
+    lines = csv.read_bytes().split(b"\n")
+    at = [i for i in range(1, len(lines)) if lines[i] and b'"' not in lines[i]][nth]
+    row = lines[at].decode().split(";")
+    for column, text in cells.items():
+        row[COLUMNS.index(column)] = text
+    lines[at] = ";".join(row).encode()
+    csv.write_bytes(b"\n".join(lines))
+    return at - 1

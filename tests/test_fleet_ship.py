@@ -23,7 +23,7 @@ from tests.fleetkit import (
     Fleet,
     migrated_fleet,  # noqa: F401 - the `fleet` fixture
 )
-from tests.storekit import append_csv, csv_rows, events, position, write_csv
+from tests.storekit import append_csv, csv_rows, edit_row, events, position, write_csv
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -193,26 +193,14 @@ def test_positions_are_per_csv(fleet: Fleet, tmp_path: Path) -> None:
     assert 5 == sum(fleet.events().values())
 
 
-def _edited(csv: Path) -> None:
-    """Edit the CSV by hand, as an admin might (or a damaged disk): a NUL in a user cell
-    (PostgreSQL refuses NUL in text) and an ASN no AS has (over its bigint, too)."""
-    lines = csv.read_bytes().split(b"\n")
-    plain = [i for i in range(1, len(lines)) if lines[i] and b'"' not in lines[i]]
-    cells = lines[plain[0]].split(b";")
-    cells[3] = b"ro\x00ot"
-    lines[plain[0]] = b";".join(cells)
-    cells = lines[plain[1]].split(b";")
-    cells[7] = b"AS99999999999999999999"
-    lines[plain[1]] = b";".join(cells)
-    csv.write_bytes(b"\n".join(lines))
-
-
 def test_an_edited_row_cannot_stop_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
     """Both rows are shipped with the cell read as mlsd reads it (NUL shown as U+FFFD, the
     ASN as none), and every row after them too: no batch is refused at every try."""
     csv = tmp_path / "mlsd.csv"
     write_csv(csv, events(30, seed=8))
-    _edited(csv)
+    # A NUL (PostgreSQL refuses it in text) and an ASN no AS has (over its bigint, too).
+    edit_row(csv, 0, user="ro\x00ot")
+    edit_row(csv, 1, asn="AS99999999999999999999")
     committed = position(csv)
 
     async def go() -> None:

@@ -13,14 +13,14 @@ import pytest
 import structlog
 
 from mlsd.errors import StateError
-from mlsd.rows import COLUMNS, HEADER, decode_row
+from mlsd.rows import HEADER, decode_row
 from mlsd.store import csvrows
 from mlsd.store.contract import Batch, Position, StoreConflict
 from mlsd.store.rowmap import stored_row
 from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SCHEMA_VERSION, SqliteStore
 from mlsd.store.sqlsink import SqliteSink
-from tests.storekit import append_csv, csv_rows, events, multiset, position, write_csv
+from tests.storekit import append_csv, csv_rows, edit_row, events, multiset, position, write_csv
 
 NODE = "mx1"
 
@@ -444,13 +444,8 @@ def test_an_edited_row_with_a_number_no_store_holds_does_not_stop_the_store(
     the row is stored with the cell read as not a number, and the rows after it too."""
     csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
     write_csv(csv, events(6, seed=4))
-    lines = csv.read_bytes().split(b"\n")
-    at = next(i for i in range(1, len(lines)) if lines[i] and b'"' not in lines[i])
-    cells = lines[at].decode().split(";")
-    cells[COLUMNS.index(column)] = value
-    lines[at] = ";".join(cells).encode()
-    csv.write_bytes(b"\n".join(lines))
+    at = edit_row(csv, 0, **{column: value})
     ship(csv, db, lambda: position(csv))
     rows = stored(db).rows()
     assert len(rows) == 6
-    assert want == getattr(rows[at - 1], column)
+    assert want == getattr(rows[at], column)
