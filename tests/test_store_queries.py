@@ -14,17 +14,19 @@ import os
 import random
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from mlsd.dayfigures import PastDay
 from mlsd.report import window
 from mlsd.report.schedule import report_window
 from mlsd.report.tally import Tally
 from mlsd.rows import AuthFailure
 from mlsd.store import queries
+from mlsd.store.dayquery import StoreDays
 from tests.storekit import events, sqlite_of, write_csv
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -93,6 +95,12 @@ def day_range(day: date, tz: tzinfo) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
+def past_days(tmp_path: Path, days: list[date], tz: tzinfo) -> dict[date, PastDay | None]:
+    """The days' totals as the report asks the store for the days before its own."""
+    windows = [(d, *report_window(d, tz)) for d in days]
+    return StoreDays(tmp_path / "events.sqlite3").past(windows, tz)
+
+
 def window_tally(csv: Path, day: date, tz: tzinfo) -> tuple[Tally, int, int]:
     """The report's path: the day's window read from the CSV, tallied."""
     start, end = report_window(day, tz)
@@ -112,14 +120,11 @@ def test_corpus_day_figures_equal_the_csv_reports(tmp_path: Path, jsonl: Path, t
         tally, s, e = window_tally(csv, day, tz)
         assert tally.events > 0
         assert_same(db, tally, s, e)
-    first, last = days[0] - timedelta(days=1), days[-1] + timedelta(days=1)
-    s, _ = day_range(first, tz)
-    _, e = day_range(last, tz)
     expect = {}
     for d in days:
         t, *_ = window_tally(csv, d, tz)
-        expect[d] = queries.Totals(t.events, t.failures)
-    assert queries.per_day(db, s, e, tz) == expect
+        expect[d] = PastDay(t.events, t.failures)
+    assert past_days(tmp_path, days, tz) == expect
     db.close()
 
 
@@ -137,8 +142,7 @@ def test_a_dst_day_out_of_order_has_25_hours_and_the_same_figures(tmp_path: Path
     tally, s, e = window_tally(csv, day, PARIS)
     assert len(tally.histogram) == 25 and tally.events > 1000
     assert_same(db, tally, s, e)
-    per_day = queries.per_day(db, *day_range(day, PARIS), PARIS)
-    assert per_day == {day: queries.Totals(tally.events, tally.failures)}
+    assert past_days(tmp_path, [day], PARIS) == {day: PastDay(tally.events, tally.failures)}
     db.close()
 
 

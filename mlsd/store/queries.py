@@ -4,8 +4,8 @@ and the report's day and history (`mlsd.store.dayquery`) read.
 Every query takes a half-open range [start, end) of epoch seconds and reads by the `time`
 index: a row stamped far in the future sits outside the range whatever its place in the
 table (the CSV readers, which stop at the first row past the window, could miss the rows
-after it). Only aggregates cross into Python (a count, at most one bucket per hour or
-quarter hour), so memory is bounded by construction.
+after it). Only aggregates cross into Python (a count, at most one bucket per hour), so
+memory is bounded by construction.
 
 Counts: "rows" are rows, "failures" the sum of `attempts` (as `mlsd.report.tally` counts
 them).
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
 from mlsd.errors import StateError
-from mlsd.store.sqlite import BUSY_MS, QUARTER
+from mlsd.store.sqlite import BUSY_MS
 
 HOUR: Final = 3600
 
@@ -75,21 +74,3 @@ def per_hour(db: sqlite3.Connection, start: int, end: int) -> list[int]:
     ):
         out[k] = int(n)
     return out
-
-
-def per_day(db: sqlite3.Connection, start: int, end: int, tz: tzinfo) -> dict[date, Totals]:
-    """Rows and failures per day in `tz` of the range (days with no row are absent).
-
-    Every UTC offset in use is a multiple of 15 minutes: SQL counts per quarter hour (at
-    most 96 a day), Python puts each quarter in its local day, DST included."""
-    rows: dict[date, int] = {}
-    failures: dict[date, int] = {}
-    query = (
-        f"SELECT time / {QUARTER}, count(*), sum(attempts) FROM mlsd_events "  # noqa: S608
-        "WHERE time >= ? AND time < ? GROUP BY 1"
-    )
-    for quarter, n, f in db.execute(query, (start, end)):
-        day = datetime.fromtimestamp(quarter * QUARTER, UTC).astimezone(tz).date()
-        rows[day] = rows.get(day, 0) + int(n)
-        failures[day] = failures.get(day, 0) + int(f)
-    return {d: Totals(rows[d], failures[d]) for d in sorted(rows)}
