@@ -70,6 +70,53 @@ class Fleet:
         return Counter(r for r in rows if node is None or r[0] == node)
 
 
+# The day totals recounted from the stored rows, as (day, kind, value, attempts, nodes) and
+# (day, node, rows, attempts, newest): a second formulation of mlsd.fleet.rollup_sql's
+# (arrays of node names, not bits), so the two can be compared.
+_RECOUNT_VALUES = """
+WITH e AS (
+    SELECT (time AT TIME ZONE (SELECT zone FROM mlsd_rollup_zone))::date AS day, node, ip,
+           "user", country_code, attempts
+    FROM mlsd_events
+)
+SELECT day, 'i', ip, sum(attempts), array_agg(DISTINCT node) FROM e GROUP BY day, ip
+UNION ALL
+SELECT day, 'u', "user", sum(attempts), array_agg(DISTINCT node) FROM e GROUP BY day, "user"
+UNION ALL
+SELECT day, 'c', country_code, sum(attempts), array_agg(DISTINCT node) FROM e
+GROUP BY day, country_code
+"""
+_RECOUNT_NODES = """
+SELECT (time AT TIME ZONE (SELECT zone FROM mlsd_rollup_zone))::date, node, count(*),
+       sum(attempts), max(time)
+FROM mlsd_events GROUP BY 1, 2
+"""
+_STORED_NODES = "SELECT day, node, rows, attempts, newest FROM mlsd_day_nodes"
+
+
+def totals(db: Database) -> Counter[tuple[object, ...]]:
+    """The day totals as stored, each value's node bits named (mlsd_nodes)."""
+    names = {int(str(i)): str(n) for i, n in db.execute("SELECT id, node FROM mlsd_nodes")}
+    out: Counter[tuple[object, ...]] = Counter()
+    for day, kind, value, attempts, bits in db.execute(
+        "SELECT day, kind, value, attempts, nodes FROM mlsd_day_values"
+    ):
+        mask = int(str(bits))
+        nodes = frozenset(n for i, n in names.items() if i < 63 and mask >> i & 1)
+        out[(day, str(kind), value, int(str(attempts)), nodes)] += 1
+    out.update(("node", *r) for r in db.execute(_STORED_NODES))
+    return out
+
+
+def recounted(db: Database) -> Counter[tuple[object, ...]]:
+    """What the day totals must be: counted again from every stored row."""
+    out: Counter[tuple[object, ...]] = Counter()
+    for day, kind, value, attempts, nodes in db.execute(_RECOUNT_VALUES):
+        out[(day, kind, value, int(str(attempts)), frozenset(nodes))] += 1  # type: ignore[call-overload]
+    out.update(("node", *r) for r in db.execute(_RECOUNT_NODES))
+    return out
+
+
 def make_fleet(db: Database, owner_prefix: str = "owner") -> Fleet:
     """Run the roles script for a new owner role and give the owner the test password."""
     import uuid

@@ -22,6 +22,8 @@ from tests.fleetkit import (
     PASSWORD,
     Fleet,
     migrated_fleet,  # noqa: F401 - the `fleet` fixture
+    recounted,
+    totals,
 )
 from tests.followkit import Env, Writer, kill9, wait_for
 from tests.storekit import csv_rows
@@ -98,6 +100,7 @@ def test_three_daemons_fill_the_fleet_table_exactly_once(
                 break
             time.sleep(0.2)
         assert want == got
+        assert recounted(fleet.db) == totals(fleet.db)  # the day totals, exactly once too
         assert dict.fromkeys(names, want_rows) == {
             n: sum(1 for k in got.elements() if k[0] == n) for n in names
         }

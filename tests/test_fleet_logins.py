@@ -18,6 +18,7 @@ from mlsd.config.schema import FleetConfig, Secret, SentinelConfig
 from mlsd.fleet import schema
 from mlsd.fleet.errors import FleetError
 from mlsd.fleet.pgsink import PgSink
+from mlsd.fleet.schema import SCHEMA_VERSION
 from mlsd.store.contract import Batch, LoginRow
 from mlsd.store.journals import LOGINS
 from tests.fleetkit import PASSWORD, Fleet, as_stored, make_fleet, pos, rows
@@ -122,7 +123,7 @@ def migrate_to_1(fleet: Fleet) -> None:
 def test_schema_1_is_migrated_in_place_and_a_node_role_may_ship_logins(fleet: Fleet) -> None:
     """A node role made under schema 1 (the migration grants it the logins) and one made
     after (the roles script grants them): both ship their logins, the failures stay, the
-    version is 2; a node role cannot migrate, the owner does."""
+    version is the newest; a node role cannot migrate, the owner does."""
     a, b = "mx-a.example.org", "mx-b.example.org"
     migrate_to_1(fleet)
     fleet.add_node(a)
@@ -134,11 +135,11 @@ def test_schema_1_is_migrated_in_place_and_a_node_role_may_ship_logins(fleet: Fl
         finally:
             await s.close()
 
-    with pytest.raises(FleetError, match="version 1, this mlsd needs version 2"):
+    with pytest.raises(FleetError, match=f"version 1, this mlsd needs version {SCHEMA_VERSION}"):
         run(refused())
     with structlog.testing.capture_logs() as logs:
         fleet.migrate()
-    assert [(1, 2)] == [(e["was"], e["now"]) for e in logs if e["event"] == "fleet schema migrated"]
+    assert [(1, SCHEMA_VERSION)] == [(e["was"], e["now"]) for e in logs if e["event"] == "fleet schema migrated"]
     fleet.add_node(b)
 
     async def go() -> None:
@@ -151,7 +152,8 @@ def test_schema_1_is_migrated_in_place_and_a_node_role_may_ship_logins(fleet: Fl
                 await s.close()
 
     run(go())
-    assert [(1,), (2,)] == fleet.db.execute("SELECT version FROM mlsd_schema ORDER BY 1")
+    versions = fleet.db.execute("SELECT version FROM mlsd_schema ORDER BY 1")
+    assert [(v,) for v in range(1, SCHEMA_VERSION + 1)] == versions
     assert 1 == sum(fleet.events().values())  # the failures of schema 1 are kept
     want = Counter(("mx-a.example.org", *r) for r in logins(3, user=a))
     want += Counter(("mx-b.example.org", *r) for r in logins(3, user=b))

@@ -102,8 +102,14 @@ def ship(fleet: Fleet, by_node: dict[str, list[StoredRow]]) -> None:
 
 
 def build(fleet: Fleet, now: datetime | None = None) -> report.FleetReport:
+    """The report from the day totals, checked equal to the one from the rows."""
+    at = now or datetime.now(UTC)
     with psycopg.connect(fleet.db.su_conninfo(), autocommit=True) as conn:
-        return report.build(conn, DAY, START, END, now=now or datetime.now(UTC))
+        assert report.totals_usable(conn, {"day": DAY, "start": START, "end": END})
+        from_totals = report.build(conn, DAY, START, END, now=at, totals=True)
+        from_rows = report.build(conn, DAY, START, END, now=at, totals=False)
+    assert from_totals == from_rows
+    return from_totals
 
 
 def test_the_cross_node_sections_count_nodes_and_attempts(fleet: Fleet) -> None:

@@ -22,6 +22,8 @@ from mlsd.store.ship import Shipper
 from tests.fleetkit import (
     Fleet,
     migrated_fleet,  # noqa: F401 - the `fleet` fixture
+    recounted,
+    totals,
 )
 from tests.storekit import append_csv, csv_rows, edit_row, events, position, write_csv
 
@@ -118,6 +120,7 @@ def test_one_node_ships_exactly_once_through_kills_and_restarts(
     done = asyncio.run(run_nodes(fleet, [node], seed, restarts=True))
     assert any(d != "kill0" for d in done), done  # the chaos reached the shipper
     assert node.expected() == fleet.events("mx1"), f"seed {seed}: {done}"
+    assert recounted(fleet.db) == totals(fleet.db), f"seed {seed}: {done}"  # the day totals too
     stored = fleet.db.execute("SELECT csv_offset FROM mlsd_positions WHERE node = 'mx1'")
     assert [(node.committed.csv_offset,)] == stored
 
@@ -137,6 +140,7 @@ def test_three_nodes_with_their_own_roles_fill_one_table(fleet: Fleet, tmp_path:
         union += n.expected()
     assert union == fleet.events()
     assert sum(union.values()) > 100
+    assert recounted(fleet.db) == totals(fleet.db)  # three nodes' bits, added concurrently
 
 
 def test_postgresql_down_at_start_then_up(fleet: Fleet, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mlsd.fleet.errors import FleetError
 from mlsd.fleet.pgsink import PgSink, describe
 from mlsd.fleet.schema import SCHEMA_VERSION
 from mlsd.store.contract import Batch, StoreConflict
-from tests.fleetkit import PASSWORD, Fleet, as_stored, make_fleet, pos, rows
+from tests.fleetkit import PASSWORD, Fleet, as_stored, make_fleet, pos, recounted, rows, totals
 from tests.pgkit import Database
 
 run = asyncio.run
@@ -180,9 +180,20 @@ def test_retention_drops_whole_old_partitions(fleet: Fleet) -> None:
     }
     # February and March kept, April made ahead.
     assert {"mlsd_events_202702", "mlsd_events_202703", "mlsd_events_202704"} == tables
+    # The day totals' months go with them (made a month around the rows' months).
+    kept = {
+        str(r[0])
+        for r in fleet.db.execute(
+            "SELECT relname FROM pg_class WHERE relname LIKE 'mlsd_day_%' AND relkind = 'r'"
+        )
+    }
+    assert {f"mlsd_day_{t}_{m}" for t in ("values", "nodes")
+            for m in ("202702", "202703", "202704", "202705")} == kept  # fmt: skip
+    assert recounted(fleet.db) == totals(fleet.db)
+    assert len(totals(fleet.db)) == 4 + 4 + 2 + 2  # 4 IPs, 4 users, 2 countries, 2 node-days
     deleted = fleet.db.execute(
         "SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables "
-        "WHERE relname LIKE 'mlsd_events%'"
+        "WHERE relname LIKE 'mlsd_events%' OR relname LIKE 'mlsd_day_%'"
     )
     assert [(0,)] == deleted
 

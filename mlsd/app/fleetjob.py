@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
+from datetime import tzinfo
 
 from mlsd import logs
 from mlsd.app import storejob
@@ -74,7 +76,8 @@ async def _beside_fleet(
     # The url and node are bound to the running shipper (a restart applies new ones); the
     # password is read again from the reloaded configuration at each connection.
     sink = PgSink(fleet.url, password=lambda: s.cfg.fleet.password,
-                  keep_months=fleet.keep_months, journal=journal)  # fmt: skip
+                  keep_months=fleet.keep_months, journal=journal,
+                  zone=zone_name(s.cfg.report_tz()))  # fmt: skip
     node = fleet.node_name()
     if journal is EVENTS:
         shipper = Shipper(s.cfg.paths.csv, committed, sink, node, tz=s.pipeline.tz)
@@ -99,3 +102,14 @@ async def _beside_fleet(
     finally:
         with contextlib.suppress(Exception):
             await sink.close()
+
+
+def zone_name(tz: tzinfo) -> str:
+    """The IANA name of `tz` for PostgreSQL: its key, or for the system's zone what
+    /etc/localtime links to; UTC when it has no name."""
+    key = getattr(tz, "key", None)
+    if isinstance(key, str) and key and key != "localtime":
+        return key
+    target = os.path.realpath("/etc/localtime")
+    _, found, name = target.partition("/zoneinfo/")
+    return name if found and name else "UTC"

@@ -29,7 +29,7 @@ from psycopg.conninfo import make_conninfo
 
 from mlsd import logs
 from mlsd.config.schema import Secret
-from mlsd.fleet import schema
+from mlsd.fleet import rollup_sql, schema
 from mlsd.fleet.errors import FleetError
 from mlsd.store.contract import Batch, Position, StoreConflict
 from mlsd.store.journals import EVENTS, Journal
@@ -97,8 +97,11 @@ class PgSink:
         connect_timeout: float = 10.0,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
         journal: Journal = EVENTS,
+        zone: str = "UTC",
     ) -> None:
         self.journal = journal
+        self._zone = zone
+        """The day totals' zone if this node creates them (mlsd.fleet.rollup_sql)."""
         self.name = "fleet" if journal is EVENTS else f"fleet-{journal.name}"
         """"fleet", "fleet-logins": in logs, STATUS= and the metrics."""
         self._sql = _statements(journal)
@@ -136,7 +139,7 @@ class PgSink:
             keepalives_count=3,
         )
         try:
-            was = await schema.ensure(conn)
+            was = await schema.ensure(conn, self._zone)
             if was != schema.SCHEMA_VERSION:
                 log.info("fleet schema migrated", target=self.target, was=was,
                          now=schema.SCHEMA_VERSION)  # fmt: skip
@@ -159,10 +162,16 @@ class PgSink:
     async def _retention(self, conn: Conn) -> None:
         if self._keep_months < 1:
             return
+        # The failures' day totals go with them (they are counted from those rows).
+        parents = (self._sql.table, *(rollup_sql.PARENTS if self.journal is EVENTS else ()))
         try:
-            dropped = await schema.drop_old_partitions(
-                conn, self._keep_months, self._today(), self._sql.table
-            )
+            dropped = [
+                name
+                for parent in parents
+                for name in await schema.drop_old_partitions(
+                    conn, self._keep_months, self._today(), parent
+                )
+            ]
         except psycopg.errors.InsufficientPrivilege:
             log.warning("fleet retention needs the owner role", target=self.target,
                         keep_months=self._keep_months)  # fmt: skip

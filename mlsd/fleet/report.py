@@ -20,78 +20,20 @@ owner is; a node's role may only insert).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Final
 
 import psycopg
 
+from mlsd.fleet import report_sql
 from mlsd.fleet.compromise import FleetLogin, logins_after_failures
 
 TOP: Final = 10
 """Entries in each top list."""
 BEHIND_AFTER: Final = timedelta(minutes=10)
 """Today: a node that has not shipped for this long is named as behind."""
-_MAX_NODES: Final = 1000
-"""More nodes than a fleet has; the per-node query is bounded all the same."""
-
-_DAY: Final = "time >= %(start)s AND time < %(end)s"
-
-# Two scans of the day, each grouped once into pairs (node, ip) or (node, user), far fewer
-# than the rows; every figure is then taken from the pairs. Each statement returns its
-# figures as rows (kind, key, a, b, c, newest, some nodes). `count(*) OVER ()` is taken
-# after WHERE and before LIMIT: how many there are in all.
-_BY_IP: Final = f"""
-WITH pairs AS MATERIALIZED (
-    SELECT node, ip, country_code AS cc, count(*) AS n, sum(attempts) AS a,
-           max(time) AS newest
-    FROM mlsd_events WHERE {_DAY} GROUP BY node, ip, country_code
-), by_ip AS MATERIALIZED (
-    SELECT ip, count(DISTINCT node) AS nodes, sum(a) AS a,
-           (array_agg(DISTINCT node ORDER BY node))[1:5] AS first_nodes
-    FROM pairs GROUP BY ip
-)
-(SELECT 'node', node, sum(n), sum(a), count(DISTINCT ip), max(newest), NULL::text[]
-   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
-UNION ALL
-(SELECT 'total', NULL, (SELECT sum(n) FROM pairs), sum(a), count(*), NULL, NULL FROM by_ip)
-UNION ALL
-(SELECT 'cross', ip, nodes, a, count(*) OVER (), NULL, first_nodes FROM by_ip WHERE nodes >= 2
-   ORDER BY nodes DESC, a DESC, ip LIMIT %(top)s)
-UNION ALL
-(SELECT 'top', ip, a, nodes, NULL, NULL, NULL FROM by_ip ORDER BY a DESC, ip LIMIT %(top)s)
-UNION ALL
-(SELECT 'country', cc, sum(a), count(DISTINCT node), NULL, NULL, NULL FROM pairs
-   GROUP BY cc ORDER BY 3 DESC, cc LIMIT %(top)s)
-"""  # noqa: S608 - constants only; values are parameters
-
-_BY_USER: Final = f"""
-WITH pairs AS MATERIALIZED (
-    SELECT node, "user" AS u, sum(attempts) AS a
-    FROM mlsd_events WHERE {_DAY} GROUP BY node, "user"
-), by_user AS MATERIALIZED (
-    SELECT u, count(*) AS nodes, sum(a) AS a, (array_agg(node ORDER BY node))[1:5] AS first_nodes
-    FROM pairs GROUP BY u
-)
-(SELECT 'node', node, count(*), NULL::numeric, NULL::bigint, NULL::text[]
-   FROM pairs GROUP BY node ORDER BY node LIMIT {_MAX_NODES})
-UNION ALL
-(SELECT 'total', NULL, count(*), NULL, NULL, NULL FROM by_user)
-UNION ALL
-(SELECT 'cross', u, nodes, a, count(*) OVER (), first_nodes FROM by_user WHERE nodes >= 2
-   ORDER BY nodes DESC, a DESC, u LIMIT %(top)s)
-UNION ALL
-(SELECT 'top', u, a, nodes, NULL, NULL FROM by_user ORDER BY a DESC, u LIMIT %(top)s)
-"""  # noqa: S608 - constants only
-
-# Shipping follows the CSV: a node with a row after the day's end has shipped all of it.
-_COVERAGE: Final = f"""
-SELECT coalesce(n.node, p.node), p.updated_at,
-       EXISTS (SELECT 1 FROM mlsd_events e WHERE e.node = coalesce(n.node, p.node)
-               AND e.time >= %(end)s AND e.time < %(after)s)
-FROM unnest(%(nodes)s::text[]) AS n(node) FULL JOIN mlsd_positions p ON p.node = n.node
-ORDER BY 1 LIMIT {_MAX_NODES}
-"""  # noqa: S608 - constants only
 
 WORK_MEM: Final = "64MB"
 """The report's session: the pairs are hashed in memory rather than sorted on disk."""
@@ -163,6 +105,18 @@ class FleetReport:
         return tuple(n for n in self.per_node if not n.complete)
 
 
+def totals_usable(
+    conn: psycopg.Connection[tuple[object, ...]], params: Mapping[str, object]
+) -> bool:
+    """Whether the day totals can give the day of `params` (a database before schema
+    version 3 has none)."""
+    try:
+        row = conn.execute(report_sql.USABLE, params).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False
+    return bool(row and row[0])
+
+
 def _int(value: object) -> int:
     return int(str(value)) if value is not None else 0
 
@@ -200,22 +154,34 @@ def build(
     top: int = TOP,
     failures: int = 10,
     window_minutes: int = 60,
+    totals: bool | None = None,
 ) -> FleetReport:
-    """The figures of [start, end) (aware datetimes; `end` > `now` is cut to `now`)."""
+    """The figures of the day [start, end) (aware datetimes). Today's (`end` > `now`) are
+    the day so far: `end` is shown as `now`, and rows already stamped later in the day
+    count (nothing stored is hidden).
+
+    `totals`: read the day totals (True), the rows (False), or the totals when they can
+    give this day (None: mlsd.fleet.report_sql.USABLE)."""
     partial = end > now
-    if partial:
-        end = now
     params: dict[str, object] = {
-        "start": start, "end": end, "after": end + timedelta(days=1), "top": top,
+        "day": day, "start": start, "end": end, "after": end + timedelta(days=1), "top": top,
     }  # fmt: skip
+    if totals is None:
+        totals = totals_usable(conn, params)
     conn.execute("SELECT set_config('work_mem', %s, false)", (WORK_MEM,))
-    by_ip = _kinds(conn.execute(_BY_IP, params).fetchall())
-    by_user = _kinds(conn.execute(_BY_USER, params).fetchall())
+    sql = report_sql
+    by_ip = _kinds(conn.execute(sql.TOTALS_BY_IP if totals else sql.ROWS_BY_IP, params).fetchall())
+    by_user = _kinds(
+        conn.execute(sql.TOTALS_BY_USER if totals else sql.ROWS_BY_USER, params).fetchall()
+    )
     users_of = {str(r[1]): _int(r[2]) for r in by_user.get("node", [])}
     seen = {str(r[1]): r for r in by_ip.get("node", [])}
     params["nodes"] = sorted(seen)
     per_node: list[NodeLine] = []
-    for node_, updated, later in conn.execute(_COVERAGE, params).fetchall():
+    coverage = sql.TOTALS_COVERAGE if totals else sql.ROWS_COVERAGE
+    if partial:
+        end = now
+    for node_, updated, later in conn.execute(coverage, params).fetchall():
         node = str(node_)
         shipped = _when(updated)
         if partial:

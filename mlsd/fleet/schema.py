@@ -24,12 +24,13 @@ from typing import Final
 import psycopg
 from psycopg import AsyncConnection, sql
 
+from mlsd.fleet import rollup_sql
 from mlsd.fleet.errors import FleetError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The newest version this mlsd knows (the number of entries in MIGRATIONS)."""
-PARENTS: Final = ("mlsd_events", "mlsd_logins")
-"""The tables partitioned by month (`mlsd_ensure_partitions`, retention)."""
+PARENTS: Final = ("mlsd_events", "mlsd_logins", *rollup_sql.PARENTS)
+"""The tables partitioned by month (retention; the rows' two by `mlsd_ensure_partitions`)."""
 
 _LOCK_KEY: Final = 0x6D6C7364  # "mlsd": serialises migrations between nodes
 
@@ -181,6 +182,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END IF;
     END $$;
     """,
+    # 3: the day totals the fleet report reads (mlsd.fleet.rollup_sql).
+    rollup_sql.MIGRATION,
 )
 
 
@@ -195,9 +198,11 @@ async def current_version(conn: AsyncConnection[tuple[object, ...]]) -> int:
     return int(str(row[0])) if row is not None else 0
 
 
-async def migrate(conn: AsyncConnection[tuple[object, ...]]) -> int:
+async def migrate(conn: AsyncConnection[tuple[object, ...]], zone: str = "UTC") -> int:
     """Bring the schema to SCHEMA_VERSION; the version it was at. The connection is in
-    autocommit mode on entry and on return.
+    autocommit mode on entry and on return. `zone` is the day totals' zone when this
+    creates them (version 3): the IANA name of the node's `[report] timezone`; one that
+    PostgreSQL does not know is UTC.
 
     Raises FleetError when the database is newer than this mlsd, or when the role may not
     migrate (a node role on a database the owner has not migrated yet).
@@ -214,16 +219,23 @@ async def migrate(conn: AsyncConnection[tuple[object, ...]]) -> int:
         )
         at = await current_version(conn)  # another node may have migrated meanwhile
         check_known(at)
+        if at < 3:
+            known = await conn.execute(
+                "SELECT set_config('mlsd.rollup_zone', name, true) FROM pg_timezone_names "
+                "WHERE name = %s",
+                (zone,),
+            )
+            await known.fetchall()
         for version in range(at + 1, SCHEMA_VERSION + 1):
             await conn.execute(MIGRATIONS[version - 1].encode())
             await conn.execute("INSERT INTO mlsd_schema (version) VALUES (%s)", (version,))
     return found
 
 
-async def ensure(conn: AsyncConnection[tuple[object, ...]]) -> int:
+async def ensure(conn: AsyncConnection[tuple[object, ...]], zone: str = "UTC") -> int:
     """`migrate`, with a refusal that says what to do when this role may not."""
     try:
-        return await migrate(conn)
+        return await migrate(conn, zone)
     except psycopg.errors.InsufficientPrivilege:
         found = await current_version(conn)
         raise FleetError(
