@@ -139,7 +139,9 @@ def test_schema_1_is_migrated_in_place_and_a_node_role_may_ship_logins(fleet: Fl
         run(refused())
     with structlog.testing.capture_logs() as logs:
         fleet.migrate()
-    assert [(1, SCHEMA_VERSION)] == [(e["was"], e["now"]) for e in logs if e["event"] == "fleet schema migrated"]
+    assert [(1, SCHEMA_VERSION)] == [
+        (e["was"], e["now"]) for e in logs if e["event"] == "fleet schema migrated"
+    ]
     fleet.add_node(b)
 
     async def go() -> None:

@@ -311,24 +311,30 @@ def test_nodes_needing_a_new_month_at_once_both_store(fleet: Fleet) -> None:
 
 
 def test_the_readme_example_queries_run(fleet: Fleet) -> None:
-    """The README's fleet queries are valid SQL on the schema, and the first finds an
-    address seen by two nodes."""
+    """The README's fleet queries are valid SQL on the schema: the first finds an address
+    seen by two nodes, the third (on a day of its own) the usernames tried on three."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Fleet (PostgreSQL)", 1)[1]
     block = section.split("```sql\n", 1)[1].split("```", 1)[0]
     queries = [q for q in block.split(";") if q.strip()]
-    assert 2 == len(queries)
+    assert 3 == len(queries)
     now = datetime.now(UTC) - timedelta(hours=1)
+    day = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
     async def go() -> None:
         sink = fleet.sink(fleet.owner)
         try:
             await sink.append("mx1", Batch(rows(3, now), pos(10), pos(20)))
             await sink.append("mx2", Batch(rows(2, now), pos(10), pos(20)))
+            for node, n in (("mx1", 3), ("mx2", 2), ("mx3", 3)):
+                await sink.append(node, Batch(rows(n, day), pos(20), pos(30)))
         finally:
             await sink.close()
 
     run(go())
-    spread = fleet.db.execute(queries[0])
+    on_three = fleet.db.execute(queries[2].replace("current_date - 1", "date '2026-11-20'"))
+    # user2 is on mx1 and mx3 only.
+    assert [("user1@example.org", 3, 6), ("user0@example.org", 3, 3)] == on_three
+    spread = fleet.db.execute(queries[0])  # the day of the third is older than 24 hours
     assert {("203.0.113.1", 2), ("203.0.113.2", 2)} == {(r[0], r[1]) for r in spread}
-    assert ["mx1", "mx2"] == [r[0] for r in fleet.db.execute(queries[1])]
+    assert ["mx1", "mx2", "mx3"] == [r[0] for r in fleet.db.execute(queries[1])]

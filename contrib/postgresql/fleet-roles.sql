@@ -13,12 +13,15 @@
 --
 -- Who may do what:
 --   owner       owns the tables: the first mlsd that connects with the owner's url creates
---               and migrates the schema (mlsd_schema, mlsd_events, mlsd_positions, and from
---               schema version 2 mlsd_logins, mlsd_login_positions), and an mlsd connected
---               as the owner applies [fleet] keep_months to both partitioned tables (DROP
---               of whole monthly partitions). Upgrading the fleet to a newer schema: start
---               the owner's node with the new mlsd first (node roles may not migrate). Connect one node (the one that mails the fleet report)
---               as the owner, or run that node's mlsd once with the owner's url.
+--               and migrates the schema (mlsd_schema, mlsd_events, mlsd_positions; from
+--               schema version 2 mlsd_logins, mlsd_login_positions; from version 3 the
+--               day totals mlsd_day_values, mlsd_day_nodes, mlsd_nodes, mlsd_rollup_zone,
+--               kept by the trigger mlsd_roll_up, which runs with the owner's rights), and
+--               an mlsd connected as the owner applies [fleet] keep_months to the
+--               partitioned tables (DROP of whole monthly partitions). Upgrading the fleet
+--               to a newer schema: start the owner's node with the new mlsd first (node
+--               roles may not migrate). Connect one node (the one that mails the fleet
+--               report) as the owner, or run that node's mlsd once with the owner's url.
 --   mlsd_node   a group role, NOLOGIN: INSERT on mlsd_events and mlsd_logins,
 --               SELECT/INSERT/UPDATE on mlsd_positions and mlsd_login_positions, EXECUTE on
 --               mlsd_ensure_partitions (which makes a month's partition with the owner's
@@ -28,8 +31,9 @@
 --   each node   a login role named exactly as the node's [fleet] node (default: its host
 --               name), member of mlsd_node. The schema's row-level security policies say
 --               `node = current_user`: a node's role can insert rows (failures and logins)
---               only for its own node and move only its own positions. A stolen node password can add rows under
---               that node's name, nothing else.
+--               only for its own node and move only its own positions; the day totals
+--               count those rows and nothing a node can write. A stolen node password can
+--               add rows under that node's name, nothing else.
 --
 -- Safe to run again: existing roles are kept, grants are repeated.
 

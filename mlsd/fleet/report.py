@@ -1,9 +1,11 @@
 """The fleet report's figures: one day of the fleet's PostgreSQL, computed by the database.
 
 Every figure is an aggregate (`GROUP BY`, and `LIMIT` for the top lists): the rows never
-come into Python, whatever the fleet's size. Values reach the SQL as parameters only.
+come into Python, whatever the fleet's size. It is read from the day totals the database
+keeps as rows are stored (mlsd.fleet.rollup_sql) when they can give the day, else from the
+day's rows (mlsd.fleet.report_sql has both; they give the same figures).
 
-For the day [start, end) in `[report] timezone` (`end` is now for today):
+For the day [start, end) in `[report] timezone` (today's: the day so far):
 
 - per node: rows, attempts, distinct IPs and users, and its newest row in the day;
 - what only a fleet sees: IPs seen by two or more nodes, and usernames tried on two or
@@ -14,8 +16,8 @@ For the day [start, end) in `[report] timezone` (`end` is now for today):
   CSV's order, so a node with a row after the day's end has shipped all of the day; one
   without may be behind (or quiet since): the report names it and says up to when.
 
-The role of `[fleet] url` must be allowed to read `mlsd_events` and `mlsd_positions` (the
-owner is; a node's role may only insert).
+The role of `[fleet] url` must be allowed to read `mlsd_events`, `mlsd_positions` and the
+day totals (the owner is; a node's role may only insert).
 """
 
 from __future__ import annotations
