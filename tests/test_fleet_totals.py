@@ -81,6 +81,19 @@ def ship(fleet: Fleet, by_node: dict[str, list[StoredRow]], rnd: random.Random) 
     run(go())
 
 
+def migrate_in(fleet: Fleet, zone: str) -> None:
+    """The owner's node creates the schema, its [report] timezone being `zone`."""
+
+    async def go() -> None:
+        sink = fleet.sink(fleet.owner, zone=zone)
+        try:
+            await sink.position("-")
+        finally:
+            await sink.close()
+
+    run(go())
+
+
 def both(fleet: Fleet, day: date, zone: ZoneInfo, top: int) -> report.FleetReport:
     """The day's report from the totals, checked equal to the one from the rows."""
     start = datetime.combine(day, time(0), zone)
@@ -118,14 +131,7 @@ def test_the_totals_zone_is_the_migrating_nodes_and_the_owner_can_change_it(
     fleet = make_fleet(pg_db)
     auckland = ZoneInfo("Pacific/Auckland")
 
-    async def migrate() -> None:
-        sink = fleet.sink(fleet.owner, zone="Pacific/Auckland")
-        try:
-            await sink.position("-")
-        finally:
-            await sink.close()
-
-    run(migrate())
+    migrate_in(fleet, "Pacific/Auckland")
     assert [("Pacific/Auckland",)] == pg_db.execute("SELECT zone FROM mlsd_rollup_zone")
     rnd = random.Random(5)
     ship(fleet, {n: random_rows(rnd, 200, auckland) for n in NODES[:3]}, rnd)
@@ -154,14 +160,7 @@ def test_the_totals_zone_is_the_migrating_nodes_and_the_owner_can_change_it(
 def test_a_zone_postgresql_does_not_know_is_utc(pg_db: Database) -> None:
     fleet = make_fleet(pg_db)
 
-    async def migrate() -> None:
-        sink = fleet.sink(fleet.owner, zone="Mars/Olympus")
-        try:
-            await sink.position("-")
-        finally:
-            await sink.close()
-
-    run(migrate())
+    migrate_in(fleet, "Mars/Olympus")
     assert [("UTC",)] == pg_db.execute("SELECT zone FROM mlsd_rollup_zone")
 
 

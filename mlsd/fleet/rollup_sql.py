@@ -174,44 +174,32 @@ MIGRATION: Final = f"""
         PERFORM mlsd_roll_up_all();
     END $fn$;
     REVOKE ALL ON FUNCTION mlsd_set_rollup_zone(text) FROM PUBLIC;
-    -- The events' partition maker now also makes the totals' months around them (a day in
+    -- The rows' partition maker now also makes the totals' months around them (a day in
     -- the zone may fall in the month before or after the row's UTC month), ahead of the
-    -- rows, so that the trigger rarely has to.
-    CREATE OR REPLACE FUNCTION mlsd_ensure_partitions(
-        parent text, first_month date, last_month date
-    ) RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+    -- rows, so that the trigger rarely has to: the version 2 function under another name,
+    -- called by one with its name, signature and grants.
+    ALTER FUNCTION mlsd_ensure_partitions(text, date, date)
+        RENAME TO mlsd_ensure_row_partitions;
+    REVOKE ALL ON FUNCTION mlsd_ensure_row_partitions(text, date, date) FROM PUBLIC;
+    CREATE FUNCTION mlsd_ensure_partitions(parent text, first_month date, last_month date)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
     DECLARE
-        m date := date_trunc('month', first_month)::date;
-        name text;
+        m date := date_trunc('month', first_month)::date - 1;
     BEGIN
-        IF parent IS NULL OR parent NOT IN ('mlsd_events', 'mlsd_logins') THEN
-            RAISE EXCEPTION 'mlsd_ensure_partitions: % is not a table of mlsd', parent;
-        END IF;
-        IF last_month - first_month > 3660 THEN
-            RAISE EXCEPTION 'mlsd_ensure_partitions: % to % is more than ten years',
-                first_month, last_month;
-        END IF;
-        WHILE m <= last_month LOOP
-            name := parent || '_' || to_char(m, 'YYYYMM');
-            IF to_regclass(name) IS NULL THEN
-                PERFORM pg_advisory_xact_lock(1835822948);
-                BEGIN
-                    EXECUTE format(
-                        'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                        name, parent, m::text || ' 00:00:00+00',
-                        (m + interval '1 month')::date::text || ' 00:00:00+00');
-                EXCEPTION WHEN duplicate_table OR unique_violation THEN
-                    NULL;
-                END;
-            END IF;
-            IF parent = 'mlsd_events' THEN
-                PERFORM mlsd_rollup_partitions((m - interval '1 month')::date);
+        PERFORM mlsd_ensure_row_partitions(parent, first_month, last_month);
+        IF parent = 'mlsd_events' THEN
+            WHILE m <= last_month + 31 LOOP
                 PERFORM mlsd_rollup_partitions(m);
-                PERFORM mlsd_rollup_partitions((m + interval '1 month')::date);
-            END IF;
-            m := (m + interval '1 month')::date;
-        END LOOP;
+                m := (date_trunc('month', m) + interval '1 month')::date;
+            END LOOP;
+        END IF;
     END $fn$;
+    REVOKE ALL ON FUNCTION mlsd_ensure_partitions(text, date, date) FROM PUBLIC;
+    DO $do$ BEGIN
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlsd_node') THEN
+            GRANT EXECUTE ON FUNCTION mlsd_ensure_partitions(text, date, date) TO mlsd_node;
+        END IF;
+    END $do$;
 
     -- The rows stored before this version.
     SELECT mlsd_roll_up_all();
