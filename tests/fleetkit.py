@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -108,12 +108,18 @@ def totals(db: Database) -> Counter[tuple[object, ...]]:
     return out
 
 
-def recounted(db: Database) -> Counter[tuple[object, ...]]:
-    """What the day totals must be: counted again from every stored row."""
+def recounted(db: Database, since: date | None = None) -> Counter[tuple[object, ...]]:
+    """What the day totals must be: counted again from every stored row (of the days from
+    `since` on)."""
     out: Counter[tuple[object, ...]] = Counter()
     for day, kind, value, attempts, nodes in db.execute(_RECOUNT_VALUES):
-        out[(day, kind, value, int(str(attempts)), frozenset(nodes))] += 1  # type: ignore[call-overload]
-    out.update(("node", *r) for r in db.execute(_RECOUNT_NODES))
+        if since is None or day >= since:  # type: ignore[operator]
+            out[(day, kind, value, int(str(attempts)), frozenset(nodes))] += 1  # type: ignore[call-overload]
+    out.update(
+        ("node", *r)
+        for r in db.execute(_RECOUNT_NODES)
+        if since is None or r[0] >= since  # type: ignore[operator]
+    )
     return out
 
 

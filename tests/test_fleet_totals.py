@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from mlsd.fleet import report, schema
+from mlsd.fleet import report, rollup_sql, schema
 from mlsd.store.contract import Batch, StoredRow
 from tests.fleetkit import (
     PASSWORD,
@@ -35,12 +35,17 @@ USERS = ["admin", "Admin", "ädmin", "zoe", "Zoe", "info@example.org", "x\x1b[31
 COUNTRIES = ["FR", "CN", "US", "", "BR"]
 NODES = ["mx1", "mx2", "MX3", "imap", "éx"]
 DAYS = [date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 2)]
+TODAY = datetime.now(UTC).date()
+RECENT = [TODAY - timedelta(days=d) for d in (6, 5, 4)]
+"""Days the totals count from rows already stored (rollup_sql.BACK_DAYS) whenever this runs."""
 
 
-def random_rows(rnd: random.Random, n: int, zone: ZoneInfo) -> list[StoredRow]:
-    """`n` rows over DAYS in `zone` (and a little beyond), in time order."""
-    first = datetime.combine(DAYS[0], time(0), zone) - timedelta(hours=2)
-    span = (len(DAYS) * 24 + 4) * 3600
+def random_rows(
+    rnd: random.Random, n: int, zone: ZoneInfo, days: list[date] = DAYS
+) -> list[StoredRow]:
+    """`n` rows over `days` (consecutive) in `zone` (and a little beyond), in time order."""
+    first = datetime.combine(days[0], time(0), zone) - timedelta(hours=2)
+    span = (len(days) * 24 + 4) * 3600
     stamps = sorted(first + timedelta(seconds=rnd.randrange(span)) for _ in range(n))
     return [
         StoredRow(
@@ -134,10 +139,10 @@ def test_the_totals_zone_is_the_migrating_nodes_and_the_owner_can_change_it(
     migrate_in(fleet, "Pacific/Auckland")
     assert [("Pacific/Auckland",)] == pg_db.execute("SELECT zone FROM mlsd_rollup_zone")
     rnd = random.Random(5)
-    ship(fleet, {n: random_rows(rnd, 200, auckland) for n in NODES[:3]}, rnd)
+    ship(fleet, {n: random_rows(rnd, 200, auckland, RECENT) for n in NODES[:3]}, rnd)
     assert recounted(fleet.db) == totals(fleet.db)
-    both(fleet, DAYS[1], auckland, 10)
-    utc_day = (DAYS[1], datetime.combine(DAYS[1], time(0), UTC))
+    both(fleet, RECENT[1], auckland, 10)
+    utc_day = (RECENT[1], datetime.combine(RECENT[1], time(0), UTC))
     with psycopg.connect(pg_db.su_conninfo(), autocommit=True) as conn:
         params = {"day": utc_day[0], "start": utc_day[1], "end": utc_day[1] + timedelta(days=1)}
         assert not report.totals_usable(conn, params)
@@ -154,7 +159,7 @@ def test_the_totals_zone_is_the_migrating_nodes_and_the_owner_can_change_it(
         conn.execute("SELECT mlsd_set_rollup_zone('UTC')")
     assert [("UTC",)] == pg_db.execute("SELECT zone FROM mlsd_rollup_zone")
     assert recounted(fleet.db) == totals(fleet.db)
-    both(fleet, DAYS[1], ZoneInfo("UTC"), 10)
+    both(fleet, RECENT[1], ZoneInfo("UTC"), 10)
 
 
 def test_a_zone_postgresql_does_not_know_is_utc(pg_db: Database) -> None:
@@ -167,8 +172,9 @@ def test_a_zone_postgresql_does_not_know_is_utc(pg_db: Database) -> None:
 def test_a_database_with_rows_before_the_totals_is_counted_when_migrated(
     pg_db: Database,
 ) -> None:
-    """A fleet at schema version 2 with rows: the owner's upgrade counts them all, in the
-    migration's transaction; the rows shipped after are added by the trigger."""
+    """A fleet at schema version 2 with rows: the owner's upgrade counts those of the last
+    BACK_DAYS days, in the migration's transaction (a day older is reported from its rows,
+    rightly); the rows shipped after are added by the trigger."""
     fleet = make_fleet(pg_db)
     owner_url = pg_db.cluster.url(fleet.owner, pg_db.name)
 
@@ -189,14 +195,17 @@ def test_a_database_with_rows_before_the_totals_is_counted_when_migrated(
     assert [(2,)] == pg_db.execute("SELECT max(version) FROM mlsd_schema")
     assert [(None,)] == pg_db.execute("SELECT to_regclass('mlsd_day_values')")
     rnd = random.Random(9)
-    before = {n: random_rows(rnd, 100, ZoneInfo("UTC")) for n in NODES[:3]}
+    old = [TODAY - timedelta(days=rollup_sql.BACK_DAYS + 30)]
+    before = {n: random_rows(rnd, 100, ZoneInfo("UTC"), RECENT) for n in NODES[:3]}
+    before["mx1"] += random_rows(rnd, 40, ZoneInfo("UTC"), old)
 
     async def old_node() -> None:  # a node still at version 2: the rows, no totals
         async with await psycopg.AsyncConnection.connect(
             owner_url, password=PASSWORD, autocommit=True
         ) as conn:
             await conn.execute(
-                "SELECT mlsd_ensure_partitions('mlsd_events', '2026-11-01', '2026-12-01')"
+                "SELECT mlsd_ensure_partitions('mlsd_events', %s, %s)",
+                (old[0] - timedelta(days=1), TODAY),
             )
             for node, rows in before.items():
                 async with conn.cursor() as cur:
@@ -210,11 +219,25 @@ def test_a_database_with_rows_before_the_totals_is_counted_when_migrated(
     run(old_node())
     fleet.migrate()  # the owner's node, upgraded
     assert [(3,)] == pg_db.execute("SELECT max(version) FROM mlsd_schema")
+    since = TODAY - timedelta(days=rollup_sql.BACK_DAYS)
+    assert [(since,)] == pg_db.execute("SELECT since FROM mlsd_rollup_zone")
     counted = totals(fleet.db)
-    assert counted == recounted(fleet.db) and len(counted) > 30
-    ship(fleet, {n: random_rows(rnd, 50, ZoneInfo("UTC")) for n in NODES[3:]}, rnd)
-    assert recounted(fleet.db) == totals(fleet.db)
-    both(fleet, DAYS[1], ZoneInfo("UTC"), 10)
+    assert counted == recounted(fleet.db, since) and len(counted) > 30
+    first = pg_db.execute(
+        "SELECT min(day) FROM mlsd_day_values UNION ALL SELECT min(day) FROM mlsd_day_nodes"
+    )
+    assert all(since <= d < TODAY for (d,) in first)  # type: ignore[operator]
+    ship(fleet, {n: random_rows(rnd, 50, ZoneInfo("UTC"), RECENT) for n in NODES[3:]}, rnd)
+    assert recounted(fleet.db, since) == totals(fleet.db)
+    both(fleet, RECENT[1], ZoneInfo("UTC"), 10)
+    start = datetime.combine(old[0], time(0), UTC)
+    with psycopg.connect(pg_db.su_conninfo(), autocommit=True) as conn:
+        day = {"day": old[0], "start": start, "end": start + timedelta(days=1)}
+        assert not report.totals_usable(conn, day)  # before `since`: from the rows
+        got = report.build(
+            conn, old[0], start, start + timedelta(days=1), now=start + timedelta(days=9)
+        )
+    assert got.rows == sum(1 for r in before["mx1"] if r.time.date() == old[0]) > 0
 
 
 def test_a_node_role_cannot_write_the_totals_and_its_rows_are_counted(fleet: Fleet) -> None:

@@ -87,12 +87,13 @@ ORDER BY coalesce(n.node, p.node) COLLATE "C" LIMIT {MAX_NODES}
 USABLE: Final = """
 SELECT (%(day)s::date::timestamp AT TIME ZONE z.zone) = %(start)s
        AND ((%(day)s::date + 1)::timestamp AT TIME ZONE z.zone) = %(end)s
+       AND %(day)s::date >= z.since
        AND coalesce((SELECT max(m.id) FROM mlsd_day_nodes d JOIN mlsd_nodes m USING (node)
                      WHERE d.day = %(day)s), -1) < 63
 FROM mlsd_rollup_zone z
 """
 """Whether the totals can give the day [start, end): counted in a zone whose day it is,
-every node of the day with a bit."""
+from a day it has all the rows of, every node of the day with a bit."""
 
 # `some(v.nodes)`: the first five nodes by name among a value's bits.
 _SOME: Final = """ARRAY(SELECT m.node FROM mlsd_nodes m WHERE m.id < 63

@@ -18,8 +18,9 @@ is owned by the owner (SECURITY DEFINER): node roles cannot write the totals, on
 their own rows (row-level security), which the trigger then counts.
 
 "Day" is a calendar day in one zone, `mlsd_rollup_zone.zone` (from the migrating node's
-`[report] timezone`, UTC when it has none PostgreSQL knows). A report in another zone, or
-over a day with a node past the 63 bits, reads the rows instead (slower, same figures).
+`[report] timezone`, UTC when it has none PostgreSQL knows), from `since` on (BACK_DAYS
+before the upgrade). A report in another zone, of a day before `since`, or of a day with a
+node past the 63 bits, reads the rows instead (slower, same figures).
 `SELECT mlsd_set_rollup_zone('Europe/Paris')` as the owner changes the zone and recounts.
 
 Retention drops the totals' monthly partitions with the rows' (never a `DELETE`).
@@ -29,6 +30,10 @@ from __future__ import annotations
 
 from typing import Final
 
+BACK_DAYS: Final = 40
+"""The days before today that the totals are counted for from rows already stored (at the
+upgrade to version 3, and when the zone changes): counting a year of a large fleet's rows
+would hold its nodes' shipping for hours. Older days are reported from their rows."""
 NODE_BITS: Final = 63
 """Nodes with ids 0..62 have a bit in `nodes`; a day with a node beyond is read from rows."""
 PARENTS: Final = ("mlsd_day_values", "mlsd_day_nodes")
@@ -85,12 +90,23 @@ def _roll_up(src: str) -> str:
 
 
 MIGRATION: Final = f"""
+    -- From when rows already stored are counted: all of them when there are none (a new
+    -- fleet: every row will come through the trigger), else the last BACK_DAYS days.
+    CREATE FUNCTION mlsd_rollup_since(zone text) RETURNS date LANGUAGE sql
+    SET search_path = public, pg_temp AS $fn$
+        SELECT CASE WHEN EXISTS (SELECT FROM mlsd_events) THEN
+                   (now() AT TIME ZONE zone)::date - {BACK_DAYS}
+               ELSE '-infinity'::date END
+    $fn$;
+    REVOKE ALL ON FUNCTION mlsd_rollup_since(text) FROM PUBLIC;
     CREATE TABLE mlsd_rollup_zone (
         one boolean PRIMARY KEY DEFAULT true CHECK (one),
-        zone text NOT NULL
+        zone text NOT NULL,
+        since date NOT NULL  -- the first day whose totals hold all of its rows
     );
-    INSERT INTO mlsd_rollup_zone (zone)
-        VALUES (coalesce(nullif(current_setting('mlsd.rollup_zone', true), ''), 'UTC'));
+    INSERT INTO mlsd_rollup_zone (zone, since)
+        SELECT z, mlsd_rollup_since(z)
+        FROM coalesce(nullif(current_setting('mlsd.rollup_zone', true), ''), 'UTC') AS z;
     CREATE TABLE mlsd_nodes (id integer PRIMARY KEY, node text NOT NULL UNIQUE);
     CREATE TABLE mlsd_day_values (
         day date NOT NULL,
@@ -148,14 +164,18 @@ MIGRATION: Final = f"""
     CREATE TRIGGER mlsd_roll_up AFTER INSERT ON mlsd_events
         REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlsd_roll_up();
 
-    -- Every row of mlsd_events counted (into empty totals).
+    -- The rows of mlsd_events from the day `since` on, counted (into empty totals).
     CREATE FUNCTION mlsd_roll_up_all() RETURNS void LANGUAGE plpgsql
     SET search_path = public, pg_temp AS $fn$
     DECLARE
         z text := (SELECT zone FROM mlsd_rollup_zone);
         m date;
     BEGIN
-        {_roll_up("mlsd_events")}
+        EXECUTE format('CREATE TEMP VIEW mlsd_recent AS SELECT * FROM mlsd_events '
+                       'WHERE time >= %L', (SELECT since::timestamp AT TIME ZONE z
+                                           FROM mlsd_rollup_zone));
+        {_roll_up("mlsd_recent")}
+        DROP VIEW mlsd_recent;
     END $fn$;
     REVOKE ALL ON FUNCTION mlsd_roll_up_all() FROM PUBLIC;
 
@@ -169,7 +189,7 @@ MIGRATION: Final = f"""
                 new_zone;
         END IF;
         LOCK TABLE mlsd_events IN SHARE ROW EXCLUSIVE MODE;
-        UPDATE mlsd_rollup_zone SET zone = new_zone;
+        UPDATE mlsd_rollup_zone SET zone = new_zone, since = mlsd_rollup_since(new_zone);
         TRUNCATE mlsd_day_values, mlsd_day_nodes;
         PERFORM mlsd_roll_up_all();
     END $fn$;
