@@ -137,12 +137,14 @@ def parse_block(
     """
     lines = candidate_lines(buf, FAILURES, start)
     if final and buf and not buf.endswith(b"\n"):
-        lines.append(buf[buf.rfind(b"\n") + 1 :])
+        last = buf[buf.rfind(b"\n") + 1 :]
+        if _ANCHOR in last:  # _parse's test: then every line holds the anchor
+            lines.append(last)
     clock = clock_for(ref, tz)
     limit = plausible_until(ref)
     events: list[AuthFailure] = []
     for line in lines:
-        result = _parse(line, clock)
+        result = _candidate(line, clock)
         if isinstance(result, AuthFailure):
             if result.time <= limit:
                 events.append(result)
@@ -173,6 +175,11 @@ def _parse(line: bytes, clock: Clock) -> Result:
     # search, nothing more: every needle holds FAILURES.anchor (prefilter checks it).
     if _ANCHOR not in line:
         return None
+    return _candidate(line, clock)
+
+
+def _candidate(line: bytes, clock: Clock) -> Result:
+    # `_parse` of a line that holds FAILURES.anchor (parse_block's are found by it).
     if b"authentication failed" in line:
         kind = 1
     elif b"auth failed" in line:
