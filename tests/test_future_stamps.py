@@ -10,6 +10,7 @@ import json
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from mlsd.ingest.grammar import Skip, parse_block, parse_line
 from tests.followkit import ENV, Env, Writer, now_line
@@ -73,3 +74,25 @@ def test_the_limit_is_one_day_after_ref() -> None:
     events = parse_block(inside + beyond, ref, UTC, skipped)
     assert [e.time.isoformat() for e in events] == ["2026-11-26T12:00:00+00:00"]
     assert skipped == Counter({Skip.IMPLAUSIBLE_TIME: 1})
+
+
+def test_parse_block_decides_as_parse_line_in_every_zone() -> None:
+    """parse_block settles stamps dated days before the limit by their date alone: around
+    that margin, in zones and offsets up to a day off UTC, it keeps what parse_line keeps."""
+    ref = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    lines = [
+        FUTURE.replace(b"2099-01-01T00:00:00+00:00", f"2026-11-{day}T{hms}{off}".encode())
+        for day in range(21, 28)
+        for hms in ("00:00:00", "11:59:59", "12:00:01", "23:59:59")
+        for off in ("Z", "+23:59", "-23:59", "+14:00", "-12:00")
+    ]
+    lines += [
+        FUTURE.replace(b"2099-01-01T00:00:00+00:00", f"Nov {day} {hms}".encode())
+        for day in range(21, 28)
+        for hms in ("00:00:00", "11:59:59", "12:00:01", "23:59:59")
+    ]
+    for tz in (UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")):
+        kept = [line for line in lines if not isinstance(parse_line(line, ref, tz), Skip)]
+        events = parse_block(b"".join(lines), ref, tz, Counter())
+        assert 0 < len(events) == len(kept) < len(lines)
+        assert events == [parse_line(line, ref, tz) for line in kept]
