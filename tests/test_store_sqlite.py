@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import structlog
@@ -15,12 +16,14 @@ import structlog
 from mlsd.errors import StateError
 from mlsd.rows import HEADER, decode_row
 from mlsd.store import csvrows
-from mlsd.store.contract import Batch, Position, StoreConflict
+from mlsd.store.contract import Batch, InThread, Position, StoreConflict
 from mlsd.store.rowmap import stored_row
 from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SCHEMA_VERSION, SqliteStore
 from mlsd.store.sqlsink import SqliteSink
 from tests.storekit import append_csv, csv_rows, edit_row, events, multiset, position, write_csv
+
+T = TypeVar("T")
 
 NODE = "mx1"
 
@@ -377,10 +380,31 @@ class FailsAfter(FlakySink):
         await super().append(node, batch)
 
 
-def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(tmp_path: Path) -> None:
+class FailsAfterInThread(FailsAfter):
+    """`FailsAfter` whose batches the shipper stores in the sink's own thread, several in
+    one call (mlsd.store.contract.InThread), as the SQLite store's are."""
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.inner.in_thread(fn, *args)
+
+    def append_blocking(self, node: str, batch: Batch) -> None:
+        if self.ok:
+            self.ok -= 1
+        elif self.failures:
+            self.failures -= 1
+            raise ConnectionError("connection refused")
+        self.inner.append_blocking(node, batch)
+
+
+@pytest.mark.parametrize("sink_type", [FailsAfter, FailsAfterInThread])
+def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(
+    tmp_path: Path, sink_type: type[FailsAfter]
+) -> None:
     """Rows behind are counted in the worker call that reads a batch, and stored rows
     taken off as batches are stored: when the sink fails after some batches, the rows
-    behind are exactly those not stored, and once it is back every row is stored once."""
+    behind are exactly those not stored, and once it is back every row is stored once.
+    The same when batches are stored in the sink's thread, several in one call: the error
+    in the fourth leaves the position at the third."""
     csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
     write_csv(csv, events(40))
     lines = csv.read_bytes()[len(HEADER) :].split(b"\n")
@@ -390,7 +414,8 @@ def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(tmp_path:
     async def go() -> None:
         inner = SqliteSink(db)
         await inner.open(NODE)
-        sink = FailsAfter(inner, ok=3, failures=4)
+        sink = sink_type(inner, ok=3, failures=4)
+        assert isinstance(sink, InThread) == (sink_type is FailsAfterInThread)
         shipper = Shipper(csv, lambda: position(csv), sink, NODE, batch_rows=5, max_delay=0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(shipper.run(stop))

@@ -8,10 +8,12 @@ CSV the sink does not know, can never double or skip a row. Exactly once by cons
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,4 +105,20 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Release the connection; idempotent."""
+        ...
+
+
+@runtime_checkable
+class InThread(Protocol):
+    """A sink whose writes are blocking calls in a worker thread of its own (SQLite): the
+    shipper then reads and stores several batches in one call there. Each awaited call
+    costs an event-loop turn, and while the follower catches up it gets one only between
+    the follower's batches: two turns a batch kept a store seconds behind the CSV."""
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the sink's worker thread."""
+        ...
+
+    def append_blocking(self, node: str, batch: Batch) -> None:
+        """`append`, called in that thread."""
         ...

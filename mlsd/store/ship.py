@@ -21,7 +21,7 @@ from typing import Final
 
 from mlsd import logs
 from mlsd.safefs import nofollow_opener
-from mlsd.store.contract import Batch, Position, Row, Sink, StoreConflict
+from mlsd.store.contract import Batch, InThread, Position, Row, Sink, StoreConflict
 from mlsd.store.csvrows import read_rows
 from mlsd.store.handover import Leg, Moved, next_leg
 from mlsd.store.journals import EVENTS, Journal
@@ -34,6 +34,9 @@ BATCH_ROWS: Final = 5000
 FIRST_DELAY: Final = 0.5
 MAX_DELAY: Final = 60.0
 """Backoff between attempts while a sink fails: doubling from FIRST_DELAY up to this."""
+IN_THREAD_BATCHES: Final = 20
+"""Batches one call into a sink's own thread stores at most: the shipper comes back to the
+event loop (a stop, a wake) at least that often."""
 PROGRESS_EVERY: Final = 10.0
 """Seconds between two progress lines while a (re)build catches up."""
 
@@ -183,6 +186,11 @@ class Shipper:
                     self._count_behind(start, target)  # at the end: nothing to count
                 self._built()
                 return shipped
+            sink = self.sink
+            if isinstance(sink, InThread) and leg.expect == start and leg.path == self.csv_path:
+                # Read and stored batch after batch in the sink's own thread, one call.
+                shipped += await sink.in_thread(self._ship_in_thread, sink, leg, target)
+                continue
             # Counted and read in one worker call: while the follower catches up, the event
             # loop gets a turn only between its batches, and each call costs one.
             rows, end, skipped = await asyncio.to_thread(
@@ -260,6 +268,24 @@ class Shipper:
         with open(self.csv_path, "rb", opener=nofollow_opener) as fh:
             fh.seek(offset - 1)
             return fh.read(1) == b"\n"
+
+    def _ship_in_thread(self, sink: InThread, leg: Leg, target: Position) -> int:
+        """In the sink's worker thread: up to IN_THREAD_BATCHES batches of the live CSV
+        toward `leg.until`, each stored before the next is read; the rows stored. An error
+        leaves `stored` at the last batch stored, as the awaited path does."""
+        shipped = 0
+        start = leg.read_from
+        for _ in range(IN_THREAD_BATCHES):
+            if start.csv_offset >= leg.until.csv_offset:
+                break
+            rows, end, skipped = self._count_and_read(start, leg.until, leg.path, target)
+            if end == start:  # the committed end is not at a line end: edited in place?
+                raise StoreConflict(f"{leg.path}: no whole row before the committed end")
+            sink.append_blocking(self.node, Batch(rows, start, end))
+            self.stored = start = end
+            shipped += len(rows)
+            self._account(rows, skipped)
+        return shipped
 
     # ---- reading the CSV (in a worker thread)
 

@@ -46,8 +46,15 @@ class SqliteSink:
         this one's `close`)."""
         return SqliteSink(self.store.path, journal, _shared=(self.store, self._pool))
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the store's worker thread (mlsd.store.contract.InThread)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    _call = in_thread
+
+    def append_blocking(self, node: str, batch: Batch) -> None:
+        """`append`, in the store's worker thread."""
+        self.store.append(node, batch, self.journal)
 
     async def open(self, node: str) -> str | None:
         """Open and check the file (see `SqliteStore.open`): why it was moved aside, if it was."""
