@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import structlog
@@ -16,14 +16,12 @@ import structlog
 from mlsd.errors import StateError
 from mlsd.rows import HEADER, decode_row
 from mlsd.store import csvrows
-from mlsd.store.contract import Batch, InThread, Position, StoreConflict
+from mlsd.store.contract import Batch, Position, ReadsCsv, Shipped, Span, StoreConflict
 from mlsd.store.rowmap import stored_row
 from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SCHEMA_VERSION, SqliteStore
 from mlsd.store.sqlsink import SqliteSink
 from tests.storekit import append_csv, csv_rows, edit_row, events, multiset, position, write_csv
-
-T = TypeVar("T")
 
 NODE = "mx1"
 
@@ -380,31 +378,36 @@ class FailsAfter(FlakySink):
         await super().append(node, batch)
 
 
-class FailsAfterInThread(FailsAfter):
-    """`FailsAfter` whose batches the shipper stores in the sink's own thread, several in
-    one call (mlsd.store.contract.InThread), as the SQLite store's are."""
+class FailsAfterSpan(FailsAfter):
+    """`FailsAfter` that reads the CSV itself, several batches in one call
+    (mlsd.store.contract.ReadsCsv), as the SQLite store's writer does: a failing batch
+    ends the call with the batches before it stored."""
 
-    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self.inner.in_thread(fn, *args)
+    async def ship_span(self, node: str, span: Span) -> Shipped:
+        at, rows, skipped, last = span.start, 0, 0, None
+        for _ in range(span.batches):
+            if at.csv_offset >= span.until.csv_offset:
+                break
+            if not self.ok and self.failures:
+                self.failures -= 1
+                return Shipped(at, rows, skipped, last, ConnectionError("connection refused"))
+            self.ok = max(0, self.ok - 1)
+            one = await self.inner.ship_span(node, dataclasses.replace(span, start=at, batches=1))
+            assert one.error is None
+            at, rows, skipped = one.end, rows + one.rows, skipped + one.skipped
+            last = one.last_time or last
+        return Shipped(at, rows, skipped, last)
 
-    def append_blocking(self, node: str, batch: Batch) -> None:
-        if self.ok:
-            self.ok -= 1
-        elif self.failures:
-            self.failures -= 1
-            raise ConnectionError("connection refused")
-        self.inner.append_blocking(node, batch)
 
-
-@pytest.mark.parametrize("sink_type", [FailsAfter, FailsAfterInThread])
+@pytest.mark.parametrize("sink_type", [FailsAfter, FailsAfterSpan])
 def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(
     tmp_path: Path, sink_type: type[FailsAfter]
 ) -> None:
     """Rows behind are counted in the worker call that reads a batch, and stored rows
     taken off as batches are stored: when the sink fails after some batches, the rows
     behind are exactly those not stored, and once it is back every row is stored once.
-    The same when batches are stored in the sink's thread, several in one call: the error
-    in the fourth leaves the position at the third."""
+    The same when the sink reads and stores several batches in one call: the error in
+    the fourth leaves the position at the third."""
     csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
     write_csv(csv, events(40))
     lines = csv.read_bytes()[len(HEADER) :].split(b"\n")
@@ -415,7 +418,7 @@ def test_rows_behind_stay_right_when_the_sink_fails_after_some_batches(
         inner = SqliteSink(db)
         await inner.open(NODE)
         sink = sink_type(inner, ok=3, failures=4)
-        assert isinstance(sink, InThread) == (sink_type is FailsAfterInThread)
+        assert isinstance(sink, ReadsCsv) == (sink_type is FailsAfterSpan)
         shipper = Shipper(csv, lambda: position(csv), sink, NODE, batch_rows=5, max_delay=0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(shipper.run(stop))

@@ -229,7 +229,7 @@ async def _ship(
             if not said:
                 log.error(
                     "store cannot be opened, rows wait in the CSV",
-                    path=str(sink.store.path),
+                    path=str(sink.path),
                     error=terminal(str(exc)),
                 )
                 said = True

@@ -8,12 +8,11 @@ CSV the sink does not know, can never double or skip a row. Exactly once by cons
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
-
-T = TypeVar("T")
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +107,45 @@ class Sink(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Committed rows of one CSV for a sink that reads them itself (`ReadsCsv`): from
+    `start` (the sink's stored position) toward `until`, `most` rows a transaction, at most
+    `batches` transactions in one call."""
+
+    path: Path
+    start: Position
+    until: Position
+    """Never read past it: the checkpoint's committed end (its file is `path`)."""
+    most: int
+    batches: int
+    tz: tzinfo | None
+    """The zone a MailLogSentinel-format date was written in (`mlsd.store.rowmap`); None:
+    the system's, as `mlsd.config.schema.resolve_tz("")` reads it (a zone read from
+    /etc/localtime cannot be sent to another process, its name can)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    """What one `ReadsCsv.ship_span` call stored, batch after batch, each in its own
+    transaction: up to `end`, and the error that stopped it (None: it did not stop)."""
+
+    end: Position
+    rows: int
+    skipped: int
+    """Lines passed over: not rows mlsd writes (a hand-edited CSV)."""
+    last_time: datetime | None
+    """The time of the last row stored (None when none was)."""
+    error: Exception | None = None
+
+
 @runtime_checkable
-class InThread(Protocol):
-    """A sink whose writes are blocking calls in a worker thread of its own (SQLite): the
-    shipper then reads and stores several batches in one call there. Each awaited call
-    costs an event-loop turn, and while the follower catches up it gets one only between
-    the follower's batches: two turns a batch kept a store seconds behind the CSV."""
+class ReadsCsv(Protocol):
+    """A sink that reads the committed rows itself, next to its database: the SQLite
+    store, in a process of its own (mlsd.store.writer). The shipper then hands it a `Span`
+    instead of rows: nothing of the rows is decoded, or held, by the daemon's process."""
 
-    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the sink's worker thread."""
-        ...
-
-    def append_blocking(self, node: str, batch: Batch) -> None:
-        """`append`, called in that thread."""
+    async def ship_span(self, node: str, span: Span) -> Shipped:
+        """Read and store up to `span.batches` batches of `span`, each with its end
+        position in one transaction, as `append` does."""
         ...

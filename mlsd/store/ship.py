@@ -21,7 +21,7 @@ from typing import Final
 
 from mlsd import logs
 from mlsd.safefs import nofollow_opener
-from mlsd.store.contract import Batch, InThread, Position, Row, Sink, StoreConflict
+from mlsd.store.contract import Batch, Position, ReadsCsv, Row, Sink, Span, StoreConflict
 from mlsd.store.csvrows import read_rows
 from mlsd.store.handover import Leg, Moved, next_leg
 from mlsd.store.journals import EVENTS, Journal
@@ -34,9 +34,9 @@ BATCH_ROWS: Final = 5000
 FIRST_DELAY: Final = 0.5
 MAX_DELAY: Final = 60.0
 """Backoff between attempts while a sink fails: doubling from FIRST_DELAY up to this."""
-IN_THREAD_BATCHES: Final = 20
-"""Batches one call into a sink's own thread stores at most: the shipper comes back to the
-event loop (a stop, a wake) at least that often."""
+IN_CALL_BATCHES: Final = 20
+"""Batches one call to a sink that reads the CSV itself (`ReadsCsv`) stores at most: the
+shipper comes back to the event loop (a stop, a wake) at least that often."""
 PROGRESS_EVERY: Final = 10.0
 """Seconds between two progress lines while a (re)build catches up."""
 
@@ -187,9 +187,9 @@ class Shipper:
                 self._built()
                 return shipped
             sink = self.sink
-            if isinstance(sink, InThread) and leg.expect == start and leg.path == self.csv_path:
-                # Read and stored batch after batch in the sink's own thread, one call.
-                shipped += await sink.in_thread(self._ship_in_thread, sink, leg, target)
+            if isinstance(sink, ReadsCsv) and leg.expect == start and leg.path == self.csv_path:
+                # Read and stored batch after batch by the sink itself, in one call.
+                shipped += await self._ship_span(sink, leg, target)
                 continue
             # Counted and read in one worker call: while the follower catches up, the event
             # loop gets a turn only between its batches, and each call costs one.
@@ -201,7 +201,8 @@ class Shipper:
             await self.sink.append(self.node, Batch(rows, leg.expect, end))
             self.stored = end
             shipped += len(rows)
-            self._account(rows, skipped)
+            self.rows_shipped += len(rows)
+            self._account(len(rows), skipped, rows[-1].time if rows else None)
 
     async def _start(self, target: Position) -> Leg:
         """What to ship next toward `target`: from the sink's position on this CSV, from
@@ -269,23 +270,20 @@ class Shipper:
             fh.seek(offset - 1)
             return fh.read(1) == b"\n"
 
-    def _ship_in_thread(self, sink: InThread, leg: Leg, target: Position) -> int:
-        """In the sink's worker thread: up to IN_THREAD_BATCHES batches of the live CSV
-        toward `leg.until`, each stored before the next is read; the rows stored. An error
-        leaves `stored` at the last batch stored, as the awaited path does."""
-        shipped = 0
-        start = leg.read_from
-        for _ in range(IN_THREAD_BATCHES):
-            if start.csv_offset >= leg.until.csv_offset:
-                break
-            rows, end, skipped = self._count_and_read(start, leg.until, leg.path, target)
-            if end == start:  # the committed end is not at a line end: edited in place?
-                raise StoreConflict(f"{leg.path}: no whole row before the committed end")
-            sink.append_blocking(self.node, Batch(rows, start, end))
-            self.stored = start = end
-            shipped += len(rows)
-            self._account(rows, skipped)
-        return shipped
+    async def _ship_span(self, sink: ReadsCsv, leg: Leg, target: Position) -> int:
+        """Up to IN_CALL_BATCHES batches of the live CSV toward `leg.until`, read and stored
+        by the sink; the rows stored. An error leaves `stored` at the last batch stored, as
+        the batch-by-batch path does, and is raised."""
+        await asyncio.to_thread(self._count_behind, leg.read_from, target)
+        span = Span(self.csv_path, leg.read_from, leg.until, self.batch_rows, IN_CALL_BATCHES,
+                    self.tz)  # fmt: skip
+        done = await sink.ship_span(self.node, span)
+        self.stored = done.end
+        self.rows_shipped += done.rows
+        self._account(done.rows, done.skipped, done.last_time)
+        if done.error is not None:
+            raise done.error
+        return done.rows
 
     # ---- reading the CSV (in a worker thread)
 
@@ -315,12 +313,11 @@ class Shipper:
                 left -= len(chunk)
         self._counted_to = target.csv_offset - left
 
-    def _account(self, rows: list[Row], skipped: int) -> None:
-        self.rows_shipped += len(rows)
+    def _account(self, rows: int, skipped: int, last: datetime | None) -> None:
         if self._rows_behind is not None:
-            self._rows_behind = max(0, self._rows_behind - len(rows) - skipped)
-        if rows:
-            self.last_time = rows[-1].time
+            self._rows_behind = max(0, self._rows_behind - rows - skipped)
+        if last is not None:
+            self.last_time = last
         if skipped:
             self.skipped += skipped
             log.warning(
