@@ -177,3 +177,18 @@ def edit_row(csv: Path, nth: int, **cells: str) -> int:
     lines[at] = ";".join(row).encode()
     csv.write_bytes(b"\n".join(lines))
     return at - 1
+
+
+def writers(db: Path) -> list[int]:
+    """The pids of the writer processes of the store at `db` (from /proc: any parent)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if b"mlsd.store.writer" in argv and os.fsencode(db.absolute()) in argv:
+            found.append(int(entry.name))
+    return found

@@ -25,7 +25,15 @@ from mlsd.store.ship import Shipper
 from mlsd.store.sqlite import SqliteStore
 from mlsd.store.sqlsink import SqliteSink
 from tests.followkit import ENV, Env, Writer, kill9, lines, wait_for
-from tests.storekit import csv_rows, login_cells, login_rows, multiset, position, write_logins
+from tests.storekit import (
+    csv_rows,
+    login_cells,
+    login_rows,
+    multiset,
+    position,
+    write_logins,
+    writers,
+)
 
 
 @pytest.fixture
@@ -94,11 +102,15 @@ def test_kill9_while_shipping_stores_every_row_exactly_once(env: Env, seed: int)
             time.sleep(rng.uniform(0, 0.15))
         time.sleep(rng.uniform(0, 0.3))
         kill9(proc)
+        # Its store writer leaves with it (at once, or after the transaction under way).
+        wait_for(lambda: not writers(db_path(env)), timeout=30)
     proc = env.start()
     w.write(lines(range(seq, seq + 50)))
     seq += 50
     wait_for(lambda: len(csv_rows(env.csv)) == seq and caught_up(env), timeout=60)
+    assert len(writers(db_path(env))) == 1
     assert env.stop(proc) == 0
+    assert not writers(db_path(env))
     assert_store_is_the_csv(env)
     assert "store moved aside" not in env.all_stderr()
 
@@ -172,6 +184,7 @@ def test_kill9_during_a_rebuild_resumes_where_it_stopped(env: Env) -> None:
         proc = env.start()
         time.sleep(rng.uniform(0.05, 0.6))
         kill9(proc)
+        wait_for(lambda: not writers(db_path(env)), timeout=30)
     proc = env.start()
     wait_for(lambda: caught_up(env), timeout=60)
     assert env.stop(proc) == 0
