@@ -3,7 +3,8 @@
 Like with like: both arms are `mlsd scan`'s own work in-process (`session.open_session` +
 `session.scan`, the bench log from its first line, fresh state, enrichment off), one of
 them with the store's `Shipper` into a `SqliteSink` wired as `mlsd run` wires it
-(mlsd.app.storejob: woken by each commit, reading only committed rows, its own threads).
+(mlsd.app.storejob: woken by each commit, reading only committed rows, its writer process
+started on the clock).
 `mlsd scan` itself has no store and `mlsd run` cannot be run without one, so in-process
 is the only place both arms run the same code but for the store. The clock of the store
 arm stops once the store holds every row (the shipper's final round), so the store's

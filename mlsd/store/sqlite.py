@@ -63,7 +63,8 @@ def default_path(state_dir: Path) -> Path:
 
 
 class SqliteStore:
-    """The store's file and its one connection (blocking: `SqliteSink` runs it in a thread)."""
+    """The store's file and its one connection (blocking: run by the store's writer process,
+    mlsd.store.writer, and read as it is by `mlsd store check` and the reports)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
