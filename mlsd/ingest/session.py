@@ -16,7 +16,7 @@ from typing import Final, NamedTuple, Protocol
 import pyinotify
 
 from mlsd import __version__, logs
-from mlsd.config import Config
+from mlsd.config import Config, StartAt
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
 from mlsd.ingest.checkpoint import CheckpointStore, StateLock, journal_source
@@ -39,7 +39,7 @@ FULL_BATCH: Final = 1 << 20
 class FirstStart(NamedTuple):
     """Where a first start (no checkpointed generation) places the reader."""
 
-    start_at: str
+    start_at: StartAt
     """`beginning` or `end` of the live file."""
     import_rotated: bool
     """Whether the rotated generations are read first, oldest first."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlsd import logs
+from mlsd.config import StartAt
 from mlsd.ingest.checkpoint import Checkpoint, FirstStart, GenerationId
 from mlsd.ingest.sources.file.generations import (
     HEAD_MAX,
@@ -35,7 +36,7 @@ from mlsd.ingest.sources.file.generations import (
 )
 from mlsd.ingest.sources.file.lineage import MTIME_SLACK, Lineage, named
 from mlsd.ingest.sources.file.reading import LINE_MAX, Generation, Piece
-from mlsd.ingest.sources.file.start import Placement
+from mlsd.ingest.sources.file.start import Placement, Started
 
 log = logs.get("mlsd.follow")
 
@@ -98,7 +99,7 @@ class Follower:
 
     # ---- start
 
-    def start(self, cp: Checkpoint | None, *, start_at: str, import_rotated: bool) -> str:
+    def start(self, cp: Checkpoint | None, *, start_at: StartAt, import_rotated: bool) -> Started:
         """Place the reader from the checkpoint (or the first-start policy); returns how."""
         if cp is not None:
             self.lineage.restore(cp.sealed)

@@ -12,8 +12,10 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Final, Literal
 
 from mlsd import logs
+from mlsd.config import StartAt
 from mlsd.ingest.checkpoint import Checkpoint, FirstStart, Policy
 from mlsd.ingest.sources.file.generations import (
     OPEN_FLAGS,
@@ -29,6 +31,26 @@ from mlsd.ingest.sources.file.reading import CHUNK, Generation
 
 log = logs.get("mlsd.follow")
 
+Started = Literal[
+    "checkpoint",
+    "checkpoint (rotated)",
+    "gap",
+    "beginning",
+    "end",
+    "beginning (importing rotated files)",
+    "none (no log file yet)",
+    "first start of beginning resumed",
+    "first start of end resumed",
+    "first start of import_rotated resumed",
+]
+"""How a start placed the reader: the `start=` of the started line, and `gap` (the
+checkpointed generation is gone: reading goes on after a gap) for the session to act on."""
+_RESUMED: Final[dict[Policy, Started]] = {
+    "beginning": "first start of beginning resumed",
+    "end": "first start of end resumed",
+    "import_rotated": "first start of import_rotated resumed",
+}
+
 
 class Placement:
     """One start: where it put the reader (`cur`), the first-start decision (`first`), and
@@ -41,7 +63,7 @@ class Placement:
         self.first: FirstStart | None = None
         self.absent = False
 
-    def start(self, cp: Checkpoint | None, *, start_at: str, import_rotated: bool) -> str:
+    def start(self, cp: Checkpoint | None, *, start_at: StartAt, import_rotated: bool) -> Started:
         """Place the reader from the checkpoint (or the first-start policy); returns how."""
         gen = None if cp is None else cp.generation
         if cp is None or gen is None:
@@ -102,7 +124,7 @@ class Placement:
         if live is not None:
             self.cur = Generation(live, 0)
 
-    def _first_start(self, start_at: str, import_rotated: bool) -> str:
+    def _first_start(self, start_at: StartAt, import_rotated: bool) -> Started:
         live = candidate(self.logpath)
         policy: Policy = (
             "import_rotated" if import_rotated else "end" if start_at == "end" else "beginning"
@@ -144,7 +166,7 @@ class Placement:
         self.cur = Generation(live, offset)
         return start_at
 
-    def _resume_first(self, first: FirstStart) -> str:
+    def _resume_first(self, first: FirstStart) -> Started:
         """A restart before the first commit: carry out the recorded decision, not a new one.
 
         Nothing was committed, so nothing can be read twice. With `import_rotated` every
@@ -155,7 +177,7 @@ class Placement:
         just before the decision that its writer appended to after it.)
         """
         self.first = first
-        how = f"first start of {first.policy} resumed"
+        how = _RESUMED[first.policy]
         if first.policy == "import_rotated":
             sibs = self.lineage.siblings()
             for gen in first.rotated:
