@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from mlsd import config
 from mlsd.app import fleetmail
 from mlsd.report.outbox import Rendered, ReportSender
 from tests import smtpkit
 from tests.fleetkit import Fleet
+from tests.followkit import logged
 from tests.test_fleet_report import DAY, fleet, h, row, ship, write_config  # noqa: F401
 from tests.test_sender import Clock, Producer
 
@@ -81,7 +79,7 @@ def test_the_fleet_report_follows_the_nodes_own(fleet: Fleet, tmp_path: Path) ->
 
 
 def test_an_unreachable_fleet_costs_the_fleet_mail_not_the_report(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     sink = smtpkit.Sink()
     server = smtpkit.start(sink)
@@ -89,16 +87,16 @@ def test_an_unreachable_fleet_costs_the_fleet_mail_not_the_report(
     try:
         cfg = daily_cfg(tmp_path, f"postgresql://mx1@127.0.0.1:{dead}/mlsd", server.port)
         sender = sender_for(cfg)
-        with caplog.at_level(logging.ERROR, logger="mlsd.report"):
+        with logged() as said:
             asyncio.run(sender.tick())
     finally:
         server.stop()
     assert [str(sink.parsed(i)["Subject"]) for i in range(len(sink.messages))] == [
         f"[mlsd] report {DAY}"
     ]
-    said = caplog.text
-    assert f"fleet report of {DAY} not queued" in said
-    assert f"mlsd report --fleet --day {DAY} --send" in said
+    errors = [s.text for s in said if s.level == "error"]
+    assert len(errors) == 1 and errors[0].startswith(f"fleet report not queued day={DAY}")
+    assert f'by_hand="mlsd report --fleet --day {DAY} --send"' in errors[0]
     assert sender.last_queued == DAY
 
 

@@ -146,7 +146,7 @@ def test_a_vacuumed_cursor_is_a_gap_and_nothing_is_read_twice(tmp_path: Path) ->
     res = env.scan()
     assert env.rows() == users([*range(10), *range(15, 20)])
     gap = re.search(
-        r"gap journal unread_from=(\S+) unread_until=(\S+) reason='([^']*)'", res.stderr
+        r'gap journal unread_from=(\S+) unread_until=(\S+) reason="([^"]*)"', res.stderr
     )
     assert gap is not None, res.stderr
     assert gap[1] < gap[2]

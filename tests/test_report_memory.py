@@ -82,7 +82,8 @@ def test_a_day_beyond_max_memory_fails_its_report_not_the_daemon(env: Env) -> No
     err = env.stderr(proc)
     assert "report counted from the CSV: the event store is not caught up" in err
     line = next(x for x in err.splitlines() if "needs more than" in x)
-    assert "could not be built or queued; trying again in 300 s: report of " in line
+    assert "report could not be built or queued day=" in line
+    assert 'retry_s=300 error="report of ' in line
     assert "Traceback" not in err
     assert proc.poll() is None
     # Following goes on.

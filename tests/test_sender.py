@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import structlog
 
 from mlsd import config
 from mlsd.report import schedule
@@ -470,7 +470,7 @@ def test_no_recipients_writes_the_report_and_prints_it(tmp_path: Path) -> None:
 
 
 def test_build_failure_is_logged_and_retried_after_retry_build(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     """produce raises: the day is not marked, the error is logged, no new attempt before
     RETRY_BUILD seconds; then it is built and marked."""
@@ -480,15 +480,15 @@ def test_build_failure_is_logged_and_retried_after_retry_build(
     sender, produce = new_sender(cfg, clock)
     produce.fail.append(OSError(28, "No space left on device"))
     d = TODAY - DAY
-    with caplog.at_level(logging.INFO, logger="mlsd.report"):
+    with structlog.testing.capture_logs(processors=[structlog.processors.format_exc_info]) as said:
         tick(sender)
     assert [d] == produce.days
     assert (None, None) == (sender.last_queued, read_state(cfg))
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert [f"report of {d} could not be built or queued; trying again in 300 s"] == [
-        r.getMessage() for r in errors
+    errors = [e for e in said if e["log_level"] == "error"]
+    assert [("report could not be built or queued", d.isoformat(), 300)] == [
+        (e["event"], e["day"], e["retry_s"]) for e in errors
     ]
-    assert errors[0].exc_info is not None and "No space left" in caplog.text
+    assert "No space left" in errors[0]["exception"]
 
     for later in (1.0, RETRY_BUILD / 2, RETRY_BUILD - 1):
         clock.now = t0 + later

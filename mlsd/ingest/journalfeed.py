@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Final
 
-from mlsd import __version__
+from mlsd import __version__, logs
 from mlsd.config import Config
 from mlsd.enrich.enricher import Enricher
 from mlsd.errors import InputError
@@ -47,7 +47,7 @@ from mlsd.ingest.sources.journalevents import events_of, logins_of
 from mlsd.journalmatch import Matcher
 from mlsd.rows import AuthFailure
 
-log = logging.getLogger("mlsd.journal")
+log = logs.get("mlsd.journal")
 
 COMMIT_GAP: Final = 0.02
 """Seconds between two commits while following, at least (as for files: at most 50 fsync
@@ -74,9 +74,10 @@ class JournalFeed:
         """This machine's id, for the system journal (see `argv`)."""
         if self.directory is None and self.machine_id is None:
             log.warning(
-                "journal: %s cannot be read: journalctl follows only the current boot, so "
-                "after a reboot entries of the boot before that were not read yet are missed",
-                MACHINE_ID,
+                "journal: the machine id cannot be read",
+                path=str(MACHINE_ID),
+                consequence="journalctl follows only the current boot, so after a reboot "
+                "entries of the boot before that were not read yet are missed",
             )
         self.gaps = 0
         self.restarts = 0
@@ -98,12 +99,11 @@ class JournalFeed:
         feed = cls(cfg, pipeline, enricher, asyncio.Lock())
         how = feed.place(cp, cfg.follow.start_at)
         log.info(
-            "mlsd %s started config=%s source=%s resume=%s cursor=%s",
-            __version__,
-            cfg.source_file,
-            pipeline.source,
-            how,
-            pipeline.cursor or "none",
+            f"mlsd {__version__} started",
+            config=str(cfg.source_file),
+            source=str(pipeline.source),
+            resume=how,
+            cursor=pipeline.cursor or "none",
         )
         return feed, (how if cp is None or cp.cursor is None else None)
 
@@ -199,9 +199,7 @@ class JournalFeed:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             proc = await self._start(follow=True)
-            log.info(
-                "journalctl started pid=%d cursor=%s", proc.proc.pid, self.pipeline.cursor or "none"
-            )
+            log.info("journalctl started", pid=proc.proc.pid, cursor=self.pipeline.cursor or "none")
             try:
                 got = await self._read(proc, stop, follow=True)
             finally:
@@ -212,12 +210,8 @@ class JournalFeed:
             if got:
                 backoff = BACKOFF_MIN
             if proc.problem is None:
-                log.warning(
-                    "journalctl exited (%s); starting it again in %.1f s from the last "
-                    "committed entry",
-                    how,
-                    backoff,
-                )
+                # Started again from the last committed entry.
+                log.warning("journalctl exited", how=how, restart_in_s=round(backoff, 1))
             await _wait(stop, backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -265,7 +259,7 @@ class JournalFeed:
             if self.enricher.needs_lookup and (events or logins):
                 await self.enricher.prefetch([*events, *logins])
             rows = p.commit_entries(events, cursor, entries, logins)
-        log.debug("batch committed rows=%d entries=%d cursor=%s", rows, entries, cursor)
+        log.debug("batch committed", rows=rows, entries=entries, cursor=cursor)
         return entries
 
     def _check_first(self, block: bytes) -> int:
@@ -281,11 +275,11 @@ class JournalFeed:
         since = cursor_time(expect)
         until = None if first is None else entry_time(first)
         log.warning(
-            "gap journal unread_from=%s unread_until=%s reason=%r",
-            _iso(since),
-            _iso(until),
-            "the checkpointed entry is no longer in the journal (vacuumed, its files deleted, "
-            "or another machine id): entries logged between these times may be missing",
+            "gap journal",
+            unread_from=_iso(since),
+            unread_until=_iso(until),
+            reason="the checkpointed entry is no longer in the journal (vacuumed, its files "
+            "deleted, or another machine id): entries logged between these times may be missing",
         )
         return 0
 
@@ -304,7 +298,7 @@ class JournalFeed:
     def _say_problem(self, problem: str) -> None:
         """An error, once per change: why the journal cannot be read, cause and fix."""
         if problem != self.problem:
-            log.error("cannot read the journal: %s", problem)
+            log.error("cannot read the journal", problem=problem)
         self.problem = problem
 
     def status(self) -> str:
@@ -321,13 +315,13 @@ class JournalFeed:
         """The shutdown summary line."""
         c = self.pipeline.counters
         log.info(
-            "stopped lines_read=%d events_written=%d skipped=%s gaps=%d restarts=%d cursor=%s",
-            c.lines,
-            c.events,
-            skipped,
-            self.gaps,
-            self.restarts,
-            self.pipeline.cursor or "none",
+            "stopped",
+            lines_read=c.lines,
+            events_written=c.events,
+            skipped=skipped,
+            gaps=self.gaps,
+            restarts=self.restarts,
+            cursor=self.pipeline.cursor or "none",
         )
 
 

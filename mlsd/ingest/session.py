@@ -270,7 +270,7 @@ async def scan(s: Session, watcher: ScanWatcher | None = None) -> list[Imported]
     c = s.pipeline.counters
     if s.journal is not None:
         await s.journal.scan()
-        log.info("scan done source=%s lines=%d rows=%d", s.pipeline.source, c.lines, c.events)
+        log.info("scan done", source=str(s.pipeline.source), lines=c.lines, rows=c.events)
         return [Imported(s.pipeline.source, c.lines, c.events)]
     if watcher is not None:
         watcher.batch(s.follower)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final, TextIO
 
+from mlsd import logs
 from mlsd.config import Config
 from mlsd.durable import replace_atomically
 from mlsd.errors import MlsdError, StateError
@@ -56,7 +56,7 @@ MAX_SLEEP: Final = 60.0
 RETRY_BUILD: Final = 300.0
 """After a report could not be built (unreadable CSV, full disk), try again this much later."""
 
-log = logging.getLogger("mlsd.report")
+log = logs.get("mlsd.report")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,18 +209,16 @@ class ReportSender:
             # Ours, with its reason (e.g. a day beyond [report] max_memory): no traceback.
             self._build_failed_at = now
             log.error(
-                "report of %s could not be built or queued; trying again in %d s: %s",
-                day,
-                RETRY_BUILD,
-                exc,
+                "report could not be built or queued",
+                day=day.isoformat(),
+                retry_s=int(RETRY_BUILD),
+                error=str(exc),
             )
             return False
         except Exception:
             self._build_failed_at = now
             log.exception(
-                "report of %s could not be built or queued; trying again in %d s",
-                day,
-                RETRY_BUILD,
+                "report could not be built or queued", day=day.isoformat(), retry_s=int(RETRY_BUILD)
             )
             return False
         self._build_failed_at = None
@@ -236,21 +234,21 @@ class ReportSender:
             raise
         except Exception as exc:
             log.error(
-                "fleet report of %s not queued: %s; send it by hand with "
-                "`mlsd report --fleet --day %s --send`",
-                day,
-                exc,
-                day,
+                "fleet report not queued",
+                day=day.isoformat(),
+                error=str(exc),
+                by_hand=f"mlsd report --fleet --day {day.isoformat()} --send",
             )
 
     async def _emit(self, r: Rendered, now: float) -> None:
         if not r.recipients:
             path = self._save(r)
             log.info(
-                "report written day=%s events=%d path=%s (no [report] to: nothing mailed)",
-                r.day,
-                r.events,
-                path,
+                "report written",
+                day=r.day.isoformat(),
+                events=r.events,
+                path=str(path),
+                why="no [report] to: nothing mailed",
             )
             if self._console is not None:
                 self._console.write(r.text + "\n")
@@ -262,13 +260,12 @@ class ReportSender:
             tag = "" if r.partial else f"{TAG_PREFIX}{r.day.isoformat()}"
         entry = self.outbox.put(r.message, r.sender, r.recipients, now, tag=tag)
         log.info(
-            "%s queued day=%s%s events=%d to=%s id=%s",
-            r.kind,
-            r.day,
-            " (so far)" if r.partial else "",
-            r.events,
-            ",".join(r.recipients),
-            entry.id,
+            f"{r.kind} queued",
+            day=r.day.isoformat(),
+            so_far=r.partial,
+            events=r.events,
+            to=",".join(r.recipients),
+            id=entry.id,
         )
 
     def _save(self, r: Rendered) -> Path:
@@ -296,7 +293,7 @@ class ReportSender:
             # The outbox was replaced by a link or opened to others while we ran: nothing
             # in it is sent, following goes on, and the error is in STATUS= and the log.
             self.pending_error = str(exc)
-            log.error("outbox not used: %s", exc)
+            log.error("outbox not used", error=str(exc))
             return
         for d in done:
             what = d.entry.tag or d.entry.id
@@ -309,20 +306,19 @@ class ReportSender:
                 if self.last_queued is not None:
                     self._mark(self.last_queued)
                 self.pending_error = ""
-                log.info("report delivered %s to=%s", what, d.detail)
+                log.info("report delivered", mail=what, to=d.detail)
             elif d.state == "retry":
                 self.pending_error = d.detail
                 log.warning(
-                    "report delivery failed %s via %s:%d, retrying at %s: %s",
-                    what,
-                    self.cfg.smtp.host,
-                    self.cfg.smtp.port,
-                    datetime.fromtimestamp(d.entry.next_attempt, UTC).isoformat(timespec="seconds"),
-                    d.detail,
+                    "report delivery failed",
+                    mail=what,
+                    via=f"{self.cfg.smtp.host}:{self.cfg.smtp.port}",
+                    retry_at=_when(d.entry.next_attempt),
+                    error=d.detail,
                 )
             else:
                 self.pending_error = ""
-                log.error("report not delivered %s (%s): %s", what, d.state, d.detail)
+                log.error("report not delivered", mail=what, state=d.state, error=d.detail)
 
     def _sleep_for(self) -> float:
         now = self._clock()
@@ -341,7 +337,7 @@ class ReportSender:
         try:
             recorded = read_last_queued(self._state)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("report state unreadable path=%s error=%s", self._state, exc)
+            log.warning("report state unreadable", path=str(self._state), error=str(exc))
         if recorded is not None:
             days.append(recorded)
         # A report queued just before a crash, before report.json said so.
@@ -367,22 +363,26 @@ class ReportSender:
             replace_atomically(self._state, json.dumps(state).encode(), mode=0o640)
         except OSError as exc:
             # The outbox tag still says it was queued; only a restart could ask again.
-            log.warning("report state not written path=%s error=%s", self._state, exc)
+            log.warning("report state not written", path=str(self._state), error=str(exc))
 
 
 def _log_alert_mail(d: Delivery) -> None:
     """An alert mail's delivery: its own wording; the report's counters stay the reports'."""
     if d.state == "delivered":
-        log.info("alert mail delivered %s to=%s", d.entry.tag, d.detail)
+        log.info("alert mail delivered", mail=d.entry.tag, to=d.detail)
     elif d.state == "retry":
         log.warning(
-            "alert mail delivery failed %s, retrying at %s: %s",
-            d.entry.tag,
-            datetime.fromtimestamp(d.entry.next_attempt, UTC).isoformat(timespec="seconds"),
-            d.detail,
+            "alert mail delivery failed",
+            mail=d.entry.tag,
+            retry_at=_when(d.entry.next_attempt),
+            error=d.detail,
         )
     else:
-        log.error("alert mail not delivered %s (%s): %s", d.entry.tag, d.state, d.detail)
+        log.error("alert mail not delivered", mail=d.entry.tag, state=d.state, error=d.detail)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _terminal_stdout() -> TextIO | None:
