@@ -26,7 +26,8 @@ def read_rows(
     """Up to `most` rows of `path` from `start`, never past `target` (the committed end):
     the rows, where they end, and how many lines were not rows (passed over).
 
-    Raises StoreConflict when `path` is not the file `target` names."""
+    Raises StoreConflict when `path` is not the file `target` names, or when there is no
+    whole row before `target` (the committed end is not at a line end: edited in place?)."""
     rows: list[Row] = []
     skipped = 0
     decode, typed = journal.cells, journal.row
@@ -68,4 +69,6 @@ def read_rows(
                     rows.append(typed(cells, tz))
                 except ValueError:
                     skipped += 1
+    if at == start.csv_offset < target.csv_offset:
+        raise StoreConflict(f"{path}: no whole row before the committed end")
     return rows, Position(start.csv_dev, start.csv_ino, at), skipped

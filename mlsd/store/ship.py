@@ -196,12 +196,9 @@ class Shipper:
             rows, end, skipped = await asyncio.to_thread(
                 self._count_and_read, start, until, leg.path, target
             )
-            if end == start:  # the committed end is not at a line end: edited in place?
-                raise StoreConflict(f"{leg.path}: no whole row before the committed end")
             await self.sink.append(self.node, Batch(rows, leg.expect, end))
             self.stored = end
             shipped += len(rows)
-            self.rows_shipped += len(rows)
             self._account(len(rows), skipped, rows[-1].time if rows else None)
 
     async def _start(self, target: Position) -> Leg:
@@ -279,7 +276,6 @@ class Shipper:
                     self.tz)  # fmt: skip
         done = await sink.ship_span(self.node, span)
         self.stored = done.end
-        self.rows_shipped += done.rows
         self._account(done.rows, done.skipped, done.last_time)
         if done.error is not None:
             raise done.error
@@ -314,6 +310,8 @@ class Shipper:
         self._counted_to = target.csv_offset - left
 
     def _account(self, rows: int, skipped: int, last: datetime | None) -> None:
+        """Rows stored (and lines passed over) by one batch or span, the last one's time."""
+        self.rows_shipped += rows
         if self._rows_behind is not None:
             self._rows_behind = max(0, self._rows_behind - rows - skipped)
         if last is not None:

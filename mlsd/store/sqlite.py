@@ -64,7 +64,7 @@ def default_path(state_dir: Path) -> Path:
 
 class SqliteStore:
     """The store's file and its one connection (blocking: run by the store's writer process,
-    mlsd.store.writer, and read as it is by `mlsd store check` and the reports)."""
+    mlsd.store.writer, and in-process by `mlsd store check` and `store rebuild`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -40,7 +40,7 @@ import structlog
 
 import mlsd
 from mlsd import logs
-from mlsd.store.contract import Batch, Shipped, Span, StoreConflict
+from mlsd.store.contract import Batch, Shipped, Span
 from mlsd.store.csvrows import read_rows
 from mlsd.store.journals import EVENTS, LOGINS, Journal
 from mlsd.store.sqlite import SqliteStore
@@ -75,7 +75,7 @@ class Writer:
 
     @property
     def pid(self) -> int | None:
-        """The writer's process id while one runs (for tests and `status`)."""
+        """The writer's process id while one runs (for the tests)."""
         return None if self._proc is None else self._proc.pid
 
     def call(self, name: str, *args: Any) -> Any:
@@ -100,7 +100,7 @@ class Writer:
 
     def stop(self) -> None:
         """Close the socket: the writer closes the store and exits (killed after STOP_S)."""
-        self._drop(wait=STOP_S)
+        self._drop()
 
     def _start(self) -> Connection:
         ours, theirs = socket.socketpair()
@@ -121,7 +121,7 @@ class Writer:
         self._conn = Connection(ours.detach())
         return self._conn
 
-    def _drop(self, wait: float = 5.0) -> str:
+    def _drop(self, wait: float = STOP_S) -> str:
         """Forget the writer: close the socket, reap the process; how it ended."""
         conn, proc = self._conn, self._proc
         self._conn = self._proc = None
@@ -168,8 +168,6 @@ def ship_span(store: SqliteStore, node: str, journal: Journal, span: Span) -> Sh
                 break
             got, end, passed = read_rows(span.path, journal, at, span.until, most=span.most,
                                          tz=tz)  # fmt: skip
-            if end == at:  # the committed end is not at a line end: edited in place?
-                raise StoreConflict(f"{span.path}: no whole row before the committed end")
             store.append(node, Batch(got, at, end), journal)
             at, rows, skipped = end, rows + len(got), skipped + passed
             if got:
