@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
@@ -192,3 +193,15 @@ def writers(db: Path) -> list[int]:
         if b"mlsd.store.writer" in argv and os.fsencode(db.absolute()) in argv:
             found.append(int(entry.name))
     return found
+
+
+@contextmanager
+def connected(db: Path) -> Iterator[SqliteStore]:
+    """The store at `db` as it is, read as an admin's `sqlite3` would (a plain connection,
+    nothing created or moved), closed after the block."""
+    store = SqliteStore(db)
+    store.connect()
+    try:
+        yield store
+    finally:
+        store.close()

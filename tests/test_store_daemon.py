@@ -22,10 +22,10 @@ from mlsd.app.storejob import node_name
 from mlsd.store.contract import Row
 from mlsd.store.journals import LOGINS
 from mlsd.store.ship import Shipper
-from mlsd.store.sqlite import SqliteStore
 from mlsd.store.sqlsink import SqliteSink
 from tests.followkit import ENV, Env, Writer, kill9, lines, wait_for
 from tests.storekit import (
+    connected,
     csv_rows,
     login_cells,
     login_rows,
@@ -51,12 +51,8 @@ def db_path(env: Env) -> Path:
 
 def store_rows(env: Env) -> list[Row]:
     """What the store holds, read as an admin's `sqlite3` would (a plain connection)."""
-    store = SqliteStore(db_path(env))
-    store.connect()
-    try:
+    with connected(db_path(env)) as store:
         return store.rows()
-    finally:
-        store.close()
 
 
 def committed_length(env: Env) -> int:

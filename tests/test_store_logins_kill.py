@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from mlsd.store.journals import EVENTS, LOGINS
-from mlsd.store.sqlite import SqliteStore
 from tests.followkit import ENV, kill9, wait_for
 from tests.storekit import (
     append_csv,
     append_logins,
+    connected,
     csv_rows,
     events,
     login_cells,
@@ -87,12 +87,8 @@ def test_kill9_while_both_journals_ship_stores_each_row_once(tmp_path: Path, see
         wait_for(lambda: caught_up(db, csv, logins), timeout=60)
     finally:
         kill9(proc)
-    store = SqliteStore(db)
-    store.connect()
-    try:
+    with connected(db) as store:
         for journal, want in ((EVENTS, csv_rows(csv)), (LOGINS, login_rows(logins))):
             got = multiset(store.rows(journal))
             assert multiset(want) == got, journal.name
         assert len(login_rows(logins)) == store.count(LOGINS) > 0
-    finally:
-        store.close()

@@ -13,9 +13,8 @@ from mlsd.config.schema import SentinelConfig
 from mlsd.ingest.pipeline import Pipeline
 from mlsd.store.contract import Position
 from mlsd.store.journals import LOGINS
-from mlsd.store.sqlite import SqliteStore
 from tests.jobkit import fake_session, read, run_job
-from tests.storekit import csv_rows, events, login_cells, login_rows, position, write_csv
+from tests.storekit import connected, csv_rows, events, login_cells, login_rows, position, write_csv
 from tests.storekit import write_logins as write_logins_csv
 
 
@@ -42,17 +41,13 @@ def test_the_job_ships_the_logins_and_expires_the_old_ones(tmp_path: Path) -> No
 
     seen = run_job(storejob.follow_and_ship, s, logins, done)
     assert {"store", "store-logins"} == set(seen)
-    store = SqliteStore(db)
-    store.connect()
     node = storejob.node_name()
-    try:
+    with connected(db) as store:
         assert csv_rows(tmp_path / "mlsd.csv") == store.rows()
         keep = now.timestamp() - 90 * 86400
         assert [r for r in login_rows(lpath) if r.time.timestamp() >= keep] == store.rows(LOGINS)
         assert committed == store.position(node, LOGINS)
         assert abs(store.kept_from(node) - keep) < 60
-    finally:
-        store.close()
 
 
 def test_without_the_callable_no_logins_shipper_runs(tmp_path: Path) -> None:
@@ -67,12 +62,8 @@ def test_without_the_callable_no_logins_shipper_runs(tmp_path: Path) -> None:
         return got is not None and got[0] == 5
 
     assert {"store"} == set(run_job(storejob.follow_and_ship, s, None, done))
-    store = SqliteStore(db)
-    store.connect()
-    try:
+    with connected(db) as store:
         assert 0 == store.count(LOGINS)
-    finally:
-        store.close()
 
 
 def test_record_logins_no_keeps_none_in_the_store() -> None:

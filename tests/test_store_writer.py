@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import structlog
 
+from mlsd.rows import HEADER
 from mlsd.store.contract import Shipped, Span
 from mlsd.store.journals import LOGINS
 from mlsd.store.ship import Shipper
-from mlsd.store.sqlite import SqliteStore
 from mlsd.store.sqlsink import SqliteSink
 from mlsd.store.writer import IGNORED, Writer, WriterGone, sendable
 from tests.followkit import wait_for
 from tests.storekit import (
+    connected,
     csv_rows,
     events,
     login_cells,
@@ -87,17 +88,13 @@ def test_writer_killed_at_random_instants_stores_each_row_once(tmp_path: Path, s
     assert kills, "no writer was running to be killed"
     outages = [e for e in said if e["event"] == "store unavailable, rows wait in the CSV"]
     assert outages and "writer process exited (signal 9)" in outages[0]["error"]
-    store = SqliteStore(db)
-    store.connect()
-    try:
+    with connected(db) as store:
         assert multiset(csv_rows(csv)) == multiset(store.rows())
         assert multiset(login_rows(logins)) == multiset(store.rows(LOGINS))
         assert (position(csv), position(logins)) == (
             store.position(NODE),
             store.position(NODE, LOGINS),
         )
-    finally:
-        store.close()
     assert (ev.error, lo.error) == (None, None)
     assert not writers(db), "a writer outlived its sink's close"
 
@@ -178,7 +175,7 @@ def test_a_writer_outlives_no_daemon_killed_mid_transaction(tmp_path: Path) -> N
     new writer ships on from, each row once."""
     csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
     write_csv(csv, events(20000, seed=5))
-    first = len(csv.read_bytes().split(b"\n", 1)[0]) + 1
+    first = len(HEADER)
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, str(csv), str(db), str(first)],
         stdin=subprocess.PIPE,
@@ -211,13 +208,9 @@ def test_a_writer_outlives_no_daemon_killed_mid_transaction(tmp_path: Path) -> N
             await sink.close()
 
     asyncio.run(ship_on())
-    store = SqliteStore(db)
-    store.connect()
-    try:
+    with connected(db) as store:
         assert multiset(rows) == multiset(store.rows())
         assert position(csv) == store.position(NODE)
-    finally:
-        store.close()
 
 
 def test_a_span_stops_at_the_first_error_and_says_how_far_it_got(tmp_path: Path) -> None:
@@ -227,8 +220,7 @@ def test_a_span_stops_at_the_first_error_and_says_how_far_it_got(tmp_path: Path)
     csv, db = tmp_path / "mlsd.csv", tmp_path / "events.sqlite3"
     write_csv(csv, events(30))
     end = position(csv)
-    first = len(csv.read_bytes().split(b"\n", 1)[0]) + 1
-    start = position(csv, first)
+    start = position(csv, len(HEADER))
     w = Writer(db)
     try:
         w.call("open", NODE)
